@@ -1,0 +1,54 @@
+# The front door. `make run` starts the suite, `make test` runs every test.
+# Both create the virtual environment, install the pinned dependencies, generate the
+# protobuf code and migrate the databases as needed.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(shell find protos -name '*.proto' | sort)
+INSTALLED := $(VENV)/.installed
+GENERATED := gen/.generated
+
+.PHONY: run test test-fast protos migrate lint format demo bench clean
+
+run: $(GENERATED)
+	$(PY) deploy/run_local.py
+
+test: $(GENERATED)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Skips the tests marked slow (large imports, multi-process runs).
+test-fast: $(GENERATED)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+protos: $(GENERATED)
+
+migrate: $(GENERATED)
+	$(PY) deploy/run_local.py --migrate-only
+
+lint: $(GENERATED)
+	$(VENV)/bin/ruff check services tests deploy
+	$(VENV)/bin/ruff format --check services tests deploy
+	$(VENV)/bin/mypy services
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff check --fix services tests deploy
+	$(VENV)/bin/ruff format services tests deploy
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	mkdir -p gen/sscard && touch gen/sscard/__init__.py
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(GENERATED): $(INSTALLED) $(PROTOS)
+	rm -rf gen/sscard && mkdir -p gen/sscard
+	$(PY) -m grpc_tools.protoc -I protos \
+	  -I "$$($(PY) -c 'import google.type, pathlib; print(pathlib.Path(google.type.__path__[0]).parent.parent)')" \
+	  --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
+	find gen/sscard -type d -exec touch {}/__init__.py \;
+	touch gen/sscard/py.typed $@
+
+clean:
+	rm -rf $(VENV) gen var .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""The sscard services: identity, card, bank and transit, on a shared platform runtime."""

@@ -1,0 +1,5 @@
+"""`python -m services.card`: run the card service."""
+
+from services.card.main import main
+
+main()

@@ -1,0 +1,449 @@
+"""The identity gRPC servicer: proto -> command -> use case -> proto, nothing else.
+
+Authentication, error mapping and logging happen in the platform's call guard; this file
+checks roles, decodes requests (malformed fields become one INVALID_ARGUMENT with a violation
+each), runs the use case in a unit of work (mutating ones through the idempotency runner) and
+encodes the answer. Full document numbers go only to callers with the `service` or `registry`
+role; everyone else sees the masked form.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from sqlalchemy.exc import IntegrityError
+from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2 as pb
+from sscard.identity.v1 import identity_pb2_grpc
+
+from services.identity import service
+from services.identity.domain.documents import Document, DocumentType, Sex, parse_document
+from services.identity.domain.person import (
+    MOVES_PLACE,
+    BasicInfoChange,
+    Basis,
+    Event,
+    IssuanceKind,
+    Outcome,
+    Person,
+    Preferential,
+    RecordInput,
+    Source,
+    check_name,
+)
+from services.identity.store import IdentityUnitOfWork
+from services.platform.auth import Caller, Role, current_caller, require_role
+from services.platform.clock import Clock, beijing_date
+from services.platform.db import Database
+from services.platform.errors import DomainError, Kind, Violations, invalid
+from services.platform.idempotency import IdempotencyStore, Idempotent, check_request_id, reused
+from services.platform.masking import mask_document_number
+from services.platform.pii import PiiCipher
+from services.platform.protoconv import from_date, to_date, to_timestamp
+
+SEES_FULL_NUMBERS = (Role.SERVICE, Role.REGISTRY)
+MAX_IMPORT_RECORDS = 200_000
+MAX_CARD_ID = 64
+
+_SEX_TO_PB = {Sex.MALE: common_pb2.MALE, Sex.FEMALE: common_pb2.FEMALE}
+_SEX_FROM_PB = {v: k for k, v in _SEX_TO_PB.items()}
+_OUTCOME_TO_PB = {
+    Outcome.CREATED: pb.CREATED,
+    Outcome.UPDATED: pb.UPDATED,
+    Outcome.UNCHANGED: pb.UNCHANGED,
+}
+_BASIS_TO_PB = {
+    Basis.INSURED_IN_BEIJING: pb.INSURED_IN_BEIJING,
+    Basis.PUBLIC_SERVICE_ENTITLED: pb.PUBLIC_SERVICE_ENTITLED,
+}
+_KIND_FROM_PB = {
+    pb.FIRST: IssuanceKind.FIRST,
+    pb.REISSUE: IssuanceKind.REISSUE,
+    pb.REPLACEMENT: IssuanceKind.REPLACEMENT,
+    pb.UPGRADE: IssuanceKind.UPGRADE,
+}
+_SOURCE_FROM_PB = {pb.HR: Source.HR, pb.MEDICAL_INSURANCE: Source.MEDICAL_INSURANCE}
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _enum_name(enum_type: Any, value: int) -> str:
+    return str(enum_type.Name(value)) if value in enum_type.values() else ""
+
+
+def _doc_type(value: int) -> DocumentType | None:
+    name = _enum_name(common_pb2.DocumentType, value)
+    return DocumentType(name) if name in DocumentType.__members__ else None
+
+
+def _document(
+    doc: common_pb2.IdentityDocument, today: dt.date, v: Violations, prefix: str = "document"
+) -> Document | None:
+    doc_type = _doc_type(doc.type)
+    if doc_type is None:
+        v.add(f"{prefix}.type", "a known document type is required", "REQUIRED")
+        return None
+    try:
+        return parse_document(doc_type, doc.number, today, field=f"{prefix}.number")
+    except DomainError as exc:
+        v.items.extend(exc.violations)
+        return None
+
+
+def _record(msg: pb.PersonRecord, v: Violations) -> RecordInput:
+    preferential: set[Preferential] = set()
+    for flag in msg.preferential:
+        name = (
+            pb.PreferentialTreatment.Name(flag) if flag in pb.PreferentialTreatment.values() else ""
+        )
+        if name in Preferential.__members__:
+            preferential.add(Preferential(name))
+        else:
+            v.add("preferential", "unknown preferential-treatment flag", "UNKNOWN_VALUE")
+    return RecordInput(
+        document_type=_doc_type(msg.document.type),
+        document_number=msg.document.number,
+        name=msg.name,
+        sex=_SEX_FROM_PB.get(msg.sex),
+        birth_date=from_date(msg.birth_date, "birth_date", v),
+        document_valid_until=from_date(msg.document_valid_until, "document_valid_until", v),
+        insured_in_beijing=msg.insured_in_beijing,
+        public_service_entitled=msg.public_service_entitled,
+        date_of_death=from_date(msg.date_of_death, "date_of_death", v),
+        preferential=frozenset(preferential),
+        legacy_card_generation=msg.legacy_card_generation,
+        source=_SOURCE_FROM_PB.get(msg.source),
+    )
+
+
+def _card_id(value: str, field: str, v: Violations) -> None:
+    if not value or len(value) > MAX_CARD_ID:
+        v.add(field, f"a card id of 1 to {MAX_CARD_ID} characters is required", "REQUIRED")
+
+
+def _ref(msg: pb.PersonRef, v: Violations) -> service.PersonRef:
+    which = msg.WhichOneof("ref")
+    if which == "person_id":
+        return service.PersonRef(person_id=msg.person_id)
+    if which == "document":
+        doc_type = _doc_type(msg.document.type)
+        if doc_type is None:
+            v.add("person.document.type", "a known document type is required", "REQUIRED")
+        return service.PersonRef(document_type=doc_type, document_number=msg.document.number)
+    v.add("person", "name the person by person_id or by document", "REQUIRED")
+    return service.PersonRef()
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def _document_pb(doc: Document, full: bool) -> common_pb2.IdentityDocument:
+    return common_pb2.IdentityDocument(
+        type=doc.type.value,
+        number=doc.number if full else "",
+        number_masked=mask_document_number(doc.number),
+    )
+
+
+def person_pb(person: Person, full: bool) -> pb.Person:
+    a = person.attributes
+    return pb.Person(
+        person_id=person.person_id,
+        name=a.name,
+        sex=_SEX_TO_PB[a.sex] if a.sex else common_pb2.SEX_UNSPECIFIED,
+        birth_date=to_date(a.birth_date),
+        document=_document_pb(a.document, full),
+        document_valid_until=to_date(a.document_valid_until),
+        insured_in_beijing=a.insured_in_beijing,
+        public_service_entitled=a.public_service_entitled,
+        alive=person.alive,
+        date_of_death=to_date(a.date_of_death),
+        preferential=sorted(p.value for p in a.preferential),
+        legacy_card_generation=a.legacy_card_generation,
+        registered_card_id=person.registration.card_id if person.registration else "",
+        updated_at=to_timestamp(person.updated_at),
+    )
+
+
+def _history_pb(change: BasicInfoChange, full: bool) -> pb.BasicInfoChange:
+    return pb.BasicInfoChange(
+        changed_at=to_timestamp(change.changed_at),
+        old_name=change.old_name,
+        new_name=change.new_name,
+        old_document=_document_pb(change.old_document, full),
+        new_document=_document_pb(change.new_document, full),
+        reason=change.reason,
+    )
+
+
+def _event_pb(sequence: int, event: Event) -> pb.PersonEvent:
+    return pb.PersonEvent(
+        sequence=sequence,
+        type=event.type.value,
+        person_id=event.person_id,
+        occurred_at=to_timestamp(event.occurred_at),
+        registered_card_id=event.registered_card_id or "",
+        date_of_death=to_date(event.date_of_death),
+    )
+
+
+def _result_pb(result: service.RecordResult) -> pb.ImportRecordResult:
+    if result.outcome is not None:
+        return pb.ImportRecordResult(
+            index=result.index, outcome=_OUTCOME_TO_PB[result.outcome], person_id=result.person_id
+        )
+    error = result.error
+    assert error is not None
+    return pb.ImportRecordResult(
+        index=result.index,
+        outcome=pb.REJECTED,
+        reason=error.reason,
+        violations=[
+            pb.RecordViolation(field=x.field, description=x.description) for x in error.violations
+        ],
+    )
+
+
+# --- the servicer -------------------------------------------------------------------------------
+
+
+class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
+    def __init__(self, db: Database, cipher: PiiCipher, clock: Clock, keys: IdempotencyStore):
+        self._db = db
+        self._cipher = cipher
+        self._clock = clock
+        self._keys = keys
+        self._once: Idempotent[IdentityUnitOfWork] = Idempotent(keys, self._uow)
+
+    def _uow(self, readonly: bool = False) -> IdentityUnitOfWork:
+        return IdentityUnitOfWork(self._db, self._cipher, readonly)
+
+    def _today(self) -> dt.date:
+        return beijing_date(self._clock.now())
+
+    def _scope(self, method: str) -> tuple[Caller, str]:
+        caller = current_caller()
+        return caller, f"{method}:{caller.caller}"
+
+    # -- the registry feed
+
+    def ImportPersons(
+        self, request_iterator: Iterator[pb.ImportPersonsRequest], context: grpc.ServicerContext
+    ) -> pb.ImportPersonsResponse:
+        caller, scope = self._scope("ImportPersons")
+        require_role(caller, Role.REGISTRY)
+        stream = iter(request_iterator)
+        head = next(stream, None)
+        if head is None:
+            raise DomainError("IMPORT_EMPTY", "the import carries no record", kind=Kind.INVALID)
+        batch_id = head.batch_id
+        check_request_id(batch_id)
+        digest = hashlib.sha256()
+
+        def decoded() -> Iterator[tuple[int, RecordInput | DomainError]]:
+            for index, message in enumerate(itertools.chain([head], stream)):
+                if index >= MAX_IMPORT_RECORDS:
+                    raise DomainError(
+                        "IMPORT_TOO_LARGE",
+                        f"an import carries at most {MAX_IMPORT_RECORDS} records; split it",
+                        kind=Kind.EXHAUSTED,
+                    )
+                digest.update(message.record.SerializeToString(deterministic=True))
+                v = Violations()
+                record = _record(message.record, v)
+                if v.items:
+                    yield index, invalid("INVALID_PERSON_RECORD", v.items, rule="A4.1")
+                else:
+                    yield index, record
+
+        with self._uow(readonly=True) as uow:
+            prior = self._keys.find(uow.session, scope, batch_id)
+        if prior is not None:
+            for _ in decoded():
+                pass
+            stored_fp, stored = prior
+            if stored_fp != digest.hexdigest():
+                raise reused()
+            return stored.replay(pb.ImportPersonsResponse)
+        results = service.import_persons(self._uow, decoded(), self._clock)
+        response = pb.ImportPersonsResponse(
+            batch_id=batch_id,
+            received=len(results),
+            results=[_result_pb(r) for r in results],
+        )
+        for r in results:
+            if r.outcome is Outcome.CREATED:
+                response.created += 1
+            elif r.outcome is Outcome.UPDATED:
+                response.updated += 1
+            elif r.outcome is Outcome.UNCHANGED:
+                response.unchanged += 1
+            else:
+                response.rejected += 1
+        with self._uow() as uow:
+            try:
+                self._keys.remember(
+                    uow.session,
+                    scope,
+                    batch_id,
+                    digest.hexdigest(),
+                    "response",
+                    response.SerializeToString(),
+                )
+                uow.commit()
+            except IntegrityError:
+                pass  # the same batch finished concurrently; its records applied identically
+        return response
+
+    # -- the one-person-one-card register
+
+    def ReserveIssuance(
+        self, request: pb.ReserveIssuanceRequest, context: grpc.ServicerContext
+    ) -> pb.ReserveIssuanceResponse:
+        caller, scope = self._scope("ReserveIssuance")
+        require_role(caller, Role.SERVICE)
+        v = Violations()
+        document = _document(request.document, self._today(), v)
+        if not request.name.strip():
+            v.add("name", "the applicant's name is required", "REQUIRED")
+        _card_id(request.card_id, "card_id", v)
+        kind = _KIND_FROM_PB.get(request.kind)
+        if kind is None:
+            v.add("kind", "FIRST, REISSUE, REPLACEMENT or UPGRADE is required", "REQUIRED")
+        elif kind in MOVES_PLACE:
+            _card_id(request.replaces_card_id, "replaces_card_id", v)
+        v.raise_if_any(rule="A4.1")
+        assert document is not None and kind is not None
+        cmd = service.Reservation(
+            document, request.name, request.card_id, kind, request.replaces_card_id or None
+        )
+
+        def work(uow: IdentityUnitOfWork) -> pb.ReserveIssuanceResponse:
+            person, basis = service.reserve_issuance(uow, cmd, self._clock)
+            return pb.ReserveIssuanceResponse(
+                person=person_pb(person, full=True), basis=_BASIS_TO_PB[basis]
+            )
+
+        return self._once.run(scope, request.request_id, request, pb.ReserveIssuanceResponse, work)
+
+    def ReleaseIssuance(
+        self, request: pb.ReleaseIssuanceRequest, context: grpc.ServicerContext
+    ) -> pb.ReleaseIssuanceResponse:
+        caller, scope = self._scope("ReleaseIssuance")
+        require_role(caller, Role.SERVICE)
+        v = Violations()
+        _card_id(request.card_id, "card_id", v)
+        v.raise_if_any()
+
+        def work(uow: IdentityUnitOfWork) -> pb.ReleaseIssuanceResponse:
+            released, holder = service.release_issuance(uow, request.card_id, self._clock)
+            return pb.ReleaseIssuanceResponse(released=released, registered_card_id=holder or "")
+
+        return self._once.run(scope, request.request_id, request, pb.ReleaseIssuanceResponse, work)
+
+    def ConfirmIssuance(
+        self, request: pb.ConfirmIssuanceRequest, context: grpc.ServicerContext
+    ) -> pb.ConfirmIssuanceResponse:
+        caller, scope = self._scope("ConfirmIssuance")
+        require_role(caller, Role.SERVICE)
+        v = Violations()
+        _card_id(request.card_id, "card_id", v)
+        v.raise_if_any()
+
+        def work(uow: IdentityUnitOfWork) -> pb.ConfirmIssuanceResponse:
+            person = service.confirm_issuance(uow, request.card_id, self._clock)
+            return pb.ConfirmIssuanceResponse(person_id=person.person_id)
+
+        return self._once.run(scope, request.request_id, request, pb.ConfirmIssuanceResponse, work)
+
+    # -- basic information and deaths
+
+    def ChangeBasicInfo(
+        self, request: pb.ChangeBasicInfoRequest, context: grpc.ServicerContext
+    ) -> pb.ChangeBasicInfoResponse:
+        caller, scope = self._scope("ChangeBasicInfo")
+        require_role(caller, Role.REGISTRY)
+        v = Violations()
+        ref = _ref(request.person, v)
+        new_document = None
+        if request.HasField("new_document"):
+            new_document = _document(request.new_document, self._today(), v, "new_document")
+        new_name = check_name(request.new_name, v, "new_name") if request.new_name else None
+        valid_until = from_date(request.new_document_valid_until, "new_document_valid_until", v)
+        v.raise_if_any(rule="A17.2")
+        cmd = service.BasicInfoCommand(ref, new_name, new_document, valid_until, request.reason)
+
+        def work(uow: IdentityUnitOfWork) -> pb.ChangeBasicInfoResponse:
+            person = service.change_basic_info(uow, cmd, self._clock)
+            return pb.ChangeBasicInfoResponse(person=person_pb(person, full=True))
+
+        return self._once.run(scope, request.request_id, request, pb.ChangeBasicInfoResponse, work)
+
+    def RecordDeath(
+        self, request: pb.RecordDeathRequest, context: grpc.ServicerContext
+    ) -> pb.RecordDeathResponse:
+        caller, scope = self._scope("RecordDeath")
+        require_role(caller, Role.REGISTRY)
+        v = Violations()
+        ref = _ref(request.person, v)
+        date_of_death = from_date(request.date_of_death, "date_of_death", v)
+        if date_of_death is None and not v.items:
+            v.add("date_of_death", "the date of death is required", "REQUIRED")
+        v.raise_if_any(rule="A21.2")
+        assert date_of_death is not None
+
+        def work(uow: IdentityUnitOfWork) -> pb.RecordDeathResponse:
+            person = service.record_death(uow, ref, date_of_death, self._clock)
+            return pb.RecordDeathResponse(person=person_pb(person, full=True))
+
+        return self._once.run(scope, request.request_id, request, pb.RecordDeathResponse, work)
+
+    # -- reads
+
+    def GetPerson(
+        self, request: pb.GetPersonRequest, context: grpc.ServicerContext
+    ) -> pb.GetPersonResponse:
+        caller = current_caller()
+        require_role(caller, Role.SERVICE, Role.REGISTRY, Role.OPS)
+        v = Violations()
+        ref = _ref(request.person, v)
+        v.raise_if_any()
+        full = caller.has_any(*SEES_FULL_NUMBERS)
+        with self._uow(readonly=True) as uow:
+            person, history = service.get_person(uow, ref, request.include_history, self._clock)
+        return pb.GetPersonResponse(
+            person=person_pb(person, full), history=[_history_pb(h, full) for h in history]
+        )
+
+    def VerifyApplicant(
+        self, request: pb.VerifyApplicantRequest, context: grpc.ServicerContext
+    ) -> pb.VerifyApplicantResponse:
+        caller = current_caller()
+        require_role(caller, Role.SERVICE, Role.REGISTRY, Role.OPS)
+        v = Violations()
+        document = _document(request.document, self._today(), v)
+        if not request.name.strip():
+            v.add("name", "the applicant's name is required", "REQUIRED")
+        v.raise_if_any(rule="A4.1")
+        assert document is not None
+        with self._uow(readonly=True) as uow:
+            person, basis = service.verify_applicant(uow, document, request.name, self._clock)
+        full = caller.has_any(*SEES_FULL_NUMBERS)
+        return pb.VerifyApplicantResponse(person=person_pb(person, full), basis=_BASIS_TO_PB[basis])
+
+    def ListPersonEvents(
+        self, request: pb.ListPersonEventsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPersonEventsResponse:
+        require_role(current_caller(), Role.SERVICE, Role.OPS)
+        with self._uow(readonly=True) as uow:
+            events = service.list_events(uow, request.after_sequence, request.limit)
+        return pb.ListPersonEventsResponse(
+            events=[_event_pb(seq, e) for seq, e in events],
+            next_after_sequence=events[-1][0] if events else request.after_sequence,
+        )

@@ -1,0 +1,1 @@
+"""Shared runtime of the sscard services; holds no business rules."""

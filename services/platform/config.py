@@ -1,0 +1,143 @@
+"""Configuration of a service process, read from environment variables.
+
+Every setting has a documented default (README, "Configuration") so that ``make run`` works on
+a fresh checkout; secrets default to files under ``var/`` that the local supervisor creates.
+``<SERVICE>`` below is IDENTITY, CARD, BANK or TRANSIT.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.platform.clock import Clock, SharedTestClock, SystemClock
+
+SERVICES = ("identity", "card", "bank", "transit")
+DEFAULT_PORTS = {"identity": 50051, "card": 50052, "bank": 50053, "transit": 50054}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VAR_DIR = REPO_ROOT / "var"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the process refuses to start."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything one service process needs to start."""
+
+    name: str
+    host: str
+    port: int
+    db_url: str
+    workers: int
+    threads: int
+    grace_seconds: float
+    max_message_bytes: int
+    auth_secret: bytes
+    token_ttl_seconds: int
+    idempotency_ttl_hours: int
+    environment: str
+    test_clock_file: str | None
+    calendar_file: str
+    log_level: str
+    env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def secret(self, name: str, default_file: Path) -> bytes:
+        """A secret of this service (``SSCARD_<NAME>`` or ``SSCARD_<NAME>_FILE``)."""
+        return read_secret(self.env, name, default_file)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def clock(self) -> Clock:
+        """The suite's clock: the shared test clock only when configured, else wall time."""
+        if self.test_clock_file:
+            return SharedTestClock(self.test_clock_file)
+        return SystemClock()
+
+    def target(self, service: str) -> str:
+        """Address of another service, for clients."""
+        return target_of(service, self.env)
+
+
+def _env(env: Mapping[str, str], key: str, default: str) -> str:
+    value = env.get(key, "").strip()
+    return value or default
+
+
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    raw = _env(env, key, str(default))
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a whole number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, got {value}")
+    return value
+
+
+def target_of(service: str, env: Mapping[str, str] | None = None) -> str:
+    """``host:port`` of a service: ``SSCARD_<SERVICE>_TARGET``, else its host and port."""
+    env = os.environ if env is None else env
+    prefix = f"SSCARD_{service.upper()}_"
+    explicit = env.get(prefix + "TARGET", "").strip()
+    if explicit:
+        return explicit
+    host = _env(env, prefix + "HOST", "127.0.0.1")
+    return f"{host}:{_int(env, prefix + 'PORT', DEFAULT_PORTS[service])}"
+
+
+def read_secret(env: Mapping[str, str], name: str, default_file: Path) -> bytes:
+    """A secret from ``SSCARD_<NAME>`` (base64) or the file ``SSCARD_<NAME>_FILE`` names."""
+    inline = env.get(f"SSCARD_{name}", "").strip()
+    if inline:
+        return base64.b64decode(inline)
+    path = Path(_env(env, f"SSCARD_{name}_FILE", str(default_file)))
+    try:
+        data = path.read_bytes().strip()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"secret SSCARD_{name} is not set and {path} does not exist "
+            "(`make run` creates development secrets under var/)"
+        ) from exc
+    return base64.b64decode(data)
+
+
+def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Read one service's configuration."""
+    if name not in SERVICES:
+        raise ConfigError(f"unknown service {name!r}")
+    env = os.environ if env is None else env
+    prefix = f"SSCARD_{name.upper()}_"
+    environment = _env(env, "SSCARD_ENVIRONMENT", "development")
+    test_clock_file = env.get("SSCARD_TEST_CLOCK_FILE", "").strip() or None
+    if test_clock_file and environment == "production":
+        raise ConfigError(
+            "SSCARD_TEST_CLOCK_FILE must not be set when SSCARD_ENVIRONMENT=production"
+        )
+    ttl_hours = _int(env, "SSCARD_IDEMPOTENCY_TTL_HOURS", 48, minimum=24)
+    return ServiceConfig(
+        name=name,
+        host=_env(env, prefix + "HOST", "127.0.0.1"),
+        port=_int(env, prefix + "PORT", DEFAULT_PORTS[name]),
+        db_url=_env(env, prefix + "DB_URL", f"sqlite:///{VAR_DIR / (name + '.db')}"),
+        workers=_int(env, prefix + "WORKERS", 1, minimum=1),
+        threads=_int(env, prefix + "THREADS", 8, minimum=1),
+        grace_seconds=float(_env(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", "5")),
+        max_message_bytes=_int(env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024),
+        auth_secret=read_secret(env, "AUTH_SECRET", VAR_DIR / "auth.secret"),
+        token_ttl_seconds=_int(env, "SSCARD_SERVICE_TOKEN_TTL_SECONDS", 3600, minimum=60),
+        idempotency_ttl_hours=ttl_hours,
+        environment=environment,
+        test_clock_file=test_clock_file,
+        calendar_file=_env(
+            env, "SSCARD_CALENDAR_FILE", str(REPO_ROOT / "deploy" / "calendar" / "cn-workdays.json")
+        ),
+        log_level=_env(env, "SSCARD_LOG_LEVEL", "INFO").upper(),
+        env=dict(env),
+    )

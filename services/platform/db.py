@@ -1,0 +1,149 @@
+"""Database engines and the unit of work.
+
+One engine per service process, built in the composition root. On SQLite the engine runs WAL,
+foreign keys on, and transactions that really begin when the unit of work starts (SQLAlchemy's
+pysqlite recipe): a writing unit of work takes the write lock up front with ``BEGIN IMMEDIATE``,
+so SQLite is never silently weaker than PostgreSQL's row locks; a read-only one uses a deferred
+``BEGIN`` and reads a consistent snapshot without blocking writers. Parameters are hidden from
+SQL errors and logs: they can hold personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+READONLY = "sscard_readonly"
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, pool_size: int = 8) -> Engine:
+    """An engine for ``url`` with the settings every service uses."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _sqlite_recipe(engine)
+        return engine
+    return create_engine(
+        url,
+        hide_parameters=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_recipe(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; every stored one is UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def advisory_key(*parts: str) -> int:
+    """A signed 64-bit key for PostgreSQL advisory locks, stable across processes."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+class Database:
+    """A service's engine and its two session factories (read-write and read-only)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.writer = sessionmaker(bind=engine, expire_on_commit=False)
+        self.reader = sessionmaker(
+            bind=engine.execution_options(**{READONLY: True}), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class UnitOfWork:
+    """One business transaction: ``with uow: ...; uow.commit()``; rollback unless committed.
+
+    Services subclass it to attach their repositories in ``_open``. A unit of work is used by
+    one thread at a time and never spans a call to another service.
+    """
+
+    def __init__(self, db: Database, readonly: bool = False) -> None:
+        self.db = db
+        self.readonly = readonly
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("unit of work used outside its `with` block")
+        return self._session
+
+    def __enter__(self) -> Self:
+        factory = self.db.reader if self.readonly else self.db.writer
+        self._session = factory()
+        self._open(self._session)
+        return self
+
+    def _open(self, session: Session) -> None:
+        """Attach repositories to the session; overridden by each service."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.session.rollback()
+        finally:
+            self.session.close()
+            self._session = None
+
+    def commit(self) -> None:
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot commit")
+        self.session.commit()
+
+    def flush(self) -> None:
+        self.session.flush()

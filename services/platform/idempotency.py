@@ -1,0 +1,256 @@
+"""Idempotent mutating calls (AIP-155 / Stripe style), kept in the service's own database.
+
+Every mutating RPC carries a client-chosen ``request_id``. Same id + same request: the stored
+answer (response or refusal) comes back and nothing runs twice. Same id + different request:
+INVALID_ARGUMENT ``REQUEST_ID_REUSED``. Same id while the first call is still running:
+ABORTED ``REQUEST_IN_PROGRESS`` (on PostgreSQL, through a transaction-scoped advisory lock; on
+SQLite the write lock already serialises the two calls and the second gets the stored answer).
+
+The key is written in the same transaction as the use case's effects, so a crash either keeps
+both or neither. Keys are scoped by method and caller and kept for ``ttl`` (at least 24 hours).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.platform.clock import Clock
+from services.platform.db import Database, UnitOfWork, advisory_key, as_utc
+from services.platform.errors import DomainError, FieldViolation, Kind, invalid
+from services.platform.pii import PiiCipher
+
+M = TypeVar("M", bound=Message)
+U = TypeVar("U", bound=UnitOfWork)
+
+# Refusals that depend on the moment, not on the request: never stored, a retry runs again.
+TRANSIENT = frozenset({Kind.CONFLICT, Kind.UNAVAILABLE, Kind.UNAUTHENTICATED, Kind.EXHAUSTED})
+MAX_REQUEST_ID = 128
+
+
+def define_table(metadata: MetaData) -> Table:
+    """The ``idempotency_keys`` table, added to a service's metadata."""
+    return Table(
+        "idempotency_keys",
+        metadata,
+        Column("scope", String(200), primary_key=True),
+        Column("request_id", String(MAX_REQUEST_ID), primary_key=True),
+        Column("fingerprint", String(64), nullable=False),
+        Column("outcome", String(8), nullable=False),  # "response" or "error"
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=False),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+
+def fingerprint(message: Message) -> str:
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Stored:
+    outcome: str
+    payload: bytes
+
+    def replay(self, response_type: type[M]) -> M:
+        if self.outcome == "error":
+            raise _decode_error(self.payload)
+        return response_type.FromString(self.payload)
+
+
+def _encode_error(error: DomainError) -> bytes:
+    return json.dumps(
+        {
+            "reason": error.reason,
+            "message": error.message,
+            "kind": error.kind.value,
+            "rule": error.rule,
+            "violations": [[v.field, v.description, v.reason] for v in error.violations],
+            "metadata": error.metadata,
+        }
+    ).encode()
+
+
+def _decode_error(payload: bytes) -> DomainError:
+    data = json.loads(payload)
+    return DomainError(
+        data["reason"],
+        data["message"],
+        kind=Kind(data["kind"]),
+        rule=data["rule"],
+        violations=tuple(FieldViolation(*v) for v in data["violations"]),
+        metadata=data["metadata"],
+    )
+
+
+def check_request_id(request_id: str) -> None:
+    if not request_id or len(request_id) > MAX_REQUEST_ID:
+        raise invalid(
+            "REQUEST_ID_REQUIRED",
+            [
+                FieldViolation(
+                    "request_id",
+                    f"a client-chosen id of 1 to {MAX_REQUEST_ID} characters is required",
+                )
+            ],
+        )
+
+
+def reused() -> DomainError:
+    return invalid(
+        "REQUEST_ID_REUSED",
+        [FieldViolation("request_id", "this request_id was already used for a different request")],
+    )
+
+
+class IdempotencyStore:
+    """Reads and writes keys inside the caller's transaction."""
+
+    def __init__(
+        self, table: Table, clock: Clock, ttl: dt.timedelta, cipher: PiiCipher | None = None
+    ) -> None:
+        self.table = table
+        self.clock = clock
+        self.ttl = ttl
+        # Stored answers may carry personal data; a service that holds any seals them.
+        self._cipher = cipher
+
+    def _seal(self, payload: bytes) -> bytes:
+        return self._cipher.encrypt_bytes(payload) if self._cipher else payload
+
+    def _unseal(self, payload: bytes) -> bytes:
+        return self._cipher.decrypt_bytes(payload) if self._cipher else payload
+
+    def claim(
+        self, session: Session, scope: str, request_id: str, fp: str, postgres: bool
+    ) -> Stored | None:
+        """The stored answer for this key, or None if the call should run now.
+
+        Raises REQUEST_ID_REUSED for a different request under the same id, and (PostgreSQL)
+        REQUEST_IN_PROGRESS while another transaction holds the same key.
+        """
+        if postgres:
+            locked = session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": advisory_key(scope, request_id)}
+            ).scalar_one()
+            if not locked:
+                raise DomainError(
+                    "REQUEST_IN_PROGRESS",
+                    "a call with this request_id is still running; retry shortly",
+                    kind=Kind.CONFLICT,
+                )
+        found = self.find(session, scope, request_id)
+        if found is None:
+            return None
+        stored_fp, stored = found
+        if stored_fp != fp:
+            raise reused()
+        return stored
+
+    def find(self, session: Session, scope: str, request_id: str) -> tuple[str, Stored] | None:
+        """The fingerprint and answer stored under a key, if any and not expired."""
+        t = self.table
+        key = (t.c.scope == scope, t.c.request_id == request_id)
+        row = session.execute(
+            select(t.c.fingerprint, t.c.outcome, t.c.payload, t.c.expires_at).where(*key)
+        ).one_or_none()
+        if row is None:
+            return None
+        if as_utc(row.expires_at) <= self.clock.now():
+            session.execute(delete(t).where(*key))
+            return None
+        return row.fingerprint, Stored(row.outcome, self._unseal(row.payload))
+
+    def remember(
+        self, session: Session, scope: str, request_id: str, fp: str, outcome: str, payload: bytes
+    ) -> None:
+        now = self.clock.now()
+        session.execute(
+            self.table.insert().values(
+                scope=scope,
+                request_id=request_id,
+                fingerprint=fp,
+                outcome=outcome,
+                payload=self._seal(payload),
+                created_at=now,
+                expires_at=now + self.ttl,
+            )
+        )
+
+    def purge_expired(self, db: Database) -> int:
+        """Delete keys past their time; run periodically by the server's maintenance loop."""
+        with db.writer() as session, session.begin():
+            result = session.execute(
+                delete(self.table).where(self.table.c.expires_at < self.clock.now())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class Idempotent(Generic[U]):
+    """Runs a use case at most once per (scope, request_id), inside one unit of work."""
+
+    def __init__(self, store: IdempotencyStore, new_uow: Callable[[], U]) -> None:
+        self.store = store
+        self._new_uow = new_uow
+
+    def run(
+        self,
+        scope: str,
+        request_id: str,
+        request: Message,
+        response_type: type[M],
+        work: Callable[[U], M],
+    ) -> M:
+        check_request_id(request_id)
+        fp = fingerprint(request)
+        refusal: DomainError
+        with self._new_uow() as uow:
+            postgres = not uow.db.is_sqlite
+            stored = self.store.claim(uow.session, scope, request_id, fp, postgres)
+            if stored is not None:
+                return stored.replay(response_type)
+            try:
+                response = work(uow)
+            except DomainError as exc:
+                if exc.kind in TRANSIENT:
+                    raise
+                refusal = exc
+            else:
+                self.store.remember(
+                    uow.session, scope, request_id, fp, "response", response.SerializeToString()
+                )
+                uow.commit()
+                return response
+        self._remember_refusal(scope, request_id, fp, refusal)
+        raise refusal
+
+    def _remember_refusal(self, scope: str, request_id: str, fp: str, refusal: DomainError) -> None:
+        with self._new_uow() as uow:
+            try:
+                self.store.remember(
+                    uow.session, scope, request_id, fp, "error", _encode_error(refusal)
+                )
+                uow.commit()
+            except IntegrityError:
+                pass  # a concurrent call with the same key stored its answer first

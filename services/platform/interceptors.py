@@ -1,0 +1,125 @@
+"""The call guard: the one server interceptor every sscard service runs.
+
+For every call except health checks and reflection it verifies the caller credential (missing,
+expired or forged: UNAUTHENTICATED), makes the caller available to the servicer through
+``auth.current_caller()``, turns a ``DomainError`` into the rich status of ``grpc_errors``, turns
+anything unexpected into INTERNAL with a log reference and no exception text, and logs one line
+per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from services.platform import auth
+from services.platform.errors import DomainError
+from services.platform.grpc_errors import CODES, internal_status, to_status
+
+log = logging.getLogger("sscard.calls")
+
+OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise auth.unauthenticated("the authorization header is not a bearer token")
+    raise auth.unauthenticated("the call carries no credential")
+
+
+class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Authentication, error mapping and call logging for one service."""
+
+    def __init__(self, verifier: auth.TokenVerifier, error_domain: str) -> None:
+        self._verifier = verifier
+        self._domain = error_domain
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        metadata = details.invocation_metadata
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._guard(method, metadata, handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._guard(method, metadata, handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._guard_stream(method, metadata, handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            self._guard_stream(method, metadata, handler.stream_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _enter(self, metadata: Any) -> Any:
+        return auth.bind_caller(self._verifier.verify(_bearer(metadata)))
+
+    def _refuse(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, DomainError):
+            log.info("%s refused %s %s", method, CODES[exc.kind].name, exc.reason)
+            context.abort_with_status(to_status(exc, self._domain))
+        reference = uuid.uuid4().hex[:12]
+        log.error("%s failed, reference %s", method, reference, exc_info=exc)
+        context.abort_with_status(internal_status(reference))
+
+    def _guard(self, method: str, metadata: Any, behaviour: Callable[..., Any]) -> Any:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            token = None
+            try:
+                token = self._enter(metadata)
+                response = behaviour(request, context)
+            except Exception as exc:  # every failure leaves as a mapped status
+                self._refuse(method, context, exc)
+                raise
+            finally:
+                if token is not None:
+                    auth.unbind_caller(token)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s OK %.1fms", method, (time.perf_counter() - started) * 1000)
+            return response
+
+        return guarded
+
+    def _guard_stream(self, method: str, metadata: Any, behaviour: Callable[..., Any]) -> Any:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            token = None
+            try:
+                token = self._enter(metadata)
+                yield from behaviour(request, context)
+            except Exception as exc:
+                self._refuse(method, context, exc)
+                raise
+            finally:
+                if token is not None:
+                    auth.unbind_caller(token)
+
+        return guarded

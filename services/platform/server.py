@@ -1,0 +1,201 @@
+"""Server bootstrap shared by the four services.
+
+``create_server(config, deps)`` builds a bound, not yet started server (tests use port 0);
+``serve(config, build)`` runs a service until SIGTERM / SIGINT, in ``config.workers`` processes
+sharing one port through SO_REUSEPORT. Health (``grpc.health.v1``) says SERVING only while the
+database answers and is at its alembic head, and NOT_SERVING from the moment shutdown begins,
+before the graceful ``stop(grace)``. Reflection lists the service. Sync gRPC with a thread pool
+and sync SQLAlchemy: measured fastest on this hardware (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Table
+
+from services.platform import logs, migrations
+from services.platform.auth import HS256Verifier
+from services.platform.clock import Clock
+from services.platform.config import ServiceConfig
+from services.platform.db import Database, make_engine
+from services.platform.idempotency import IdempotencyStore
+from services.platform.interceptors import CallGuard
+from services.platform.pii import PiiCipher
+
+log = logging.getLogger("sscard.server")
+
+Task = tuple[float, Callable[[], object]]
+
+
+@dataclass
+class ServiceDeps:
+    """What a service hands the bootstrap: its database, servicers and periodic chores."""
+
+    db: Database
+    register: Callable[[grpc.Server], None]
+    service_names: Sequence[str]
+    maintenance: Sequence[Task] = field(default_factory=tuple)
+
+
+class Server:
+    """A built server: ``start()``, then ``stop()``; ``port`` is the bound port."""
+
+    def __init__(self, config: ServiceConfig, deps: ServiceDeps) -> None:
+        self.config = config
+        self.deps = deps
+        self._stopping = threading.Event()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
+            ),
+            interceptors=[CallGuard(HS256Verifier(config.auth_secret), f"{config.name}.sscard")],
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+            ],
+            maximum_concurrent_rpcs=config.threads * 16,
+        )
+        deps.register(self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        names = [*deps.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self._grpc)
+        self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self._grpc.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"{config.name}: cannot listen on {config.address}")
+
+    def _set_status(self, status: Any) -> None:
+        for name in ("", *self.deps.service_names):
+            self.health.set(name, status)
+
+    def _ready(self) -> bool:
+        try:
+            return migrations.at_head(self.config.name, self.deps.db.engine)
+        except Exception as exc:  # a database that does not answer is simply not ready
+            log.warning("%s database not ready: %s", self.config.name, type(exc).__name__)
+            return False
+
+    def _watch_health(self) -> None:
+        serving = False
+        while not self._stopping.is_set():
+            ready = self._ready()
+            if ready != serving and not self._stopping.is_set():
+                serving = ready
+                self._set_status(
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ready
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                log.info("%s is %s", self.config.name, "SERVING" if ready else "NOT_SERVING")
+            self._stopping.wait(5.0 if serving else 0.25)
+
+    def _run_chore(self, interval: float, chore: Callable[[], object]) -> None:
+        while not self._stopping.wait(interval):
+            try:
+                chore()
+            except Exception:
+                log.exception("%s: periodic task failed; will try again", self.config.name)
+
+    def start(self) -> None:
+        self._grpc.start()
+        threading.Thread(target=self._watch_health, name="health", daemon=True).start()
+        for interval, chore in self.deps.maintenance:
+            threading.Thread(
+                target=self._run_chore, args=(interval, chore), name="chore", daemon=True
+            ).start()
+
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, then a graceful stop that lets calls in flight finish."""
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        self.deps.db.dispose()
+
+
+def create_server(config: ServiceConfig, deps: ServiceDeps) -> Server:
+    """A bound server, not yet started; port 0 picks a free port (``server.port``)."""
+    return Server(config, deps)
+
+
+@dataclass(frozen=True)
+class Foundation:
+    """What every service's composition root starts from."""
+
+    db: Database
+    clock: Clock
+    keys: IdempotencyStore
+
+    def purge_task(self, interval: float = 600.0) -> Task:
+        """Periodic removal of expired idempotency keys."""
+        return (interval, lambda: self.keys.purge_expired(self.db))
+
+
+def foundation(
+    config: ServiceConfig, keys_table: Table, cipher: PiiCipher | None = None
+) -> Foundation:
+    """Engine, clock and idempotency store for a service, built once per process."""
+    db = Database(make_engine(config.db_url, pool_size=config.threads))
+    clock = config.clock()
+    if config.test_clock_file:
+        log.warning("%s runs on the shared TEST clock (%s)", config.name, config.test_clock_file)
+    ttl = dt.timedelta(hours=config.idempotency_ttl_hours)
+    return Foundation(db, clock, IdempotencyStore(keys_table, clock, ttl, cipher))
+
+
+Build = Callable[[ServiceConfig], ServiceDeps]
+
+
+def _serve_one(config: ServiceConfig, build: Build) -> None:
+    logs.configure(config.name, config.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = create_server(config, build(config))
+    server.start()
+    log.info("%s listening on %s:%d", config.name, config.host, server.port)
+    stop.wait()
+    log.info("%s stopping (grace %.1fs)", config.name, config.grace_seconds)
+    server.stop()
+
+
+def serve(config: ServiceConfig, build: Build) -> None:
+    """Run the service until SIGTERM / SIGINT, in ``config.workers`` processes on one port."""
+    if config.workers == 1:
+        _serve_one(config, build)
+        return
+    if config.port == 0:
+        raise ValueError("several workers need a fixed port")
+    logs.configure(config.name, config.log_level)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_serve_one, args=(config, build), name=f"{config.name}-{i}")
+        for i in range(config.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if not all(w.is_alive() for w in workers):
+            log.error("%s: a worker process exited; stopping the service", config.name)
+            break
+    for worker in workers:
+        if worker.is_alive() and worker.pid is not None:
+            worker.terminate()
+    for worker in workers:
+        worker.join(config.grace_seconds + 5)
