@@ -29,6 +29,39 @@ PG_URL = os.environ.get("SSCARD_TEST_PG_URL", "").strip()
 BACKENDS = ["sqlite", "postgresql"]
 
 
+REQUIRE_PG = os.environ.get("SSCARD_REQUIRE_PG", "") == "1"
+_pg_passed: list[str] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE_PG and not PG_URL:
+        pytest.exit("SSCARD_REQUIRE_PG=1 but SSCARD_TEST_PG_URL is not set", returncode=3)
+    if PG_URL:
+        try:
+            engine = create_engine(PG_URL)
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+        except Exception as exc:
+            pytest.exit(f"PostgreSQL at SSCARD_TEST_PG_URL does not answer: {exc}", returncode=3)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and "[postgresql" in report.nodeid:
+        _pg_passed.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if REQUIRE_PG and exitstatus == 0 and not _pg_passed:
+        print("\nno PostgreSQL test ran although SSCARD_REQUIRE_PG=1")
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if PG_URL:
+        terminalreporter.write_line(f"PostgreSQL tests passed: {len(_pg_passed)}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if PG_URL:
         return

@@ -6,7 +6,7 @@ from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 
 from services.bank import store
 from services.platform import config as settings
-from services.platform.server import ServiceDeps, foundation, serve
+from services.platform.server import ServiceDeps, foundation, run_service
 
 SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
 
@@ -23,4 +23,4 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
 
 def main() -> None:
-    serve(settings.load("bank"), build)
+    run_service("bank", build)

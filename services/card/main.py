@@ -6,7 +6,7 @@ from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 from services.card import store
 from services.platform import config as settings
-from services.platform.server import ServiceDeps, foundation, serve
+from services.platform.server import ServiceDeps, foundation, run_service
 
 SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
 
@@ -23,4 +23,4 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
 
 def main() -> None:
-    serve(settings.load("card"), build)
+    run_service("card", build)

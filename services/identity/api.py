@@ -247,20 +247,23 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         digest = hashlib.sha256()
 
         def decoded() -> Iterator[tuple[int, RecordInput | DomainError]]:
-            for index, message in enumerate(itertools.chain([head], stream)):
-                if index >= MAX_IMPORT_RECORDS:
-                    raise DomainError(
-                        "IMPORT_TOO_LARGE",
-                        f"an import carries at most {MAX_IMPORT_RECORDS} records; split it",
-                        kind=Kind.EXHAUSTED,
-                    )
-                digest.update(message.record.SerializeToString(deterministic=True))
-                v = Violations()
-                record = _record(message.record, v)
-                if v.items:
-                    yield index, invalid("INVALID_PERSON_RECORD", v.items, rule="A4.1")
-                else:
-                    yield index, record
+            index = 0
+            for message in itertools.chain([head], stream):
+                for record in message.records:
+                    if index >= MAX_IMPORT_RECORDS:
+                        raise DomainError(
+                            "IMPORT_TOO_LARGE",
+                            f"an import carries at most {MAX_IMPORT_RECORDS} records; split it",
+                            kind=Kind.EXHAUSTED,
+                        )
+                    digest.update(record.SerializeToString(deterministic=True))
+                    v = Violations()
+                    decoded_record = _record(record, v)
+                    if v.items:
+                        yield index, invalid("INVALID_PERSON_RECORD", v.items, rule="A4.1")
+                    else:
+                        yield index, decoded_record
+                    index += 1
 
         with self._uow(readonly=True) as uow:
             prior = self._keys.find(uow.session, scope, batch_id)

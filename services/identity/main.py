@@ -8,7 +8,7 @@ from services.identity import store
 from services.identity.api import IdentityApi
 from services.platform import config as settings
 from services.platform.pii import PiiCipher
-from services.platform.server import ServiceDeps, foundation, serve
+from services.platform.server import ServiceDeps, foundation, run_service
 
 SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -28,4 +28,4 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
 
 def main() -> None:
-    serve(settings.load("identity"), build)
+    run_service("identity", build)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -54,7 +54,7 @@ class RecordResult:
 
 
 def new_person_id() -> str:
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def _record_change(uow: IdentityUnitOfWork, change: Change) -> None:
@@ -120,7 +120,7 @@ def import_chunk(
                 updated[key] = change.person
         changes.append(change)
         results.append(RecordResult(index, outcome, person_id))
-    uow.persons.add_many(created.values(), now)
+    uow.persons.add_many(created, now)
     uow.persons.save_many(updated.values())
     for change in changes:
         _record_change(uow, change)

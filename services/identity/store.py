@@ -7,7 +7,7 @@ Document numbers are stored as a blind index (for the unique, indexed lookup) an
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -219,13 +219,13 @@ class PersonRepository:
 
     # -- writes
 
-    def _values(self, person: Person) -> dict[str, Any]:
+    def _values(self, person: Person, index: str | None = None) -> dict[str, Any]:
         a = person.attributes
         reg = person.registration
         return {
             "person_id": person.person_id,
             "doc_type": a.document.type.value,
-            "doc_index": self.index_of(a.document.type, a.document.number),
+            "doc_index": index or self.index_of(a.document.type, a.document.number),
             "doc_cipher": self.cipher.encrypt(a.document.number),
             "doc_masked": mask_document_number(a.document.number),
             "name": a.name,
@@ -245,8 +245,9 @@ class PersonRepository:
             "updated_at": person.updated_at,
         }
 
-    def add_many(self, new: Iterable[Person], now: dt.datetime) -> None:
-        rows = [{**self._values(p), "created_at": now} for p in new]
+    def add_many(self, new: Mapping[str, Person], now: dt.datetime) -> None:
+        """Insert new persons, given by their blind index."""
+        rows = [{**self._values(p, index), "created_at": now} for index, p in new.items()]
         if rows:
             self.session.execute(persons.insert(), rows)
 

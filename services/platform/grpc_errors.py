@@ -8,6 +8,8 @@ on the reason and rule, and ``is_retryable`` says whether a failure is transport
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -73,8 +75,9 @@ def internal_status(reference: str) -> grpc.Status:
     return result
 
 
-def from_rpc_error(error: grpc.Call) -> DomainError:
+def from_rpc_error(failure: grpc.RpcError) -> DomainError:
     """A refusal from another service as a DomainError carrying its reason and rule."""
+    error = cast(grpc.Call, failure)  # the RpcError a call raises is also its Call
     code: grpc.StatusCode = error.code()
     message: str = error.details() or code.name
     reason, rule, metadata = code.name, "", {}
@@ -100,6 +103,6 @@ def from_rpc_error(error: grpc.Call) -> DomainError:
     )
 
 
-def is_retryable(error: grpc.Call) -> bool:
+def is_retryable(failure: grpc.RpcError) -> bool:
     """Transport-level failures worth retrying with the same request_id."""
-    return error.code() in RETRYABLE
+    return cast(grpc.Call, failure).code() in RETRYABLE

@@ -19,3 +19,5 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic announces its dialect on every readiness check; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

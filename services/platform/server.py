@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -25,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import Table
 
+from services.platform import config as settings
 from services.platform import logs, migrations
 from services.platform.auth import HS256Verifier
 from services.platform.clock import Clock
@@ -170,6 +172,16 @@ def _serve_one(config: ServiceConfig, build: Build) -> None:
     stop.wait()
     log.info("%s stopping (grace %.1fs)", config.name, config.grace_seconds)
     server.stop()
+
+
+def run_service(name: str, build: Build) -> None:
+    """Entry point of ``python -m services.<name>``: a configuration error is one clear line."""
+    try:
+        config = settings.load(name)
+        serve(config, build)
+    except settings.ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def serve(config: ServiceConfig, build: Build) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 from services.platform import config as settings
-from services.platform.server import ServiceDeps, foundation, serve
+from services.platform.server import ServiceDeps, foundation, run_service
 from services.transit import store
 
 SERVICE_NAME = transit_pb2.DESCRIPTOR.services_by_name["TransitService"].full_name
@@ -25,4 +25,4 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
 
 def main() -> None:
-    serve(settings.load("transit"), build)
+    run_service("transit", build)

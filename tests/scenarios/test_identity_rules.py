@@ -33,7 +33,7 @@ class Identity:
         self._batches += 1
         batch = f"batch-{self._batches}"
         return self.stub.ImportPersons(
-            (pb.ImportPersonsRequest(batch_id=batch, record=p.record()) for p in people),
+            (pb.ImportPersonsRequest(batch_id=batch, records=[p.record()]) for p in people),
             metadata=self.registry,
         )
 
@@ -383,7 +383,7 @@ class TestImport:
         self, identity: Identity
     ) -> None:
         people = [PersonSpec() for _ in range(3)]
-        requests = [pb.ImportPersonsRequest(batch_id="b-7", record=p.record()) for p in people]
+        requests = [pb.ImportPersonsRequest(batch_id="b-7", records=[p.record()]) for p in people]
         first = identity.stub.ImportPersons(iter(requests), metadata=identity.registry)
         again = identity.stub.ImportPersons(iter(requests), metadata=identity.registry)
         assert first == again

@@ -255,7 +255,9 @@ def apply_record(
         if attrs.date_of_death is not None:
             change.events.append(_died(person, now))
         return Outcome.CREATED, change
-    if existing.attributes == attrs:
+    if _same_document(existing.document, attrs.document) and (
+        replace(existing.attributes, document=attrs.document) == attrs
+    ):
         return Outcome.UNCHANGED, Change(existing)
     person = replace(existing, attributes=attrs, updated_at=now)
     change = Change(person)
@@ -275,6 +277,11 @@ def apply_record(
     if existing.alive and attrs.date_of_death is not None:
         change.events.append(_died(person, now))
     return Outcome.UPDATED, change
+
+
+def _same_document(a: Document, b: Document) -> bool:
+    """The same document, whatever a loaded copy has decoded from its number."""
+    return a.type == b.type and a.number == b.number
 
 
 def _died(person: Person, now: dt.datetime) -> Event:
@@ -457,13 +464,14 @@ def record_death(
     person: Person, date_of_death: dt.date, today: dt.date, now: dt.datetime
 ) -> Change:
     """A21.2 / A4.3: a death confirmed by data comparison; recording it again changes nothing."""
-    if date_of_death > today:
+    birth = person.attributes.birth_date
+    if date_of_death > today or (birth is not None and date_of_death < birth):
         raise DomainError(
             "INVALID_DATE_OF_DEATH",
-            "the date of death is in the future",
+            "the date of death must lie between the birth date and today",
             kind=Kind.INVALID,
             rule="A21.2",
-            violations=(FieldViolation("date_of_death", "must not be after today"),),
+            violations=(FieldViolation("date_of_death", "must lie between birth and today"),),
         )
     if not person.alive:
         return Change(person)

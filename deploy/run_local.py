@@ -1,0 +1,112 @@
+"""Local supervisor behind `make run`: the whole suite on one machine.
+
+Creates development secrets under var/ (once), migrates each service's database, starts the
+four services as child processes, waits until each answers its health check SERVING, prints
+their addresses, and runs until Ctrl-C or SIGTERM, when it stops them all gracefully (SIGTERM,
+then SIGKILL after the grace period). Children also receive SIGTERM if this process dies, so
+nothing is left running. `--migrate-only` stops after the migrations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.platform import config as settings
+from services.platform.cli import ensure_dev_secrets
+from services.platform.cli import main as sscard
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask the kernel for SIGTERM when the supervisor dies."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _serving(target: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    return False
+
+
+def _stop(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace + 5
+    for name, child in children.items():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in time; killing it", flush=True)
+            child.kill()
+            child.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--migrate-only", action="store_true")
+    args = parser.parse_args()
+
+    ensure_dev_secrets()
+    if sscard(["migrate"]) != 0:
+        return 1
+    if args.migrate_only:
+        return 0
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    grace = float(os.environ.get("SSCARD_SHUTDOWN_GRACE_SECONDS", "5"))
+    try:
+        for name in settings.SERVICES:
+            children[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], preexec_fn=_die_with_parent
+            )
+        for name in settings.SERVICES:
+            target = settings.target_of(name)
+            if not _serving(target, timeout=30):
+                print(f"{name} did not become SERVING at {target}; stopping", flush=True)
+                return 1
+        print("\nsscard is up:", flush=True)
+        for name in settings.SERVICES:
+            print(f"  {name:<9} {settings.target_of(name)}  SERVING", flush=True)
+        print(
+            "\nTry:  .venv/bin/sscard call identity ListPersonEvents --roles ops\nStop: Ctrl-C\n",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"{name} exited with {child.returncode}; stopping", flush=True)
+                    return 1
+        print("stopping sscard ...", flush=True)
+        return 0
+    finally:
+        _stop(children, grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

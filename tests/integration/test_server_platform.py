@@ -1,0 +1,152 @@
+"""The platform's server bootstrap over real gRPC: health tied to the database and migrations,
+reflection, caller credentials, and the one error mapping (no raw exception text, ever)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from sscard.identity.v1 import identity_pb2 as pb
+from sscard.identity.v1 import identity_pb2_grpc
+
+from services.identity.main import build
+from services.platform import config as settings
+from services.platform import migrations
+from services.platform.auth import Channel, Role, mint_token
+from services.platform.errors import DomainError
+from services.platform.server import ServiceDeps
+from tests.conftest import expired_token
+from tests.support import refusal, wait_serving
+
+IDENTITY = "sscard.identity.v1.IdentityService"
+
+
+def _status(channel: grpc.Channel, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def test_health_is_serving_only_once_the_database_is_at_its_migration_head(
+    start_service: Callable[..., Any],
+) -> None:
+    running = start_service("identity", build, migrate=False)
+    assert _status(running.channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert _status(running.channel, IDENTITY) == health_pb2.HealthCheckResponse.NOT_SERVING
+    migrations.upgrade("identity", running.deps.db.engine)
+    wait_serving(running.channel)
+    wait_serving(running.channel, IDENTITY)
+
+
+def test_reflection_lists_the_service(start_service: Callable[..., Any]) -> None:
+    running = start_service("identity", build)
+    services = ProtoReflectionDescriptorDatabase(running.channel).get_services()
+    assert IDENTITY in services
+
+
+class TestCredentials:
+    def _call(self, channel: grpc.Channel, metadata: Any) -> None:
+        identity_pb2_grpc.IdentityServiceStub(channel).ListPersonEvents(
+            pb.ListPersonEventsRequest(), metadata=metadata, timeout=5
+        )
+
+    @pytest.mark.parametrize(
+        "metadata",
+        [
+            None,
+            [("authorization", "Basic dXNlcjpwYXNz")],
+            [("authorization", "Bearer not-a-token")],
+        ],
+        ids=["missing", "not-bearer", "garbage"],
+    )
+    def test_a_call_without_a_valid_credential_is_unauthenticated(
+        self, start_service: Callable[..., Any], metadata: Any
+    ) -> None:
+        running = start_service("identity", build)
+        with pytest.raises(grpc.RpcError) as excinfo:
+            self._call(running.channel, metadata)
+        code, error = refusal(excinfo)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert error.reason == "UNAUTHENTICATED"
+
+    def test_a_forged_credential_is_unauthenticated(
+        self, start_service: Callable[..., Any]
+    ) -> None:
+        running = start_service("identity", build)
+        forged = mint_token(b"x" * 32, "mallory", Channel.INTERNAL, roles={Role.OPS})
+        with pytest.raises(grpc.RpcError) as excinfo:
+            self._call(running.channel, [("authorization", f"Bearer {forged}")])
+        assert refusal(excinfo)[0] == grpc.StatusCode.UNAUTHENTICATED
+
+    def test_an_expired_credential_is_unauthenticated(
+        self, start_service: Callable[..., Any], auth_secret: bytes
+    ) -> None:
+        running = start_service("identity", build)
+        with pytest.raises(grpc.RpcError) as excinfo:
+            self._call(running.channel, [("authorization", f"Bearer {expired_token(auth_secret)}")])
+        code, error = refusal(excinfo)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert "expired" in error.message
+
+    def test_a_valid_credential_without_the_role_is_permission_denied(
+        self, start_service: Callable[..., Any], token: Callable[..., Any]
+    ) -> None:
+        running = start_service("identity", build)
+        with pytest.raises(grpc.RpcError) as excinfo:
+            self._call(running.channel, token(channel=Channel.ONLINE, roles=(Role.COUNTER,)))
+        code, error = refusal(excinfo)
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert error.reason == "ROLE_NOT_ALLOWED"
+
+
+def _boom_service(fail: Exception) -> Callable[[grpc.Server], None]:
+    def boom(request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise fail
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Boom", {"Fail": grpc.unary_unary_rpc_method_handler(boom)}
+    )
+    return lambda server: server.add_generic_rpc_handlers((handler,))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+class TestErrorMapping:
+    def _start(self, start_service: Callable[..., Any], fail: Exception) -> grpc.Channel:
+        def build_boom(config: settings.ServiceConfig) -> ServiceDeps:
+            deps = build(config)
+            deps.register = _boom_service(fail)
+            return deps
+
+        return start_service("identity", build_boom).channel  # type: ignore[no-any-return]
+
+    def test_an_unexpected_failure_is_internal_with_a_reference_and_no_exception_text(
+        self, start_service: Callable[..., Any], token: Callable[..., Any]
+    ) -> None:
+        channel = self._start(start_service, ValueError("secret 110105199003070011 13812345678"))
+        call = channel.unary_unary("/test.Boom/Fail")
+        with pytest.raises(grpc.RpcError) as excinfo:
+            call(b"", metadata=token(), timeout=5)
+        error = excinfo.value
+        assert error.code() == grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+        details = error.details()  # type: ignore[attr-defined]
+        assert details.startswith("internal error (reference ")
+        assert "secret" not in details and "110105" not in details
+
+    def test_a_domain_refusal_carries_reason_rule_and_masked_message(
+        self, start_service: Callable[..., Any], token: Callable[..., Any]
+    ) -> None:
+        refused = DomainError(
+            "ALREADY_HAS_CARD", "person 110105199003070011 has a card", rule="A4.2"
+        )
+        channel = self._start(start_service, refused)
+        with pytest.raises(grpc.RpcError) as excinfo:
+            channel.unary_unary("/test.Boom/Fail")(b"", metadata=token(), timeout=5)
+        code, error = refusal(excinfo)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert (error.reason, error.rule) == ("ALREADY_HAS_CARD", "A4.2")
+        assert "110105********0011" in error.message
