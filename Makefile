@@ -9,7 +9,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 INSTALLED := $(VENV)/.installed
 GENERATED := gen/.generated
 
-.PHONY: run test test-fast protos migrate lint format demo bench clean
+.PHONY: run test test-fast protos migrate lint format bench clean
 
 run: $(GENERATED)
 	$(PY) deploy/run_local.py
@@ -34,6 +34,10 @@ lint: $(GENERATED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix services tests deploy
 	$(VENV)/bin/ruff format services tests deploy
+
+# Speed is measured here, never asserted in tests; results and method in BENCHMARKS.md.
+bench: $(GENERATED)
+	$(PY) -m tests.bench.bench_import
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

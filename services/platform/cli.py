@@ -195,7 +195,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         return 1
     finally:
         channel.close()
-    print(json_format.MessageToJson(answer, preserving_proto_field_name=True))
+    print(json_format.MessageToJson(answer, preserving_proto_field_name=True, ensure_ascii=False))
     return 0
 
 
@@ -232,7 +232,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, rest = top.parse_known_args(argv)
+    # argparse gives an optional positional nothing when options come between; take it back.
+    if getattr(args, "json", "") is None and len(rest) == 1 and not rest[0].startswith("--"):
+        args.json, rest = rest[0], []
+    if rest:
+        top.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         result: int = args.run(args)
     except settings.ConfigError as exc:
