@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, MetaData
 
 SERVICES_DIR = Path(__file__).resolve().parents[1]
@@ -42,8 +43,23 @@ def current(engine: Engine) -> str | None:
 
 
 def at_head(service: str, engine: Engine) -> bool:
-    """True when the database answers and carries the latest migration."""
-    return current(engine) == head(service)
+    """True when the database answers and carries this code's latest migration.
+
+    A database already migrated by a newer release (a revision this code does not know) counts
+    as ready too: migrations are written expand-then-contract, so old code keeps working on a
+    newer schema and a rolling deployment never takes the old replicas out of service.
+    """
+    revision = current(engine)
+    if revision is None:
+        return False
+    script = ScriptDirectory.from_config(config_for(service))
+    if revision == script.get_current_head():
+        return True
+    try:
+        script.get_revision(revision)
+    except CommandError:
+        return True  # newer than this code
+    return False
 
 
 def run_env(context: Any, target_metadata: MetaData) -> None:

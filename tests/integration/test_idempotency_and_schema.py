@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from google.protobuf.wrappers_pb2 import StringValue
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.platform import migrations
 from services.platform.clock import ManualClock
@@ -171,5 +171,20 @@ def test_migrations_build_exactly_the_tables_the_code_uses(db_url: str, service:
 
         command.downgrade(migrations.config_for(service, engine), "base")
         assert migrations.current(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_readiness_follows_the_schema_and_tolerates_a_newer_release(db_url: str) -> None:
+    """Behind: not ready. At head: ready. Migrated by a newer release: still ready, so old
+    replicas keep serving during a rolling deployment (migrations are expand-then-contract)."""
+    engine = make_engine(db_url)
+    try:
+        assert not migrations.at_head("card", engine)
+        migrations.upgrade("card", engine)
+        assert migrations.at_head("card", engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999_newer_release'"))
+        assert migrations.at_head("card", engine)
     finally:
         engine.dispose()

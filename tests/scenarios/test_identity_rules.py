@@ -149,7 +149,7 @@ class TestVerification:
         assert broken not in str(excinfo.value.details())
         assert all(broken not in v.description for v in error.violations)
 
-    def test_A4_1_verification_returns_preferential_flags_for_other_services(
+    def test_A4_1_A11_2_verification_returns_preferential_flags_for_other_services(
         self, identity: Identity
     ) -> None:
         person = PersonSpec(preferential=(pb.PARK_PASS, pb.ELDERLY))
