@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2 as pb
@@ -49,6 +50,7 @@ from services.platform.protoconv import from_date, to_date, to_timestamp
 SEES_FULL_NUMBERS = (Role.SERVICE, Role.REGISTRY)
 MAX_IMPORT_RECORDS = 200_000
 MAX_CARD_ID = 64
+M = TypeVar("M", bound=Message)
 
 _SEX_TO_PB = {Sex.MALE: common_pb2.MALE, Sex.FEMALE: common_pb2.FEMALE}
 _SEX_FROM_PB = {v: k for k, v in _SEX_TO_PB.items()}
@@ -338,32 +340,35 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
     def ReleaseIssuance(
         self, request: pb.ReleaseIssuanceRequest, context: grpc.ServicerContext
     ) -> pb.ReleaseIssuanceResponse:
-        caller, scope = self._scope("ReleaseIssuance")
-        require_role(caller, Role.SERVICE)
-        v = Violations()
-        _card_id(request.card_id, "card_id", v)
-        v.raise_if_any()
-
         def work(uow: IdentityUnitOfWork) -> pb.ReleaseIssuanceResponse:
             released, holder = service.release_issuance(uow, request.card_id, self._clock)
             return pb.ReleaseIssuanceResponse(released=released, registered_card_id=holder or "")
 
-        return self._once.run(scope, request.request_id, request, pb.ReleaseIssuanceResponse, work)
+        return self._by_card("ReleaseIssuance", request, pb.ReleaseIssuanceResponse, work)
 
     def ConfirmIssuance(
         self, request: pb.ConfirmIssuanceRequest, context: grpc.ServicerContext
     ) -> pb.ConfirmIssuanceResponse:
-        caller, scope = self._scope("ConfirmIssuance")
-        require_role(caller, Role.SERVICE)
-        v = Violations()
-        _card_id(request.card_id, "card_id", v)
-        v.raise_if_any()
-
         def work(uow: IdentityUnitOfWork) -> pb.ConfirmIssuanceResponse:
             person = service.confirm_issuance(uow, request.card_id, self._clock)
             return pb.ConfirmIssuanceResponse(person_id=person.person_id)
 
-        return self._once.run(scope, request.request_id, request, pb.ConfirmIssuanceResponse, work)
+        return self._by_card("ConfirmIssuance", request, pb.ConfirmIssuanceResponse, work)
+
+    def _by_card(
+        self,
+        method: str,
+        request: pb.ReleaseIssuanceRequest | pb.ConfirmIssuanceRequest,
+        response_type: type[M],
+        work: Callable[[IdentityUnitOfWork], M],
+    ) -> M:
+        """A register operation on one card, for another sscard service."""
+        caller, scope = self._scope(method)
+        require_role(caller, Role.SERVICE)
+        v = Violations()
+        _card_id(request.card_id, "card_id", v)
+        v.raise_if_any()
+        return self._once.run(scope, request.request_id, request, response_type, work)
 
     # -- basic information and deaths
 

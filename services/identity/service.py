@@ -257,6 +257,15 @@ class BasicInfoCommand:
     reason: str
 
 
+def _document_in_use() -> DomainError:
+    return DomainError(
+        "DOCUMENT_IN_USE",
+        "the new document is registered to another person",
+        kind=Kind.ALREADY_EXISTS,
+        rule="A17.2",
+    )
+
+
 def change_basic_info(uow: IdentityUnitOfWork, cmd: BasicInfoCommand, clock: Clock) -> Person:
     """A17.2: the registry records a changed name or document, with history and an event."""
     now = clock.now()
@@ -264,12 +273,7 @@ def change_basic_info(uow: IdentityUnitOfWork, cmd: BasicInfoCommand, clock: Clo
     if cmd.new_document is not None:
         other = uow.persons.find_by_document(cmd.new_document.type, cmd.new_document.number)
         if other is not None and other.person_id != person.person_id:
-            raise DomainError(
-                "DOCUMENT_IN_USE",
-                "the new document is registered to another person",
-                kind=Kind.ALREADY_EXISTS,
-                rule="A17.2",
-            )
+            raise _document_in_use()
     change = rules.change_basic_info(
         person, cmd.new_name, cmd.new_document, cmd.new_valid_until, cmd.reason, now
     )
@@ -278,12 +282,7 @@ def change_basic_info(uow: IdentityUnitOfWork, cmd: BasicInfoCommand, clock: Clo
             uow.persons.save(change.person)
             uow.flush()
         except IntegrityError as exc:
-            raise DomainError(
-                "DOCUMENT_IN_USE",
-                "the new document is registered to another person",
-                kind=Kind.ALREADY_EXISTS,
-                rule="A17.2",
-            ) from exc
+            raise _document_in_use() from exc
         _record_change(uow, change)
     return change.person
 
