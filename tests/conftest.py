@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import random
 import secrets
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -128,14 +130,30 @@ def service_env(
     """Environment for a service under test: port 0, the test database and clock."""
     env = {
         "SSCARD_AUTH_SECRET": base64.b64encode(auth_secret).decode(),
-        "SSCARD_IDENTITY_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "SSCARD_TEST_CLOCK_FILE": str(clock_file),
         "SSCARD_SHUTDOWN_GRACE_SECONDS": "1",
+        "SSCARD_SAGA_LEASE_SECONDS": "3",
     }
     for name in settings.SERVICES:
-        env[f"SSCARD_{name.upper()}_PORT"] = "0"
-        env[f"SSCARD_{name.upper()}_DB_URL"] = new_db_url(name)
+        upper = name.upper()
+        env[f"SSCARD_{upper}_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
+        env[f"SSCARD_{upper}_PORT"] = str(free_port())
+        env[f"SSCARD_{upper}_DB_URL"] = new_db_url(name)
     return env
+
+
+def free_port() -> int:
+    """A free port below the kernel's ephemeral range, so no outgoing connection takes it
+    between this check and the server's bind."""
+    for _ in range(100):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 @dataclass

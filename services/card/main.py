@@ -2,23 +2,62 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 from services.card import store
+from services.card.api import CardApi
+from services.card.clients import BankPort, IdentityPort
+from services.card.flows import application_saga
+from services.card.saga import Orchestrator, Tuning
 from services.platform import config as settings
+from services.platform.clients import ServiceCredential
+from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
 
 SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
 
 
+def saga_tuning(config: settings.ServiceConfig) -> Tuning:
+    env = config.env
+    return Tuning(
+        workers=int(env.get("SSCARD_CARD_SAGA_WORKERS", "8")),
+        lease=dt.timedelta(seconds=float(env.get("SSCARD_SAGA_LEASE_SECONDS", "15"))),
+    )
+
+
+def crash_point(config: settings.ServiceConfig) -> str:
+    """Fault injection for crash tests; never in production."""
+    point = config.env.get("SSCARD_CARD_CRASH_AFTER", "").strip()
+    if point and config.environment == "production":
+        raise settings.ConfigError("SSCARD_CARD_CRASH_AFTER must not be set in production")
+    return point
+
+
 def build(config: settings.ServiceConfig) -> ServiceDeps:
-    base = foundation(config, store.idempotency_keys)
-    servicer = card_pb2_grpc.CardServiceServicer()
+    cipher = PiiCipher(config.secret("CARD_PII_KEY", settings.VAR_DIR / "card-pii.key"))
+    base = foundation(config, store.idempotency_keys, cipher)
+    credential = ServiceCredential(config)
+    identity, bank = IdentityPort(config, credential), BankPort(config, credential)
+
+    def new_uow() -> store.CardUnitOfWork:
+        return store.CardUnitOfWork(base.db, cipher)
+
+    orchestrator = Orchestrator(
+        new_uow,
+        [application_saga(identity, bank, base.clock)],
+        saga_tuning(config),
+        crash_point(config),
+    )
+    api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator)
     return ServiceDeps(
         db=base.db,
-        register=lambda server: card_pb2_grpc.add_CardServiceServicer_to_server(servicer, server),
+        register=lambda server: card_pb2_grpc.add_CardServiceServicer_to_server(api, server),
         service_names=[SERVICE_NAME],
         maintenance=[base.purge_task()],
+        on_start=orchestrator.start,
+        on_stop=orchestrator.stop,
     )
 
 

@@ -1,10 +1,616 @@
-"""The card service's tables: the only file here that speaks SQL."""
+"""The card service's tables and repositories: the only file here that speaks SQL.
+
+Personal data (document and mobile numbers, address, the saga's working data) is stored
+encrypted with the service's PII key; document numbers also get a blind index for lookups.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Row,
+    SmallInteger,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from services.card.domain.card import (
+    Card,
+    Change,
+    Delivery,
+    Notice,
+    Status,
+    Transition,
+    mask_card_number,
+)
 from services.platform import idempotency
+from services.platform.auth import Channel
+from services.platform.db import Database, UnitOfWork, as_utc
+from services.platform.masking import mask_document_number, mask_phone
+from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
+Serial = BigInteger().with_variant(Integer, "sqlite")
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("card_id", String(40), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("status_since", DateTime(timezone=True), nullable=False),
+    Column("generation", SmallInteger, nullable=False),
+    Column("person_id", String(32)),
+    Column("holder_name", String(200), nullable=False),
+    Column("doc_type", String(40), nullable=False),
+    Column("doc_index", String(64), nullable=False),
+    Column("doc_cipher", LargeBinary, nullable=False),
+    Column("doc_masked", String(40), nullable=False),
+    Column("mobile_cipher", LargeBinary, nullable=False),
+    Column("mobile_masked", String(20), nullable=False),
+    Column("address_cipher", LargeBinary, nullable=False),
+    Column("occupation", String(50), nullable=False),
+    Column("bank_code", String(12), nullable=False),
+    Column("delivery", String(16), nullable=False),
+    Column("pickup_branch_id", String(40), nullable=False),
+    Column("employer_id", String(18), nullable=False),
+    Column("batch_id", String(128), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("applied_channel", String(20), nullable=False),
+    Column("applied_outlet_id", String(40), nullable=False),
+    Column("due_date", Date),
+    Column("card_number_cipher", LargeBinary),
+    Column("card_number_masked", String(24), nullable=False),
+    Column("refusal_reason", String(64), nullable=False),
+    Column("refusal_rule", String(16), nullable=False),
+    Column("refusal_message", String(300), nullable=False),
+    Index("ix_cards_doc_index", "doc_index", "applied_at"),
+    Index("ix_cards_batch", "batch_id"),
+)
+
+card_photos = Table(
+    "card_photos",
+    metadata,
+    Column("card_id", String(40), ForeignKey("cards.card_id"), primary_key=True),
+    Column("photo", LargeBinary, nullable=False),
+)
+
+card_transitions = Table(
+    "card_transitions",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("card_id", String(40), ForeignKey("cards.card_id"), nullable=False),
+    Column("from_status", String(20)),
+    Column("to_status", String(20), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("outlet_id", String(40), nullable=False),
+    Column("operator_id", String(40), nullable=False),
+    Column("rule", String(16), nullable=False),
+    Column("reason", String(300), nullable=False),
+    Index("ix_card_transitions_card", "card_id", "id"),
+)
+
+card_notices = Table(
+    "card_notices",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("card_id", String(40), ForeignKey("cards.card_id"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("recipient", String(16), nullable=False),
+    Column("text", String(500), nullable=False),
+    Column("rule", String(16), nullable=False),
+    Index("ix_card_notices_card", "card_id", "id"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("batch_id", String(128), primary_key=True),
+    Column("employer_id", String(18), nullable=False),
+    Column("employer_name", String(200), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("refused_at_submission", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+sagas = Table(
+    "sagas",
+    metadata,
+    Column("saga_id", String(40), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("card_id", String(40), nullable=False),
+    Column("batch_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("step", SmallInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("last_error", String(200), nullable=False),
+    Column("refusal_reason", String(64), nullable=False),
+    Column("refusal_rule", String(16), nullable=False),
+    Column("refusal_message", String(300), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", String(64), nullable=False),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_sagas_runnable", "state", "next_attempt_at"),
+    Index("ix_sagas_card", "card_id"),
+    Index("ix_sagas_batch", "batch_id", "state"),
+)
+
+ACTIVE_SAGA_STATES = ("RUNNING", "COMPENSATING")
+
+# Statements the orchestrator runs for every saga step, built once: building them per call
+# costs more than running them.
+_SAGA_PROGRESS = (
+    "state",
+    "step",
+    "data",
+    "retries",
+    "last_error",
+    "refusal_reason",
+    "refusal_rule",
+    "refusal_message",
+    "lease_until",
+    "lease_owner",
+    "updated_at",
+)
+_HELD = (sagas.c.saga_id == bindparam("b_saga_id"), sagas.c.lease_owner == bindparam("b_owner"))
+_SAVE_SAGA = update(sagas).where(*_HELD).values({c: bindparam(c) for c in _SAGA_PROGRESS})
+_SAVE_SAGA_RETRY = (
+    update(sagas)
+    .where(*_HELD)
+    .values({c: bindparam(c) for c in (*_SAGA_PROGRESS, "next_attempt_at")})
+)
+_CLAIMABLE = (
+    select(sagas)
+    .where(
+        sagas.c.state.in_(ACTIVE_SAGA_STATES),
+        sagas.c.next_attempt_at <= bindparam("now"),
+        (sagas.c.lease_until.is_(None)) | (sagas.c.lease_until < bindparam("now")),
+    )
+    .order_by(sagas.c.next_attempt_at)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_TAKE_LEASE = (
+    update(sagas)
+    .where(sagas.c.saga_id == bindparam("b_saga_id"))
+    .values(
+        lease_owner=bindparam("owner"), lease_until=bindparam("until"), updated_at=bindparam("now")
+    )
+)
+
+
+_CARD_STATE = (
+    "status",
+    "status_since",
+    "person_id",
+    "due_date",
+    "card_number_cipher",
+    "card_number_masked",
+    "refusal_reason",
+    "refusal_rule",
+    "refusal_message",
+)
+_CARD = select(cards).where(cards.c.card_id == bindparam("b_card_id"))
+_CARD_FOR_UPDATE = _CARD.with_for_update()
+_SAVE_CARD = (
+    update(cards)
+    .where(cards.c.card_id == bindparam("b_card_id"))
+    .values({c: bindparam(c) for c in _CARD_STATE})
+)
+
+
+@dataclass
+class SagaRecord:
+    """A saga as stored: the orchestrator's unit of durable progress."""
+
+    saga_id: str
+    kind: str
+    card_id: str
+    batch_id: str
+    state: str
+    step: int
+    data: dict[str, Any]
+    retries: int = 0
+    last_error: str = ""
+    refusal_reason: str = ""
+    refusal_rule: str = ""
+    refusal_message: str = ""
+    lease_owner: str = ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    """An applicant's personal data kept with the card."""
+
+    document_type: str
+    document_number: str
+    mobile: str
+    address: str
+    occupation: str
+    photo: bytes
+
+
+class CardRepository:
+    def __init__(self, session: Session, cipher: PiiCipher) -> None:
+        self.session = session
+        self.cipher = cipher
+
+    def doc_index(self, doc_type: str, number: str) -> str:
+        return self.cipher.blind_index(doc_type, number)
+
+    # -- cards
+
+    def add_many(
+        self,
+        items: Sequence[tuple[Card, Contact, Transition]],
+        channel: Channel,
+        outlet_id: str,
+    ) -> None:
+        """New applications with their photos and first transition, in bulk."""
+        rows, photos, transitions = [], [], []
+        for card, contact, transition in items:
+            transitions.append(self._transition_row(card.card_id, transition))
+            rows.append(
+                {
+                    "card_id": card.card_id,
+                    "status": card.status.value,
+                    "status_since": card.applied_at,
+                    "generation": 3,
+                    "person_id": card.person_id or None,
+                    "holder_name": card.holder_name,
+                    "doc_type": contact.document_type,
+                    "doc_index": self.doc_index(contact.document_type, contact.document_number),
+                    "doc_cipher": self.cipher.encrypt(contact.document_number),
+                    "doc_masked": mask_document_number(contact.document_number),
+                    "mobile_cipher": self.cipher.encrypt(contact.mobile),
+                    "mobile_masked": mask_phone(contact.mobile),
+                    "address_cipher": self.cipher.encrypt(contact.address),
+                    "occupation": contact.occupation,
+                    "bank_code": card.bank_code,
+                    "delivery": card.delivery.value,
+                    "pickup_branch_id": card.pickup_branch_id,
+                    "employer_id": card.employer_id,
+                    "batch_id": card.batch_id,
+                    "applied_at": card.applied_at,
+                    "applied_channel": channel.value,
+                    "applied_outlet_id": outlet_id,
+                    "due_date": None,
+                    "card_number_cipher": None,
+                    "card_number_masked": "",
+                    "refusal_reason": "",
+                    "refusal_rule": "",
+                    "refusal_message": "",
+                }
+            )
+            photos.append({"card_id": card.card_id, "photo": contact.photo})
+        if rows:
+            self.session.execute(cards.insert(), rows)
+            self.session.execute(card_photos.insert(), photos)
+            self.session.execute(card_transitions.insert(), transitions)
+
+    @staticmethod
+    def _transition_row(card_id: str, t: Transition) -> dict[str, Any]:
+        return {
+            "card_id": card_id,
+            "from_status": t.from_status.value if t.from_status else None,
+            "to_status": t.to_status.value,
+            "at": t.at,
+            "channel": t.channel.value,
+            "outlet_id": t.outlet_id,
+            "operator_id": t.operator_id,
+            "rule": t.rule,
+            "reason": t.reason[:300],
+        }
+
+    def _to_card(self, row: Row[Any]) -> Card:
+        number = self.cipher.decrypt(row.card_number_cipher) if row.card_number_cipher else ""
+        return Card(
+            card_id=row.card_id,
+            status=Status(row.status),
+            bank_code=row.bank_code,
+            delivery=Delivery(row.delivery),
+            pickup_branch_id=row.pickup_branch_id,
+            applied_at=as_utc(row.applied_at),
+            holder_name=row.holder_name,
+            person_id=row.person_id or "",
+            employer_id=row.employer_id,
+            batch_id=row.batch_id,
+            due_date=row.due_date,
+            card_number=number,
+            refusal_reason=row.refusal_reason,
+            refusal_rule=row.refusal_rule,
+            refusal_message=row.refusal_message,
+            status_since=as_utc(row.status_since),
+        )
+
+    def get(self, card_id: str, for_update: bool = False) -> Card | None:
+        query = _CARD_FOR_UPDATE if for_update else _CARD
+        row = self.session.execute(query, {"b_card_id": card_id}).one_or_none()
+        return None if row is None else self._to_card(row)
+
+    def latest_for_document(self, doc_type: str, number: str) -> Card | None:
+        row = self.session.execute(
+            select(cards)
+            .where(cards.c.doc_index == self.doc_index(doc_type, number))
+            .order_by(cards.c.applied_at.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else self._to_card(row)
+
+    def view(self, card_id: str) -> dict[str, Any] | None:
+        """The stored fields shown to callers (masked document and mobile)."""
+        row = self.session.execute(
+            select(cards.c.doc_type, cards.c.doc_masked, cards.c.mobile_masked).where(
+                cards.c.card_id == card_id
+            )
+        ).one_or_none()
+        return None if row is None else dict(row._mapping)
+
+    def document_of(self, card_id: str) -> tuple[str, str]:
+        row = self.session.execute(
+            select(cards.c.doc_type, cards.c.doc_cipher).where(cards.c.card_id == card_id)
+        ).one()
+        return row.doc_type, self.cipher.decrypt(row.doc_cipher)
+
+    def record(self, change: Change) -> None:
+        """Save a card's new state with its transitions and notices."""
+        card = change.card
+        self.session.execute(
+            _SAVE_CARD,
+            {
+                "b_card_id": card.card_id,
+                "status": card.status.value,
+                "status_since": card.status_since or card.applied_at,
+                "person_id": card.person_id or None,
+                "due_date": card.due_date,
+                "card_number_cipher": (
+                    self.cipher.encrypt(card.card_number) if card.card_number else None
+                ),
+                "card_number_masked": (
+                    mask_card_number(card.card_number) if card.card_number else ""
+                ),
+                "refusal_reason": card.refusal_reason,
+                "refusal_rule": card.refusal_rule,
+                "refusal_message": card.refusal_message[:300],
+            },
+        )
+        if change.transitions:
+            self.session.execute(
+                card_transitions.insert(),
+                [self._transition_row(card.card_id, t) for t in change.transitions],
+            )
+        if change.notices:
+            self.session.execute(
+                card_notices.insert(),
+                [
+                    {
+                        "card_id": card.card_id,
+                        "at": n.at,
+                        "recipient": n.recipient,
+                        "text": n.text[:500],
+                        "rule": n.rule,
+                    }
+                    for n in change.notices
+                ],
+            )
+
+    def history(self, card_id: str) -> tuple[list[Transition], list[Notice]]:
+        t, n = card_transitions, card_notices
+        transitions = [
+            Transition(
+                Status(r.from_status) if r.from_status else None,
+                Status(r.to_status),
+                as_utc(r.at),
+                Channel(r.channel),
+                r.outlet_id,
+                r.operator_id,
+                r.rule,
+                r.reason,
+            )
+            for r in self.session.execute(
+                select(t).where(t.c.card_id == card_id).order_by(t.c.id)
+            ).all()
+        ]
+        notices = [
+            Notice(as_utc(r.at), r.recipient, r.text, r.rule)
+            for r in self.session.execute(
+                select(n).where(n.c.card_id == card_id).order_by(n.c.id)
+            ).all()
+        ]
+        return transitions, notices
+
+    # -- batches
+
+    def add_batch(
+        self, batch_id: str, employer_id: str, name: str, total: int, refused: int, now: dt.datetime
+    ) -> None:
+        self.session.execute(
+            batches.insert().values(
+                batch_id=batch_id,
+                employer_id=employer_id,
+                employer_name=name,
+                total=total,
+                refused_at_submission=refused,
+                created_at=now,
+            )
+        )
+
+    def batch(self, batch_id: str) -> Row[Any] | None:
+        return self.session.execute(
+            select(batches).where(batches.c.batch_id == batch_id)
+        ).one_or_none()
+
+    def batch_progress(self, batch_id: str) -> dict[str, int]:
+        rows = self.session.execute(
+            select(sagas.c.state, func.count())
+            .where(sagas.c.batch_id == batch_id)
+            .group_by(sagas.c.state)
+        ).all()
+        return {state: int(count) for state, count in rows}
+
+    def batch_refusals(self, batch_id: str, limit: int = 1000) -> list[Row[Any]]:
+        return list(
+            self.session.execute(
+                select(
+                    sagas.c.card_id,
+                    sagas.c.saga_id,
+                    sagas.c.refusal_reason,
+                    sagas.c.refusal_rule,
+                    sagas.c.refusal_message,
+                )
+                .where(sagas.c.batch_id == batch_id, sagas.c.state == "FAILED")
+                .order_by(sagas.c.card_id)
+                .limit(limit)
+            ).all()
+        )
+
+
+class SagaRepository:
+    """Durable saga records. Leases and retry times are wall-clock, never the test clock."""
+
+    def __init__(self, session: Session, cipher: PiiCipher) -> None:
+        self.session = session
+        self.cipher = cipher
+
+    def _seal(self, data: dict[str, Any]) -> bytes:
+        return self.cipher.encrypt_bytes(json.dumps(data, separators=(",", ":")).encode())
+
+    def _to_record(self, row: Row[Any]) -> SagaRecord:
+        return SagaRecord(
+            saga_id=row.saga_id,
+            kind=row.kind,
+            card_id=row.card_id,
+            batch_id=row.batch_id,
+            state=row.state,
+            step=row.step,
+            data=json.loads(self.cipher.decrypt_bytes(row.data)),
+            retries=row.retries,
+            last_error=row.last_error,
+            refusal_reason=row.refusal_reason,
+            refusal_rule=row.refusal_rule,
+            refusal_message=row.refusal_message,
+            lease_owner=row.lease_owner,
+        )
+
+    def add_many(self, records: Sequence[SagaRecord], now: dt.datetime) -> None:
+        if not records:
+            return
+        self.session.execute(
+            sagas.insert(),
+            [
+                {
+                    "saga_id": r.saga_id,
+                    "kind": r.kind,
+                    "card_id": r.card_id,
+                    "batch_id": r.batch_id,
+                    "state": r.state,
+                    "step": r.step,
+                    "data": self._seal(r.data),
+                    "retries": 0,
+                    "last_error": "",
+                    "refusal_reason": "",
+                    "refusal_rule": "",
+                    "refusal_message": "",
+                    "next_attempt_at": now,
+                    "lease_owner": "",
+                    "lease_until": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for r in records
+            ],
+        )
+
+    def get(self, saga_id: str) -> SagaRecord | None:
+        row = self.session.execute(select(sagas).where(sagas.c.saga_id == saga_id)).one_or_none()
+        return None if row is None else self._to_record(row)
+
+    def for_card(self, card_id: str) -> SagaRecord | None:
+        row = self.session.execute(
+            select(sagas).where(sagas.c.card_id == card_id).order_by(sagas.c.created_at.desc())
+        ).first()
+        return None if row is None else self._to_record(row)
+
+    def claim(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> SagaRecord | None:
+        """Take the lease of one runnable saga: due, and not leased or its lease run out.
+
+        On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets replicas claim side by side without
+        waiting on each other; on SQLite the writing transaction already serialises claims.
+        """
+        row = self.session.execute(_CLAIMABLE, {"now": now}).one_or_none()
+        if row is None:
+            return None
+        self.session.execute(
+            _TAKE_LEASE,
+            {"b_saga_id": row.saga_id, "owner": owner, "until": now + lease, "now": now},
+        )
+        record = self._to_record(row)
+        record.lease_owner = owner
+        return record
+
+    def save(
+        self,
+        record: SagaRecord,
+        now: dt.datetime,
+        lease_until: dt.datetime | None,
+        next_attempt_at: dt.datetime | None = None,
+    ) -> bool:
+        """Write the saga's progress if this worker still holds its lease; False if it lost it."""
+        params: dict[str, Any] = {
+            "b_saga_id": record.saga_id,
+            "b_owner": record.lease_owner,
+            "state": record.state,
+            "step": record.step,
+            "data": self._seal(record.data),
+            "retries": record.retries,
+            "last_error": record.last_error[:200],
+            "refusal_reason": record.refusal_reason,
+            "refusal_rule": record.refusal_rule,
+            "refusal_message": record.refusal_message[:300],
+            "lease_until": lease_until,
+            "lease_owner": record.lease_owner if lease_until else "",
+            "updated_at": now,
+        }
+        if next_attempt_at is None:
+            result = self.session.execute(_SAVE_SAGA, params)
+        else:
+            result = self.session.execute(
+                _SAVE_SAGA_RETRY, {**params, "next_attempt_at": next_attempt_at}
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class CardUnitOfWork(UnitOfWork):
+    cards: CardRepository
+    sagas: SagaRepository
+
+    def __init__(self, db: Database, cipher: PiiCipher, readonly: bool = False) -> None:
+        super().__init__(db, readonly)
+        self._cipher = cipher
+
+    def _open(self, session: Session) -> None:
+        self.cards = CardRepository(session, self._cipher)
+        self.sagas = SagaRepository(session, self._cipher)

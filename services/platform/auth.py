@@ -43,6 +43,7 @@ class Role(enum.StrEnum):
     REGISTRY = "registry"  # the HR / medical-insurance data feed
     OPS = "ops"  # operations dashboards
     COUNTER = "counter"  # an operator serving a person (outlet, branch, hotline, app)
+    EMPLOYER = "employer"  # an employer acting for its employees (caller = its credit code)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from services.platform.auth import Channel, Role, mint_token
 DEV_SECRETS = {
     "auth.secret": "SSCARD_AUTH_SECRET",
     "identity-pii.key": "SSCARD_IDENTITY_PII_KEY",
+    "card-pii.key": "SSCARD_CARD_PII_KEY",
+    "bank-pii.key": "SSCARD_BANK_PII_KEY",
 }
 
 

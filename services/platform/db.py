@@ -10,8 +10,11 @@ SQL errors and logs: they can hold personal data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import threading
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -84,7 +87,13 @@ def ping(engine: Engine) -> None:
 
 
 class Database:
-    """A service's engine and its two session factories (read-write and read-only)."""
+    """A service's engine and its two session factories (read-write and read-only).
+
+    On SQLite, writing transactions of one process also queue at an in-process gate: SQLite
+    admits one writer at a time anyway, and its busy handler makes waiting writers sleep and
+    poll, which wastes most of the time under load. Other processes still queue at SQLite's
+    own lock.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -92,6 +101,15 @@ class Database:
         self.reader = sessionmaker(
             bind=engine.execution_options(**{READONLY: True}), expire_on_commit=False
         )
+        self.write_gate: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if is_sqlite(engine) else contextlib.nullcontext()
+        )
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session for one writing transaction outside a unit of work (maintenance tasks)."""
+        with self.write_gate, self.writer() as session, session.begin():
+            yield session
 
     @property
     def is_sqlite(self) -> bool:
@@ -120,6 +138,8 @@ class UnitOfWork:
         return self._session
 
     def __enter__(self) -> Self:
+        if not self.readonly:
+            self.db.write_gate.__enter__()
         factory = self.db.reader if self.readonly else self.db.writer
         self._session = factory()
         self._open(self._session)
@@ -139,6 +159,8 @@ class UnitOfWork:
         finally:
             self.session.close()
             self._session = None
+            if not self.readonly:
+                self.db.write_gate.__exit__(None, None, None)
 
     def commit(self) -> None:
         if self.readonly:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     delete,
     select,
     text,
@@ -133,6 +134,11 @@ class IdempotencyStore:
         self.table = table
         self.clock = clock
         self.ttl = ttl
+        held = (table.c.scope == bindparam("scope"), table.c.request_id == bindparam("request_id"))
+        self._find = select(
+            table.c.fingerprint, table.c.outcome, table.c.payload, table.c.expires_at
+        ).where(*held)
+        self._forget = delete(table).where(*held)
         # Stored answers may carry personal data; a service that holds any seals them.
         self._cipher = cipher
 
@@ -170,15 +176,12 @@ class IdempotencyStore:
 
     def find(self, session: Session, scope: str, request_id: str) -> tuple[str, Stored] | None:
         """The fingerprint and answer stored under a key, if any and not expired."""
-        t = self.table
-        key = (t.c.scope == scope, t.c.request_id == request_id)
-        row = session.execute(
-            select(t.c.fingerprint, t.c.outcome, t.c.payload, t.c.expires_at).where(*key)
-        ).one_or_none()
+        key = {"scope": scope, "request_id": request_id}
+        row = session.execute(self._find, key).one_or_none()
         if row is None:
             return None
         if as_utc(row.expires_at) <= self.clock.now():
-            session.execute(delete(t).where(*key))
+            session.execute(self._forget, key)
             return None
         return row.fingerprint, Stored(row.outcome, self._unseal(row.payload))
 
@@ -187,20 +190,21 @@ class IdempotencyStore:
     ) -> None:
         now = self.clock.now()
         session.execute(
-            self.table.insert().values(
-                scope=scope,
-                request_id=request_id,
-                fingerprint=fp,
-                outcome=outcome,
-                payload=self._seal(payload),
-                created_at=now,
-                expires_at=now + self.ttl,
-            )
+            self.table.insert(),
+            {
+                "scope": scope,
+                "request_id": request_id,
+                "fingerprint": fp,
+                "outcome": outcome,
+                "payload": self._seal(payload),
+                "created_at": now,
+                "expires_at": now + self.ttl,
+            },
         )
 
     def purge_expired(self, db: Database) -> int:
         """Delete keys past their time; run periodically by the server's maintenance loop."""
-        with db.writer() as session, session.begin():
+        with db.writing() as session:
             result = session.execute(
                 delete(self.table).where(self.table.c.expires_at < self.clock.now())
             )

@@ -49,6 +49,10 @@ class ServiceDeps:
     register: Callable[[grpc.Server], None]
     service_names: Sequence[str]
     maintenance: Sequence[Task] = field(default_factory=tuple)
+    # Background workers of the service (e.g. the saga orchestrator): started with the server,
+    # stopped after it stops taking calls.
+    on_start: Callable[[], None] | None = None
+    on_stop: Callable[[], None] | None = None
 
 
 class Server:
@@ -114,6 +118,8 @@ class Server:
 
     def start(self) -> None:
         self._grpc.start()
+        if self.deps.on_start is not None:
+            self.deps.on_start()
         threading.Thread(target=self._watch_health, name="health", daemon=True).start()
         for interval, chore in self.deps.maintenance:
             threading.Thread(
@@ -125,6 +131,8 @@ class Server:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        if self.deps.on_stop is not None:
+            self.deps.on_stop()
         self.deps.db.dispose()
 
 

@@ -3,11 +3,8 @@ the `make run` supervisor leaves nothing running after Ctrl-C or after being kil
 
 from __future__ import annotations
 
-import base64
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,24 +20,10 @@ from tests.support import wait_serving
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def suite_env(new_db_url: object, tmp_path: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "SSCARD_AUTH_SECRET": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "SSCARD_IDENTITY_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "SSCARD_SHUTDOWN_GRACE_SECONDS": "2",
-    }
-    for name in SERVICES:
-        env[f"SSCARD_{name.upper()}_PORT"] = str(_free_port())
-        env[f"SSCARD_{name.upper()}_DB_URL"] = f"sqlite:///{tmp_path / name}.db"
-    return env
+def suite_env(service_env: dict[str, str]) -> dict[str, str]:
+    """The suite's environment for real processes: fresh databases, free ports, secrets."""
+    return {**os.environ, **service_env, "SSCARD_SHUTDOWN_GRACE_SECONDS": "2"}
 
 
 def _alive(pid: int) -> bool:

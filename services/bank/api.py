@@ -1,0 +1,284 @@
+"""The bank gRPC servicer: proto -> command -> use case -> proto, nothing else.
+
+Authentication, error mapping and logging happen in the platform's call guard; this file
+checks roles, decodes requests (malformed fields become one INVALID_ARGUMENT with a violation
+each), runs the use case in a unit of work (mutating ones through the idempotency runner) and
+encodes the answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import grpc
+from sscard.bank.v1 import bank_pb2 as pb
+from sscard.bank.v1 import bank_pb2_grpc
+from sscard.common.v1 import common_pb2
+
+from services.bank import service
+from services.bank.domain.account import Account, IdentityFacts
+from services.bank.domain.branch import (
+    Branch,
+    check_bank_code,
+    check_branch_id,
+    validate_branch,
+)
+from services.bank.domain.production import (
+    COLLECTED_AT_BRANCH,
+    Delivery,
+    OrderRequest,
+    ProductionKind,
+    ProductionOrder,
+)
+from services.bank.store import BankUnitOfWork
+from services.platform.auth import Caller, Role, current_caller, require_role
+from services.platform.calendar import WorkingDayCalendar
+from services.platform.clock import Clock
+from services.platform.db import Database
+from services.platform.errors import Violations
+from services.platform.idempotency import IdempotencyStore, Idempotent
+from services.platform.pii import PiiCipher
+from services.platform.protoconv import from_date, to_date, to_timestamp
+
+MAX_ID = 64
+MAX_NAME = 200
+MAX_DOCUMENT_NUMBER = 40
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _enum_name(enum_type: Any, value: int) -> str:
+    """The proto enum's value name, or "" for the unspecified or an unknown value."""
+    return str(enum_type.Name(value)) if value and value in enum_type.values() else ""
+
+
+def _required_id(value: str, field: str, v: Violations) -> None:
+    if not value or len(value) > MAX_ID:
+        v.add(field, f"an id of 1 to {MAX_ID} characters is required", "REQUIRED")
+
+
+def _facts(msg: pb.IdentityFacts, prefix: str, v: Violations) -> IdentityFacts:
+    name = " ".join(msg.name.split())
+    if not name or len(name) > MAX_NAME:
+        v.add(f"{prefix}.name", f"a name of 1 to {MAX_NAME} characters is required", "REQUIRED")
+    doc_type = _enum_name(common_pb2.DocumentType, msg.document.type)
+    if not doc_type:
+        v.add(f"{prefix}.document.type", "a known document type is required", "REQUIRED")
+    number = msg.document.number
+    if not number or len(number) > MAX_DOCUMENT_NUMBER:
+        v.add(
+            f"{prefix}.document.number",
+            f"a document number of 1 to {MAX_DOCUMENT_NUMBER} characters is required",
+            "REQUIRED",
+        )
+    valid_until = from_date(msg.document_valid_until, f"{prefix}.document_valid_until", v)
+    return IdentityFacts(name, doc_type, number, valid_until)
+
+
+def _order_request(msg: pb.CreateProductionOrderRequest) -> OrderRequest:
+    v = Violations()
+    _required_id(msg.card_id, "card_id", v)
+    check_bank_code(msg.bank_code, "bank_code", v)
+    _required_id(msg.account_id, "account_id", v)
+    kind = _enum_name(pb.ProductionKind, msg.kind)
+    if not kind:
+        v.add("kind", "FIRST, REISSUE or REPLACEMENT is required", "REQUIRED")
+    if not msg.HasField("applied_at"):
+        v.add("applied_at", "the time of the application is required", "REQUIRED")
+    if msg.applied_at_branch_id:
+        check_branch_id(msg.applied_at_branch_id, "applied_at_branch_id", v)
+    delivery = _enum_name(pb.Delivery, msg.delivery)
+    if not delivery:
+        v.add("delivery", "BRANCH_PICKUP, MAIL or EMPLOYER is required", "REQUIRED")
+    elif Delivery(delivery) in COLLECTED_AT_BRANCH:
+        check_branch_id(msg.pickup_branch_id, "pickup_branch_id", v)
+    v.raise_if_any(rule="A22.1")
+    return OrderRequest(
+        card_id=msg.card_id,
+        bank_code=msg.bank_code,
+        account_id=msg.account_id,
+        kind=ProductionKind(kind),
+        applied_at=msg.applied_at.ToDatetime(tzinfo=dt.UTC),
+        applied_at_branch_id=msg.applied_at_branch_id,
+        delivery=Delivery(delivery),
+        pickup_branch_id=msg.pickup_branch_id,
+    )
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def branch_pb(branch: Branch) -> pb.Branch:
+    return pb.Branch(
+        bank_code=branch.bank_code,
+        branch_id=branch.branch_id,
+        name=branch.name,
+        instant=branch.instant,
+        address=branch.address,
+    )
+
+
+def order_pb(order: ProductionOrder) -> pb.ProductionOrder:
+    return pb.ProductionOrder(
+        order_id=order.order_id,
+        card_id=order.card_id,
+        bank_code=order.bank_code,
+        status=order.status.value,
+        kind=order.kind.value,
+        due_date=to_date(order.due_date),
+        instant=order.instant,
+        card_number=order.card_number,
+        produced_at=to_timestamp(order.produced_at),
+        delivery=order.delivery.value,
+        pickup_branch_id=order.pickup_branch_id,
+    )
+
+
+def _account_status(account: Account) -> str:
+    return account.status.value
+
+
+# --- the servicer -------------------------------------------------------------------------------
+
+
+class BankApi(bank_pb2_grpc.BankServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        cipher: PiiCipher,
+        clock: Clock,
+        keys: IdempotencyStore,
+        calendar: WorkingDayCalendar,
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._clock = clock
+        self._calendar = calendar
+        self._once: Idempotent[BankUnitOfWork] = Idempotent(keys, self._uow)
+
+    def _uow(self, readonly: bool = False) -> BankUnitOfWork:
+        return BankUnitOfWork(self._db, self._cipher, readonly)
+
+    @staticmethod
+    def _scope(method: str, *roles: Role) -> tuple[Caller, str]:
+        caller = current_caller()
+        require_role(caller, *roles)
+        return caller, f"{method}:{caller.caller}"
+
+    # -- branches
+
+    def UpsertBranch(
+        self, request: pb.UpsertBranchRequest, context: grpc.ServicerContext
+    ) -> pb.Branch:
+        _, scope = self._scope("UpsertBranch", Role.OPS)
+        b = request.branch
+        branch = validate_branch(b.bank_code, b.branch_id, b.name, b.instant, b.address)
+
+        def work(uow: BankUnitOfWork) -> pb.Branch:
+            return branch_pb(service.upsert_branch(uow, branch, self._clock))
+
+        return self._once.run(scope, request.request_id, request, pb.Branch, work)
+
+    def ListBranches(
+        self, request: pb.ListBranchesRequest, context: grpc.ServicerContext
+    ) -> pb.ListBranchesResponse:
+        current_caller()  # any authenticated caller
+        if request.bank_code:
+            v = Violations()
+            check_bank_code(request.bank_code, "bank_code", v)
+            v.raise_if_any()
+        with self._uow(readonly=True) as uow:
+            found = service.list_branches(uow, request.bank_code)
+        return pb.ListBranchesResponse(branches=[branch_pb(b) for b in found])
+
+    # -- accounts
+
+    def OpenAccount(
+        self, request: pb.OpenAccountRequest, context: grpc.ServicerContext
+    ) -> pb.OpenAccountResponse:
+        _, scope = self._scope("OpenAccount", Role.SERVICE)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        check_bank_code(request.bank_code, "bank_code", v)
+        presented = _facts(request.presented, "presented", v)
+        verified = _facts(request.verified, "verified", v)
+        v.raise_if_any(rule="A4.4")
+        cmd = service.OpenAccount(request.card_id, request.bank_code, presented, verified)
+
+        def work(uow: BankUnitOfWork) -> pb.OpenAccountResponse:
+            account = service.open_account(uow, cmd, self._clock)
+            return pb.OpenAccountResponse(
+                account_id=account.account_id, status=_account_status(account)
+            )
+
+        return self._once.run(scope, request.request_id, request, pb.OpenAccountResponse, work)
+
+    def CloseAccount(
+        self, request: pb.CloseAccountRequest, context: grpc.ServicerContext
+    ) -> pb.CloseAccountResponse:
+        _, scope = self._scope("CloseAccount", Role.SERVICE)
+        v = Violations()
+        _required_id(request.account_id, "account_id", v)
+        v.raise_if_any()
+
+        def work(uow: BankUnitOfWork) -> pb.CloseAccountResponse:
+            account = service.close_account(uow, request.account_id, self._clock)
+            return pb.CloseAccountResponse(
+                account_id=account.account_id, status=_account_status(account)
+            )
+
+        return self._once.run(scope, request.request_id, request, pb.CloseAccountResponse, work)
+
+    # -- production orders
+
+    def CreateProductionOrder(
+        self, request: pb.CreateProductionOrderRequest, context: grpc.ServicerContext
+    ) -> pb.ProductionOrder:
+        _, scope = self._scope("CreateProductionOrder", Role.SERVICE)
+        order_request = _order_request(request)
+
+        def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
+            order = service.create_production_order(uow, order_request, self._calendar, self._clock)
+            return order_pb(order)
+
+        return self._once.run(scope, request.request_id, request, pb.ProductionOrder, work)
+
+    def CancelProductionOrder(
+        self, request: pb.CancelProductionOrderRequest, context: grpc.ServicerContext
+    ) -> pb.ProductionOrder:
+        _, scope = self._scope("CancelProductionOrder", Role.SERVICE)
+        v = Violations()
+        _required_id(request.order_id, "order_id", v)
+        v.raise_if_any()
+
+        def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
+            return order_pb(service.cancel_production_order(uow, request.order_id, self._clock))
+
+        return self._once.run(scope, request.request_id, request, pb.ProductionOrder, work)
+
+    def MarkProduced(
+        self, request: pb.MarkProducedRequest, context: grpc.ServicerContext
+    ) -> pb.ProductionOrder:
+        _, scope = self._scope("MarkProduced", Role.SERVICE)
+        v = Violations()
+        _required_id(request.order_id, "order_id", v)
+        v.raise_if_any(rule="A7.1")
+
+        def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
+            return order_pb(service.mark_produced(uow, request.order_id, self._clock))
+
+        return self._once.run(scope, request.request_id, request, pb.ProductionOrder, work)
+
+    def GetProductionOrder(
+        self, request: pb.GetProductionOrderRequest, context: grpc.ServicerContext
+    ) -> pb.ProductionOrder:
+        require_role(current_caller(), Role.SERVICE, Role.OPS)
+        if not request.order_id and not request.card_id:
+            v = Violations()
+            v.add("order_id", "name the order by order_id or by card_id", "REQUIRED")
+            v.raise_if_any()
+        with self._uow(readonly=True) as uow:
+            order = service.get_production_order(uow, request.order_id, request.card_id)
+        return order_pb(order)

@@ -1,0 +1,136 @@
+"""The card's financial account (金融账户) and the identity compare before opening it (A4.4).
+
+The bank compares what the applicant presented with what the identity service verified: the
+name after Unicode NFKC, case folding and white-space folding; the document type and number
+exactly; the document's validity date (both unset means long-term on both). A refusal names the
+facts that differ and never echoes a number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import unicodedata
+from dataclasses import dataclass, replace
+
+from services.platform.errors import DomainError, FieldViolation, Kind
+
+RULE = "A4.4"
+
+
+class AccountStatus(enum.Enum):
+    OPENED = "OPENED"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True)
+class IdentityFacts:
+    """Who a person is, as far as the account is concerned."""
+
+    name: str
+    document_type: str  # a sscard.common.v1.DocumentType name, e.g. RESIDENT_ID
+    document_number: str
+    valid_until: dt.date | None  # None: long-term document
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: str
+    card_id: str
+    bank_code: str
+    holder: IdentityFacts
+    status: AccountStatus
+    opened_at: dt.datetime
+    closed_at: dt.datetime | None = None
+
+
+def normalize_name(name: str) -> str:
+    """Names compare after Unicode NFKC, case folding and collapsing white space."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+# (fact, field of the presented identity, words for a person)
+_FACTS = (
+    ("name", "presented.name", "name"),
+    ("document_type", "presented.document.type", "document type"),
+    ("document_number", "presented.document.number", "document number"),
+    ("valid_until", "presented.document_valid_until", "document validity"),
+)
+
+
+def differences(presented: IdentityFacts, verified: IdentityFacts) -> list[str]:
+    """The facts (``name``, ``document_type``, ...) on which the two identities disagree."""
+    found = []
+    if normalize_name(presented.name) != normalize_name(verified.name):
+        found.append("name")
+    if presented.document_type != verified.document_type:
+        found.append("document_type")
+    if presented.document_number != verified.document_number:
+        found.append("document_number")
+    if presented.valid_until != verified.valid_until:
+        found.append("valid_until")
+    return found
+
+
+def compare_identity(presented: IdentityFacts, verified: IdentityFacts) -> None:
+    """A4.4: any fact that differs refuses the opening with IDENTITY_MISMATCH."""
+    differing = differences(presented, verified)
+    if not differing:
+        return
+    words = {fact: (field, text) for fact, field, text in _FACTS}
+    listed = ", ".join(words[f][1] for f in differing)
+    raise DomainError(
+        "IDENTITY_MISMATCH",
+        f"the identity presented does not match the verified identity: {listed} differ",
+        rule=RULE,
+        violations=tuple(
+            FieldViolation(words[f][0], f"does not match the verified {words[f][1]}", "MISMATCH")
+            for f in differing
+        ),
+        metadata={"facts": ",".join(differing)},
+    )
+
+
+def open_account(
+    account_id: str,
+    card_id: str,
+    bank_code: str,
+    presented: IdentityFacts,
+    verified: IdentityFacts,
+    now: dt.datetime,
+) -> Account:
+    """A new account for the card, once the identity compare passes (A4.4)."""
+    compare_identity(presented, verified)
+    return Account(account_id, card_id, bank_code, verified, AccountStatus.OPENED, now)
+
+
+def open_again(
+    existing: Account, bank_code: str, presented: IdentityFacts, verified: IdentityFacts
+) -> Account:
+    """Opening again for the same card returns its account, for the same person and bank."""
+    compare_identity(presented, verified)
+    same_holder = (existing.holder.document_type, existing.holder.document_number) == (
+        verified.document_type,
+        verified.document_number,
+    )
+    if existing.bank_code != bank_code or not same_holder:
+        raise DomainError(
+            "CARD_HAS_ACCOUNT",
+            "the card already has an account for another person or at another bank",
+            kind=Kind.ALREADY_EXISTS,
+            rule=RULE,
+        )
+    if existing.status is AccountStatus.CLOSED:
+        raise account_closed()
+    return existing
+
+
+def account_closed() -> DomainError:
+    return DomainError("ACCOUNT_CLOSED", "the card's account is closed", rule=RULE)
+
+
+def close(account: Account, now: dt.datetime) -> Account:
+    """Close the account; closing a closed account changes nothing."""
+    if account.status is AccountStatus.CLOSED:
+        return account
+    return replace(account, status=AccountStatus.CLOSED, closed_at=now)

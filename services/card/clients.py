@@ -1,0 +1,147 @@
+"""Typed ports from the card service to identity and the bank.
+
+Each method sends one request with the idempotency key it is given (sagas pass
+``<saga_id>:<step>``), a deadline, and the card service's own credential; it returns plain
+values, or raises the refusal as the DomainError the other service raised (reason and rule
+intact), or an UNAVAILABLE DomainError for a transport failure, which the saga retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict, ParseDict
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from services.platform.clients import ServiceCredential, call, open_channel
+from services.platform.config import ServiceConfig
+from services.platform.protoconv import to_timestamp
+
+
+def _document(doc_type: str, number: str) -> common_pb2.IdentityDocument:
+    return common_pb2.IdentityDocument(type=doc_type, number=number)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What identity verified: stored in the saga, compared by the bank (A4.4)."""
+
+    person_id: str
+    facts: dict[str, Any]  # bank_pb2.IdentityFacts as a dict
+
+
+class IdentityPort:
+    def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
+        self._stub = identity_pb2_grpc.IdentityServiceStub(open_channel(config.target("identity")))
+        self._credential = credential
+
+    def reserve(
+        self, request_id: str, doc_type: str, number: str, name: str, card_id: str, kind: str
+    ) -> Verified:
+        answer = call(
+            self._stub.ReserveIssuance,
+            identity_pb2.ReserveIssuanceRequest(
+                request_id=request_id,
+                document=_document(doc_type, number),
+                name=name,
+                card_id=card_id,
+                kind=kind,
+            ),
+            self._credential,
+        )
+        person = answer.person
+        facts = bank_pb2.IdentityFacts(name=person.name, document=person.document)
+        facts.document.ClearField("number_masked")
+        if person.HasField("document_valid_until"):
+            facts.document_valid_until.CopyFrom(person.document_valid_until)
+        return Verified(person.person_id, MessageToDict(facts, preserving_proto_field_name=True))
+
+    def release(self, request_id: str, card_id: str) -> None:
+        call(
+            self._stub.ReleaseIssuance,
+            identity_pb2.ReleaseIssuanceRequest(request_id=request_id, card_id=card_id),
+            self._credential,
+        )
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    due_date: dt.date | None
+    card_number: str  # set when made on the spot (A22.3)
+
+
+class BankPort:
+    def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
+        self._stub = bank_pb2_grpc.BankServiceStub(open_channel(config.target("bank")))
+        self._credential = credential
+
+    def open_account(
+        self,
+        request_id: str,
+        card_id: str,
+        bank_code: str,
+        presented: dict[str, Any],
+        verified: dict[str, Any],
+    ) -> str:
+        answer = call(
+            self._stub.OpenAccount,
+            bank_pb2.OpenAccountRequest(
+                request_id=request_id,
+                card_id=card_id,
+                bank_code=bank_code,
+                presented=ParseDict(presented, bank_pb2.IdentityFacts()),
+                verified=ParseDict(verified, bank_pb2.IdentityFacts()),
+            ),
+            self._credential,
+        )
+        return str(answer.account_id)
+
+    def close_account(self, request_id: str, account_id: str) -> None:
+        call(
+            self._stub.CloseAccount,
+            bank_pb2.CloseAccountRequest(request_id=request_id, account_id=account_id),
+            self._credential,
+        )
+
+    def order(
+        self,
+        request_id: str,
+        card_id: str,
+        bank_code: str,
+        account_id: str,
+        applied_at: dt.datetime,
+        applied_at_branch_id: str,
+        delivery: str,
+        pickup_branch_id: str,
+    ) -> Order:
+        answer = call(
+            self._stub.CreateProductionOrder,
+            bank_pb2.CreateProductionOrderRequest(
+                request_id=request_id,
+                card_id=card_id,
+                bank_code=bank_code,
+                account_id=account_id,
+                kind=bank_pb2.FIRST,
+                applied_at=to_timestamp(applied_at),
+                applied_at_branch_id=applied_at_branch_id,
+                delivery=delivery,
+                pickup_branch_id=pickup_branch_id,
+            ),
+            self._credential,
+        )
+        due = answer.due_date
+        due_date = dt.date(due.year, due.month, due.day) if due.year else None
+        number = answer.card_number if answer.status == bank_pb2.PRODUCED else ""
+        return Order(answer.order_id, due_date, number)
+
+    def cancel_order(self, request_id: str, order_id: str) -> None:
+        call(
+            self._stub.CancelProductionOrder,
+            bank_pb2.CancelProductionOrderRequest(request_id=request_id, order_id=order_id),
+            self._credential,
+        )

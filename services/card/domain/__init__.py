@@ -1,0 +1,1 @@
+"""The card service's pure domain: channel matrix, card states, application rules."""

@@ -1,0 +1,113 @@
+"""What an application must carry (A5.1) and when it may be made (A29.1).
+
+Every missing or malformed field is reported at once as a field violation; the document is
+checked by its own format (the identity service's validator is the one authority on documents,
+so the card service checks only that type and number are present and well-formed enough to
+send). Employer batches (A6.1) validate each person on their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from services.card.domain.card import Delivery
+from services.platform.errors import DomainError, Violations
+
+IN_FORCE = dt.date(2026, 1, 1)  # A29.1
+MAX_PHOTO = 512 * 1024
+MOBILE = re.compile(r"^1[3-9]\d{9}$")
+CREDIT_CODE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
+BANK_CODE = re.compile(r"^[A-Z0-9]{2,12}$")
+
+
+@dataclass(frozen=True)
+class Applicant:
+    document_type: str
+    document_number: str
+    name: str
+    photo: bytes
+    occupation: str
+    mobile: str
+    address: str
+
+
+def photo_kind(photo: bytes) -> str | None:
+    if photo.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if photo.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    return None
+
+
+def check_applicant(a: Applicant, v: Violations, prefix: str = "applicant") -> None:
+    """A5.1: document, photo, occupation, mobile, address, each present and well-formed."""
+    if not a.document_type:
+        v.add(f"{prefix}.document.type", "a known document type is required", "REQUIRED")
+    number = a.document_number.strip()
+    if not number:
+        v.add(f"{prefix}.document.number", "the document number is required", "REQUIRED")
+    elif len(number) > 32 or not number.isascii() or not number.replace(" ", "").isalnum():
+        v.add(f"{prefix}.document.number", "not a document number", "BAD_FORMAT")
+    name = " ".join(a.name.split())
+    if not name:
+        v.add(f"{prefix}.name", "the name is required", "REQUIRED")
+    elif len(name) > 100:
+        v.add(f"{prefix}.name", "longer than 100 characters", "TOO_LONG")
+    if not a.photo:
+        v.add(f"{prefix}.photo", "a photo is required", "REQUIRED")
+    elif len(a.photo) > MAX_PHOTO:
+        v.add(f"{prefix}.photo", "larger than 512 KiB", "TOO_LARGE")
+    elif photo_kind(a.photo) is None:
+        v.add(f"{prefix}.photo", "must be a JPEG or PNG image", "BAD_FORMAT")
+    occupation = a.occupation.strip()
+    if not occupation:
+        v.add(f"{prefix}.occupation", "the occupation is required", "REQUIRED")
+    elif len(occupation) > 50:
+        v.add(f"{prefix}.occupation", "longer than 50 characters", "TOO_LONG")
+    if not a.mobile:
+        v.add(f"{prefix}.mobile", "a mobile number is required", "REQUIRED")
+    elif not MOBILE.match(a.mobile):
+        v.add(f"{prefix}.mobile", "must be an 11-digit mainland mobile number", "BAD_FORMAT")
+    address = a.address.strip()
+    if not address:
+        v.add(f"{prefix}.address", "the permanent address is required", "REQUIRED")
+    elif len(address) > 200:
+        v.add(f"{prefix}.address", "longer than 200 characters", "TOO_LONG")
+
+
+def check_bank(bank_code: str, v: Violations, field: str = "bank_code") -> None:
+    if not bank_code:
+        v.add(field, "the chosen cooperating bank is required", "REQUIRED")
+    elif not BANK_CODE.match(bank_code):
+        v.add(field, "not a bank code", "BAD_FORMAT")
+
+
+def check_delivery(delivery: Delivery | None, pickup_branch_id: str, v: Violations) -> None:
+    """A7.2: a person collects at a branch of the chosen bank, or by mail."""
+    if delivery not in (Delivery.BRANCH_PICKUP, Delivery.MAIL):
+        v.add("delivery", "BRANCH_PICKUP or MAIL is required", "REQUIRED")
+    elif delivery is Delivery.BRANCH_PICKUP and not pickup_branch_id:
+        v.add("pickup_branch_id", "the branch to collect at is required", "REQUIRED")
+
+
+def check_employer(employer_id: str, name: str, v: Violations) -> None:
+    if not CREDIT_CODE.match(employer_id):
+        v.add("employer.employer_id", "must be an 18-character unified social credit code")
+    if not name.strip():
+        v.add("employer.name", "the employer's name is required", "REQUIRED")
+
+
+def check_in_force(today: dt.date) -> None:
+    """A29.1: no 3rd-generation application is dated before 2026-01-01."""
+    if today < IN_FORCE:
+        raise DomainError(
+            "NOT_IN_FORCE",
+            "3rd-generation applications open on 2026-01-01",
+            rule="A29.1",
+        )
+
+
+def invalid_application(v: Violations) -> None:
+    v.raise_if_any("INVALID_APPLICATION", rule="A5.1")

@@ -1,0 +1,304 @@
+"""A card's states and the rules that move it between them, first application to activation.
+
+APPLIED -> VERIFYING -> IN_PRODUCTION -> READY -> (MAILED | WITH_EMPLOYER) -> COLLECTED -> ACTIVE,
+or REFUSED when the application saga fails. Every change is a ``Transition`` naming who, where
+and under which rule; the words of ``progress`` are what a hotline operator reads out (A18.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field, replace
+
+from services.platform.auth import Caller, Channel
+from services.platform.clock import BEIJING
+from services.platform.errors import DomainError, Kind
+
+GENERATION = 3  # A27.1: cards issued under these rules carry SS, public-service and financial
+
+
+class Status(enum.Enum):
+    APPLIED = "APPLIED"
+    VERIFYING = "VERIFYING"
+    IN_PRODUCTION = "IN_PRODUCTION"
+    READY = "READY"
+    MAILED = "MAILED"
+    WITH_EMPLOYER = "WITH_EMPLOYER"
+    COLLECTED = "COLLECTED"
+    ACTIVE = "ACTIVE"
+    REFUSED = "REFUSED"
+
+
+class Delivery(enum.Enum):
+    BRANCH_PICKUP = "BRANCH_PICKUP"
+    MAIL = "MAIL"
+    EMPLOYER = "EMPLOYER"
+
+
+class CollectionMethod(enum.Enum):
+    AT_BRANCH = "AT_BRANCH"
+    MAIL_SENT = "MAIL_SENT"
+    MAIL_DELIVERED = "MAIL_DELIVERED"
+    BY_EMPLOYER = "BY_EMPLOYER"
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_status: Status | None
+    to_status: Status
+    at: dt.datetime
+    channel: Channel
+    outlet_id: str
+    operator_id: str
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    at: dt.datetime
+    recipient: str  # "person" or "employer"
+    text: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class Card:
+    card_id: str
+    status: Status
+    bank_code: str
+    delivery: Delivery
+    pickup_branch_id: str
+    applied_at: dt.datetime
+    holder_name: str
+    person_id: str = ""
+    employer_id: str = ""
+    batch_id: str = ""
+    due_date: dt.date | None = None
+    card_number: str = ""
+    refusal_reason: str = ""
+    refusal_rule: str = ""
+    refusal_message: str = ""
+    status_since: dt.datetime | None = None
+    transitions: tuple[Transition, ...] = field(default=(), compare=False)
+
+
+@dataclass
+class Change:
+    """A card's new state and what to record with it."""
+
+    card: Card
+    transitions: list[Transition] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+
+def _move(
+    card: Card, to: Status, who: Caller, now: dt.datetime, rule: str, reason: str, **changes: object
+) -> Change:
+    moved = replace(card, status=to, status_since=now, **changes)  # type: ignore[arg-type]
+    transition = Transition(
+        card.status, to, now, who.channel, who.outlet_id, who.operator_id, rule, reason
+    )
+    return Change(moved, [transition])
+
+
+def wrong_state(card: Card, action: str, reason: str, rule: str) -> DomainError:
+    return DomainError(
+        reason,
+        f"cannot {action}: the card is {card.status.value.replace('_', ' ').lower()}",
+        rule=rule,
+        metadata={"status": card.status.value},
+    )
+
+
+# --- the application (driven by the application saga) -----------------------------------------
+
+
+def verified(card: Card, person_id: str, who: Caller, now: dt.datetime) -> Change:
+    """Identity verified and the person's place reserved (A4.1, A4.2)."""
+    if card.status is not Status.APPLIED:
+        return Change(card)
+    return _move(card, Status.VERIFYING, who, now, "A4.1", "identity verified", person_id=person_id)
+
+
+def ordered(card: Card, due_date: dt.date, who: Caller, now: dt.datetime) -> Change:
+    """The bank ordered the card, due by ``due_date`` (A22.1)."""
+    if card.status is not Status.VERIFYING:
+        return Change(replace(card, due_date=due_date))  # the bank's notice came first
+    return _move(
+        card,
+        Status.IN_PRODUCTION,
+        who,
+        now,
+        "A22.1",
+        f"ordered from the bank, due by {due_date.isoformat()}",
+        due_date=due_date,
+    )
+
+
+def refused(
+    card: Card, reason: str, rule: str, message: str, who: Caller, now: dt.datetime
+) -> Change:
+    """The application saga ended in a refusal; nothing it reserved is left behind."""
+    if card.status is Status.REFUSED:
+        return Change(card)
+    return _move(
+        card,
+        Status.REFUSED,
+        who,
+        now,
+        rule,
+        f"application refused: {reason}",
+        refusal_reason=reason,
+        refusal_rule=rule,
+        refusal_message=message,
+    )
+
+
+def produced(card: Card, card_number: str, who: Caller, now: dt.datetime) -> Change:
+    """The bank made the card; the person or the employer is told where to collect (A7.1)."""
+    if card.status not in (Status.VERIFYING, Status.IN_PRODUCTION):
+        if card.card_number == card_number:
+            return Change(card)  # told again
+        raise wrong_state(card, "record production", "NOT_IN_PRODUCTION", "A7.1")
+    change = _move(
+        card, Status.READY, who, now, "A7.1", "card made by the bank", card_number=card_number
+    )
+    if card.delivery is Delivery.EMPLOYER:
+        text = (
+            f"The social security cards of your employees are ready: collect card "
+            f"{mask_card_number(card_number)} at branch {card.pickup_branch_id} with your business "
+            "licence and, unless the legal representative comes, an authorisation letter."
+        )
+        change.notices.append(Notice(now, "employer", text, "A7.1"))
+    elif card.delivery is Delivery.MAIL:
+        text = "Your social security card is made and will be mailed to your address on file."
+        change.notices.append(Notice(now, "person", text, "A7.1"))
+    else:
+        text = (
+            f"Your social security card is ready: collect it at branch {card.pickup_branch_id} "
+            "with your ID document."
+        )
+        change.notices.append(Notice(now, "person", text, "A7.1"))
+    return change
+
+
+# --- delivery and activation (A7.2, A7.3, A8.1) -----------------------------------------------
+
+
+_COLLECTION: dict[CollectionMethod, tuple[Delivery, frozenset[Status], Status, str]] = {
+    CollectionMethod.AT_BRANCH: (
+        Delivery.BRANCH_PICKUP,
+        frozenset({Status.READY}),
+        Status.COLLECTED,
+        "A7.2",
+    ),
+    CollectionMethod.MAIL_SENT: (Delivery.MAIL, frozenset({Status.READY}), Status.MAILED, "A7.2"),
+    CollectionMethod.MAIL_DELIVERED: (
+        Delivery.MAIL,
+        frozenset({Status.MAILED}),
+        Status.COLLECTED,
+        "A7.2",
+    ),
+    CollectionMethod.BY_EMPLOYER: (
+        Delivery.EMPLOYER,
+        frozenset({Status.READY}),
+        Status.WITH_EMPLOYER,
+        "A7.3",
+    ),
+}
+
+
+def collect(card: Card, method: CollectionMethod, who: Caller, now: dt.datetime) -> Change:
+    """A7.2 / A7.3: the card reaches its holder, the post, or the employer."""
+    delivery, sources, target, rule = _COLLECTION[method]
+    if card.delivery is not delivery:
+        raise DomainError(
+            "WRONG_DELIVERY",
+            f"this card is delivered by {card.delivery.value.replace('_', ' ').lower()}",
+            rule=rule,
+        )
+    if card.status is target:
+        return Change(card)
+    if card.status not in sources:
+        raise wrong_state(card, "record this collection", "NOT_READY_FOR_COLLECTION", rule)
+    reason = {
+        CollectionMethod.AT_BRANCH: "collected by the holder at the branch",
+        CollectionMethod.MAIL_SENT: "handed to the post",
+        CollectionMethod.MAIL_DELIVERED: "delivered by the post",
+        CollectionMethod.BY_EMPLOYER: "collected by the employer",
+    }[method]
+    return _move(card, target, who, now, rule, reason)
+
+
+def hand_out(card: Card, employer_id: str, who: Caller, now: dt.datetime) -> Change:
+    """A7.3: the employer hands the card to its employee."""
+    if card.employer_id != employer_id:
+        raise DomainError(
+            "NOT_THE_EMPLOYER",
+            "only the employer that applied may hand this card out",
+            kind=Kind.PERMISSION,
+            rule="A7.3",
+        )
+    if card.status is Status.COLLECTED:
+        return Change(card)
+    if card.status is not Status.WITH_EMPLOYER:
+        raise wrong_state(card, "hand the card out", "NOT_WITH_EMPLOYER", "A7.3")
+    return _move(card, Status.COLLECTED, who, now, "A7.3", "handed to the employee by the employer")
+
+
+def activate(card: Card, who: Caller, now: dt.datetime) -> Change:
+    """A8.1: the SS function is activated only once the holder has the card."""
+    if card.status is Status.ACTIVE:
+        return Change(card)
+    if card.status is not Status.COLLECTED:
+        raise wrong_state(card, "activate", "NOT_COLLECTED", "A8.1")
+    return _move(card, Status.ACTIVE, who, now, "A8.1", "social security function activated")
+
+
+# --- words ------------------------------------------------------------------------------------
+
+
+def mask_card_number(number: str) -> str:
+    if len(number) < 8:
+        return "*" * len(number)
+    return number[:4] + "*" * (len(number) - 8) + number[-4:]
+
+
+def _day(moment: dt.datetime | None) -> str:
+    return moment.astimezone(BEIJING).date().isoformat() if moment else "an earlier date"
+
+
+def progress(card: Card) -> str:
+    """The card's state in words a hotline operator can read out (A18.1)."""
+    since = _day(card.status_since)
+    match card.status:
+        case Status.APPLIED:
+            return f"Application received on {_day(card.applied_at)}; identity being verified."
+        case Status.VERIFYING:
+            return "Identity verified; the bank is opening the account and ordering the card."
+        case Status.IN_PRODUCTION:
+            due = card.due_date.isoformat() if card.due_date else "the legal time limit"
+            return f"In production at {card.bank_code}; due by {due}."
+        case Status.READY if card.delivery is Delivery.MAIL:
+            return f"Made on {since}; it will be mailed to the address on file."
+        case Status.READY if card.delivery is Delivery.EMPLOYER:
+            return f"Made on {since}; ready for the employer to collect at {card.pickup_branch_id}."
+        case Status.READY:
+            return f"Made on {since}; ready for collection at branch {card.pickup_branch_id}."
+        case Status.MAILED:
+            return f"Mailed on {since} to the address on file."
+        case Status.WITH_EMPLOYER:
+            return f"Collected by the employer on {since}; the employer hands it out."
+        case Status.COLLECTED:
+            return (
+                f"Collected on {since}; activate it online, at a district outlet or at a "
+                f"{card.bank_code} branch."
+            )
+        case Status.ACTIVE:
+            return f"Active since {since}."
+        case Status.REFUSED:
+            rule = f" (rule {card.refusal_rule})" if card.refusal_rule else ""
+            return f"Application refused: {card.refusal_message}{rule}."
+    return card.status.value

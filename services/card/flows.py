@@ -1,0 +1,146 @@
+"""The sagas of the card service, step by step.
+
+Application (A5.1, A27.1): identity reserves the person's place (A4.2) -> the card records the
+verified identity -> the bank opens the account after its identity compare (A4.4) -> the bank
+orders the card (A22.1, on the spot at an instant branch, A22.3) -> the card is in production.
+A refusal at any step undoes the completed ones in reverse, so no reservation, account or order
+is left behind, and the card ends REFUSED with the refusal's reason and rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from services.card.clients import BankPort, IdentityPort
+from services.card.domain import card as rules
+from services.card.saga import LocalStep, RemoteStep, SagaDefinition
+from services.card.store import CardUnitOfWork, SagaRecord
+from services.platform.auth import Caller, Channel
+from services.platform.clock import Clock
+
+APPLICATION = "application"
+SYSTEM = Caller("card-service", Channel.INTERNAL)
+
+
+def application_data(
+    *,
+    doc_type: str,
+    doc_number: str,
+    name: str,
+    bank_code: str,
+    delivery: str,
+    pickup_branch_id: str,
+    applied_at: dt.datetime,
+    applied_at_branch_id: str,
+) -> dict[str, Any]:
+    """What the application saga starts from (kept encrypted with the saga)."""
+    return {
+        "doc_type": doc_type,
+        "doc_number": doc_number,
+        "name": name,
+        "bank_code": bank_code,
+        "delivery": delivery,
+        "pickup_branch_id": pickup_branch_id,
+        "applied_at": applied_at.isoformat(),
+        "applied_at_branch_id": applied_at_branch_id,
+    }
+
+
+def application_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
+    def reserve(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        verified = identity.reserve(
+            request_id, d["doc_type"], d["doc_number"], d["name"], saga.card_id, "FIRST"
+        )
+        return {"person_id": verified.person_id, "verified": verified.facts}
+
+    def release(saga: SagaRecord, request_id: str) -> None:
+        identity.release(request_id, saga.card_id)
+
+    def record_verified(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
+        card = uow.cards.get(saga.card_id, for_update=True)
+        assert card is not None
+        uow.cards.record(rules.verified(card, saga.data["person_id"], SYSTEM, clock.now()))
+        return {}
+
+    def open_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        verified = d["verified"]
+        presented = {
+            "name": d["name"],
+            "document": {"type": d["doc_type"], "number": d["doc_number"]},
+        }
+        if "document_valid_until" in verified:
+            # The applicant's document is the one verified; its validity is the registry's.
+            presented["document_valid_until"] = verified["document_valid_until"]
+        account_id = bank.open_account(
+            request_id, saga.card_id, d["bank_code"], presented, verified
+        )
+        return {"account_id": account_id}
+
+    def close_account(saga: SagaRecord, request_id: str) -> None:
+        bank.close_account(request_id, saga.data["account_id"])
+
+    def order(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        placed = bank.order(
+            request_id,
+            saga.card_id,
+            d["bank_code"],
+            d["account_id"],
+            dt.datetime.fromisoformat(d["applied_at"]),
+            d["applied_at_branch_id"],
+            d["delivery"],
+            d["pickup_branch_id"],
+        )
+        return {
+            "order_id": placed.order_id,
+            "due_date": placed.due_date.isoformat() if placed.due_date else "",
+            "card_number": placed.card_number,
+        }
+
+    def cancel_order(saga: SagaRecord, request_id: str) -> None:
+        bank.cancel_order(request_id, saga.data["order_id"])
+
+    def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
+        card = uow.cards.get(saga.card_id, for_update=True)
+        assert card is not None
+        now = clock.now()
+        due = saga.data["due_date"]
+        change = rules.ordered(card, dt.date.fromisoformat(due) if due else now.date(), SYSTEM, now)
+        uow.cards.record(change)
+        if saga.data["card_number"] and change.card.status is rules.Status.IN_PRODUCTION:
+            # Made on the spot at an instant branch (A22.3).
+            uow.cards.record(rules.produced(change.card, saga.data["card_number"], SYSTEM, now))
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """Nothing more to do: the card waits for production."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id, for_update=True)
+        assert card is not None
+        uow.cards.record(
+            rules.refused(
+                card,
+                saga.refusal_reason,
+                saga.refusal_rule,
+                saga.refusal_message,
+                SYSTEM,
+                clock.now(),
+            )
+        )
+
+    return SagaDefinition(
+        APPLICATION,
+        [
+            RemoteStep("reserve_issuance", reserve, release),
+            LocalStep("record_verified", record_verified),
+            RemoteStep("open_account", open_account, close_account),
+            RemoteStep("order_card", order, cancel_order),
+            LocalStep("in_production", in_production),
+        ],
+        completed,
+        failed,
+    )

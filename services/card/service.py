@@ -1,0 +1,389 @@
+"""Card use cases: one function per operation, each run inside the unit of work it is given.
+
+Every operation first asks the channel matrix (A3.1). Operations that span services only write
+the card and its saga here; the orchestrator runs the saga once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.card.domain import card as rules
+from services.card.domain import channels
+from services.card.domain.application import (
+    Applicant,
+    check_applicant,
+    check_bank,
+    check_delivery,
+    check_employer,
+    check_in_force,
+    invalid_application,
+)
+from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
+from services.card.domain.channels import Operation
+from services.card.flows import APPLICATION, application_data
+from services.card.saga import wall_clock
+from services.card.store import CardUnitOfWork, Contact, SagaRecord
+from services.platform.auth import Caller, Channel, Role, require_role
+from services.platform.clock import Clock, beijing_date
+from services.platform.errors import DomainError, FieldViolation, Kind, Violations
+
+MAX_BATCH = 20_000
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def card_not_found() -> DomainError:
+    return DomainError("CARD_NOT_FOUND", "no such card", kind=Kind.NOT_FOUND)
+
+
+def _card(uow: CardUnitOfWork, card_id: str, for_update: bool = False) -> Card:
+    card = uow.cards.get(card_id, for_update) if card_id else None
+    if card is None:
+        raise card_not_found()
+    return card
+
+
+def _may_read(caller: Caller, card: Card | None = None) -> None:
+    """A18.1: status queries through the channels A3 allows; sscard systems and ops always."""
+    if caller.has_any(Role.SERVICE, Role.OPS):
+        return
+    if caller.has_any(Role.EMPLOYER) and card is not None and card.employer_id == caller.caller:
+        return
+    channels.check(Operation.QUERY, caller)
+
+
+# --- applications (A5.1, A6, A27.1, A29.1) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplicationCommand:
+    applicant: Applicant
+    bank_code: str
+    delivery: Delivery | None
+    pickup_branch_id: str
+
+
+@dataclass(frozen=True)
+class Started:
+    card: Card
+    saga_id: str
+
+
+def _start(
+    applicant: Applicant,
+    bank_code: str,
+    delivery: Delivery,
+    pickup_branch_id: str,
+    caller: Caller,
+    now: dt.datetime,
+    employer_id: str = "",
+    batch_id: str = "",
+) -> tuple[Card, Contact, Transition, SagaRecord]:
+    card = Card(
+        card_id=new_id("card"),
+        status=Status.APPLIED,
+        bank_code=bank_code,
+        delivery=delivery,
+        pickup_branch_id=pickup_branch_id,
+        applied_at=now,
+        holder_name=" ".join(applicant.name.split()),
+        employer_id=employer_id,
+        batch_id=batch_id,
+        status_since=now,
+    )
+    contact = Contact(
+        applicant.document_type,
+        applicant.document_number.strip().upper(),
+        applicant.mobile,
+        applicant.address.strip(),
+        applicant.occupation.strip(),
+        applicant.photo,
+    )
+    transition = Transition(
+        None,
+        Status.APPLIED,
+        now,
+        caller.channel,
+        caller.outlet_id,
+        caller.operator_id,
+        "A5.1",
+        "employer collective application" if batch_id else "application received",
+    )
+    saga = SagaRecord(
+        saga_id=new_id("saga"),
+        kind=APPLICATION,
+        card_id=card.card_id,
+        batch_id=batch_id,
+        state="RUNNING",
+        step=0,
+        data=application_data(
+            doc_type=contact.document_type,
+            doc_number=contact.document_number,
+            name=card.holder_name,
+            bank_code=bank_code,
+            delivery=delivery.value,
+            pickup_branch_id=pickup_branch_id,
+            applied_at=now,
+            applied_at_branch_id=caller.outlet_id if caller.channel is Channel.BANK_BRANCH else "",
+        ),
+    )
+    return card, contact, transition, saga
+
+
+def apply(uow: CardUnitOfWork, cmd: ApplicationCommand, caller: Caller, clock: Clock) -> Started:
+    """A5.1: validate everything, record the application and start its saga."""
+    channels.check(Operation.APPLY, caller)
+    now = clock.now()
+    check_in_force(beijing_date(now))
+    v = Violations()
+    check_applicant(cmd.applicant, v)
+    check_bank(cmd.bank_code, v)
+    check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
+    invalid_application(v)
+    assert cmd.delivery is not None
+    pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
+    card, contact, transition, saga = _start(
+        cmd.applicant, cmd.bank_code, cmd.delivery, pickup, caller, now
+    )
+    uow.cards.add_many([(card, contact, transition)], caller.channel, caller.outlet_id)
+    uow.sagas.add_many([saga], wall_clock())
+    return Started(card, saga.saga_id)
+
+
+@dataclass(frozen=True)
+class BatchCommand:
+    batch_id: str
+    employer_id: str
+    employer_name: str
+    bank_code: str
+    pickup_branch_id: str
+    applicants: Sequence[Applicant]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    index: int
+    started: Started | None = None
+    refusal: DomainError | None = None
+
+
+@dataclass
+class BatchOutcome:
+    items: list[BatchItem] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for i in self.items if i.started is not None)
+
+
+def apply_batch(
+    uow: CardUnitOfWork, cmd: BatchCommand, caller: Caller, clock: Clock
+) -> BatchOutcome:
+    """A6.1 / A6.2: each person checked on their own; a refused person never fails the batch."""
+    channels.check(Operation.APPLY_BATCH, caller)
+    now = clock.now()
+    check_in_force(beijing_date(now))
+    v = Violations()
+    check_employer(cmd.employer_id, cmd.employer_name, v)
+    check_bank(cmd.bank_code, v)
+    if not cmd.pickup_branch_id:
+        v.add("pickup_branch_id", "the branch where the employer collects is required", "REQUIRED")
+    if not cmd.applicants:
+        v.add("applicants", "the batch names no employee", "REQUIRED")
+    elif len(cmd.applicants) > MAX_BATCH:
+        v.add("applicants", f"at most {MAX_BATCH} employees per batch", "TOO_MANY")
+    v.raise_if_any("INVALID_BATCH", rule="A6.1")
+    outcome = BatchOutcome()
+    rows, sagas = [], []
+    for index, applicant in enumerate(cmd.applicants):
+        person = Violations()
+        check_applicant(applicant, person, prefix=f"applicants[{index}]")
+        if person.items:
+            refusal = DomainError(
+                "INVALID_APPLICATION",
+                "the employee's data is incomplete or malformed",
+                kind=Kind.INVALID,
+                rule="A5.1",
+                violations=tuple(person.items),
+            )
+            outcome.items.append(BatchItem(index, refusal=refusal))
+            continue
+        card, contact, transition, saga = _start(
+            applicant,
+            cmd.bank_code,
+            Delivery.EMPLOYER,
+            cmd.pickup_branch_id,
+            caller,
+            now,
+            employer_id=cmd.employer_id,
+            batch_id=cmd.batch_id,
+        )
+        rows.append((card, contact, transition))
+        sagas.append(saga)
+        outcome.items.append(BatchItem(index, Started(card, saga.saga_id)))
+    uow.cards.add_batch(
+        cmd.batch_id,
+        cmd.employer_id,
+        cmd.employer_name.strip(),
+        len(cmd.applicants),
+        len(cmd.applicants) - len(rows),
+        now,
+    )
+    uow.cards.add_many(rows, caller.channel, caller.outlet_id)
+    uow.sagas.add_many(sagas, wall_clock())
+    return outcome
+
+
+# --- reads (A18.1) ------------------------------------------------------------------------------
+
+
+def get_card(uow: CardUnitOfWork, card_id: str, caller: Caller) -> Card:
+    card = _card(uow, card_id)
+    _may_read(caller, card)
+    return card
+
+
+def query_status(
+    uow: CardUnitOfWork, card_id: str, doc_type: str, doc_number: str, caller: Caller
+) -> Card:
+    _may_read(caller)
+    if card_id:
+        return _card(uow, card_id)
+    card = uow.cards.latest_for_document(doc_type, doc_number.strip().upper())
+    if card is None:
+        raise card_not_found()
+    return card
+
+
+def get_application(
+    uow: CardUnitOfWork, card_id: str, saga_id: str, caller: Caller
+) -> tuple[SagaRecord, Card]:
+    saga = uow.sagas.get(saga_id) if saga_id else uow.sagas.for_card(card_id)
+    if saga is None:
+        raise DomainError("APPLICATION_NOT_FOUND", "no such application", kind=Kind.NOT_FOUND)
+    card = _card(uow, saga.card_id)
+    _may_read(caller, card)
+    return saga, card
+
+
+# --- production, delivery, activation (A7, A8) --------------------------------------------------
+
+
+def record_produced(
+    uow: CardUnitOfWork, card_id: str, card_number: str, caller: Caller, clock: Clock
+) -> Card:
+    """A7.1: the bank made the card; the person or the employer is told."""
+    require_role(caller, Role.SERVICE)
+    card = _card(uow, card_id, for_update=True)
+    change = rules.produced(card, card_number, caller, clock.now())
+    uow.cards.record(change)
+    return change.card
+
+
+def _same_document(uow: CardUnitOfWork, card: Card, doc_type: str, number: str, rule: str) -> None:
+    """The holder proves who they are with the document the card was issued on."""
+    stored_type, stored_number = uow.cards.document_of(card.card_id)
+    if (doc_type, number.strip().upper()) != (stored_type, stored_number):
+        raise DomainError(
+            "DOCUMENT_MISMATCH",
+            "the document presented is not the card holder's",
+            kind=Kind.PERMISSION,
+            rule=rule,
+            violations=(FieldViolation("document", "not the document the card was issued on"),),
+        )
+
+
+@dataclass(frozen=True)
+class CollectionCommand:
+    card_id: str
+    method: CollectionMethod | None
+    doc_type: str = ""
+    doc_number: str = ""
+    licence_number: str = ""
+    legal_representative: bool = False
+    authorisation_letter_ref: str = ""
+
+
+def record_collection(
+    uow: CardUnitOfWork, cmd: CollectionCommand, caller: Caller, clock: Clock
+) -> Card:
+    """A7.2 (branch or mail) and A7.3 (the employer, with its documents)."""
+    if cmd.method is None:
+        raise DomainError(
+            "INVALID_REQUEST",
+            "say how the card was collected",
+            kind=Kind.INVALID,
+            violations=(FieldViolation("method", "a collection method is required"),),
+        )
+    card = _card(uow, cmd.card_id, for_update=True)
+    channels.check(Operation.RECORD_COLLECTION, caller, card.bank_code)
+    at_counter = cmd.method in (CollectionMethod.AT_BRANCH, CollectionMethod.BY_EMPLOYER)
+    if at_counter and caller.channel is not Channel.BANK_BRANCH:
+        raise DomainError(
+            "CHANNEL_NOT_ALLOWED",
+            "a card is handed over at a counter of the issuing bank",
+            kind=Kind.PERMISSION,
+            rule="A3.1",
+        )
+    if cmd.method is CollectionMethod.AT_BRANCH:
+        _same_document(uow, card, cmd.doc_type, cmd.doc_number, "A7.2")
+    if cmd.method is CollectionMethod.BY_EMPLOYER:
+        v = Violations()
+        if cmd.licence_number != card.employer_id:
+            v.add("employer.licence_number", "must be the applying employer's credit code")
+        if not cmd.legal_representative and not cmd.authorisation_letter_ref:
+            v.add(
+                "employer.authorisation_letter_ref",
+                "an authorisation letter is needed unless the legal representative collects",
+                "REQUIRED",
+            )
+        v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule="A7.3")
+    change = rules.collect(card, cmd.method, caller, clock.now())
+    uow.cards.record(change)
+    return change.card
+
+
+def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clock) -> Card:
+    """A7.3: the employer gives the card to its employee."""
+    require_role(caller, Role.EMPLOYER)
+    channels.check(Operation.RECORD_HANDOUT, caller)
+    card = _card(uow, card_id, for_update=True)
+    change = rules.hand_out(card, caller.caller, caller, clock.now())
+    uow.cards.record(change)
+    return change.card
+
+
+def activate(
+    uow: CardUnitOfWork, card_id: str, doc_type: str, doc_number: str, caller: Caller, clock: Clock
+) -> Card:
+    """A8.1: online, at a district outlet, or at the issuing bank, after collection."""
+    card = _card(uow, card_id, for_update=True)
+    channels.check(Operation.ACTIVATE, caller, card.bank_code)
+    _same_document(uow, card, doc_type, doc_number, "A8.1")
+    change = rules.activate(card, caller, clock.now())
+    uow.cards.record(change)
+    return change.card
+
+
+def history(uow: CardUnitOfWork, card_id: str) -> tuple[list[Transition], list[rules.Notice]]:
+    return uow.cards.history(card_id)
+
+
+def get_batch(
+    uow: CardUnitOfWork, batch_id: str, caller: Caller
+) -> tuple[Any, dict[str, int], list[Any]]:
+    """A6.1: an employer batch's progress, for the employer, its channels and operations."""
+    batch = uow.cards.batch(batch_id) if batch_id else None
+    if batch is None:
+        raise DomainError("BATCH_NOT_FOUND", "no such batch", kind=Kind.NOT_FOUND)
+    own = caller.has_any(Role.EMPLOYER) and caller.caller == batch.employer_id
+    if not (own or caller.has_any(Role.SERVICE, Role.OPS)):
+        channels.check(Operation.APPLY_BATCH, caller)
+    return batch, uow.cards.batch_progress(batch_id), uow.cards.batch_refusals(batch_id)

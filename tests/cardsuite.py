@@ -1,0 +1,186 @@
+"""A running suite for card tests: identity, bank and card as real in-process gRPC servers, and
+clients acting as the HR feed, outlets, bank branches, the hotline, employers and the factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from services.bank.main import build as build_bank
+from services.card.main import build as build_card
+from services.identity.main import build as build_identity
+from services.platform.auth import Channel, Role
+from tests.support import PersonSpec, wait_serving
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+BANK = "ICBC"
+OTHER_BANK = "BOC"
+BRANCH = "ICBC-0101"  # ordinary branch of the chosen bank
+INSTANT = "ICBC-0001"  # instant-issuing branch of the chosen bank (A22.3)
+OTHER_INSTANT = "BOC-0001"
+EMPLOYER_ID = "91110000100000000A"
+
+
+class Suite:
+    def __init__(self, start: Callable[..., Any], token: Callable[..., Any]) -> None:
+        self.token = token
+        identity = start("identity", build_identity)
+        bank = start("bank", build_bank)
+        card = start("card", build_card)
+        for running in (identity, bank, card):
+            wait_serving(running.channel)
+        self.identity = identity_pb2_grpc.IdentityServiceStub(identity.channel)
+        self.bank = bank_pb2_grpc.BankServiceStub(bank.channel)
+        self.card = card_pb2_grpc.CardServiceStub(card.channel)
+        self.service = token(roles=(Role.SERVICE,), caller="test-service")
+        self.ops = token(roles=(Role.OPS,), caller="ops")
+        self._n = 0
+        for bank_code, branch, instant in (
+            (BANK, BRANCH, False),
+            (BANK, INSTANT, True),
+            (OTHER_BANK, OTHER_INSTANT, True),
+        ):
+            self.bank.UpsertBranch(
+                bank_pb2.UpsertBranchRequest(
+                    request_id=f"branch-{branch}",
+                    branch=bank_pb2.Branch(
+                        bank_code=bank_code, branch_id=branch, name=branch, instant=instant
+                    ),
+                ),
+                metadata=self.ops,
+            )
+
+    def rid(self, label: str = "r") -> str:
+        self._n += 1
+        return f"{label}-{self._n}"
+
+    def at(self, channel: Channel, **claims: Any) -> Any:
+        roles = claims.pop("roles", (Role.COUNTER,))
+        return self.token(channel=channel, roles=roles, caller=f"{channel.value}-client", **claims)
+
+    def branch(self, bank_code: str = BANK, branch_id: str = BRANCH) -> Any:
+        return self.at(Channel.BANK_BRANCH, bank_code=bank_code, outlet_id=branch_id)
+
+    def person(self, **spec: Any) -> PersonSpec:
+        person = PersonSpec(**spec)
+        self.identity.ImportPersons(
+            iter(
+                [
+                    identity_pb2.ImportPersonsRequest(
+                        batch_id=self.rid("feed"), records=[person.record()]
+                    )
+                ]
+            ),
+            metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
+        )
+        return person
+
+    def applicant(self, person: PersonSpec, **overrides: Any) -> pb.Applicant:
+        fields = {
+            "document": person.document(),
+            "name": person.name,
+            "photo": JPEG,
+            "occupation": "teacher",
+            "mobile": "13812345678",
+            "address": "1 Chang'an Avenue, Dongcheng, Beijing",
+        }
+        fields.update(overrides)
+        return pb.Applicant(**fields)
+
+    def apply(
+        self,
+        person: PersonSpec,
+        metadata: Any = None,
+        delivery: int = pb.BRANCH_PICKUP,
+        bank_code: str = BANK,
+        pickup: str = BRANCH,
+        request_id: str | None = None,
+        **overrides: Any,
+    ) -> pb.ApplyResponse:
+        return self.card.Apply(
+            pb.ApplyRequest(
+                request_id=request_id or self.rid("apply"),
+                applicant=self.applicant(person, **overrides),
+                bank_code=bank_code,
+                delivery=delivery,  # type: ignore[arg-type]
+                pickup_branch_id=pickup if delivery == pb.BRANCH_PICKUP else "",
+            ),
+            metadata=metadata or self.at(Channel.ONLINE),
+        )
+
+    def settle(self, card_id: str, timeout: float = 30) -> pb.Application:
+        """Wait until the card's application saga has finished."""
+        deadline = time.monotonic() + timeout
+        while True:
+            application = self.card.GetApplication(
+                pb.GetApplicationRequest(card_id=card_id), metadata=self.ops
+            )
+            if application.state in (pb.COMPLETED, pb.FAILED):
+                return application
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"saga still {pb.SagaState.Name(application.state)}")
+            time.sleep(0.05)
+
+    def get(self, card_id: str, history: bool = False) -> pb.Card:
+        return self.card.GetCard(
+            pb.GetCardRequest(card_id=card_id, include_history=history), metadata=self.ops
+        )
+
+    def produce(self, card_id: str, timeout: float = 15) -> pb.Card:
+        """The bank's factory reports the card made; wait for the card service's notice."""
+        order = self.bank.GetProductionOrder(
+            bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=self.service
+        )
+        self.bank.MarkProduced(
+            bank_pb2.MarkProducedRequest(request_id=self.rid("made"), order_id=order.order_id),
+            metadata=self.service,
+        )
+        deadline = time.monotonic() + timeout
+        while (card := self.get(card_id)).status != pb.READY:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"card still {pb.CardStatus.Name(card.status)}")
+            time.sleep(0.05)
+        return card
+
+    def collect(self, card_id: str, person: PersonSpec, metadata: Any = None) -> pb.Card:
+        return self.card.RecordCollection(
+            pb.RecordCollectionRequest(
+                request_id=self.rid("collect"),
+                card_id=card_id,
+                method=pb.AT_BRANCH,
+                document=person.document(),
+            ),
+            metadata=metadata or self.branch(),
+        )
+
+    def activate(self, card_id: str, person: PersonSpec, metadata: Any = None) -> pb.Card:
+        return self.card.ActivateCard(
+            pb.ActivateCardRequest(
+                request_id=self.rid("activate"), card_id=card_id, document=person.document()
+            ),
+            metadata=metadata or self.at(Channel.ONLINE),
+        )
+
+    def registered_card(self, person: PersonSpec) -> str:
+        answer = self.identity.GetPerson(
+            identity_pb2.GetPersonRequest(
+                person=identity_pb2.PersonRef(document=person.document())
+            ),
+            metadata=self.service,
+        )
+        return str(answer.person.registered_card_id)
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc
+    raise AssertionError("the call succeeded")

@@ -1,0 +1,360 @@
+"""The first card, end to end over real gRPC against real identity, bank and card services, on
+SQLite and PostgreSQL: A3.1 channels, A4.2 one person one card, A5.1 what an application
+carries, A6.1 / A6.2 employer batches, A7.1–A7.3 notices and delivery, A8.1 activation,
+A18.1 status queries, A22.1 / A22.3 production time, A23.1 no fees, A27.1 generation,
+A29.1 the date the rules apply from."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from sscard.bank.v1 import bank_pb2
+from sscard.card.v1 import card_pb2 as pb
+from sscard.common.v1 import common_pb2
+
+from services.platform.auth import Channel, Role
+from services.platform.clock import SharedTestClock, beijing_date
+from services.platform.grpc_errors import from_rpc_error
+from tests.cardsuite import (
+    BANK,
+    EMPLOYER_ID,
+    INSTANT,
+    OTHER_BANK,
+    OTHER_INSTANT,
+    Suite,
+    rpc_error,
+)
+
+
+@pytest.fixture
+def suite(start_service: Callable[..., Any], token: Callable[..., Any]) -> Suite:
+    return Suite(start_service, token)
+
+
+def refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, str]:
+    decoded = from_rpc_error(error)
+    return error.code(), decoded.reason, decoded.rule  # type: ignore[attr-defined]
+
+
+class TestApplication:
+    def test_A5_1_A27_1_an_online_application_reaches_production_as_a_3rd_generation_card(
+        self, suite: Suite
+    ) -> None:
+        person = suite.person()
+        started = suite.apply(person)
+        assert started.status == pb.APPLIED
+        assert suite.settle(started.card_id).state == pb.COMPLETED
+        card = suite.get(started.card_id)
+        assert card.status == pb.IN_PRODUCTION
+        assert card.generation == 3
+        assert card.document.number_masked.endswith(person.number[-4:])
+        assert person.number not in str(card)
+        assert suite.registered_card(person) == started.card_id
+
+    def test_A22_1_a_first_card_is_due_thirty_natural_days_after_the_application(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        started = suite.apply(suite.person())
+        suite.settle(started.card_id)
+        card = suite.get(started.card_id)
+        expected = beijing_date(test_clock.now()) + dt.timedelta(days=30)
+        assert (card.due_date.year, card.due_date.month, card.due_date.day) == (
+            expected.year,
+            expected.month,
+            expected.day,
+        )
+        progress = suite.card.QueryStatus(
+            pb.QueryStatusRequest(card_id=started.card_id), metadata=suite.at(Channel.HOTLINE)
+        ).progress
+        assert f"due by {expected.isoformat()}" in progress
+
+    def test_A5_1_every_missing_or_malformed_field_is_named(self, suite: Suite) -> None:
+        person = suite.person()
+        error = rpc_error(
+            lambda: suite.apply(
+                person,
+                bank_code="",
+                photo=b"not an image",
+                mobile="12345",
+                address="",
+                occupation="",
+            )
+        )
+        code, reason, rule = refusal(error)
+        assert (code, reason, rule) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_APPLICATION",
+            "A5.1",
+        )
+        fields = {v.field for v in from_rpc_error(error).violations}
+        assert fields == {
+            "applicant.photo",
+            "applicant.mobile",
+            "applicant.address",
+            "applicant.occupation",
+            "bank_code",
+        }
+
+    def test_A3_1_an_application_from_a_channel_without_the_service_is_refused(
+        self, suite: Suite
+    ) -> None:
+        person = suite.person()
+        for channel in (Channel.HOTLINE, Channel.TRANSIT_APP, Channel.PARK_OUTLET):
+            error = rpc_error(lambda c=channel: suite.apply(person, metadata=suite.at(c)))
+            assert refusal(error) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "CHANNEL_NOT_ALLOWED",
+                "A3.1",
+            )
+
+    def test_A4_2_a_second_application_is_refused_and_leaves_nothing_behind(
+        self, suite: Suite
+    ) -> None:
+        person = suite.person()
+        first = suite.apply(person)
+        suite.settle(first.card_id)
+        second = suite.apply(person)
+        application = suite.settle(second.card_id)
+        assert application.state == pb.FAILED
+        assert (application.refusal_reason, application.refusal_rule) == (
+            "ALREADY_HAS_CARD",
+            "A4.2",
+        )
+        card = suite.get(second.card_id)
+        assert card.status == pb.REFUSED
+        assert "rule A4.2" in card.status_text
+        assert suite.registered_card(person) == first.card_id
+        error = rpc_error(
+            lambda: suite.bank.GetProductionOrder(
+                bank_pb2.GetProductionOrderRequest(card_id=second.card_id), metadata=suite.service
+            )
+        )
+        assert error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+
+    def test_A4_2_a_refusal_at_the_bank_releases_the_reservation_and_closes_the_account(
+        self, suite: Suite
+    ) -> None:
+        person = suite.person()
+        # The pickup branch belongs to another bank: the order step is refused after the
+        # reservation and the account were made; both are undone.
+        started = suite.apply(person, pickup=OTHER_INSTANT)
+        application = suite.settle(started.card_id)
+        assert application.state == pb.FAILED
+        assert application.refusal_reason == "UNKNOWN_BRANCH"
+        assert suite.registered_card(person) == ""
+        retry = suite.apply(person)
+        assert suite.settle(retry.card_id).state == pb.COMPLETED
+
+    def test_A4_2_a_replayed_request_id_gives_the_same_answer_and_one_card(
+        self, suite: Suite
+    ) -> None:
+        person = suite.person()
+        first = suite.apply(person, request_id="kiosk-77")
+        again = suite.apply(person, request_id="kiosk-77")
+        assert first == again
+        assert suite.settle(first.card_id).state == pb.COMPLETED
+
+    def test_A29_1_no_application_is_dated_before_the_rules_apply(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        person = suite.person()
+        test_clock.set_offset(dt.datetime(2025, 12, 30, tzinfo=dt.UTC) - dt.datetime.now(dt.UTC))
+        error = rpc_error(lambda: suite.apply(person))
+        assert refusal(error)[1:] == ("NOT_IN_FORCE", "A29.1")
+
+
+class TestProductionAndDelivery:
+    def test_A22_3_an_application_at_an_instant_branch_of_the_chosen_bank_is_made_on_the_spot(
+        self, suite: Suite
+    ) -> None:
+        started = suite.apply(suite.person(), metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+        suite.settle(started.card_id)
+        card = suite.get(started.card_id, history=True)
+        assert card.status == pb.READY
+        assert card.card_number_masked
+        assert [n.rule for n in card.notices] == ["A7.1"]
+
+    def test_A22_3_another_banks_instant_branch_does_not_make_the_card_on_the_spot(
+        self, suite: Suite
+    ) -> None:
+        started = suite.apply(suite.person(), metadata=suite.branch(OTHER_BANK, OTHER_INSTANT))
+        suite.settle(started.card_id)
+        assert suite.get(started.card_id).status == pb.IN_PRODUCTION
+
+    def test_A7_1_when_the_card_is_made_the_person_is_told_where_to_collect_it(
+        self, suite: Suite
+    ) -> None:
+        started = suite.apply(suite.person())
+        suite.settle(started.card_id)
+        suite.produce(started.card_id)
+        card = suite.get(started.card_id, history=True)
+        assert [(n.recipient, n.rule) for n in card.notices] == [("person", "A7.1")]
+        assert "collect it at branch" in card.notices[0].text
+
+    def test_A7_2_A8_1_collection_at_the_branch_then_activation_online(self, suite: Suite) -> None:
+        person = suite.person()
+        started = suite.apply(person)
+        suite.settle(started.card_id)
+        suite.produce(started.card_id)
+        early = rpc_error(lambda: suite.activate(started.card_id, person))
+        assert refusal(early)[1:] == ("NOT_COLLECTED", "A8.1")
+        stranger = suite.person()
+        wrong = rpc_error(lambda: suite.collect(started.card_id, stranger))
+        assert refusal(wrong)[1:] == ("DOCUMENT_MISMATCH", "A7.2")
+        assert suite.collect(started.card_id, person).status == pb.COLLECTED
+        assert suite.activate(started.card_id, person).status == pb.ACTIVE
+        history = suite.get(started.card_id, history=True).transitions
+        assert [pb.CardStatus.Name(t.to_status) for t in history] == [
+            "APPLIED",
+            "VERIFYING",
+            "IN_PRODUCTION",
+            "READY",
+            "COLLECTED",
+            "ACTIVE",
+        ]
+        assert [t.rule for t in history] == ["A5.1", "A4.1", "A22.1", "A7.1", "A7.2", "A8.1"]
+        assert history[-1].channel == common_pb2.ONLINE
+
+    def test_A7_2_a_mailed_card_is_collected_when_the_post_delivers_it(self, suite: Suite) -> None:
+        person = suite.person()
+        started = suite.apply(person, delivery=pb.MAIL)
+        suite.settle(started.card_id)
+        suite.produce(started.card_id)
+        post = suite.at(Channel.INTERNAL, roles=(Role.SERVICE,))
+        for method, status in ((pb.MAIL_SENT, pb.MAILED), (pb.MAIL_DELIVERED, pb.COLLECTED)):
+            card = suite.card.RecordCollection(
+                pb.RecordCollectionRequest(
+                    request_id=suite.rid("post"), card_id=started.card_id, method=method
+                ),
+                metadata=post,
+            )
+            assert card.status == status
+
+    def test_A8_1_activation_at_a_branch_is_for_the_issuing_bank_only(self, suite: Suite) -> None:
+        person = suite.person()
+        started = suite.apply(person)
+        suite.settle(started.card_id)
+        suite.produce(started.card_id)
+        suite.collect(started.card_id, person)
+        other = rpc_error(
+            lambda: suite.activate(started.card_id, person, suite.branch(OTHER_BANK, OTHER_INSTANT))
+        )
+        assert refusal(other)[1:] == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        hotline = rpc_error(
+            lambda: suite.activate(started.card_id, person, suite.at(Channel.HOTLINE))
+        )
+        assert refusal(hotline)[1:] == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        assert suite.activate(started.card_id, person, suite.branch()).status == pb.ACTIVE
+
+
+class TestStatusQueries:
+    def test_A18_1_the_hotline_reads_progress_by_the_holders_document(self, suite: Suite) -> None:
+        person = suite.person()
+        started = suite.apply(person)
+        suite.settle(started.card_id)
+        for channel in (Channel.HOTLINE, Channel.BANK_HOTLINE, Channel.DISTRICT_OUTLET):
+            answer = suite.card.QueryStatus(
+                pb.QueryStatusRequest(document=person.document()), metadata=suite.at(channel)
+            )
+            assert answer.card_id == started.card_id
+            assert answer.progress.startswith("In production at ICBC")
+
+    def test_A18_1_channels_without_the_service_cannot_query(self, suite: Suite) -> None:
+        started = suite.apply(suite.person())
+        error = rpc_error(
+            lambda: suite.card.QueryStatus(
+                pb.QueryStatusRequest(card_id=started.card_id),
+                metadata=suite.at(Channel.TRANSIT_APP),
+            )
+        )
+        assert refusal(error)[1:] == ("CHANNEL_NOT_ALLOWED", "A3.1")
+
+
+class TestEmployerBatches:
+    def _batch(self, suite: Suite, people: list[Any], metadata: Any, request_id: str) -> Any:
+        applicants = [suite.applicant(p) for p in people]
+        applicants[1].mobile = "555"  # malformed: refused alone
+        return suite.card.ApplyBatch(
+            pb.ApplyBatchRequest(
+                request_id=request_id,
+                employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
+                bank_code=BANK,
+                pickup_branch_id=INSTANT,
+                applicants=applicants,
+            ),
+            metadata=metadata,
+        )
+
+    def test_A6_1_a_refused_person_never_fails_the_batch(self, suite: Suite) -> None:
+        holder = suite.person()
+        suite.settle(suite.apply(holder).card_id)
+        people = [suite.person(), suite.person(), holder, suite.person()]
+        answer = self._batch(suite, people, suite.at(Channel.ONLINE), "batch-1")
+        assert (answer.accepted, answer.refused) == (3, 1)
+        assert answer.results[1].reason == "INVALID_APPLICATION"
+        assert answer.results[1].violations[0].field == "applicants[1].mobile"
+        for result in answer.results:
+            if result.card_id:
+                suite.settle(result.card_id)
+        progress = suite.card.GetBatch(pb.GetBatchRequest(batch_id="batch-1"), metadata=suite.ops)
+        assert (progress.total, progress.completed, progress.refused) == (4, 2, 1)
+        assert progress.finished
+        assert progress.refusals[0].reason == "ALREADY_HAS_CARD"
+
+    def test_A6_2_A7_3_an_employer_applies_at_a_branch_collects_and_hands_out(
+        self, suite: Suite
+    ) -> None:
+        people = [suite.person() for _ in range(3)]
+        answer = self._batch(suite, people, suite.branch(), "batch-2")
+        card_id = answer.results[0].card_id
+        suite.settle(card_id)
+        card = suite.produce(card_id)
+        notices = suite.get(card_id, history=True).notices
+        assert notices[0].recipient == "employer"
+        missing = rpc_error(
+            lambda: suite.card.RecordCollection(
+                pb.RecordCollectionRequest(
+                    request_id=suite.rid("emp"),
+                    card_id=card_id,
+                    method=pb.BY_EMPLOYER,
+                    employer=pb.EmployerDocuments(licence_number=EMPLOYER_ID),
+                ),
+                metadata=suite.branch(),
+            )
+        )
+        assert refusal(missing)[1:] == ("EMPLOYER_DOCUMENTS_MISSING", "A7.3")
+        card = suite.card.RecordCollection(
+            pb.RecordCollectionRequest(
+                request_id=suite.rid("emp"),
+                card_id=card_id,
+                method=pb.BY_EMPLOYER,
+                employer=pb.EmployerDocuments(
+                    licence_number=EMPLOYER_ID, authorisation_letter_ref="AUTH-2026-17"
+                ),
+            ),
+            metadata=suite.branch(),
+        )
+        assert card.status == pb.WITH_EMPLOYER
+        employer = suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID)
+        card = suite.card.RecordHandout(
+            pb.RecordHandoutRequest(request_id=suite.rid("hand"), card_id=card_id),
+            metadata=employer,
+        )
+        assert card.status == pb.COLLECTED
+        assert suite.activate(card_id, people[0]).status == pb.ACTIVE
+
+    def test_A3_1_a_batch_from_the_hotline_is_refused(self, suite: Suite) -> None:
+        people = [suite.person() for _ in range(2)]
+        error = rpc_error(lambda: self._batch(suite, people, suite.at(Channel.HOTLINE), "b-3"))
+        assert refusal(error)[1:] == ("CHANNEL_NOT_ALLOWED", "A3.1")
+
+
+def test_A23_1_no_card_or_bank_message_has_a_fee() -> None:
+    for module in (pb, bank_pb2):
+        for message in module.DESCRIPTOR.message_types_by_name.values():
+            names = {f.name for f in message.fields}
+            assert not {n for n in names if "fee" in n or "charge" in n}, message.full_name
