@@ -9,7 +9,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 INSTALLED := $(VENV)/.installed
 GENERATED := gen/.generated
 
-.PHONY: run test test-fast protos migrate lint format bench clean
+.PHONY: run test test-fast protos migrate lint format bench demo clean
 
 run: $(GENERATED)
 	$(PY) deploy/run_local.py
@@ -35,9 +35,14 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix services tests deploy
 	$(VENV)/bin/ruff format services tests deploy
 
+# One person from application to an active card, against a suite started with `make run`.
+demo: $(GENERATED)
+	$(PY) deploy/demo.py
+
 # Speed is measured here, never asserted in tests; results and method in BENCHMARKS.md.
 bench: $(GENERATED)
 	$(PY) -m tests.bench.bench_import
+	$(PY) -m tests.bench.bench_batch
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -8,15 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
-from sscard.card.v1 import card_pb2 as pb
-from sscard.card.v1 import card_pb2_grpc
-from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.bank.main import build as build_bank
 from services.card.main import build as build_card
 from services.identity.main import build as build_identity
 from services.platform.auth import Channel, Role
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.support import PersonSpec, wait_serving
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64

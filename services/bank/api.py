@@ -12,9 +12,6 @@ import datetime as dt
 from typing import Any
 
 import grpc
-from sscard.bank.v1 import bank_pb2 as pb
-from sscard.bank.v1 import bank_pb2_grpc
-from sscard.common.v1 import common_pb2
 
 from services.bank import service
 from services.bank.domain.account import Account, IdentityFacts
@@ -40,6 +37,9 @@ from services.platform.errors import Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.pii import PiiCipher
 from services.platform.protoconv import from_date, to_date, to_timestamp
+from sscard.bank.v1 import bank_pb2 as pb
+from sscard.bank.v1 import bank_pb2_grpc
+from sscard.common.v1 import common_pb2
 
 MAX_ID = 64
 MAX_NAME = 200

@@ -11,10 +11,10 @@ import datetime as dt
 from typing import Protocol
 
 import grpc
-from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call
 from services.platform.protoconv import to_timestamp
+from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 
 class CardPort(Protocol):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
-
 from services.bank import store
 from services.bank.api import BankApi
 from services.bank.clients import GrpcCardPort
@@ -13,6 +11,7 @@ from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential, open_channel
 from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 
 SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
 RELAY_INTERVAL = 0.5  # seconds between passes of the A7.1 notice relay

@@ -11,9 +11,6 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from sscard.card.v1 import card_pb2 as pb
-from sscard.card.v1 import card_pb2_grpc
-from sscard.common.v1 import common_pb2
 
 from services.card import service
 from services.card.domain import card as rules
@@ -28,6 +25,9 @@ from services.platform.errors import DomainError
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.pii import PiiCipher
 from services.platform.protoconv import to_date, to_timestamp
+from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
+from sscard.common.v1 import common_pb2
 
 M = TypeVar("M", bound=Message)
 

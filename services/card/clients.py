@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict, ParseDict
-from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
-from sscard.common.v1 import common_pb2
-from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.platform.clients import ServiceCredential, call, open_channel
 from services.platform.config import ServiceConfig
 from services.platform.protoconv import to_timestamp
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 
 
 def _document(doc_type: str, number: str) -> common_pb2.IdentityDocument:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sscard.card.v1 import card_pb2, card_pb2_grpc
-
 from services.card import store
 from services.card.api import CardApi
 from services.card.clients import BankPort, IdentityPort
@@ -15,6 +13,7 @@ from services.platform import config as settings
 from services.platform.clients import ServiceCredential
 from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
+from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
 

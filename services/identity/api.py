@@ -18,9 +18,6 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
-from sscard.common.v1 import common_pb2
-from sscard.identity.v1 import identity_pb2 as pb
-from sscard.identity.v1 import identity_pb2_grpc
 
 from services.identity import service
 from services.identity.domain.documents import Document, DocumentType, Sex, parse_document
@@ -46,6 +43,9 @@ from services.platform.idempotency import IdempotencyStore, Idempotent, check_re
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 from services.platform.protoconv import from_date, to_date, to_timestamp
+from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2 as pb
+from sscard.identity.v1 import identity_pb2_grpc
 
 SEES_FULL_NUMBERS = (Role.SERVICE, Role.REGISTRY)
 MAX_IMPORT_RECORDS = 200_000

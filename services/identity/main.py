@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
-
 from services.identity import store
 from services.identity.api import IdentityApi
 from services.platform import config as settings
 from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 
 SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
-
 from services.platform import config as settings
 from services.platform.server import ServiceDeps, foundation, run_service
 from services.transit import store
+from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 SERVICE_NAME = transit_pb2.DESCRIPTOR.services_by_name["TransitService"].full_name
 

@@ -15,11 +15,10 @@ import datetime as dt
 import tempfile
 import time
 
+from services.platform.auth import Channel, Role
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
-
-from services.platform.auth import Channel, Role
 from tests.bench.processes import launch
 from tests.cardsuite import BANK, BRANCH, EMPLOYER_ID, JPEG
 from tests.support import PersonSpec, resident_id

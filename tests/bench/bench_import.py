@@ -26,11 +26,11 @@ import uuid
 import grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from sscard.identity.v1 import identity_pb2 as pb
-from sscard.identity.v1 import identity_pb2_grpc
 
 from services.platform.auth import Channel, Role, mint_token
 from services.platform.config import REPO_ROOT
+from sscard.identity.v1 import identity_pb2 as pb
+from sscard.identity.v1 import identity_pb2_grpc
 from tests.support import PersonSpec, resident_id, wait_serving
 
 SLICE = 1000

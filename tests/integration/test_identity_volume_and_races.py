@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 import pytest
-from sscard.identity.v1 import identity_pb2 as pb
-from sscard.identity.v1 import identity_pb2_grpc
 
 from services.identity.main import build
 from services.platform.auth import Role
+from sscard.identity.v1 import identity_pb2 as pb
+from sscard.identity.v1 import identity_pb2_grpc
 from tests.support import PersonSpec, refusal, wait_serving
 
 

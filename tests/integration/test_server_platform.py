@@ -12,8 +12,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from sscard.identity.v1 import identity_pb2 as pb
-from sscard.identity.v1 import identity_pb2_grpc
 
 from services.identity.main import build
 from services.platform import config as settings
@@ -21,6 +19,8 @@ from services.platform import migrations
 from services.platform.auth import Channel, Role, mint_token
 from services.platform.errors import DomainError
 from services.platform.server import ServiceDeps
+from sscard.identity.v1 import identity_pb2 as pb
+from sscard.identity.v1 import identity_pb2_grpc
 from tests.conftest import expired_token
 from tests.support import refusal, wait_serving
 

@@ -17,10 +17,6 @@ from typing import Any
 import grpc
 import pytest
 from sqlalchemy import func, select
-from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
-from sscard.card.v1 import card_pb2 as pb
-from sscard.card.v1 import card_pb2_grpc
-from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.bank import store as bank_store
 from services.bank.main import build as build_bank
@@ -29,6 +25,10 @@ from services.platform import migrations
 from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from services.platform.db import Database, make_engine
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.cardsuite import BANK, BRANCH, JPEG, OTHER_INSTANT
 from tests.conftest import free_port
 from tests.support import PersonSpec, wait_serving

@@ -18,15 +18,15 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import inspect
-from sscard.bank.v1 import bank_pb2 as pb
-from sscard.bank.v1 import bank_pb2_grpc
-from sscard.card.v1 import card_pb2, card_pb2_grpc
-from sscard.common.v1 import common_pb2
 
 from services.bank.domain.card_number import luhn_valid
 from services.bank.main import build
 from services.platform.auth import Channel, HS256Verifier, Role
 from services.platform.clock import BEIJING, SharedTestClock
+from sscard.bank.v1 import bank_pb2 as pb
+from sscard.bank.v1 import bank_pb2_grpc
+from sscard.card.v1 import card_pb2, card_pb2_grpc
+from sscard.common.v1 import common_pb2
 from tests.support import date_pb, refusal, resident_id, wait_serving
 
 VALID_UNTIL = dt.date(2036, 1, 1)

@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 import pytest
-from sscard.bank.v1 import bank_pb2
-from sscard.card.v1 import card_pb2 as pb
-from sscard.common.v1 import common_pb2
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock, beijing_date
 from services.platform.grpc_errors import from_rpc_error
+from sscard.bank.v1 import bank_pb2
+from sscard.card.v1 import card_pb2 as pb
+from sscard.common.v1 import common_pb2
 from tests.cardsuite import (
     BANK,
     EMPLOYER_ID,

@@ -10,12 +10,12 @@ from typing import Any
 
 import grpc
 import pytest
-from sscard.common.v1 import common_pb2
-from sscard.identity.v1 import identity_pb2 as pb
-from sscard.identity.v1 import identity_pb2_grpc
 
 from services.identity.main import build
 from services.platform.auth import Role
+from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2 as pb
+from sscard.identity.v1 import identity_pb2_grpc
 from tests.support import PersonSpec, date_pb, refusal, resident_id, wait_serving
 
 

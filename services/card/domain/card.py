@@ -294,7 +294,7 @@ def progress(card: Card) -> str:
         case Status.COLLECTED:
             return (
                 f"Collected on {since}; activate it online, at a district outlet or at a "
-                f"{card.bank_code} branch."
+                f"branch of {card.bank_code}."
             )
         case Status.ACTIVE:
             return f"Active since {since}."
