@@ -29,7 +29,7 @@ from services.bank.domain.production import (
     ProductionOrder,
 )
 from services.bank.store import BankUnitOfWork
-from services.platform.auth import Caller, Role, current_caller, require_role
+from services.platform.auth import Role, current_caller, require_role
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
 from services.platform.db import Database
@@ -161,25 +161,19 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def _uow(self, readonly: bool = False) -> BankUnitOfWork:
         return BankUnitOfWork(self._db, self._cipher, readonly)
 
-    @staticmethod
-    def _scope(method: str, *roles: Role) -> tuple[Caller, str]:
-        caller = current_caller()
-        require_role(caller, *roles)
-        return caller, f"{method}:{caller.caller}"
-
     # -- branches
 
     def UpsertBranch(
         self, request: pb.UpsertBranchRequest, context: grpc.ServicerContext
     ) -> pb.Branch:
-        _, scope = self._scope("UpsertBranch", Role.OPS)
+        require_role(current_caller(), Role.OPS)
         b = request.branch
         branch = validate_branch(b.bank_code, b.branch_id, b.name, b.instant, b.address)
 
         def work(uow: BankUnitOfWork) -> pb.Branch:
             return branch_pb(service.upsert_branch(uow, branch, self._clock))
 
-        return self._once.run(scope, request.request_id, request, pb.Branch, work)
+        return self._once.call("UpsertBranch", request, pb.Branch, work)
 
     def ListBranches(
         self, request: pb.ListBranchesRequest, context: grpc.ServicerContext
@@ -198,7 +192,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def OpenAccount(
         self, request: pb.OpenAccountRequest, context: grpc.ServicerContext
     ) -> pb.OpenAccountResponse:
-        _, scope = self._scope("OpenAccount", Role.SERVICE)
+        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         _required_id(request.card_id, "card_id", v)
         check_bank_code(request.bank_code, "bank_code", v)
@@ -213,12 +207,12 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
                 account_id=account.account_id, status=_account_status(account)
             )
 
-        return self._once.run(scope, request.request_id, request, pb.OpenAccountResponse, work)
+        return self._once.call("OpenAccount", request, pb.OpenAccountResponse, work)
 
     def CloseAccount(
         self, request: pb.CloseAccountRequest, context: grpc.ServicerContext
     ) -> pb.CloseAccountResponse:
-        _, scope = self._scope("CloseAccount", Role.SERVICE)
+        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         _required_id(request.account_id, "account_id", v)
         v.raise_if_any()
@@ -229,26 +223,26 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
                 account_id=account.account_id, status=_account_status(account)
             )
 
-        return self._once.run(scope, request.request_id, request, pb.CloseAccountResponse, work)
+        return self._once.call("CloseAccount", request, pb.CloseAccountResponse, work)
 
     # -- production orders
 
     def CreateProductionOrder(
         self, request: pb.CreateProductionOrderRequest, context: grpc.ServicerContext
     ) -> pb.ProductionOrder:
-        _, scope = self._scope("CreateProductionOrder", Role.SERVICE)
+        require_role(current_caller(), Role.SERVICE)
         order_request = _order_request(request)
 
         def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
             order = service.create_production_order(uow, order_request, self._calendar, self._clock)
             return order_pb(order)
 
-        return self._once.run(scope, request.request_id, request, pb.ProductionOrder, work)
+        return self._once.call("CreateProductionOrder", request, pb.ProductionOrder, work)
 
     def CancelProductionOrder(
         self, request: pb.CancelProductionOrderRequest, context: grpc.ServicerContext
     ) -> pb.ProductionOrder:
-        _, scope = self._scope("CancelProductionOrder", Role.SERVICE)
+        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         _required_id(request.order_id, "order_id", v)
         v.raise_if_any()
@@ -256,12 +250,12 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
             return order_pb(service.cancel_production_order(uow, request.order_id, self._clock))
 
-        return self._once.run(scope, request.request_id, request, pb.ProductionOrder, work)
+        return self._once.call("CancelProductionOrder", request, pb.ProductionOrder, work)
 
     def MarkProduced(
         self, request: pb.MarkProducedRequest, context: grpc.ServicerContext
     ) -> pb.ProductionOrder:
-        _, scope = self._scope("MarkProduced", Role.SERVICE)
+        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         _required_id(request.order_id, "order_id", v)
         v.raise_if_any(rule="A7.1")
@@ -269,7 +263,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
             return order_pb(service.mark_produced(uow, request.order_id, self._clock))
 
-        return self._once.run(scope, request.request_id, request, pb.ProductionOrder, work)
+        return self._once.call("MarkProduced", request, pb.ProductionOrder, work)
 
     def GetProductionOrder(
         self, request: pb.GetProductionOrderRequest, context: grpc.ServicerContext

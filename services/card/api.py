@@ -6,7 +6,6 @@ wake the orchestrator once their transaction has committed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -143,16 +142,6 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
     def _uow(self, readonly: bool = False) -> CardUnitOfWork:
         return CardUnitOfWork(self._db, self._cipher, readonly)
 
-    def _mutate(
-        self,
-        method: str,
-        request: Any,
-        response_type: type[M],
-        work: Callable[[CardUnitOfWork], M],
-    ) -> M:
-        scope = f"{method}:{current_caller().caller}"
-        return self._once.run(scope, request.request_id, request, response_type, work)
-
     def _card_answer(self, uow: CardUnitOfWork, card: Card, history: bool = False) -> pb.Card:
         view = uow.cards.view(card.card_id)
         return card_pb(card, view, service.history(uow, card.card_id) if history else None)
@@ -176,7 +165,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                 status=started.card.status.value,
             )
 
-        answer = self._mutate("Apply", request, pb.ApplyResponse, work)
+        answer = self._once.call("Apply", request, pb.ApplyResponse, work)
         self._orchestrator.poke()
         return answer
 
@@ -211,7 +200,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                     answer.results.append(_refusal_pb(item.index, item.refusal))
             return answer
 
-        answer = self._mutate("ApplyBatch", request, pb.ApplyBatchResponse, work)
+        answer = self._once.call("ApplyBatch", request, pb.ApplyBatchResponse, work)
         self._orchestrator.poke(answer.accepted)
         return answer
 
@@ -289,7 +278,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             )
             return self._card_answer(uow, card)
 
-        return self._mutate("RecordProduced", request, pb.Card, work)
+        return self._once.call("RecordProduced", request, pb.Card, work)
 
     def RecordCollection(
         self, request: pb.RecordCollectionRequest, context: grpc.ServicerContext
@@ -308,7 +297,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         def work(uow: CardUnitOfWork) -> pb.Card:
             return self._card_answer(uow, service.record_collection(uow, cmd, caller, self._clock))
 
-        return self._mutate("RecordCollection", request, pb.Card, work)
+        return self._once.call("RecordCollection", request, pb.Card, work)
 
     def RecordHandout(
         self, request: pb.RecordHandoutRequest, context: grpc.ServicerContext
@@ -319,7 +308,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.record_handout(uow, request.card_id, caller, self._clock)
             return self._card_answer(uow, card)
 
-        return self._mutate("RecordHandout", request, pb.Card, work)
+        return self._once.call("RecordHandout", request, pb.Card, work)
 
     def ActivateCard(
         self, request: pb.ActivateCardRequest, context: grpc.ServicerContext
@@ -337,4 +326,4 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             )
             return self._card_answer(uow, card)
 
-        return self._mutate("ActivateCard", request, pb.Card, work)
+        return self._once.call("ActivateCard", request, pb.Card, work)

@@ -35,11 +35,17 @@ from services.identity.domain.person import (
     check_name,
 )
 from services.identity.store import IdentityUnitOfWork
-from services.platform.auth import Caller, Role, current_caller, require_role
+from services.platform.auth import Role, current_caller, require_role
 from services.platform.clock import Clock, beijing_date
 from services.platform.db import Database
 from services.platform.errors import DomainError, Kind, Violations, invalid
-from services.platform.idempotency import IdempotencyStore, Idempotent, check_request_id, reused
+from services.platform.idempotency import (
+    IdempotencyStore,
+    Idempotent,
+    check_request_id,
+    reused,
+    scope_of,
+)
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 from services.platform.protoconv import from_date, to_date, to_timestamp
@@ -229,17 +235,13 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
     def _today(self) -> dt.date:
         return beijing_date(self._clock.now())
 
-    def _scope(self, method: str) -> tuple[Caller, str]:
-        caller = current_caller()
-        return caller, f"{method}:{caller.caller}"
-
     # -- the registry feed
 
     def ImportPersons(
         self, request_iterator: Iterator[pb.ImportPersonsRequest], context: grpc.ServicerContext
     ) -> pb.ImportPersonsResponse:
-        caller, scope = self._scope("ImportPersons")
-        require_role(caller, Role.REGISTRY)
+        require_role(current_caller(), Role.REGISTRY)
+        scope = scope_of("ImportPersons")
         stream = iter(request_iterator)
         head = next(stream, None)
         if head is None:
@@ -311,7 +313,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
     def ReserveIssuance(
         self, request: pb.ReserveIssuanceRequest, context: grpc.ServicerContext
     ) -> pb.ReserveIssuanceResponse:
-        caller, scope = self._scope("ReserveIssuance")
+        caller = current_caller()
         require_role(caller, Role.SERVICE)
         v = Violations()
         document = _document(request.document, self._today(), v)
@@ -335,7 +337,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
                 person=person_pb(person, full=True), basis=_BASIS_TO_PB[basis]
             )
 
-        return self._once.run(scope, request.request_id, request, pb.ReserveIssuanceResponse, work)
+        return self._once.call("ReserveIssuance", request, pb.ReserveIssuanceResponse, work)
 
     def ReleaseIssuance(
         self, request: pb.ReleaseIssuanceRequest, context: grpc.ServicerContext
@@ -363,19 +365,19 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         work: Callable[[IdentityUnitOfWork], M],
     ) -> M:
         """A register operation on one card, for another sscard service."""
-        caller, scope = self._scope(method)
+        caller = current_caller()
         require_role(caller, Role.SERVICE)
         v = Violations()
         _card_id(request.card_id, "card_id", v)
         v.raise_if_any()
-        return self._once.run(scope, request.request_id, request, response_type, work)
+        return self._once.call(method, request, response_type, work)
 
     # -- basic information and deaths
 
     def ChangeBasicInfo(
         self, request: pb.ChangeBasicInfoRequest, context: grpc.ServicerContext
     ) -> pb.ChangeBasicInfoResponse:
-        caller, scope = self._scope("ChangeBasicInfo")
+        caller = current_caller()
         require_role(caller, Role.REGISTRY)
         v = Violations()
         ref = _ref(request.person, v)
@@ -391,12 +393,12 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             person = service.change_basic_info(uow, cmd, self._clock)
             return pb.ChangeBasicInfoResponse(person=person_pb(person, full=True))
 
-        return self._once.run(scope, request.request_id, request, pb.ChangeBasicInfoResponse, work)
+        return self._once.call("ChangeBasicInfo", request, pb.ChangeBasicInfoResponse, work)
 
     def RecordDeath(
         self, request: pb.RecordDeathRequest, context: grpc.ServicerContext
     ) -> pb.RecordDeathResponse:
-        caller, scope = self._scope("RecordDeath")
+        caller = current_caller()
         require_role(caller, Role.REGISTRY)
         v = Violations()
         ref = _ref(request.person, v)
@@ -410,7 +412,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
             person = service.record_death(uow, ref, date_of_death, self._clock)
             return pb.RecordDeathResponse(person=person_pb(person, full=True))
 
-        return self._once.run(scope, request.request_id, request, pb.RecordDeathResponse, work)
+        return self._once.call("RecordDeath", request, pb.RecordDeathResponse, work)
 
     # -- reads
 

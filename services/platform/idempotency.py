@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import (
@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.platform.auth import current_caller
 from services.platform.clock import Clock
 from services.platform.db import Database, UnitOfWork, advisory_key, as_utc
 from services.platform.errors import DomainError, FieldViolation, Kind, invalid
@@ -211,12 +212,21 @@ class IdempotencyStore:
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def scope_of(method: str) -> str:
+    """Keys are scoped by method and caller: two callers never collide on a request_id."""
+    return f"{method}:{current_caller().caller}"
+
+
 class Idempotent(Generic[U]):
     """Runs a use case at most once per (scope, request_id), inside one unit of work."""
 
     def __init__(self, store: IdempotencyStore, new_uow: Callable[[], U]) -> None:
         self.store = store
         self._new_uow = new_uow
+
+    def call(self, method: str, request: Any, response_type: type[M], work: Callable[[U], M]) -> M:
+        """Run ``work`` at most once for the current caller's ``request.request_id``."""
+        return self.run(scope_of(method), request.request_id, request, response_type, work)
 
     def run(
         self,
