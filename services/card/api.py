@@ -97,8 +97,7 @@ def card_pb(card: Card, view: dict[str, Any] | None, history: Any = None) -> pb.
     return answer
 
 
-def _application_pb(saga: SagaRecord, card: Card) -> pb.Application:
-    step = "done" if saga.state in ("COMPLETED", "FAILED") else str(saga.step)
+def _application_pb(saga: SagaRecord, card: Card, step: str) -> pb.Application:
     return pb.Application(
         saga_id=saga.saga_id,
         card_id=saga.card_id,
@@ -237,7 +236,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         caller = current_caller()
         with self._uow(readonly=True) as uow:
             saga, card = service.get_application(uow, request.card_id, request.saga_id, caller)
-        return _application_pb(saga, card)
+        return _application_pb(saga, card, self._orchestrator.step_name(saga))
 
     # -- reads
 

@@ -109,6 +109,15 @@ class Orchestrator:
         # that step's progress is committed. Refused in production by the configuration.
         self._crash_after = crash_after
 
+    def step_name(self, saga: SagaRecord) -> str:
+        """The step a saga is at, in words operations can read."""
+        if saga.state in ("COMPLETED", "FAILED"):
+            return saga.state.lower()
+        steps = self._definitions[saga.kind].steps
+        if saga.state == "COMPENSATING":
+            return f"undo {steps[saga.step - 1].name}" if saga.step else "failing"
+        return steps[saga.step].name if saga.step < len(steps) else "completing"
+
     # -- lifecycle
 
     def start(self) -> None:

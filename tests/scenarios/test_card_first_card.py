@@ -47,7 +47,8 @@ class TestApplication:
         person = suite.person()
         started = suite.apply(person)
         assert started.status == pb.APPLIED
-        assert suite.settle(started.card_id).state == pb.COMPLETED
+        application = suite.settle(started.card_id)
+        assert (application.state, application.step) == (pb.COMPLETED, "completed")
         card = suite.get(started.card_id)
         assert card.status == pb.IN_PRODUCTION
         assert card.generation == 3
@@ -119,7 +120,7 @@ class TestApplication:
         suite.settle(first.card_id)
         second = suite.apply(person)
         application = suite.settle(second.card_id)
-        assert application.state == pb.FAILED
+        assert (application.state, application.step) == (pb.FAILED, "failed")
         assert (application.refusal_reason, application.refusal_rule) == (
             "ALREADY_HAS_CARD",
             "A4.2",
