@@ -39,6 +39,7 @@ class Suite:
         self.identity = identity_pb2_grpc.IdentityServiceStub(identity.channel)
         self.bank = bank_pb2_grpc.BankServiceStub(bank.channel)
         self.card = card_pb2_grpc.CardServiceStub(card.channel)
+        self.card_server = card
         self.service = token(roles=(Role.SERVICE,), caller="test-service")
         self.ops = token(roles=(Role.OPS,), caller="ops")
         self._n = 0
@@ -184,3 +185,21 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     except grpc.RpcError as exc:
         return exc
     raise AssertionError("the call succeeded")
+
+
+def active_card(suite: Suite) -> tuple[str, PersonSpec]:
+    """A card made on the spot at an instant branch, collected and activated."""
+    person = suite.person()
+    started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+    suite.settle(started.card_id)
+    suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
+    suite.activate(started.card_id, person)
+    return started.card_id, person
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition did not come true")
+        time.sleep(0.05)

@@ -133,6 +133,7 @@ def service_env(
         "SSCARD_TEST_CLOCK_FILE": str(clock_file),
         "SSCARD_SHUTDOWN_GRACE_SECONDS": "1",
         "SSCARD_SAGA_LEASE_SECONDS": "3",
+        "SSCARD_SCHEDULER_POLL_SECONDS": "0.2",
     }
     for name in settings.SERVICES:
         upper = name.upper()

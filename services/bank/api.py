@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from services.bank import service
-from services.bank.domain.account import Account, IdentityFacts
+from services.bank.domain.account import Account, IdentityFacts, LossKind
 from services.bank.domain.branch import (
     Branch,
     check_bank_code,
@@ -107,6 +107,14 @@ def _order_request(msg: pb.CreateProductionOrderRequest) -> OrderRequest:
     )
 
 
+def _loss_kind(value: int, v: Violations) -> LossKind | None:
+    kind = _enum_name(pb.LossKind, value)
+    if not kind:
+        v.add("kind", "TEMPORARY_LOSS or FORMAL_LOSS is required", "REQUIRED")
+        return None
+    return LossKind(kind)
+
+
 # --- encoding -----------------------------------------------------------------------------------
 
 
@@ -138,6 +146,17 @@ def order_pb(order: ProductionOrder) -> pb.ProductionOrder:
 
 def _account_status(account: Account) -> str:
     return account.status.value
+
+
+def account_pb(account: Account) -> pb.AccountState:
+    return pb.AccountState(
+        account_id=account.account_id,
+        card_id=account.card_id,
+        bank_code=account.bank_code,
+        status=_account_status(account),
+        loss=account.loss.value if account.loss else pb.LOSS_KIND_UNSPECIFIED,
+        suspended_at=to_timestamp(account.suspended_at),
+    )
 
 
 # --- the servicer -------------------------------------------------------------------------------
@@ -224,6 +243,47 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
             )
 
         return self._once.call("CloseAccount", request, pb.CloseAccountResponse, work)
+
+    # -- loss suspension (A13.2, A13.4, A14.1)
+
+    def SuspendForLoss(
+        self, request: pb.SuspendForLossRequest, context: grpc.ServicerContext
+    ) -> pb.AccountState:
+        require_role(current_caller(), Role.SERVICE)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        kind = _loss_kind(request.kind, v)
+        v.raise_if_any()
+        assert kind is not None
+
+        def work(uow: BankUnitOfWork) -> pb.AccountState:
+            return account_pb(service.suspend_for_loss(uow, request.card_id, kind, self._clock))
+
+        return self._once.call("SuspendForLoss", request, pb.AccountState, work)
+
+    def LiftLossSuspension(
+        self, request: pb.LiftLossSuspensionRequest, context: grpc.ServicerContext
+    ) -> pb.AccountState:
+        require_role(current_caller(), Role.SERVICE)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        v.raise_if_any(rule="A14.1")
+
+        def work(uow: BankUnitOfWork) -> pb.AccountState:
+            return account_pb(service.lift_loss_suspension(uow, request.card_id))
+
+        return self._once.call("LiftLossSuspension", request, pb.AccountState, work)
+
+    def GetAccount(
+        self, request: pb.GetAccountRequest, context: grpc.ServicerContext
+    ) -> pb.AccountState:
+        require_role(current_caller(), Role.SERVICE, Role.OPS)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        v.raise_if_any()
+        with self._uow(readonly=True) as uow:
+            account = service.get_account(uow, request.card_id)
+        return account_pb(account)
 
     # -- production orders
 

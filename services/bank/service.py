@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from services.bank.domain import account as accounts
 from services.bank.domain import branch as branches
 from services.bank.domain import production
-from services.bank.domain.account import Account, IdentityFacts
+from services.bank.domain.account import Account, IdentityFacts, LossKind
 from services.bank.domain.branch import Branch
 from services.bank.domain.production import OrderRequest, ProductionOrder
 from services.bank.store import BankUnitOfWork
@@ -97,6 +97,39 @@ def close_account(uow: BankUnitOfWork, account_id: str, clock: Clock) -> Account
     if closed is not account:
         uow.accounts.save_status(closed)
     return closed
+
+
+def _account_of_card(uow: BankUnitOfWork, card_id: str, for_update: bool = False) -> Account:
+    account = uow.accounts.find_by_card(card_id, for_update)
+    if account is None:
+        raise _account_not_found()
+    return account
+
+
+def get_account(uow: BankUnitOfWork, card_id: str) -> Account:
+    return _account_of_card(uow, card_id)
+
+
+# --- loss suspension (A13.2, A13.4, A14.1) ----------------------------------------------------
+
+
+def suspend_for_loss(uow: BankUnitOfWork, card_id: str, kind: LossKind, clock: Clock) -> Account:
+    """Suspend the card's financial function: at once for a temporary loss (A13.2), and for a
+    formal loss at the issuing bank (A13.4), which upgrades a temporary one."""
+    account = _account_of_card(uow, card_id, for_update=True)
+    suspended = accounts.suspend(account, kind, clock.now())
+    if suspended is not account:
+        uow.accounts.save_loss(suspended)
+    return suspended
+
+
+def lift_loss_suspension(uow: BankUnitOfWork, card_id: str) -> Account:
+    """The card was unlocked at the issuing bank (A14.1), or a loss report was undone."""
+    account = _account_of_card(uow, card_id, for_update=True)
+    lifted = accounts.lift(account)
+    if lifted is not account:
+        uow.accounts.save_loss(lifted)
+    return lifted
 
 
 # --- production orders (A22, A7.1) ------------------------------------------------------------

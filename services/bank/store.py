@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from services.bank.domain.account import Account, AccountStatus, IdentityFacts
+from services.bank.domain.account import Account, AccountStatus, IdentityFacts, LossKind
 from services.bank.domain.branch import Branch
 from services.bank.domain.card_number import card_number, next_bank_number
 from services.bank.domain.production import (
@@ -89,6 +89,8 @@ accounts = Table(
     Column("status", String(16), nullable=False),
     Column("opened_at", DateTime(timezone=True), nullable=False),
     Column("closed_at", DateTime(timezone=True)),
+    Column("loss_kind", String(16)),  # LossKind name; NULL: not suspended (A13.2, A13.4)
+    Column("suspended_at", DateTime(timezone=True)),
     Index("ix_accounts_doc_index", "doc_index"),
 )
 
@@ -243,6 +245,8 @@ class AccountRepository:
             AccountStatus(row.status),
             as_utc(row.opened_at),
             _utc(row.closed_at),
+            LossKind(row.loss_kind) if row.loss_kind else None,
+            _utc(row.suspended_at),
         )
 
     def _one(self, where: Any, for_update: bool) -> Account | None:
@@ -274,6 +278,7 @@ class AccountRepository:
                 status=account.status.value,
                 opened_at=account.opened_at,
                 closed_at=account.closed_at,
+                **self._loss(account),
             )
         )
 
@@ -282,6 +287,21 @@ class AccountRepository:
             update(accounts)
             .where(accounts.c.account_id == account.account_id)
             .values(status=account.status.value, closed_at=account.closed_at)
+        )
+
+    @staticmethod
+    def _loss(account: Account) -> dict[str, Any]:
+        return {
+            "loss_kind": account.loss.value if account.loss else None,
+            "suspended_at": account.suspended_at,
+        }
+
+    def save_loss(self, account: Account) -> None:
+        """Store the account's loss suspension (A13.2, A13.4, A14.1)."""
+        self.session.execute(
+            update(accounts)
+            .where(accounts.c.account_id == account.account_id)
+            .values(**self._loss(account))
         )
 
 

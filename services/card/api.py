@@ -6,6 +6,7 @@ wake the orchestrator once their transaction has committed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -13,15 +14,19 @@ from google.protobuf.message import Message
 
 from services.card import service
 from services.card.domain import card as rules
+from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant
 from services.card.domain.card import Card, CollectionMethod, Delivery
+from services.card.domain.channels import Operation
+from services.card.domain.password import check_new_password, wrong_password
 from services.card.saga import Orchestrator
 from services.card.store import CardUnitOfWork, SagaRecord
-from services.platform.auth import current_caller
+from services.platform.auth import Role, current_caller, require_role
 from services.platform.clock import Clock
 from services.platform.db import Database
 from services.platform.errors import DomainError
 from services.platform.idempotency import IdempotencyStore, Idempotent
+from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
 from services.platform.protoconv import to_date, to_timestamp
 from sscard.card.v1 import card_pb2 as pb
@@ -43,6 +48,24 @@ def _doc_type(document: common_pb2.IdentityDocument) -> str:
     if document.type == common_pb2.DOCUMENT_TYPE_UNSPECIFIED:
         return ""
     return str(common_pb2.DocumentType.Name(document.type))
+
+
+def _agent(request: Any) -> AgentPresence | None:
+    if not request.HasField("agent"):
+        return None
+    a = request.agent
+    return AgentPresence(
+        _doc_type(a.agent_document),
+        a.agent_document.number,
+        a.agent_name,
+        _doc_type(a.principal_document),
+        a.principal_document.number,
+        a.authorisation_ref,
+    )
+
+
+def _presented(request: Any) -> service.Presented:
+    return service.Presented(_doc_type(request.document), request.document.number, _agent(request))
 
 
 def _applicant(msg: pb.Applicant) -> Applicant:
@@ -131,7 +154,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         clock: Clock,
         keys: IdempotencyStore,
         orchestrator: Orchestrator,
+        hasher: Argon2Hasher,
     ) -> None:
+        self._hasher = hasher
         self._db = db
         self._cipher = cipher
         self._clock = clock
@@ -157,7 +182,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         )
 
         def work(uow: CardUnitOfWork) -> pb.ApplyResponse:
-            started = service.apply(uow, cmd, caller, self._clock)
+            started = service.apply(uow, cmd, caller, self._clock, _agent(request))
             return pb.ApplyResponse(
                 card_id=started.card.card_id,
                 saga_id=started.saga_id,
@@ -257,6 +282,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                 _doc_type(request.document),
                 request.document.number,
                 caller,
+                _agent(request),
             )
         return pb.QueryStatusResponse(
             card_id=card.card_id,
@@ -291,6 +317,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             licence_number=request.employer.licence_number,
             legal_representative=request.employer.legal_representative,
             authorisation_letter_ref=request.employer.authorisation_letter_ref,
+            agent=_agent(request),
         )
 
         def work(uow: CardUnitOfWork) -> pb.Card:
@@ -315,14 +342,133 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         caller = current_caller()
 
         def work(uow: CardUnitOfWork) -> pb.Card:
-            card = service.activate(
-                uow,
-                request.card_id,
-                _doc_type(request.document),
-                request.document.number,
-                caller,
-                self._clock,
-            )
+            card = service.activate(uow, request.card_id, _presented(request), caller, self._clock)
             return self._card_answer(uow, card)
 
         return self._once.call("ActivateCard", request, pb.Card, work)
+
+    # -- the card in use: loss, unlock, information (A13, A14, A17)
+
+    def _loss(
+        self,
+        method: str,
+        request: Any,
+        use_case: Callable[..., service.LossOutcome],
+    ) -> pb.Card:
+        caller = current_caller()
+        presented = _presented(request)
+        outcome: list[service.LossOutcome] = []
+
+        def work(uow: CardUnitOfWork) -> pb.Card:
+            done = use_case(uow, request.card_id, presented, caller, self._clock)
+            outcome.append(done)
+            return self._card_answer(uow, done.card)
+
+        answer = self._once.call(method, request, pb.Card, work)
+        if outcome and outcome[0].starts_saga:
+            self._orchestrator.poke()
+        return answer
+
+    def ReportTemporaryLoss(
+        self, request: pb.ReportLossRequest, context: grpc.ServicerContext
+    ) -> pb.Card:
+        return self._loss("ReportTemporaryLoss", request, service.report_temporary_loss)
+
+    def ReportFormalLoss(
+        self, request: pb.ReportLossRequest, context: grpc.ServicerContext
+    ) -> pb.Card:
+        return self._loss("ReportFormalLoss", request, service.report_formal_loss)
+
+    def UnlockCard(self, request: pb.UnlockCardRequest, context: grpc.ServicerContext) -> pb.Card:
+        return self._loss("UnlockCard", request, service.unlock)
+
+    def UpdateContactInfo(
+        self, request: pb.UpdateContactInfoRequest, context: grpc.ServicerContext
+    ) -> pb.Card:
+        caller = current_caller()
+        change = service.ContactChange(
+            mobile=request.mobile or None,
+            occupation=request.occupation or None,
+            address=request.address or None,
+            name=request.name or None,
+            new_document=bool(request.new_document.number),
+        )
+
+        def work(uow: CardUnitOfWork) -> pb.Card:
+            card = service.update_contact(uow, request.card_id, _presented(request), change, caller)
+            return self._card_answer(uow, card)
+
+        return self._once.call("UpdateContactInfo", request, pb.Card, work)
+
+    # -- the service password (A12); hashing runs outside any transaction
+
+    def ChangeServicePassword(
+        self, request: pb.ChangeServicePasswordRequest, context: grpc.ServicerContext
+    ) -> pb.ServicePasswordResponse:
+        caller = current_caller()
+        replayed = self._once.replay("ChangeServicePassword", request, pb.ServicePasswordResponse)
+        if replayed is not None:
+            return replayed
+        check_new_password(request.new_password)
+        with self._uow(readonly=True) as uow:
+            card = service.may_set_password(
+                uow,
+                request.card_id,
+                service.Presented("", "", _agent(request)),
+                caller,
+                Operation.SERVICE_PASSWORD_CHANGE,
+            )
+            seen = service.password_state(uow, request.card_id)
+        correct = (
+            self._hasher.verify(seen.hash, request.old_password)
+            and card is not None
+            and not seen.locked(self._clock.now())
+        )
+        with self._uow() as uow:
+            stands = service.count_try(uow, request.card_id, correct, seen.hash, self._clock)
+            uow.commit()
+        if not stands:
+            raise wrong_password()
+        return self._set_password("ChangeServicePassword", request, seen.hash)
+
+    def ResetServicePassword(
+        self, request: pb.ResetServicePasswordRequest, context: grpc.ServicerContext
+    ) -> pb.ServicePasswordResponse:
+        caller = current_caller()
+        replayed = self._once.replay("ResetServicePassword", request, pb.ServicePasswordResponse)
+        if replayed is not None:
+            return replayed
+        check_new_password(request.new_password)
+        with self._uow(readonly=True) as uow:
+            service.may_set_password(
+                uow, request.card_id, _presented(request), caller, Operation.SERVICE_PASSWORD_RESET
+            )
+            seen = service.password_state(uow, request.card_id)
+        return self._set_password("ResetServicePassword", request, seen.hash)
+
+    def _set_password(
+        self, method: str, request: Any, seen_hash: str | None
+    ) -> pb.ServicePasswordResponse:
+        new_hash = self._hasher.hash(request.new_password)
+
+        def work(uow: CardUnitOfWork) -> pb.ServicePasswordResponse:
+            state = service.store_password(uow, request.card_id, new_hash, seen_hash, self._clock)
+            return pb.ServicePasswordResponse(
+                card_id=request.card_id, changed_at=to_timestamp(state.changed_at)
+            )
+
+        return self._once.call(method, request, pb.ServicePasswordResponse, work)
+
+    def VerifyServicePassword(
+        self, request: pb.VerifyServicePasswordRequest, context: grpc.ServicerContext
+    ) -> pb.VerifyServicePasswordResponse:
+        require_role(current_caller(), Role.SERVICE)
+        with self._uow(readonly=True) as uow:
+            seen = service.password_state(uow, request.card_id)
+        correct = not seen.locked(self._clock.now()) and self._hasher.verify(
+            seen.hash, request.password
+        )
+        with self._uow() as uow:
+            stands = service.count_try(uow, request.card_id, correct, seen.hash, self._clock)
+            uow.commit()
+        return pb.VerifyServicePasswordResponse(valid=stands)

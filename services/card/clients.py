@@ -139,6 +139,20 @@ class BankPort:
         number = answer.card_number if answer.status == bank_pb2.PRODUCED else ""
         return Order(answer.order_id, due_date, number)
 
+    def suspend_for_loss(self, request_id: str, card_id: str, loss: str) -> None:
+        call(
+            self._stub.SuspendForLoss,
+            bank_pb2.SuspendForLossRequest(request_id=request_id, card_id=card_id, kind=loss),
+            self._credential,
+        )
+
+    def lift_loss(self, request_id: str, card_id: str) -> None:
+        call(
+            self._stub.LiftLossSuspension,
+            bank_pb2.LiftLossSuspensionRequest(request_id=request_id, card_id=card_id),
+            self._credential,
+        )
+
     def cancel_order(self, request_id: str, order_id: str) -> None:
         call(
             self._stub.CancelProductionOrder,

@@ -144,3 +144,39 @@ def application_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sa
         completed,
         failed,
     )
+
+
+BANK_LOSS = "bank_loss"
+
+
+def bank_loss_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
+    """The bank's half of a loss report or an unlock (A13.2, A13.4, A14.1): the card's own
+    state changed in the caller's transaction; this tells the bank, retrying until it answers.
+    A refusal from the bank is kept as a notice for operations on the card."""
+
+    def tell_bank(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        if saga.data["action"] == "suspend":
+            bank.suspend_for_loss(request_id, saga.card_id, saga.data["loss"])
+        else:
+            bank.lift_loss(request_id, saga.card_id)
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """The bank has done its part."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id)
+        if card is None:
+            return
+        what = "suspend" if saga.data["action"] == "suspend" else "restore"
+        text = (
+            f"The bank could not {what} the financial function: {saga.refusal_message} "
+            f"({saga.refusal_reason}); the holder should contact {card.bank_code}."
+        )
+        uow.cards.record(
+            rules.Change(
+                card, notices=[rules.Notice(clock.now(), "operations", text, saga.refusal_rule)]
+            )
+        )
+
+    return SagaDefinition(BANK_LOSS, [RemoteStep("tell_bank", tell_bank)], completed, failed)

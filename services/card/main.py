@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.card import store
+from services.card import service, store
 from services.card.api import CardApi
 from services.card.clients import BankPort, IdentityPort
-from services.card.flows import application_saga
+from services.card.flows import application_saga, bank_loss_saga
 from services.card.saga import Orchestrator, Tuning
+from services.card.scheduler import Scheduler
 from services.platform import config as settings
 from services.platform.clients import ServiceCredential
+from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
 from sscard.card.v1 import card_pb2, card_pb2_grpc
@@ -45,18 +47,37 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
     orchestrator = Orchestrator(
         new_uow,
-        [application_saga(identity, bank, base.clock)],
+        [application_saga(identity, bank, base.clock), bank_loss_saga(bank, base.clock)],
         saga_tuning(config),
         crash_point(config),
     )
-    api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator)
+    scheduler = Scheduler(
+        new_uow,
+        base.clock,
+        {
+            service.TEMPORARY_LOSS_EXPIRY: lambda uow, timer: service.expire_temporary_loss(
+                uow, timer, base.clock
+            )
+        },
+        poll_seconds=float(config.env.get("SSCARD_SCHEDULER_POLL_SECONDS", "1")),
+    )
+    api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher())
+
+    def start() -> None:
+        orchestrator.start()
+        scheduler.start()
+
+    def stop() -> None:
+        scheduler.stop()
+        orchestrator.stop()
+
     return ServiceDeps(
         db=base.db,
         register=lambda server: card_pb2_grpc.add_CardServiceServicer_to_server(api, server),
         service_names=[SERVICE_NAME],
         maintenance=[base.purge_task()],
-        on_start=orchestrator.start,
-        on_stop=orchestrator.stop,
+        on_start=start,
+        on_stop=stop,
     )
 
 

@@ -14,20 +14,26 @@ from typing import Any
 
 from services.card.domain import card as rules
 from services.card.domain import channels
+from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
     Applicant,
+    check_address,
     check_applicant,
     check_bank,
     check_delivery,
     check_employer,
     check_in_force,
+    check_mobile,
+    check_occupation,
     invalid_application,
 )
 from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
 from services.card.domain.channels import Operation
-from services.card.flows import APPLICATION, application_data
+from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
+from services.card.flows import APPLICATION, BANK_LOSS, SYSTEM, application_data
 from services.card.saga import wall_clock
-from services.card.store import CardUnitOfWork, Contact, SagaRecord
+from services.card.scheduler import new_timer
+from services.card.store import CardUnitOfWork, Contact, SagaRecord, TimerRecord
 from services.platform.auth import Caller, Channel, Role, require_role
 from services.platform.clock import Clock, beijing_date
 from services.platform.errors import DomainError, FieldViolation, Kind, Violations
@@ -137,9 +143,16 @@ def _start(
     return card, contact, transition, saga
 
 
-def apply(uow: CardUnitOfWork, cmd: ApplicationCommand, caller: Caller, clock: Clock) -> Started:
+def apply(
+    uow: CardUnitOfWork,
+    cmd: ApplicationCommand,
+    caller: Caller,
+    clock: Clock,
+    agent: AgentPresence | None = None,
+) -> Started:
     """A5.1: validate everything, record the application and start its saga."""
     channels.check(Operation.APPLY, caller)
+    check_agent(Operation.APPLY, agent)
     now = clock.now()
     check_in_force(beijing_date(now))
     v = Violations()
@@ -251,9 +264,15 @@ def get_card(uow: CardUnitOfWork, card_id: str, caller: Caller) -> Card:
 
 
 def query_status(
-    uow: CardUnitOfWork, card_id: str, doc_type: str, doc_number: str, caller: Caller
+    uow: CardUnitOfWork,
+    card_id: str,
+    doc_type: str,
+    doc_number: str,
+    caller: Caller,
+    agent: AgentPresence | None = None,
 ) -> Card:
     _may_read(caller)
+    check_agent(Operation.QUERY, agent)
     if card_id:
         return _card(uow, card_id)
     card = uow.cards.latest_for_document(doc_type, doc_number.strip().upper())
@@ -309,6 +328,7 @@ class CollectionCommand:
     licence_number: str = ""
     legal_representative: bool = False
     authorisation_letter_ref: str = ""
+    agent: AgentPresence | None = None
 
 
 def record_collection(
@@ -324,6 +344,7 @@ def record_collection(
         )
     card = _card(uow, cmd.card_id, for_update=True)
     channels.check(Operation.RECORD_COLLECTION, caller, card.bank_code)
+    check_agent(Operation.RECORD_COLLECTION, cmd.agent)
     at_counter = cmd.method in (CollectionMethod.AT_BRANCH, CollectionMethod.BY_EMPLOYER)
     if at_counter and caller.channel is not Channel.BANK_BRANCH:
         raise DomainError(
@@ -361,12 +382,13 @@ def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clo
 
 
 def activate(
-    uow: CardUnitOfWork, card_id: str, doc_type: str, doc_number: str, caller: Caller, clock: Clock
+    uow: CardUnitOfWork, card_id: str, presented: Presented, caller: Caller, clock: Clock
 ) -> Card:
-    """A8.1: online, at a district outlet, or at the issuing bank, after collection."""
+    """A8.1: online, at a district outlet, or at the issuing bank, after collection; the holder
+    or an agent (A24.1)."""
     card = _card(uow, card_id, for_update=True)
     channels.check(Operation.ACTIVATE, caller, card.bank_code)
-    _same_document(uow, card, doc_type, doc_number, "A8.1")
+    _holder(uow, card, presented, Operation.ACTIVATE, "A8.1")
     change = rules.activate(card, caller, clock.now())
     uow.cards.record(change)
     return change.card
@@ -387,3 +409,222 @@ def get_batch(
     if not (own or caller.has_any(Role.SERVICE, Role.OPS)):
         channels.check(Operation.APPLY_BATCH, caller)
     return batch, uow.cards.batch_progress(batch_id), uow.cards.batch_refusals(batch_id)
+
+
+# --- the card in use: loss, unlock, information, passwords (A12, A13, A14, A17, A24) ----------
+
+TEMPORARY_LOSS_EXPIRY = "temporary_loss_expiry"
+
+
+@dataclass(frozen=True)
+class Presented:
+    """Who stands at the counter (or on the line) for the card, and with which documents."""
+
+    doc_type: str
+    doc_number: str
+    agent: AgentPresence | None = None
+
+
+def _holder(
+    uow: CardUnitOfWork, card: Card, presented: Presented, operation: Operation, rule: str
+) -> None:
+    """A24 for agents, then the holder's document must be the card's."""
+    check_agent(operation, presented.agent)
+    if presented.agent is not None:
+        _same_document(
+            uow,
+            card,
+            presented.agent.principal_document_type,
+            presented.agent.principal_document_number,
+            "A24.2",
+        )
+        return
+    _same_document(uow, card, presented.doc_type, presented.doc_number, rule)
+
+
+def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> None:
+    """The bank's half of a loss or unlock, run by the orchestrator after this commit."""
+    uow.sagas.add_many(
+        [
+            SagaRecord(
+                saga_id=new_id("saga"),
+                kind=BANK_LOSS,
+                card_id=card.card_id,
+                batch_id="",
+                state="RUNNING",
+                step=0,
+                data={"action": action, "loss": loss},
+            )
+        ],
+        wall_clock(),
+    )
+
+
+@dataclass(frozen=True)
+class LossOutcome:
+    card: Card
+    starts_saga: bool
+
+
+def report_temporary_loss(
+    uow: CardUnitOfWork, card_id: str, presented: Presented, caller: Caller, clock: Clock
+) -> LossOutcome:
+    """A13.1 / A13.2: SS stops now, the bank suspends the financial function, and A13.3's
+    15 natural days start."""
+    card = _card(uow, card_id, for_update=True)
+    channels.check(Operation.TEMPORARY_LOSS, caller)
+    _holder(uow, card, presented, Operation.TEMPORARY_LOSS, "A13.1")
+    now = clock.now()
+    change = rules.report_temporary_loss(card, caller, now)
+    if change.card is card:
+        return LossOutcome(card, False)
+    uow.cards.record(change)
+    due = now + dt.timedelta(days=rules.TEMPORARY_LOSS_DAYS)
+    uow.timers.add(new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", due), now)
+    _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
+    return LossOutcome(change.card, True)
+
+
+def report_formal_loss(
+    uow: CardUnitOfWork, card_id: str, presented: Presented, caller: Caller, clock: Clock
+) -> LossOutcome:
+    """A13.1 / A13.4: at a district outlet the SS function only; at the issuing bank the
+    financial function too."""
+    card = _card(uow, card_id, for_update=True)
+    reach = channels.check(Operation.FORMAL_LOSS, caller, card.bank_code)
+    _holder(uow, card, presented, Operation.FORMAL_LOSS, "A13.1")
+    financial_too = reach is channels.Reach.ISSUING_BANK
+    change = rules.report_formal_loss(card, financial_too, caller, clock.now())
+    if change.card is card and not financial_too:
+        return LossOutcome(card, False)
+    uow.cards.record(change)
+    uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "superseded by a formal loss (A13.3)")
+    if financial_too:
+        _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
+    return LossOutcome(change.card, financial_too)
+
+
+def expire_temporary_loss(uow: CardUnitOfWork, timer: TimerRecord, clock: Clock) -> str:
+    """The A13.3 timer: restore the SS function unless a formal loss came meanwhile."""
+    card = uow.cards.get(timer.target, for_update=True)
+    if card is None:
+        return "no such card"
+    change = rules.expire_temporary_loss(card, SYSTEM, clock.now())
+    if change.card is card:
+        return f"nothing to restore: the card is {card.status.value}"
+    uow.cards.record(change)
+    return "SS function restored"
+
+
+def unlock(
+    uow: CardUnitOfWork, card_id: str, presented: Presented, caller: Caller, clock: Clock
+) -> LossOutcome:
+    """A14.1: restored at once; at the issuing bank the financial function too."""
+    card = _card(uow, card_id, for_update=True)
+    reach = channels.check(Operation.UNLOCK, caller, card.bank_code)
+    _holder(uow, card, presented, Operation.UNLOCK, "A14.1")
+    change = rules.unlock(card, caller, clock.now())
+    uow.cards.record(change)
+    financial_too = reach is channels.Reach.ISSUING_BANK
+    if financial_too:
+        _bank_saga(uow, card, "lift")
+    return LossOutcome(change.card, financial_too)
+
+
+@dataclass(frozen=True)
+class ContactChange:
+    mobile: str | None
+    occupation: str | None
+    address: str | None
+    name: str | None
+    new_document: bool
+
+
+def update_contact(
+    uow: CardUnitOfWork,
+    card_id: str,
+    presented: Presented,
+    change: ContactChange,
+    caller: Caller,
+) -> Card:
+    """A17.1: mobile, occupation, address; A17.2: basic information goes through identity."""
+    card = _card(uow, card_id, for_update=True)
+    channels.check(Operation.INFO_CHANGE, caller)
+    if change.name or change.new_document:
+        raise DomainError(
+            "BASIC_INFO_CHANGE_VIA_IDENTITY",
+            "a name or document change is made in the HR / medical-insurance records first; "
+            "then the card is replaced at the issuing bank",
+            rule="A17.2",
+        )
+    _holder(uow, card, presented, Operation.INFO_CHANGE, "A17.1")
+    v = Violations()
+    if change.mobile is not None:
+        check_mobile(change.mobile, v)
+    if change.occupation is not None:
+        check_occupation(change.occupation, v)
+    if change.address is not None:
+        check_address(change.address, v)
+    if change.mobile is None and change.occupation is None and change.address is None:
+        v.add("mobile", "give a new mobile number, occupation or address", "REQUIRED")
+    v.raise_if_any("INVALID_CONTACT_INFO", rule="A17.1")
+    uow.cards.update_contact(
+        card_id,
+        change.mobile,
+        change.occupation.strip() if change.occupation is not None else None,
+        change.address.strip() if change.address is not None else None,
+    )
+    return card
+
+
+def may_set_password(
+    uow: CardUnitOfWork,
+    card_id: str,
+    presented: Presented,
+    caller: Caller,
+    operation: Operation,
+) -> Card | None:
+    """A12.2 channels; A24.1 agents may change, never reset; a reset needs ID and card.
+
+    A change for a card that does not exist answers None rather than NOT_FOUND: the caller then
+    refuses it exactly like a wrong password, so the answer never tells whether a card exists.
+    """
+    check_agent(operation, presented.agent)
+    card = uow.cards.get(card_id)
+    if card is None and operation is Operation.SERVICE_PASSWORD_CHANGE:
+        channels.check(operation, caller)
+        return None
+    if card is None:
+        raise card_not_found()
+    channels.check(operation, caller, card.bank_code)
+    if operation is Operation.SERVICE_PASSWORD_RESET:
+        _holder(uow, card, presented, operation, "A12.2")
+    return card
+
+
+def password_state(uow: CardUnitOfWork, card_id: str) -> PasswordState:
+    return uow.passwords.get(card_id)
+
+
+def count_try(
+    uow: CardUnitOfWork, card_id: str, correct: bool, seen_hash: str | None, clock: Clock
+) -> bool:
+    """Record one password check; True if it stands (right password, unchanged, not locked)."""
+    now = clock.now()
+    state = uow.passwords.get(card_id)
+    stands = correct and state.hash == seen_hash and not state.locked(now)
+    if not state.locked(now):
+        uow.passwords.save(after_check(state, stands, now))
+    return stands
+
+
+def store_password(
+    uow: CardUnitOfWork, card_id: str, new_hash: str, seen_hash: str | None, clock: Clock
+) -> PasswordState:
+    """Set the new hash, unless the password changed since it was checked."""
+    state = uow.passwords.get(card_id)
+    if state.hash != seen_hash:
+        raise wrong_password()
+    updated = set_password(state, new_hash, clock.now())
+    uow.passwords.save(updated)
+    return updated

@@ -42,6 +42,7 @@ from services.card.domain.card import (
     Transition,
     mask_card_number,
 )
+from services.card.domain.password import PasswordState
 from services.platform import idempotency
 from services.platform.auth import Channel
 from services.platform.db import Database, UnitOfWork, as_utc
@@ -83,6 +84,8 @@ cards = Table(
     Column("refusal_reason", String(64), nullable=False),
     Column("refusal_rule", String(16), nullable=False),
     Column("refusal_message", String(300), nullable=False),
+    Column("status_before_loss", String(20)),
+    Column("replaced_by", String(40), nullable=False, server_default=""),
     Index("ix_cards_doc_index", "doc_index", "applied_at"),
     Index("ix_cards_batch", "batch_id"),
 )
@@ -158,6 +161,37 @@ sagas = Table(
     Index("ix_sagas_batch", "batch_id", "state"),
 )
 
+service_passwords = Table(
+    "service_passwords",
+    metadata,
+    # Not a foreign key: failed tries against unknown card ids are counted too, so the answers
+    # never tell whether a card exists.
+    Column("card_id", String(64), primary_key=True),
+    Column("hash", String(200)),
+    Column("failures", SmallInteger, nullable=False),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("changed_at", DateTime(timezone=True)),
+)
+
+timers = Table(
+    "timers",
+    metadata,
+    Column("timer_id", String(40), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("rule", String(16), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),  # the suite's clock
+    Column("state", String(12), nullable=False),  # PENDING, FIRED, CANCELLED
+    Column("outcome", String(200), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("lease_owner", String(64), nullable=False),
+    Column("lease_until", DateTime(timezone=True)),  # wall-clock time
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("fired_at", DateTime(timezone=True)),
+    Index("ix_timers_due", "state", "due_at"),
+    Index("ix_timers_target", "kind", "target"),
+)
+
 ACTIVE_SAGA_STATES = ("RUNNING", "COMPENSATING")
 
 # Statements the orchestrator runs for every saga step, built once: building them per call
@@ -204,6 +238,8 @@ _TAKE_LEASE = (
 
 _CARD_STATE = (
     "status",
+    "status_before_loss",
+    "replaced_by",
     "status_since",
     "person_id",
     "due_date",
@@ -303,6 +339,8 @@ class CardRepository:
                     "refusal_reason": "",
                     "refusal_rule": "",
                     "refusal_message": "",
+                    "status_before_loss": None,
+                    "replaced_by": "",
                 }
             )
             photos.append({"card_id": card.card_id, "photo": contact.photo})
@@ -344,6 +382,8 @@ class CardRepository:
             refusal_rule=row.refusal_rule,
             refusal_message=row.refusal_message,
             status_since=as_utc(row.status_since),
+            status_before_loss=Status(row.status_before_loss) if row.status_before_loss else None,
+            replaced_by=row.replaced_by,
         )
 
     def get(self, card_id: str, for_update: bool = False) -> Card | None:
@@ -369,6 +409,20 @@ class CardRepository:
         ).one_or_none()
         return None if row is None else dict(row._mapping)
 
+    def update_contact(
+        self, card_id: str, mobile: str | None, occupation: str | None, address: str | None
+    ) -> None:
+        values: dict[str, Any] = {}
+        if mobile is not None:
+            values["mobile_cipher"] = self.cipher.encrypt(mobile)
+            values["mobile_masked"] = mask_phone(mobile)
+        if occupation is not None:
+            values["occupation"] = occupation
+        if address is not None:
+            values["address_cipher"] = self.cipher.encrypt(address)
+        if values:
+            self.session.execute(update(cards).where(cards.c.card_id == card_id).values(**values))
+
     def document_of(self, card_id: str) -> tuple[str, str]:
         row = self.session.execute(
             select(cards.c.doc_type, cards.c.doc_cipher).where(cards.c.card_id == card_id)
@@ -383,6 +437,10 @@ class CardRepository:
             {
                 "b_card_id": card.card_id,
                 "status": card.status.value,
+                "status_before_loss": (
+                    card.status_before_loss.value if card.status_before_loss else None
+                ),
+                "replaced_by": card.replaced_by,
                 "status_since": card.status_since or card.applied_at,
                 "person_id": card.person_id or None,
                 "due_date": card.due_date,
@@ -603,9 +661,152 @@ class SagaRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+class PasswordRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, card_id: str) -> PasswordState:
+        row = self.session.execute(
+            select(service_passwords)
+            .where(service_passwords.c.card_id == card_id)
+            .with_for_update()
+        ).one_or_none()
+        if row is None:
+            return PasswordState(card_id)
+        locked = as_utc(row.locked_until) if row.locked_until else None
+        changed = as_utc(row.changed_at) if row.changed_at else None
+        return PasswordState(card_id, row.hash, row.failures, locked, changed)
+
+    def save(self, state: PasswordState) -> None:
+        values = {
+            "hash": state.hash,
+            "failures": state.failures,
+            "locked_until": state.locked_until,
+            "changed_at": state.changed_at,
+        }
+        updated = self.session.execute(
+            update(service_passwords)
+            .where(service_passwords.c.card_id == state.card_id)
+            .values(**values)
+        )
+        if not updated.rowcount:  # type: ignore[attr-defined]
+            self.session.execute(service_passwords.insert().values(card_id=state.card_id, **values))
+
+
+@dataclass(frozen=True)
+class TimerRecord:
+    timer_id: str
+    kind: str
+    target: str
+    rule: str
+    due_at: dt.datetime
+    state: str = "PENDING"
+    outcome: str = ""
+    attempts: int = 0
+    fired_at: dt.datetime | None = None
+
+
+class TimerRepository:
+    """Durable timers. Due times are the suite's clock; leases are wall-clock."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, timer: TimerRecord, now: dt.datetime) -> None:
+        self.session.execute(
+            timers.insert(),
+            {
+                "timer_id": timer.timer_id,
+                "kind": timer.kind,
+                "target": timer.target,
+                "rule": timer.rule,
+                "due_at": timer.due_at,
+                "state": "PENDING",
+                "outcome": "",
+                "attempts": 0,
+                "lease_owner": "",
+                "lease_until": None,
+                "created_at": now,
+                "fired_at": None,
+            },
+        )
+
+    def cancel(self, kind: str, target: str, outcome: str) -> None:
+        self.session.execute(
+            update(timers)
+            .where(timers.c.kind == kind, timers.c.target == target, timers.c.state == "PENDING")
+            .values(state="CANCELLED", outcome=outcome[:200])
+        )
+
+    @staticmethod
+    def _to_timer(row: Row[Any]) -> TimerRecord:
+        return TimerRecord(
+            row.timer_id,
+            row.kind,
+            row.target,
+            row.rule,
+            as_utc(row.due_at),
+            row.state,
+            row.outcome,
+            row.attempts,
+            as_utc(row.fired_at) if row.fired_at else None,
+        )
+
+    def for_target(self, target: str) -> list[TimerRecord]:
+        rows = self.session.execute(
+            select(timers).where(timers.c.target == target).order_by(timers.c.due_at)
+        ).all()
+        return [self._to_timer(r) for r in rows]
+
+    def claim_due(
+        self, owner: str, due_by: dt.datetime, wall: dt.datetime, lease: dt.timedelta, limit: int
+    ) -> list[TimerRecord]:
+        rows = self.session.execute(
+            select(timers)
+            .where(
+                timers.c.state == "PENDING",
+                timers.c.due_at <= due_by,
+                (timers.c.lease_until.is_(None)) | (timers.c.lease_until < wall),
+            )
+            .order_by(timers.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if rows:
+            self.session.execute(
+                update(timers)
+                .where(timers.c.timer_id.in_([r.timer_id for r in rows]))
+                .values(lease_owner=owner, lease_until=wall + lease)
+            )
+        return [self._to_timer(r) for r in rows]
+
+    def fired(self, timer_id: str, owner: str, outcome: str, at: dt.datetime) -> bool:
+        """Mark a timer fired if this worker still holds it; False if it lost the lease."""
+        result = self.session.execute(
+            update(timers)
+            .where(
+                timers.c.timer_id == timer_id,
+                timers.c.lease_owner == owner,
+                timers.c.state == "PENDING",
+            )
+            .values(state="FIRED", outcome=outcome[:200], fired_at=at, lease_until=None)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def failed(self, timer_id: str, owner: str, outcome: str, retry_at: dt.datetime) -> None:
+        """Record a failed firing; the lease's end is when it is tried again."""
+        self.session.execute(
+            update(timers)
+            .where(timers.c.timer_id == timer_id, timers.c.lease_owner == owner)
+            .values(outcome=outcome[:200], attempts=timers.c.attempts + 1, lease_until=retry_at)
+        )
+
+
 class CardUnitOfWork(UnitOfWork):
     cards: CardRepository
     sagas: SagaRepository
+    passwords: PasswordRepository
+    timers: TimerRepository
 
     def __init__(self, db: Database, cipher: PiiCipher, readonly: bool = False) -> None:
         super().__init__(db, readonly)
@@ -614,3 +815,5 @@ class CardUnitOfWork(UnitOfWork):
     def _open(self, session: Session) -> None:
         self.cards = CardRepository(session, self._cipher)
         self.sagas = SagaRepository(session, self._cipher)
+        self.passwords = PasswordRepository(session)
+        self.timers = TimerRepository(session)

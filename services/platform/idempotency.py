@@ -228,6 +228,21 @@ class Idempotent(Generic[U]):
         """Run ``work`` at most once for the current caller's ``request.request_id``."""
         return self.run(scope_of(method), request.request_id, request, response_type, work)
 
+    def replay(self, method: str, request: Any, response_type: type[M]) -> M | None:
+        """The stored answer for the current caller's request, if this request_id ran before.
+
+        For use cases that must do slow work (password hashing) before their transaction.
+        """
+        check_request_id(request.request_id)
+        with self._new_uow() as uow:
+            found = self.store.find(uow.session, scope_of(method), request.request_id)
+        if found is None:
+            return None
+        stored_fp, stored = found
+        if stored_fp != fingerprint(request):
+            raise reused()
+        return stored.replay(response_type)
+
     def run(
         self,
         scope: str,

@@ -1,9 +1,16 @@
-"""The card's financial account (金融账户) and the identity compare before opening it (A4.4).
+"""The card's financial account (金融账户), the identity compare before opening it (A4.4) and the
+suspension of its financial function while the card is reported lost (A13.2, A13.4, A14.1).
 
 The bank compares what the applicant presented with what the identity service verified: the
 name after Unicode NFKC, case folding and white-space folding; the document type and number
 exactly; the document's validity date (both unset means long-term on both). A refusal names the
 facts that differ and never echoes a number.
+
+A loss suspension is none, TEMPORARY_LOSS or FORMAL_LOSS. A temporary loss suspends the
+financial function at once (A13.2); a formal loss at the issuing bank covers it too (A13.4) and
+upgrades a temporary one, which keeps the time the function was first suspended. A formal loss is
+never downgraded by a later temporary report, and the same loss reported again changes nothing.
+Unlocking the card lifts whatever suspension there is (A14.1). A closed account refuses both.
 """
 
 from __future__ import annotations
@@ -21,6 +28,17 @@ RULE = "A4.4"
 class AccountStatus(enum.Enum):
     OPENED = "OPENED"
     CLOSED = "CLOSED"
+
+
+class LossKind(enum.Enum):
+    """Why the financial function is suspended; the names of sscard.bank.v1.LossKind."""
+
+    TEMPORARY_LOSS = "TEMPORARY_LOSS"  # 临时挂失 (A13.2)
+    FORMAL_LOSS = "FORMAL_LOSS"  # 正式挂失 at the issuing bank (A13.4)
+
+
+LOSS_RULES = {LossKind.TEMPORARY_LOSS: "A13.2", LossKind.FORMAL_LOSS: "A13.4"}
+LIFT_RULE = "A14.1"
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,12 @@ class Account:
     status: AccountStatus
     opened_at: dt.datetime
     closed_at: dt.datetime | None = None
+    loss: LossKind | None = None  # None: the financial function is not suspended for a loss
+    suspended_at: dt.datetime | None = None
+
+    @property
+    def suspended(self) -> bool:
+        return self.loss is not None
 
 
 def normalize_name(name: str) -> str:
@@ -125,8 +149,8 @@ def open_again(
     return existing
 
 
-def account_closed() -> DomainError:
-    return DomainError("ACCOUNT_CLOSED", "the card's account is closed", rule=RULE)
+def account_closed(rule: str = RULE) -> DomainError:
+    return DomainError("ACCOUNT_CLOSED", "the card's account is closed", rule=rule)
 
 
 def close(account: Account, now: dt.datetime) -> Account:
@@ -134,3 +158,31 @@ def close(account: Account, now: dt.datetime) -> Account:
     if account.status is AccountStatus.CLOSED:
         return account
     return replace(account, status=AccountStatus.CLOSED, closed_at=now)
+
+
+# --- loss suspension (A13.2, A13.4, A14.1) ---------------------------------------------------
+
+
+def suspend(account: Account, kind: LossKind, now: dt.datetime) -> Account:
+    """Suspend the financial function for a loss (A13.2 temporary, A13.4 formal).
+
+    Not suspended: suspended for ``kind`` since ``now``. Temporary then formal: upgraded to
+    formal, still suspended since the temporary report. Formal then temporary, or the same
+    loss again: unchanged (the same object is returned)."""
+    if account.status is AccountStatus.CLOSED:
+        raise account_closed(LOSS_RULES[kind])
+    if account.loss is None:
+        return replace(account, loss=kind, suspended_at=now)
+    if account.loss is LossKind.TEMPORARY_LOSS and kind is LossKind.FORMAL_LOSS:
+        return replace(account, loss=LossKind.FORMAL_LOSS)
+    return account
+
+
+def lift(account: Account) -> Account:
+    """Lift the loss suspension: the card was unlocked (A14.1) or a loss report was undone.
+    Lifting when nothing is suspended changes nothing (the same object is returned)."""
+    if account.status is AccountStatus.CLOSED:
+        raise account_closed(LIFT_RULE)
+    if account.loss is None:
+        return account
+    return replace(account, loss=None, suspended_at=None)

@@ -61,20 +61,30 @@ def check_applicant(a: Applicant, v: Violations, prefix: str = "applicant") -> N
         v.add(f"{prefix}.photo", "larger than 512 KiB", "TOO_LARGE")
     elif photo_kind(a.photo) is None:
         v.add(f"{prefix}.photo", "must be a JPEG or PNG image", "BAD_FORMAT")
-    occupation = a.occupation.strip()
-    if not occupation:
-        v.add(f"{prefix}.occupation", "the occupation is required", "REQUIRED")
-    elif len(occupation) > 50:
-        v.add(f"{prefix}.occupation", "longer than 50 characters", "TOO_LONG")
-    if not a.mobile:
-        v.add(f"{prefix}.mobile", "a mobile number is required", "REQUIRED")
-    elif not MOBILE.match(a.mobile):
-        v.add(f"{prefix}.mobile", "must be an 11-digit mainland mobile number", "BAD_FORMAT")
-    address = a.address.strip()
-    if not address:
-        v.add(f"{prefix}.address", "the permanent address is required", "REQUIRED")
-    elif len(address) > 200:
-        v.add(f"{prefix}.address", "longer than 200 characters", "TOO_LONG")
+    check_occupation(a.occupation, v, f"{prefix}.occupation")
+    check_mobile(a.mobile, v, f"{prefix}.mobile")
+    check_address(a.address, v, f"{prefix}.address")
+
+
+def check_occupation(occupation: str, v: Violations, field: str = "occupation") -> None:
+    if not occupation.strip():
+        v.add(field, "the occupation is required", "REQUIRED")
+    elif len(occupation.strip()) > 50:
+        v.add(field, "longer than 50 characters", "TOO_LONG")
+
+
+def check_mobile(mobile: str, v: Violations, field: str = "mobile") -> None:
+    if not mobile:
+        v.add(field, "a mobile number is required", "REQUIRED")
+    elif not MOBILE.match(mobile):
+        v.add(field, "must be an 11-digit mainland mobile number", "BAD_FORMAT")
+
+
+def check_address(address: str, v: Violations, field: str = "address") -> None:
+    if not address.strip():
+        v.add(field, "the permanent address is required", "REQUIRED")
+    elif len(address.strip()) > 200:
+        v.add(field, "longer than 200 characters", "TOO_LONG")
 
 
 def check_bank(bank_code: str, v: Violations, field: str = "bank_code") -> None:

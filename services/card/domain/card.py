@@ -28,6 +28,13 @@ class Status(enum.Enum):
     COLLECTED = "COLLECTED"
     ACTIVE = "ACTIVE"
     REFUSED = "REFUSED"
+    TEMPORARILY_LOST = "TEMPORARILY_LOST"
+    FORMALLY_LOST = "FORMALLY_LOST"
+
+
+IN_HAND = frozenset({Status.COLLECTED, Status.ACTIVE})  # states a holder can lose a card in
+LOST = frozenset({Status.TEMPORARILY_LOST, Status.FORMALLY_LOST})
+TEMPORARY_LOSS_DAYS = 15  # A13.3, natural days
 
 
 class Delivery(enum.Enum):
@@ -81,6 +88,10 @@ class Card:
     refusal_rule: str = ""
     refusal_message: str = ""
     status_since: dt.datetime | None = None
+    # The state a lost card returns to when the loss ends (A13.3, A14.1).
+    status_before_loss: Status | None = None
+    # The card that replaced this one after a reissue (A14.2).
+    replaced_by: str = ""
     transitions: tuple[Transition, ...] = field(default=(), compare=False)
 
 
@@ -257,6 +268,81 @@ def activate(card: Card, who: Caller, now: dt.datetime) -> Change:
     return _move(card, Status.ACTIVE, who, now, "A8.1", "social security function activated")
 
 
+# --- loss and unlock (A13, A14) -------------------------------------------------------------
+
+
+def report_temporary_loss(card: Card, who: Caller, now: dt.datetime) -> Change:
+    """A13.1 / A13.2: the SS function stops at once; A13.3's clock starts."""
+    if card.status in LOST:
+        return Change(card)  # already lost: reporting again changes nothing
+    if card.status not in IN_HAND:
+        raise wrong_state(card, "report a loss", "NOT_IN_HOLDERS_HANDS", "A13.1")
+    return _move(
+        card,
+        Status.TEMPORARILY_LOST,
+        who,
+        now,
+        "A13.2",
+        "temporary loss reported; SS and financial functions suspended",
+        status_before_loss=card.status,
+    )
+
+
+def report_formal_loss(card: Card, financial_too: bool, who: Caller, now: dt.datetime) -> Change:
+    """A13.1 / A13.4: a formal loss, of the SS function only or of the financial one too."""
+    if card.status is Status.FORMALLY_LOST:
+        return Change(card)
+    if card.status is not Status.TEMPORARILY_LOST and card.status not in IN_HAND:
+        raise wrong_state(card, "report a loss", "NOT_IN_HOLDERS_HANDS", "A13.1")
+    what = "SS and financial functions" if financial_too else "SS function only"
+    return _move(
+        card,
+        Status.FORMALLY_LOST,
+        who,
+        now,
+        "A13.4",
+        f"formal loss reported ({what})",
+        status_before_loss=card.status_before_loss or card.status,
+    )
+
+
+def expire_temporary_loss(card: Card, who: Caller, now: dt.datetime) -> Change:
+    """A13.3: 15 natural days without a formal loss: the SS function restores itself."""
+    if card.status is not Status.TEMPORARILY_LOST:
+        return Change(card)  # a formal loss came, or the loss ended otherwise
+    return _move(
+        card,
+        card.status_before_loss or Status.ACTIVE,
+        who,
+        now,
+        "A13.3",
+        "temporary loss expired after 15 natural days; SS function restored",
+        status_before_loss=None,
+    )
+
+
+def unlock(card: Card, who: Caller, now: dt.datetime) -> Change:
+    """A14.1: a found card is unlocked at once, only from formal loss (A14.3), never after a
+    reissue (A14.2)."""
+    if card.replaced_by:
+        raise DomainError(
+            "CARD_REISSUED",
+            "the card has been reissued and can no longer be unlocked",
+            rule="A14.2",
+        )
+    if card.status is not Status.FORMALLY_LOST:
+        raise wrong_state(card, "unlock", "NOT_FORMALLY_LOST", "A14.3")
+    return _move(
+        card,
+        card.status_before_loss or Status.ACTIVE,
+        who,
+        now,
+        "A14.1",
+        "unlocked: the card was found",
+        status_before_loss=None,
+    )
+
+
 # --- words ------------------------------------------------------------------------------------
 
 
@@ -298,6 +384,16 @@ def progress(card: Card) -> str:
             )
         case Status.ACTIVE:
             return f"Active since {since}."
+        case Status.TEMPORARILY_LOST:
+            return (
+                f"Reported lost on {since}: the card is suspended. Without a formal loss report "
+                f"it works again {TEMPORARY_LOSS_DAYS} days after the report."
+            )
+        case Status.FORMALLY_LOST:
+            return (
+                f"Formally reported lost on {since}. If found, unlock it at a district outlet "
+                f"or at a branch of {card.bank_code}; otherwise apply for a reissue."
+            )
         case Status.REFUSED:
             rule = f" (rule {card.refusal_rule})" if card.refusal_rule else ""
             return f"Application refused: {card.refusal_message}{rule}."

@@ -26,7 +26,8 @@ class Operation(enum.Enum):
     REISSUE = "reissue (补领)"
     REPLACE = "replace (换领)"
     CANCEL = "cancel (注销)"
-    SERVICE_PASSWORD = "service password change / reset"
+    SERVICE_PASSWORD_CHANGE = "service password change"
+    SERVICE_PASSWORD_RESET = "service password reset"
     QUERY = "status / progress query"
     INFO_CHANGE = "non-basic information change"
     RECORD_COLLECTION = "record collection or mailing"
@@ -65,7 +66,8 @@ MATRIX: dict[Operation, dict[Channel, Reach]] = {
     Operation.REISSUE: {ONLINE: ANY, BRANCH: ISSUING},
     Operation.REPLACE: {ONLINE: ANY, BRANCH: ISSUING},
     Operation.CANCEL: {DISTRICT: SS, BRANCH: ISSUING},
-    Operation.SERVICE_PASSWORD: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ISSUING},
+    Operation.SERVICE_PASSWORD_CHANGE: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ISSUING},
+    Operation.SERVICE_PASSWORD_RESET: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ISSUING},
     Operation.QUERY: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ANY, HOTLINE: ANY, BANK_HOTLINE: ANY},
     Operation.INFO_CHANGE: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ANY},
     # A7.2: at the issuing bank's branch, or reported by the post through an internal system.

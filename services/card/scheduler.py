@@ -1,0 +1,103 @@
+"""The durable deadline scheduler: the regulation's time rules fire here.
+
+A timer is a row with a due time on the suite's clock, a kind, a target and the rule it
+enforces. Workers claim due timers with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+replicas share the work) and fire each in one transaction with its outcome: the handler's
+changes and the FIRED mark commit together, so a timer fires exactly once even when a worker
+dies mid-fire (its lease runs out and another worker fires it). A handler that fails is retried
+after a backoff, its outcome recorded. Work that spans services is started from a handler as a
+saga, in the same transaction. Moving the suite's test clock makes timers come due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+
+from services.card.saga import wall_clock
+from services.card.store import CardUnitOfWork, TimerRecord
+from services.platform.clock import Clock
+
+log = logging.getLogger("sscard.scheduler")
+
+Handler = Callable[[CardUnitOfWork, TimerRecord], str]  # returns the outcome, in words
+
+
+def new_timer(kind: str, target: str, rule: str, due_at: dt.datetime) -> TimerRecord:
+    return TimerRecord(f"timer-{secrets.token_hex(10)}", kind, target, rule, due_at)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        new_uow: Callable[[], CardUnitOfWork],
+        clock: Clock,
+        handlers: Mapping[str, Handler],
+        poll_seconds: float = 1.0,
+        lease: dt.timedelta = dt.timedelta(seconds=60),
+        batch: int = 200,
+    ) -> None:
+        self._new_uow = new_uow
+        self._clock = clock
+        self._handlers = handlers
+        self._poll = poll_seconds
+        self._lease = lease
+        self._batch = batch
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                fired = self.fire_due()
+            except Exception:
+                log.exception("firing due timers failed; will try again")
+                fired = 0
+            if fired < self._batch:
+                self._stopping.wait(self._poll)
+
+    def fire_due(self) -> int:
+        """Claim and fire one batch of due timers; returns how many were claimed."""
+        with self._new_uow() as uow:
+            due = uow.timers.claim_due(
+                self.owner, self._clock.now(), wall_clock(), self._lease, self._batch
+            )
+            uow.commit()
+        for timer in due:
+            self._fire(timer)
+        return len(due)
+
+    def _fire(self, timer: TimerRecord) -> None:
+        handler = self._handlers[timer.kind]
+        try:
+            with self._new_uow() as uow:
+                outcome = handler(uow, timer)
+                if not uow.timers.fired(timer.timer_id, self.owner, outcome, self._clock.now()):
+                    return  # another worker took it over; its transaction decides
+                uow.commit()
+            log.info(
+                "timer %s (%s, rule %s) fired: %s", timer.timer_id, timer.kind, timer.rule, outcome
+            )
+        except Exception as exc:
+            retry = wall_clock() + dt.timedelta(seconds=min(300, 2 ** min(timer.attempts, 8)))
+            log.exception("timer %s (%s) failed; retrying", timer.timer_id, timer.kind)
+            with self._new_uow() as uow:
+                uow.timers.failed(
+                    timer.timer_id, self.owner, f"failed: {type(exc).__name__}", retry
+                )
+                uow.commit()

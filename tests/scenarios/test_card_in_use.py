@@ -1,0 +1,376 @@
+"""The card in use, over real gRPC against real identity, bank and card services, on SQLite and
+PostgreSQL, with the shared test clock where time matters: A12 service passwords, A13 loss,
+A14 unlock, A17 information changes, A24 agents."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from services.card.main import build as build_card
+from services.platform.auth import Channel, Role
+from services.platform.clock import SharedTestClock
+from services.platform.grpc_errors import from_rpc_error
+from sscard.bank.v1 import bank_pb2
+from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
+from sscard.common.v1 import common_pb2
+from tests.cardsuite import (
+    BANK,
+    INSTANT,
+    OTHER_BANK,
+    OTHER_INSTANT,
+    Suite,
+    active_card,
+    rpc_error,
+    wait_until,
+)
+from tests.support import PersonSpec, wait_serving
+
+
+@pytest.fixture
+def suite(start_service: Callable[..., Any], token: Callable[..., Any]) -> Suite:
+    return Suite(start_service, token)
+
+
+def refusal(error: grpc.RpcError) -> tuple[str, str]:
+    decoded = from_rpc_error(error)
+    return decoded.reason, decoded.rule
+
+
+def loss(
+    suite: Suite, method: str, card_id: str, person: PersonSpec, metadata: Any, **extra: Any
+) -> pb.Card:
+    request = pb.ReportLossRequest(
+        request_id=suite.rid(method), card_id=card_id, document=person.document(), **extra
+    )
+    return getattr(suite.card, method)(request, metadata=metadata)  # type: ignore[no-any-return]
+
+
+def unlock(suite: Suite, card_id: str, person: PersonSpec, metadata: Any) -> pb.Card:
+    return suite.card.UnlockCard(
+        pb.UnlockCardRequest(
+            request_id=suite.rid("unlock"), card_id=card_id, document=person.document()
+        ),
+        metadata=metadata,
+    )
+
+
+def bank_loss(suite: Suite, card_id: str) -> int:
+    account = suite.bank.GetAccount(
+        bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
+    )
+    return int(account.loss)
+
+
+def agent_for(person: PersonSpec, authorisation: str = "AUTH-0042") -> pb.Agent:
+    helper = PersonSpec()
+    return pb.Agent(
+        agent_document=helper.document(),
+        agent_name="王芳",
+        principal_document=person.document(),
+        authorisation_ref=authorisation,
+    )
+
+
+class TestLoss:
+    def test_A13_1_A13_2_a_temporary_loss_by_the_hotline_suspends_both_functions_at_once(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        card = loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+        assert card.status == pb.TEMPORARILY_LOST
+        assert "suspended" in card.status_text
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+
+    def test_A13_1_a_formal_loss_needs_a_counter_and_the_id_document(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        for channel in (Channel.HOTLINE, Channel.ONLINE):
+            error = rpc_error(
+                lambda c=channel: loss(suite, "ReportFormalLoss", card_id, person, suite.at(c))
+            )
+            assert refusal(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        stranger = PersonSpec()
+        error = rpc_error(
+            lambda: loss(
+                suite, "ReportFormalLoss", card_id, stranger, suite.at(Channel.DISTRICT_OUTLET)
+            )
+        )
+        assert refusal(error) == ("DOCUMENT_MISMATCH", "A13.1")
+
+    def test_A13_3_the_ss_function_restores_itself_after_fifteen_natural_days(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        card_id, person = active_card(suite)
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        test_clock.advance(dt.timedelta(days=14))
+        suite_wait = 1.0  # several scheduler polls
+        with pytest.raises(TimeoutError):
+            wait_until(lambda: suite.get(card_id).status == pb.ACTIVE, timeout=suite_wait)
+        test_clock.advance(dt.timedelta(days=2))
+        wait_until(lambda: suite.get(card_id).status == pb.ACTIVE)
+        last = suite.get(card_id, history=True).transitions[-1]
+        assert (last.rule, last.channel) == ("A13.3", common_pb2.INTERNAL)
+
+    def test_A13_3_the_expiry_survives_a_restart_of_the_card_service(
+        self,
+        suite: Suite,
+        start_service: Callable[..., Any],
+        test_clock: SharedTestClock,
+        token: Callable[..., Any],
+    ) -> None:
+        card_id, person = active_card(suite)
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        suite.card_server.server.stop(0)
+        test_clock.advance(dt.timedelta(days=16))
+        restarted = start_service("card", build_card)
+        wait_serving(restarted.channel)
+        card = card_pb2_grpc.CardServiceStub(restarted.channel)
+        wait_until(
+            lambda: (
+                card.GetCard(pb.GetCardRequest(card_id=card_id), metadata=suite.ops).status
+                == pb.ACTIVE
+            )
+        )
+
+    def test_A13_3_a_formal_loss_stops_the_fifteen_day_clock(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        card_id, person = active_card(suite)
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        loss(suite, "ReportFormalLoss", card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        test_clock.advance(dt.timedelta(days=20))
+        with pytest.raises(TimeoutError):
+            wait_until(lambda: suite.get(card_id).status != pb.FORMALLY_LOST, timeout=1.0)
+
+    def test_A13_4_a_district_outlet_reports_the_ss_function_only(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+        card = loss(suite, "ReportFormalLoss", card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        assert card.status == pb.FORMALLY_LOST
+        with pytest.raises(TimeoutError):
+            wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.FORMAL_LOSS, timeout=1.0)
+
+    def test_A13_4_the_issuing_bank_reports_the_financial_function_too(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        other = rpc_error(
+            lambda: loss(
+                suite, "ReportFormalLoss", card_id, person, suite.branch(OTHER_BANK, OTHER_INSTANT)
+            )
+        )
+        assert refusal(other) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        loss(suite, "ReportFormalLoss", card_id, person, suite.branch(BANK, INSTANT))
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.FORMAL_LOSS)
+
+
+class TestUnlock:
+    def test_A14_3_only_a_formally_lost_card_is_unlocked(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        outlet = suite.at(Channel.DISTRICT_OUTLET)
+        assert refusal(rpc_error(lambda: unlock(suite, card_id, person, outlet))) == (
+            "NOT_FORMALLY_LOST",
+            "A14.3",
+        )
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        assert refusal(rpc_error(lambda: unlock(suite, card_id, person, outlet)))[0] == (
+            "NOT_FORMALLY_LOST"
+        )
+
+    def test_A14_1_unlocking_at_the_issuing_bank_restores_both_functions_at_once(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        branch = suite.branch(BANK, INSTANT)
+        loss(suite, "ReportFormalLoss", card_id, person, branch)
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.FORMAL_LOSS)
+        card = unlock(suite, card_id, person, branch)
+        assert card.status == pb.ACTIVE
+        assert card.card_id == card_id
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_UNSPECIFIED)
+        assert suite.get(card_id, history=True).transitions[-1].rule == "A14.1"
+
+
+class TestInformation:
+    def _update(
+        self, suite: Suite, card_id: str, person: PersonSpec, metadata: Any, **fields: Any
+    ) -> Any:
+        return suite.card.UpdateContactInfo(
+            pb.UpdateContactInfoRequest(
+                request_id=suite.rid("info"), card_id=card_id, document=person.document(), **fields
+            ),
+            metadata=metadata,
+        )
+
+    def test_A17_1_mobile_occupation_and_address_change_online_or_at_a_counter(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        card = self._update(
+            suite,
+            card_id,
+            person,
+            suite.at(Channel.ONLINE),
+            mobile="13987654321",
+            occupation="doctor",
+        )
+        assert card.mobile_masked == "139****4321"
+        error = rpc_error(
+            lambda: self._update(
+                suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET), mobile="123"
+            )
+        )
+        assert refusal(error) == ("INVALID_CONTACT_INFO", "A17.1")
+        assert [v.field for v in from_rpc_error(error).violations] == ["mobile"]
+        hotline = rpc_error(
+            lambda: self._update(suite, card_id, person, suite.at(Channel.HOTLINE), address="x")
+        )
+        assert refusal(hotline) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+
+    def test_A17_2_the_card_service_refuses_to_change_basic_information(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        error = rpc_error(
+            lambda: self._update(suite, card_id, person, suite.at(Channel.ONLINE), name="张四")
+        )
+        assert refusal(error) == ("BASIC_INFO_CHANGE_VIA_IDENTITY", "A17.2")
+
+
+class TestAgents:
+    def test_A24_1_an_agent_may_report_a_temporary_loss_but_not_a_formal_one(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        outlet = suite.at(Channel.DISTRICT_OUTLET)
+        agent = agent_for(person)
+        card = loss(suite, "ReportTemporaryLoss", card_id, person, outlet, agent=agent)
+        assert card.status == pb.TEMPORARILY_LOST
+        error = rpc_error(
+            lambda: loss(suite, "ReportFormalLoss", card_id, person, outlet, agent=agent)
+        )
+        assert refusal(error) == ("AGENT_NOT_ALLOWED", "A24.1")
+
+    def test_A24_1_an_agent_may_not_reset_the_service_password(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        error = rpc_error(
+            lambda: suite.card.ResetServicePassword(
+                pb.ResetServicePasswordRequest(
+                    request_id=suite.rid("reset"),
+                    card_id=card_id,
+                    document=person.document(),
+                    new_password="135790",
+                    agent=agent_for(person),
+                ),
+                metadata=suite.at(Channel.ONLINE),
+            )
+        )
+        assert refusal(error) == ("AGENT_NOT_ALLOWED", "A24.1")
+
+    def test_A24_2_an_agent_without_the_written_authorisation_is_refused(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        error = rpc_error(
+            lambda: loss(
+                suite,
+                "ReportTemporaryLoss",
+                card_id,
+                person,
+                suite.at(Channel.ONLINE),
+                agent=agent_for(person, authorisation=""),
+            )
+        )
+        assert refusal(error) == ("AGENT_DOCUMENTS_MISSING", "A24.2")
+
+
+class TestServicePassword:
+    def _reset(self, suite: Suite, card_id: str, person: PersonSpec, password: str) -> Any:
+        return suite.card.ResetServicePassword(
+            pb.ResetServicePasswordRequest(
+                request_id=suite.rid("reset"),
+                card_id=card_id,
+                document=person.document(),
+                new_password=password,
+            ),
+            metadata=suite.at(Channel.DISTRICT_OUTLET),
+        )
+
+    def _verify(self, suite: Suite, card_id: str, password: str) -> bool:
+        answer = suite.card.VerifyServicePassword(
+            pb.VerifyServicePasswordRequest(card_id=card_id, password=password),
+            metadata=suite.service,
+        )
+        return bool(answer.valid)
+
+    def _change(self, suite: Suite, card_id: str, old: str, new: str, **extra: Any) -> Any:
+        return suite.card.ChangeServicePassword(
+            pb.ChangeServicePasswordRequest(
+                request_id=suite.rid("change"),
+                card_id=card_id,
+                old_password=old,
+                new_password=new,
+                **extra,
+            ),
+            metadata=suite.at(Channel.ONLINE),
+        )
+
+    def test_A12_2_reset_with_id_and_card_then_change_with_the_old_password(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        answer = self._reset(suite, card_id, person, "135790")
+        assert "135790" not in str(answer)
+        assert self._verify(suite, card_id, "135790")
+        self._change(suite, card_id, "135790", "246802", agent=agent_for(person))
+        assert not self._verify(suite, card_id, "135790")
+        assert self._verify(suite, card_id, "246802")
+        weak = rpc_error(lambda: self._change(suite, card_id, "246802", "123456"))
+        assert refusal(weak) == ("WEAK_SERVICE_PASSWORD", "A12.2")
+
+    def test_A12_2_five_wrong_tries_lock_the_password_for_fifteen_minutes(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        card_id, person = active_card(suite)
+        self._reset(suite, card_id, person, "135790")
+        for _ in range(5):
+            assert not self._verify(suite, card_id, "000111")
+        assert not self._verify(suite, card_id, "135790")  # locked, even with the right one
+        wrong = rpc_error(lambda: self._change(suite, card_id, "135790", "246802"))
+        test_clock.advance(dt.timedelta(minutes=16))
+        assert self._verify(suite, card_id, "135790")
+        unknown = rpc_error(lambda: self._change(suite, "card-does-not-exist", "135790", "246802"))
+        assert refusal(wrong) == refusal(unknown) == ("SERVICE_PASSWORD_REJECTED", "A12.2")
+
+    def test_A12_2_a_card_that_does_not_exist_gets_the_same_answer_as_a_wrong_password(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        self._reset(suite, card_id, person, "135790")
+        assert not self._verify(suite, card_id, "999111")
+        assert not self._verify(suite, "card-does-not-exist", "999111")
+
+    def test_A12_1_changing_the_service_password_never_touches_the_financial_account(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        before = suite.bank.GetAccount(
+            bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
+        )
+        self._reset(suite, card_id, person, "135790")
+        self._change(suite, card_id, "135790", "246802")
+        after = suite.bank.GetAccount(
+            bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
+        )
+        assert before == after
+
+
+def test_A24_1_agents_may_query_status(suite: Suite) -> None:
+    card_id, person = active_card(suite)
+    answer = suite.card.QueryStatus(
+        pb.QueryStatusRequest(card_id=card_id, agent=agent_for(person)),
+        metadata=suite.at(Channel.HOTLINE, roles=(Role.COUNTER,)),
+    )
+    assert answer.status == pb.ACTIVE
