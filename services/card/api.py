@@ -400,6 +400,61 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
 
         return self._once.call("UpdateContactInfo", request, pb.Card, work)
 
+    # -- reissue and replacement (A15, A16)
+
+    def _successor(
+        self,
+        method: str,
+        request: Any,
+        use_case: Callable[..., service.Started],
+        cmd: service.SuccessorCommand,
+    ) -> pb.ApplyResponse:
+        caller = current_caller()
+
+        def work(uow: CardUnitOfWork) -> pb.ApplyResponse:
+            started = use_case(uow, cmd, caller, self._clock)
+            return pb.ApplyResponse(
+                card_id=started.card.card_id,
+                saga_id=started.saga_id,
+                status=started.card.status.value,
+            )
+
+        answer = self._once.call(method, request, pb.ApplyResponse, work)
+        self._orchestrator.poke()
+        return answer
+
+    def ReissueCard(
+        self, request: pb.ReissueCardRequest, context: grpc.ServicerContext
+    ) -> pb.ApplyResponse:
+        cmd = service.SuccessorCommand(
+            old_card_id=request.card_id,
+            presented=_presented(request),
+            name="",
+            delivery=_DELIVERY_FROM_PB.get(request.delivery),
+            pickup_branch_id=request.pickup_branch_id,
+        )
+        return self._successor("ReissueCard", request, service.reissue, cmd)
+
+    def ReplaceCard(
+        self, request: pb.ReplaceCardRequest, context: grpc.ServicerContext
+    ) -> pb.ApplyResponse:
+        reason_name = pb.ReplacementReason.Name(request.reason)
+        cmd = service.SuccessorCommand(
+            old_card_id=request.card_id,
+            presented=_presented(request),
+            name=request.name,
+            delivery=_DELIVERY_FROM_PB.get(request.delivery),
+            pickup_branch_id=request.pickup_branch_id,
+            reason=(
+                rules.ReplacementReason(reason_name)
+                if reason_name in rules.ReplacementReason.__members__
+                else None
+            ),
+            new_bank_code=request.new_bank_code,
+            keep_old_account=request.keep_old_account,
+        )
+        return self._successor("ReplaceCard", request, service.replace_card, cmd)
+
     # -- the service password (A12); hashing runs outside any transaction
 
     def ChangeServicePassword(

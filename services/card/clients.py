@@ -40,7 +40,14 @@ class IdentityPort:
         self._credential = credential
 
     def reserve(
-        self, request_id: str, doc_type: str, number: str, name: str, card_id: str, kind: str
+        self,
+        request_id: str,
+        doc_type: str,
+        number: str,
+        name: str,
+        card_id: str,
+        kind: str,
+        replaces_card_id: str = "",
     ) -> Verified:
         answer = call(
             self._stub.ReserveIssuance,
@@ -50,6 +57,7 @@ class IdentityPort:
                 name=name,
                 card_id=card_id,
                 kind=kind,
+                replaces_card_id=replaces_card_id,
             ),
             self._credential,
         )
@@ -59,6 +67,13 @@ class IdentityPort:
         if person.HasField("document_valid_until"):
             facts.document_valid_until.CopyFrom(person.document_valid_until)
         return Verified(person.person_id, MessageToDict(facts, preserving_proto_field_name=True))
+
+    def confirm(self, request_id: str, card_id: str) -> None:
+        call(
+            self._stub.ConfirmIssuance,
+            identity_pb2.ConfirmIssuanceRequest(request_id=request_id, card_id=card_id),
+            self._credential,
+        )
 
     def release(self, request_id: str, card_id: str) -> None:
         call(
@@ -118,6 +133,7 @@ class BankPort:
         applied_at_branch_id: str,
         delivery: str,
         pickup_branch_id: str,
+        kind: str = "FIRST",
     ) -> Order:
         answer = call(
             self._stub.CreateProductionOrder,
@@ -126,7 +142,7 @@ class BankPort:
                 card_id=card_id,
                 bank_code=bank_code,
                 account_id=account_id,
-                kind=bank_pb2.FIRST,
+                kind=kind,
                 applied_at=to_timestamp(applied_at),
                 applied_at_branch_id=applied_at_branch_id,
                 delivery=delivery,
@@ -159,3 +175,19 @@ class BankPort:
             bank_pb2.CancelProductionOrderRequest(request_id=request_id, order_id=order_id),
             self._credential,
         )
+
+
+class TransitPort:
+    """The replacement saga's moves of the transit wallet balance (A16.3) and the park annual
+    pass (A16.4) from the old card to the new one.
+
+    The transit service's wallet and pass arrive with its own contract; until then the moves
+    have nothing to carry and these calls do nothing. The saga steps and their compensations
+    already exist, so wiring the calls later changes no saga.
+    """
+
+    def move_park_pass(self, request_id: str, old_card_id: str, new_card_id: str) -> None:
+        """A16.4: nothing to move yet."""
+
+    def return_park_pass(self, request_id: str, old_card_id: str, new_card_id: str) -> None:
+        """Compensation of move_park_pass: nothing to return yet."""

@@ -10,9 +10,10 @@ is left behind, and the card ends REFUSED with the refusal's reason and rule.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
-from services.card.clients import BankPort, IdentityPort
+from services.card.clients import BankPort, IdentityPort, TransitPort
 from services.card.domain import card as rules
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
 from services.card.store import CardUnitOfWork, SagaRecord
@@ -106,6 +107,7 @@ def application_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sa
     def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
         card = uow.cards.get(saga.card_id, for_update=True)
         assert card is not None
+        card = replace(card, account_id=saga.data["account_id"])
         now = clock.now()
         due = saga.data["due_date"]
         change = rules.ordered(card, dt.date.fromisoformat(due) if due else now.date(), SYSTEM, now)
@@ -180,3 +182,166 @@ def bank_loss_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
         )
 
     return SagaDefinition(BANK_LOSS, [RemoteStep("tell_bank", tell_bank)], completed, failed)
+
+
+REPLACEMENT = "replacement"
+RETIREMENT = "retirement"
+
+
+def replacement_saga(
+    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+) -> SagaDefinition:
+    """Reissue (A15.1) and replacement (A16): identity moves the person's place to the new card
+    (A4.2); a bank change opens the new bank's account after its identity compare (A16.7,
+    A4.4), otherwise the new card carries the old card's account; the bank orders the card (4
+    working days, A22.2; on the spot at an instant branch, A22.3); the park pass moves (A16.4).
+    The old card keeps working until the new one is activated (A16.5)."""
+
+    def reserve(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        verified = identity.reserve(
+            request_id,
+            d["doc_type"],
+            d["doc_number"],
+            d["name"],
+            saga.card_id,
+            d["kind"],
+            d["old_card_id"],
+        )
+        return {"person_id": verified.person_id, "verified": verified.facts}
+
+    def release(saga: SagaRecord, request_id: str) -> None:
+        identity.release(request_id, saga.card_id)
+
+    def record_verified(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
+        card = uow.cards.get(saga.card_id, for_update=True)
+        assert card is not None
+        uow.cards.record(rules.verified(card, saga.data["person_id"], SYSTEM, clock.now()))
+        return {}
+
+    def account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        if not d["bank_change"]:
+            return {"account_id": d["old_account_id"]}
+        presented = {
+            "name": d["name"],
+            "document": {"type": d["doc_type"], "number": d["doc_number"]},
+        }
+        if "document_valid_until" in d["verified"]:
+            presented["document_valid_until"] = d["verified"]["document_valid_until"]
+        opened = bank.open_account(
+            request_id, saga.card_id, d["bank_code"], presented, d["verified"]
+        )
+        return {"account_id": opened}
+
+    def close_account(saga: SagaRecord, request_id: str) -> None:
+        if saga.data["bank_change"]:
+            bank.close_account(request_id, saga.data["account_id"])
+
+    def order(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        placed = bank.order(
+            request_id,
+            saga.card_id,
+            d["bank_code"],
+            d["account_id"],
+            dt.datetime.fromisoformat(d["applied_at"]),
+            d["applied_at_branch_id"],
+            d["delivery"],
+            d["pickup_branch_id"],
+            kind=d["kind"],
+        )
+        return {
+            "order_id": placed.order_id,
+            "due_date": placed.due_date.isoformat() if placed.due_date else "",
+            "card_number": placed.card_number,
+        }
+
+    def cancel_order(saga: SagaRecord, request_id: str) -> None:
+        bank.cancel_order(request_id, saga.data["order_id"])
+
+    def move_park_pass(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        transit.move_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
+        return {}
+
+    def return_park_pass(saga: SagaRecord, request_id: str) -> None:
+        transit.return_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
+
+    def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
+        d = saga.data
+        card = uow.cards.get(saga.card_id, for_update=True)
+        old = uow.cards.get(d["old_card_id"], for_update=True)
+        assert card is not None and old is not None
+        now = clock.now()
+        card = replace(card, account_id=d["account_id"])
+        due = dt.date.fromisoformat(d["due_date"]) if d["due_date"] else now.date()
+        change = rules.ordered(card, due, SYSTEM, now, rule="A22.2")
+        uow.cards.record(change)
+        if d["card_number"] and change.card.status is rules.Status.IN_PRODUCTION:
+            uow.cards.record(rules.produced(change.card, d["card_number"], SYSTEM, now))
+        uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
+        rule = "A15.2" if d["kind"] == "REISSUE" else "A16.8"
+        made = uow.cards.get(saga.card_id)
+        assert made is not None
+        uow.cards.record(rules.Change(made, notices=[rules.subsidy_notice(made, now, rule)]))
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """The new card waits for production; the old one keeps working (A16.5)."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id, for_update=True)
+        assert card is not None
+        uow.cards.record(
+            rules.refused(
+                card,
+                saga.refusal_reason,
+                saga.refusal_rule,
+                saga.refusal_message,
+                SYSTEM,
+                clock.now(),
+            )
+        )
+
+    return SagaDefinition(
+        REPLACEMENT,
+        [
+            RemoteStep("reserve_issuance", reserve, release),
+            LocalStep("record_verified", record_verified),
+            RemoteStep("account", account, close_account),
+            RemoteStep("order_card", order, cancel_order),
+            RemoteStep("move_park_pass", move_park_pass, return_park_pass),
+            LocalStep("in_production", in_production),
+        ],
+        completed,
+        failed,
+    )
+
+
+def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
+    """After a reissue or replacement is activated (A16.5): the person's place is final with
+    identity, and after a bank change the old bank's account closes unless the holder keeps it
+    (A16.7). The old card itself stopped in the activation's transaction."""
+
+    def confirm(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        identity.confirm(request_id, saga.card_id)
+        return {}
+
+    def close_old_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        if d["bank_change"] and not d["keep_old_account"]:
+            bank.close_account(request_id, d["old_account_id"])
+        return {}
+
+    def done(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """Nothing more: the old card is retired."""
+
+    return SagaDefinition(
+        RETIREMENT,
+        [
+            RemoteStep("confirm_issuance", confirm),
+            RemoteStep("close_old_account", close_old_account),
+        ],
+        done,
+        done,
+    )

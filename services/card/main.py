@@ -6,8 +6,13 @@ import datetime as dt
 
 from services.card import service, store
 from services.card.api import CardApi
-from services.card.clients import BankPort, IdentityPort
-from services.card.flows import application_saga, bank_loss_saga
+from services.card.clients import BankPort, IdentityPort, TransitPort
+from services.card.flows import (
+    application_saga,
+    bank_loss_saga,
+    replacement_saga,
+    retirement_saga,
+)
 from services.card.saga import Orchestrator, Tuning
 from services.card.scheduler import Scheduler
 from services.platform import config as settings
@@ -47,7 +52,12 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
     orchestrator = Orchestrator(
         new_uow,
-        [application_saga(identity, bank, base.clock), bank_loss_saga(bank, base.clock)],
+        [
+            application_saga(identity, bank, base.clock),
+            bank_loss_saga(bank, base.clock),
+            replacement_saga(identity, bank, TransitPort(), base.clock),
+            retirement_saga(identity, bank, base.clock),
+        ],
         saga_tuning(config),
         crash_point(config),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from services.card.domain import card as rules
@@ -30,7 +30,14 @@ from services.card.domain.application import (
 from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
 from services.card.domain.channels import Operation
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
-from services.card.flows import APPLICATION, BANK_LOSS, SYSTEM, application_data
+from services.card.flows import (
+    APPLICATION,
+    BANK_LOSS,
+    REPLACEMENT,
+    RETIREMENT,
+    SYSTEM,
+    application_data,
+)
 from services.card.saga import wall_clock
 from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, TimerRecord
@@ -390,8 +397,36 @@ def activate(
     channels.check(Operation.ACTIVATE, caller, card.bank_code)
     _holder(uow, card, presented, Operation.ACTIVATE, "A8.1")
     change = rules.activate(card, caller, clock.now())
+    if change.card is not card and card.replaces_card_id:
+        _retire_predecessor(uow, card, caller, clock)
     uow.cards.record(change)
     return change.card
+
+
+def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: Clock) -> None:
+    """A16.5: the old card stops for good; identity and the old bank are told by a saga."""
+    old = _card(uow, card.replaces_card_id, for_update=True)
+    uow.cards.record(rules.retire(old, caller, clock.now()))
+    application = uow.sagas.for_card(card.card_id)
+    data = application.data if application is not None else {}
+    uow.sagas.add_many(
+        [
+            SagaRecord(
+                saga_id=new_id("saga"),
+                kind=RETIREMENT,
+                card_id=card.card_id,
+                batch_id="",
+                state="RUNNING",
+                step=0,
+                data={
+                    "bank_change": bool(data.get("bank_change")),
+                    "keep_old_account": bool(data.get("keep_old_account")),
+                    "old_account_id": old.account_id,
+                },
+            )
+        ],
+        wall_clock(),
+    )
 
 
 def history(uow: CardUnitOfWork, card_id: str) -> tuple[list[Transition], list[rules.Notice]]:
@@ -628,3 +663,115 @@ def store_password(
     updated = set_password(state, new_hash, clock.now())
     uow.passwords.save(updated)
     return updated
+
+
+# --- reissue and replacement (A15, A16) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuccessorCommand:
+    """What a reissue or replacement asks for."""
+
+    old_card_id: str
+    presented: Presented
+    name: str
+    delivery: Delivery | None
+    pickup_branch_id: str
+    reason: rules.ReplacementReason | None = None
+    new_bank_code: str = ""
+    keep_old_account: bool = False
+
+
+def _successor(
+    uow: CardUnitOfWork,
+    old: Card,
+    cmd: SuccessorCommand,
+    kind: str,
+    bank_code: str,
+    caller: Caller,
+    now: dt.datetime,
+) -> Started:
+    """Record the new card and start the replacement saga (A4.2 moves the person's place)."""
+    v = Violations()
+    check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
+    v.raise_if_any("INVALID_REQUEST")
+    assert cmd.delivery is not None
+    contact = uow.cards.contact_of(old.card_id)
+    doc_type = cmd.presented.doc_type or contact.document_type
+    number = (cmd.presented.doc_number or contact.document_number).strip().upper()
+    pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
+    applicant = Applicant(
+        doc_type,
+        number,
+        cmd.name or old.holder_name,
+        contact.photo,
+        contact.occupation,
+        contact.mobile,
+        contact.address,
+    )
+    card, new_contact, transition, _ = _start(
+        applicant, bank_code, cmd.delivery, pickup, caller, now
+    )
+    card = replace(card, replaces_card_id=old.card_id, person_id=old.person_id)
+    transition = replace(
+        transition,
+        rule="A15.1" if kind == "REISSUE" else "A16.2",
+        reason="reissue applied for" if kind == "REISSUE" else "replacement applied for",
+    )
+    uow.cards.add_many([(card, new_contact, transition)], caller.channel, caller.outlet_id)
+    saga = SagaRecord(
+        saga_id=new_id("saga"),
+        kind=REPLACEMENT,
+        card_id=card.card_id,
+        batch_id="",
+        state="RUNNING",
+        step=0,
+        data={
+            "kind": kind,
+            "old_card_id": old.card_id,
+            "old_account_id": old.account_id,
+            "doc_type": doc_type,
+            "doc_number": number,
+            "name": card.holder_name,
+            "bank_code": bank_code,
+            "bank_change": bank_code != old.bank_code,
+            "keep_old_account": cmd.keep_old_account,
+            "delivery": cmd.delivery.value,
+            "pickup_branch_id": pickup,
+            "applied_at": now.isoformat(),
+            "applied_at_branch_id": caller.outlet_id
+            if caller.channel is Channel.BANK_BRANCH
+            else "",
+        },
+    )
+    uow.sagas.add_many([saga], wall_clock())
+    return Started(card, saga.saga_id)
+
+
+def reissue(uow: CardUnitOfWork, cmd: SuccessorCommand, caller: Caller, clock: Clock) -> Started:
+    """A15.1: after a formal loss, online or at the issuing bank, with the ID document."""
+    old = _card(uow, cmd.old_card_id, for_update=True)
+    channels.check(Operation.REISSUE, caller, old.bank_code)
+    _holder(uow, old, cmd.presented, Operation.REISSUE, "A15.1")
+    rules.check_reissue(old)
+    return _successor(uow, old, cmd, "REISSUE", old.bank_code, caller, clock.now())
+
+
+def replace_card(
+    uow: CardUnitOfWork, cmd: SuccessorCommand, caller: Caller, clock: Clock
+) -> Started:
+    """A16.1 / A16.2 / A16.7: replacement for a lawful reason, possibly to another bank."""
+    old = _card(uow, cmd.old_card_id, for_update=True)
+    channels.check(Operation.REPLACE, caller, old.bank_code)
+    check_agent(Operation.REPLACE, cmd.presented.agent)
+    rules.check_replacement(old, cmd.reason)
+    if cmd.reason is not rules.ReplacementReason.BASIC_INFO_CHANGED:
+        _same_document(uow, old, cmd.presented.doc_type, cmd.presented.doc_number, "A16.2")
+    now = clock.now()
+    bank_code = cmd.new_bank_code or old.bank_code
+    if bank_code != old.bank_code:
+        v = Violations()
+        check_bank(bank_code, v, "new_bank_code")
+        v.raise_if_any("INVALID_REQUEST", rule="A16.7")
+        rules.check_bank_change(uow.cards.last_bank_change(old.person_id), now)
+    return _successor(uow, old, cmd, "REPLACEMENT", bank_code, caller, now)

@@ -86,7 +86,10 @@ cards = Table(
     Column("refusal_message", String(300), nullable=False),
     Column("status_before_loss", String(20)),
     Column("replaced_by", String(40), nullable=False, server_default=""),
+    Column("replaces_card_id", String(40), nullable=False, server_default=""),
+    Column("account_id", String(40), nullable=False, server_default=""),
     Index("ix_cards_doc_index", "doc_index", "applied_at"),
+    Index("ix_cards_person", "person_id"),
     Index("ix_cards_batch", "batch_id"),
 )
 
@@ -240,6 +243,7 @@ _CARD_STATE = (
     "status",
     "status_before_loss",
     "replaced_by",
+    "account_id",
     "status_since",
     "person_id",
     "due_date",
@@ -341,6 +345,8 @@ class CardRepository:
                     "refusal_message": "",
                     "status_before_loss": None,
                     "replaced_by": "",
+                    "replaces_card_id": card.replaces_card_id,
+                    "account_id": card.account_id,
                 }
             )
             photos.append({"card_id": card.card_id, "photo": contact.photo})
@@ -384,6 +390,8 @@ class CardRepository:
             status_since=as_utc(row.status_since),
             status_before_loss=Status(row.status_before_loss) if row.status_before_loss else None,
             replaced_by=row.replaced_by,
+            replaces_card_id=row.replaces_card_id,
+            account_id=row.account_id,
         )
 
     def get(self, card_id: str, for_update: bool = False) -> Card | None:
@@ -423,6 +431,36 @@ class CardRepository:
         if values:
             self.session.execute(update(cards).where(cards.c.card_id == card_id).values(**values))
 
+    def contact_of(self, card_id: str) -> Contact:
+        """The personal data kept with a card, to carry over to its successor."""
+        row = self.session.execute(
+            select(cards, card_photos.c.photo)
+            .join(card_photos, card_photos.c.card_id == cards.c.card_id)
+            .where(cards.c.card_id == card_id)
+        ).one()
+        return Contact(
+            row.doc_type,
+            self.cipher.decrypt(row.doc_cipher),
+            self.cipher.decrypt(row.mobile_cipher),
+            self.cipher.decrypt(row.address_cipher),
+            row.occupation,
+            row.photo,
+        )
+
+    def last_bank_change(self, person_id: str) -> dt.datetime | None:
+        """When the person last moved to another issuing bank (A16.7), if ever."""
+        new, old = cards.alias("new"), cards.alias("old")
+        moment = self.session.execute(
+            select(func.max(new.c.applied_at))
+            .join(old, old.c.card_id == new.c.replaces_card_id)
+            .where(
+                new.c.person_id == person_id,
+                new.c.bank_code != old.c.bank_code,
+                new.c.status != Status.REFUSED.value,
+            )
+        ).scalar_one_or_none()
+        return as_utc(moment) if moment is not None else None
+
     def document_of(self, card_id: str) -> tuple[str, str]:
         row = self.session.execute(
             select(cards.c.doc_type, cards.c.doc_cipher).where(cards.c.card_id == card_id)
@@ -441,6 +479,7 @@ class CardRepository:
                     card.status_before_loss.value if card.status_before_loss else None
                 ),
                 "replaced_by": card.replaced_by,
+                "account_id": card.account_id,
                 "status_since": card.status_since or card.applied_at,
                 "person_id": card.person_id or None,
                 "due_date": card.due_date,

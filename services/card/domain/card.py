@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from calendar import monthrange
 from dataclasses import dataclass, field, replace
 
 from services.platform.auth import Caller, Channel
@@ -30,11 +31,21 @@ class Status(enum.Enum):
     REFUSED = "REFUSED"
     TEMPORARILY_LOST = "TEMPORARILY_LOST"
     FORMALLY_LOST = "FORMALLY_LOST"
+    REPLACED = "REPLACED"
+
+
+class ReplacementReason(enum.Enum):
+    """A16.1: the only reasons a card is replaced."""
+
+    DAMAGED_FACE = "DAMAGED_FACE"
+    CHIP_FAILURE = "CHIP_FAILURE"
+    BASIC_INFO_CHANGED = "BASIC_INFO_CHANGED"
 
 
 IN_HAND = frozenset({Status.COLLECTED, Status.ACTIVE})  # states a holder can lose a card in
 LOST = frozenset({Status.TEMPORARILY_LOST, Status.FORMALLY_LOST})
 TEMPORARY_LOSS_DAYS = 15  # A13.3, natural days
+BANK_CHANGE_LOCK_MONTHS = 6  # A16.7
 
 
 class Delivery(enum.Enum):
@@ -92,6 +103,10 @@ class Card:
     status_before_loss: Status | None = None
     # The card that replaced this one after a reissue (A14.2).
     replaced_by: str = ""
+    # For a reissued or replacing card: the card it replaces (A16.5).
+    replaces_card_id: str = ""
+    # The financial account the card carries.
+    account_id: str = ""
     transitions: tuple[Transition, ...] = field(default=(), compare=False)
 
 
@@ -133,8 +148,11 @@ def verified(card: Card, person_id: str, who: Caller, now: dt.datetime) -> Chang
     return _move(card, Status.VERIFYING, who, now, "A4.1", "identity verified", person_id=person_id)
 
 
-def ordered(card: Card, due_date: dt.date, who: Caller, now: dt.datetime) -> Change:
-    """The bank ordered the card, due by ``due_date`` (A22.1)."""
+def ordered(
+    card: Card, due_date: dt.date, who: Caller, now: dt.datetime, rule: str = "A22.1"
+) -> Change:
+    """The bank ordered the card, due by ``due_date`` (A22.1; A22.2 for a reissue or
+    replacement)."""
     if card.status is not Status.VERIFYING:
         return Change(replace(card, due_date=due_date))  # the bank's notice came first
     return _move(
@@ -142,7 +160,7 @@ def ordered(card: Card, due_date: dt.date, who: Caller, now: dt.datetime) -> Cha
         Status.IN_PRODUCTION,
         who,
         now,
-        "A22.1",
+        rule,
         f"ordered from the bank, due by {due_date.isoformat()}",
         due_date=due_date,
     )
@@ -343,6 +361,86 @@ def unlock(card: Card, who: Caller, now: dt.datetime) -> Change:
     )
 
 
+# --- reissue and replacement (A15, A16) -------------------------------------------------------
+
+
+def check_reissue(old: Card) -> None:
+    """A15.1: a reissue follows a formal loss, once."""
+    if old.replaced_by:
+        raise DomainError("ALREADY_REISSUED", "the card was already reissued", rule="A15.1")
+    if old.status is not Status.FORMALLY_LOST:
+        raise wrong_state(old, "reissue", "NOT_FORMALLY_LOST", "A15.1")
+
+
+def check_replacement(old: Card, reason: ReplacementReason | None) -> None:
+    """A16.1: only for a damaged face, a failed chip or changed basic information, and only for
+    a card in its holder's hands."""
+    if reason is None:
+        raise DomainError(
+            "INVALID_REPLACEMENT_REASON",
+            "a card is replaced only for a damaged face, a failed chip or changed basic "
+            "information",
+            kind=Kind.INVALID,
+            rule="A16.1",
+        )
+    if old.replaced_by:
+        raise DomainError(
+            "REPLACEMENT_IN_PROGRESS", "a replacement for this card already exists", rule="A16.1"
+        )
+    if old.status not in IN_HAND:
+        raise wrong_state(old, "replace the card", "NOT_IN_HOLDERS_HANDS", "A16.1")
+
+
+def months_later(moment: dt.datetime, months: int) -> dt.datetime:
+    """The same day ``months`` later, or the month's last day if it is shorter."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, monthrange(year, month)[1]))
+
+
+def check_bank_change(last_change: dt.datetime | None, now: dt.datetime) -> None:
+    """A16.7: after a change of issuing bank, no further change within 6 months."""
+    if last_change is not None and now < months_later(last_change, BANK_CHANGE_LOCK_MONTHS):
+        until = months_later(last_change, BANK_CHANGE_LOCK_MONTHS).astimezone(BEIJING).date()
+        raise DomainError(
+            "BANK_CHANGE_TOO_SOON",
+            f"the issuing bank was changed less than 6 months ago; next change from {until}",
+            rule="A16.7",
+        )
+
+
+def superseded(old: Card, new_card_id: str) -> Card:
+    """The old card has a successor on order: a reissued card can no longer be unlocked (A14.2)."""
+    return replace(old, replaced_by=new_card_id)
+
+
+def retire(old: Card, who: Caller, now: dt.datetime) -> Change:
+    """A16.5: the old card stops for good once its successor is activated."""
+    if old.status is Status.REPLACED:
+        return Change(old)
+    return _move(
+        old,
+        Status.REPLACED,
+        who,
+        now,
+        "A16.5",
+        "its replacement was activated; this card stops for good",
+        status_before_loss=None,
+    )
+
+
+def subsidy_notice(card: Card, now: dt.datetime, rule: str) -> Notice:
+    """A15.2 / A16.8: agencies paying subsidies to the old card need the new number."""
+    return Notice(
+        now,
+        "person",
+        f"Your new card {mask_card_number(card.card_number) if card.card_number else card.card_id} "
+        "replaces your old one: register the new card number with every agency that pays "
+        "subsidies or allowances to your card.",
+        rule,
+    )
+
+
 # --- words ------------------------------------------------------------------------------------
 
 
@@ -394,6 +492,8 @@ def progress(card: Card) -> str:
                 f"Formally reported lost on {since}. If found, unlock it at a district outlet "
                 f"or at a branch of {card.bank_code}; otherwise apply for a reissue."
             )
+        case Status.REPLACED:
+            return f"Stopped for good on {since}: replaced by a new card."
         case Status.REFUSED:
             rule = f" (rule {card.refusal_rule})" if card.refusal_rule else ""
             return f"Application refused: {card.refusal_message}{rule}."

@@ -1,0 +1,254 @@
+"""Reissue and replacement over real gRPC against real identity, bank and card services, on
+SQLite and PostgreSQL: A14.2, A15.1, A15.2, A16.1, A16.2, A16.5, A16.7, A16.8, A17.2, A22.2,
+A22.3."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from services.platform.auth import Channel, Role
+from services.platform.clock import BEIJING, SharedTestClock
+from services.platform.grpc_errors import from_rpc_error
+from sscard.bank.v1 import bank_pb2
+from sscard.card.v1 import card_pb2 as pb
+from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2
+from tests.cardsuite import (
+    BANK,
+    INSTANT,
+    OTHER_BANK,
+    OTHER_INSTANT,
+    Suite,
+    active_card,
+    rpc_error,
+    wait_until,
+)
+from tests.support import PersonSpec, resident_id
+
+
+@pytest.fixture
+def suite(start_service: Callable[..., Any], token: Callable[..., Any]) -> Suite:
+    return Suite(start_service, token)
+
+
+def refusal(error: grpc.RpcError) -> tuple[str, str]:
+    decoded = from_rpc_error(error)
+    return decoded.reason, decoded.rule
+
+
+def formal_loss(suite: Suite, card_id: str, person: PersonSpec) -> None:
+    suite.card.ReportFormalLoss(
+        pb.ReportLossRequest(
+            request_id=suite.rid("formal"), card_id=card_id, document=person.document()
+        ),
+        metadata=suite.at(Channel.DISTRICT_OUTLET),
+    )
+
+
+def reissue(
+    suite: Suite, card_id: str, person: PersonSpec, metadata: Any = None
+) -> pb.ApplyResponse:
+    return suite.card.ReissueCard(
+        pb.ReissueCardRequest(
+            request_id=suite.rid("reissue"),
+            card_id=card_id,
+            document=person.document(),
+            delivery=pb.BRANCH_PICKUP,
+            pickup_branch_id=INSTANT,
+        ),
+        metadata=metadata or suite.at(Channel.ONLINE),
+    )
+
+
+def replace(
+    suite: Suite,
+    card_id: str,
+    person: PersonSpec,
+    reason: int = pb.DAMAGED_FACE,
+    metadata: Any = None,
+    pickup: str = INSTANT,
+    **extra: Any,
+) -> pb.ApplyResponse:
+    return suite.card.ReplaceCard(
+        pb.ReplaceCardRequest(
+            request_id=suite.rid("replace"),
+            card_id=card_id,
+            document=person.document(),
+            name=person.name,
+            reason=reason,  # type: ignore[arg-type]
+            delivery=pb.BRANCH_PICKUP,
+            pickup_branch_id=pickup,
+            **extra,
+        ),
+        metadata=metadata or suite.at(Channel.ONLINE),
+    )
+
+
+def hand_over(
+    suite: Suite, card_id: str, person: PersonSpec, bank: str = BANK, branch: str = INSTANT
+) -> None:
+    """Make (if not made on the spot), collect at the branch and activate the new card."""
+    if suite.get(card_id).status == pb.IN_PRODUCTION:
+        suite.produce(card_id)
+    suite.collect(card_id, person, metadata=suite.branch(bank, branch))
+    suite.activate(card_id, person)
+
+
+def account(suite: Suite, card_id: str) -> bank_pb2.AccountState:
+    return suite.bank.GetAccount(
+        bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
+    )
+
+
+class TestReissue:
+    def test_A15_1_A14_2_a_formally_lost_card_is_reissued_and_can_no_longer_be_unlocked(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        early = rpc_error(lambda: reissue(suite, card_id, person))
+        assert refusal(early) == ("NOT_FORMALLY_LOST", "A15.1")
+        formal_loss(suite, card_id, person)
+        started = reissue(suite, card_id, person)
+        assert suite.settle(started.card_id).state == pb.COMPLETED
+        assert suite.registered_card(person) == started.card_id
+        unlock = rpc_error(
+            lambda: suite.card.UnlockCard(
+                pb.UnlockCardRequest(
+                    request_id=suite.rid("unlock"), card_id=card_id, document=person.document()
+                ),
+                metadata=suite.at(Channel.DISTRICT_OUTLET),
+            )
+        )
+        assert refusal(unlock) == ("CARD_REISSUED", "A14.2")
+        again = rpc_error(lambda: reissue(suite, card_id, person))
+        assert refusal(again) == ("ALREADY_REISSUED", "A15.1")
+
+    def test_A15_1_reissue_is_online_or_at_the_issuing_bank_only(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        formal_loss(suite, card_id, person)
+        for metadata in (
+            suite.at(Channel.DISTRICT_OUTLET),
+            suite.at(Channel.HOTLINE),
+            suite.branch(OTHER_BANK, OTHER_INSTANT),
+        ):
+            assert refusal(rpc_error(lambda m=metadata: reissue(suite, card_id, person, m))) == (
+                "CHANNEL_NOT_ALLOWED",
+                "A3.1",
+            )
+
+    def test_A22_2_a_reissue_applied_on_the_friday_before_national_day_is_due_after_it(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        # Friday 2026-09-25 is Mid-Autumn; then a weekend, three working days, and National
+        # Day from 1 to 7 October: the fourth working day is Thursday 8 October.
+        friday = dt.datetime(2026, 9, 25, 10, 0, tzinfo=BEIJING)
+        test_clock.set_offset(friday - dt.datetime.now(dt.UTC))
+        card_id, person = active_card(suite)
+        formal_loss(suite, card_id, person)
+        started = suite.card.ReissueCard(
+            pb.ReissueCardRequest(
+                request_id=suite.rid("reissue"),
+                card_id=card_id,
+                document=person.document(),
+                delivery=pb.MAIL,
+            ),
+            metadata=suite.at(Channel.ONLINE),
+        )
+        suite.settle(started.card_id)
+        card = suite.get(started.card_id, history=True)
+        assert (card.due_date.year, card.due_date.month, card.due_date.day) == (2026, 10, 8)
+        assert card.transitions[-1].rule == "A22.2"
+
+    def test_A22_3_A15_2_a_reissue_at_an_instant_branch_is_made_on_the_spot_with_the_notice(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        formal_loss(suite, card_id, person)
+        started = reissue(suite, card_id, person, suite.branch(BANK, INSTANT))
+        suite.settle(started.card_id)
+        card = suite.get(started.card_id, history=True)
+        assert card.status == pb.READY
+        assert "A15.2" in [n.rule for n in card.notices]
+        assert any("subsidies" in n.text for n in card.notices)
+
+
+class TestReplacement:
+    def test_A16_1_only_a_lawful_reason_replaces_a_card(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        for reason in (pb.OTHER, pb.REPLACEMENT_REASON_UNSPECIFIED):
+            error = rpc_error(lambda r=reason: replace(suite, card_id, person, r))
+            assert refusal(error) == ("INVALID_REPLACEMENT_REASON", "A16.1")
+
+    def test_A16_2_replacement_is_online_or_at_the_issuing_bank(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        error = rpc_error(
+            lambda: replace(suite, card_id, person, metadata=suite.at(Channel.DISTRICT_OUTLET))
+        )
+        assert refusal(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+
+    def test_A16_5_A16_8_the_old_card_works_until_the_new_one_is_activated(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        started = replace(suite, card_id, person, pb.CHIP_FAILURE)
+        suite.settle(started.card_id)
+        assert suite.get(card_id).status == pb.ACTIVE
+        new = suite.get(started.card_id, history=True)
+        assert "A16.8" in [n.rule for n in new.notices]
+        hand_over(suite, started.card_id, person)
+        old = suite.get(card_id, history=True)
+        assert old.status == pb.REPLACED
+        assert old.transitions[-1].rule == "A16.5"
+
+    def test_A16_7_a_holder_changes_bank_and_not_again_within_six_months(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        card_id, person = active_card(suite)
+        started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
+        assert suite.settle(started.card_id).state == pb.COMPLETED
+        assert account(suite, started.card_id).bank_code == OTHER_BANK
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT)
+        # The old bank's account closes once the new card is active (the holder kept none).
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        soon = rpc_error(
+            lambda: replace(
+                suite,
+                started.card_id,
+                person,
+                new_bank_code=BANK,
+                metadata=suite.at(Channel.ONLINE),
+            )
+        )
+        assert refusal(soon) == ("BANK_CHANGE_TOO_SOON", "A16.7")
+        test_clock.advance(dt.timedelta(days=190))
+        later = replace(suite, started.card_id, person, new_bank_code=BANK)
+        assert suite.settle(later.card_id).state == pb.COMPLETED
+
+    def test_A17_2_a_replacement_after_a_basic_information_change_carries_the_new_data(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        renamed = PersonSpec(number=resident_id(dt.date(1990, 3, 7), region="110108"), name="张珊")
+        refused = replace(suite, card_id, renamed, pb.BASIC_INFO_CHANGED)
+        assert suite.settle(refused.card_id).refusal_reason == "PERSON_NOT_FOUND"
+        suite.identity.ChangeBasicInfo(
+            identity_pb2.ChangeBasicInfoRequest(
+                request_id=suite.rid("rename"),
+                person=identity_pb2.PersonRef(document=person.document()),
+                new_name=renamed.name,
+                new_document=common_pb2.IdentityDocument(
+                    type=common_pb2.RESIDENT_ID, number=renamed.number
+                ),
+            ),
+            metadata=suite.token(roles=(Role.REGISTRY,), caller="hr-feed"),
+        )
+        started = replace(suite, card_id, renamed, pb.BASIC_INFO_CHANGED)
+        assert suite.settle(started.card_id).state == pb.COMPLETED
+        new = suite.get(started.card_id)
+        assert new.holder_name == "张珊"
+        assert new.document.number_masked.endswith(renamed.number[-4:])
