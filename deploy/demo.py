@@ -1,4 +1,5 @@
-"""`make demo`: one person from application to an active card, against a running suite.
+"""`make demo`: one person from application to an active card, then a lost card through
+temporary loss, formal loss, reissue and the new card's activation, against a running suite.
 
 Start the suite first with `make run` (in another terminal). The demo plays every part over
 real gRPC, each with its own credential: the HR data feed registers a new person, bank
@@ -162,17 +163,81 @@ def main() -> int:
     )
     say("The person activates it online (A8.1)", progress(card_id).progress)
 
-    history = card.GetCard(
-        card_pb2.GetCardRequest(card_id=card_id, include_history=True), metadata=hotline
+    print_history(card, card_id, hotline, "The card's history")
+
+    # --- Act two: the card is lost --------------------------------------------------------
+    district = credential(Channel.DISTRICT_OUTLET, Role.COUNTER, outlet_id="XC-07")
+    card.ReportTemporaryLoss(
+        card_pb2.ReportLossRequest(
+            request_id=f"demo-lost-{run}", card_id=card_id, document=document
+        ),
+        metadata=hotline,
     )
-    print("\n== The card's history")
+    say(
+        "The card is lost: the hotline takes a temporary loss (A13.1, A13.2)",
+        progress(card_id).progress,
+    )
+    card.ReportFormalLoss(
+        card_pb2.ReportLossRequest(
+            request_id=f"demo-formal-{run}", card_id=card_id, document=document
+        ),
+        metadata=district,
+    )
+    say("Still not found: a formal loss at a district outlet (A13.4)", progress(card_id).progress)
+    successor = card.ReissueCard(
+        card_pb2.ReissueCardRequest(
+            request_id=f"demo-reissue-{run}",
+            card_id=card_id,
+            document=document,
+            delivery=card_pb2.BRANCH_PICKUP,
+            pickup_branch_id=BRANCH,
+        ),
+        metadata=online,
+    ).card_id
+    answer = wait_for(successor, card_pb2.IN_PRODUCTION)
+    say("A reissue is applied for online (A15.1, due in 4 working days: A22.2)", answer.progress)
+    order = bank.GetProductionOrder(
+        bank_pb2.GetProductionOrderRequest(card_id=successor), metadata=factory
+    )
+    bank.MarkProduced(
+        bank_pb2.MarkProducedRequest(request_id=f"demo-made2-{run}", order_id=order.order_id),
+        metadata=factory,
+    )
+    wait_for(successor, card_pb2.READY)
+    card.RecordCollection(
+        card_pb2.RecordCollectionRequest(
+            request_id=f"demo-collect2-{run}",
+            card_id=successor,
+            method=card_pb2.AT_BRANCH,
+            document=document,
+        ),
+        metadata=counter,
+    )
+    card.ActivateCard(
+        card_pb2.ActivateCardRequest(
+            request_id=f"demo-activate2-{run}", card_id=successor, document=document
+        ),
+        metadata=online,
+    )
+    say("The new card is collected and activated (A16.5)", progress(successor).progress)
+    say("The old card", progress(card_id).progress)
+    print_history(card, successor, hotline, "The new card's history and notices")
+    return 0
+
+
+def print_history(card: Any, card_id: str, metadata: Any, title: str) -> None:
+    history = card.GetCard(
+        card_pb2.GetCardRequest(card_id=card_id, include_history=True), metadata=metadata
+    )
+    print(f"\n== {title}")
     for t in history.transitions:
         when = t.at.ToDatetime(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8)))
         print(
-            f"   {when:%Y-%m-%d %H:%M}  {card_pb2.CardStatus.Name(t.to_status):<14} "
-            f"{common_pb2.Channel.Name(t.channel):<12} rule {t.rule:<6} {t.reason}"
+            f"   {when:%Y-%m-%d %H:%M}  {card_pb2.CardStatus.Name(t.to_status):<16} "
+            f"{common_pb2.Channel.Name(t.channel):<15} rule {t.rule:<6} {t.reason}"
         )
-    return 0
+    for notice in history.notices:
+        print(f"   notice ({notice.rule}) to the {notice.recipient}: {notice.text}")
 
 
 if __name__ == "__main__":

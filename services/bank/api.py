@@ -28,8 +28,9 @@ from services.bank.domain.production import (
     ProductionKind,
     ProductionOrder,
 )
+from services.bank.domain.recall import CardRecall, RecallReason, actor
 from services.bank.store import BankUnitOfWork
-from services.platform.auth import Role, current_caller, require_role
+from services.platform.auth import Caller, Role, current_caller, require_role
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
 from services.platform.db import Database
@@ -115,6 +116,22 @@ def _loss_kind(value: int, v: Violations) -> LossKind | None:
     return LossKind(kind)
 
 
+def _recall_reason(value: int, v: Violations) -> RecallReason | None:
+    reason = _enum_name(pb.RecallReason, value)
+    if not reason:
+        v.add(
+            "reason",
+            "REPLACED, NOT_HANDED_OUT, HOLDER_DECEASED or RETURNED_BY_EMPLOYER is required",
+            "REQUIRED",
+        )
+        return None
+    return RecallReason(reason)
+
+
+def _actor(caller: Caller) -> str:
+    return actor(caller.caller, caller.operator_id)
+
+
 # --- encoding -----------------------------------------------------------------------------------
 
 
@@ -156,6 +173,17 @@ def account_pb(account: Account) -> pb.AccountState:
         status=_account_status(account),
         loss=account.loss.value if account.loss else pb.LOSS_KIND_UNSPECIFIED,
         suspended_at=to_timestamp(account.suspended_at),
+    )
+
+
+def recall_pb(recall: CardRecall) -> pb.CardRecall:
+    return pb.CardRecall(
+        card_id=recall.card_id,
+        reason=recall.reason.value,
+        recalled_at=to_timestamp(recall.recalled_at),
+        recalled_by=recall.recalled_by,
+        destroyed_at=to_timestamp(recall.destroyed_at),
+        destroyed_by=recall.destroyed_by,
     )
 
 
@@ -336,3 +364,49 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         with self._uow(readonly=True) as uow:
             order = service.get_production_order(uow, request.order_id, request.card_id)
         return order_pb(order)
+
+    # -- cards taken back and destroyed (A16.6, A21.1, A21.2, A7.4)
+
+    def RecallCard(
+        self, request: pb.RecallCardRequest, context: grpc.ServicerContext
+    ) -> pb.CardRecall:
+        caller = current_caller()
+        require_role(caller, Role.SERVICE, Role.OPS)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        reason = _recall_reason(request.reason, v)
+        v.raise_if_any()
+        assert reason is not None
+        by = _actor(caller)
+
+        def work(uow: BankUnitOfWork) -> pb.CardRecall:
+            recall = service.recall_card(uow, request.card_id, reason, by, self._clock)
+            return recall_pb(recall)
+
+        return self._once.call("RecallCard", request, pb.CardRecall, work)
+
+    def DestroyCard(
+        self, request: pb.DestroyCardRequest, context: grpc.ServicerContext
+    ) -> pb.CardRecall:
+        caller = current_caller()
+        require_role(caller, Role.OPS)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        v.raise_if_any(rule="A16.6")
+        by = _actor(caller)
+
+        def work(uow: BankUnitOfWork) -> pb.CardRecall:
+            return recall_pb(service.destroy_card(uow, request.card_id, by, self._clock))
+
+        return self._once.call("DestroyCard", request, pb.CardRecall, work)
+
+    def GetCardRecall(
+        self, request: pb.GetCardRecallRequest, context: grpc.ServicerContext
+    ) -> pb.CardRecall:
+        require_role(current_caller(), Role.SERVICE, Role.OPS)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        v.raise_if_any()
+        with self._uow(readonly=True) as uow:
+            recall = service.get_card_recall(uow, request.card_id)
+        return recall_pb(recall)

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 from services.bank.domain import account as accounts
 from services.bank.domain import branch as branches
 from services.bank.domain import production
+from services.bank.domain import recall as recalls
 from services.bank.domain.account import Account, IdentityFacts, LossKind
 from services.bank.domain.branch import Branch
 from services.bank.domain.production import OrderRequest, ProductionOrder
+from services.bank.domain.recall import CardRecall, RecallReason
 from services.bank.store import BankUnitOfWork
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
@@ -113,10 +115,18 @@ def get_account(uow: BankUnitOfWork, card_id: str) -> Account:
 # --- loss suspension (A13.2, A13.4, A14.1) ----------------------------------------------------
 
 
+def _live_account_of_card(uow: BankUnitOfWork, card_id: str) -> Account:
+    """The card's account, locked, for a card not destroyed (A16.6)."""
+    uow.lock("card", card_id)  # takes turns with DestroyCard
+    account = _account_of_card(uow, card_id, for_update=True)
+    recalls.check_not_destroyed(uow.recalls.find(card_id))
+    return account
+
+
 def suspend_for_loss(uow: BankUnitOfWork, card_id: str, kind: LossKind, clock: Clock) -> Account:
     """Suspend the card's financial function: at once for a temporary loss (A13.2), and for a
     formal loss at the issuing bank (A13.4), which upgrades a temporary one."""
-    account = _account_of_card(uow, card_id, for_update=True)
+    account = _live_account_of_card(uow, card_id)
     suspended = accounts.suspend(account, kind, clock.now())
     if suspended is not account:
         uow.accounts.save_loss(suspended)
@@ -125,7 +135,7 @@ def suspend_for_loss(uow: BankUnitOfWork, card_id: str, kind: LossKind, clock: C
 
 def lift_loss_suspension(uow: BankUnitOfWork, card_id: str) -> Account:
     """The card was unlocked at the issuing bank (A14.1), or a loss report was undone."""
-    account = _account_of_card(uow, card_id, for_update=True)
+    account = _live_account_of_card(uow, card_id)
     lifted = accounts.lift(account)
     if lifted is not account:
         uow.accounts.save_loss(lifted)
@@ -202,8 +212,11 @@ def cancel_production_order(uow: BankUnitOfWork, order_id: str, clock: Clock) ->
 
 
 def mark_produced(uow: BankUnitOfWork, order_id: str, clock: Clock) -> ProductionOrder:
-    """The card factory made the card: number assigned, notice queued (A7.1)."""
+    """The card factory made the card: number assigned, notice queued (A7.1). A destroyed card
+    is never made (A16.6)."""
     order = _order(uow, order_id, for_update=True)
+    uow.lock("card", order.card_id)  # takes turns with DestroyCard
+    recalls.check_not_destroyed(uow.recalls.find(order.card_id))
     made = _produce(uow, order, clock.now())
     if made is not order:
         uow.orders.save_state(made)
@@ -214,6 +227,47 @@ def get_production_order(uow: BankUnitOfWork, order_id: str, card_id: str) -> Pr
     found = uow.orders.get(order_id) if order_id else uow.orders.find_by_card(card_id)
     if found is None or (card_id and found.card_id != card_id):
         raise order_not_found()
+    return found
+
+
+# --- cards taken back and destroyed (A16.6, A21.1, A21.2, A7.4) ------------------------------
+
+
+def _require_card(uow: BankUnitOfWork, card_id: str) -> None:
+    """A card of this bank is one it has a production order for."""
+    if uow.orders.find_by_card(card_id) is None:
+        raise recalls.card_not_found()
+
+
+def recall_card(
+    uow: BankUnitOfWork, card_id: str, reason: RecallReason, by: str, clock: Clock
+) -> CardRecall:
+    """Record the card taken back; a card recalled already keeps its first recall."""
+    uow.lock("card", card_id)
+    _require_card(uow, card_id)
+    existing = uow.recalls.find(card_id, for_update=True)
+    recalled = recalls.recall(existing, card_id, reason, by, clock.now())
+    if existing is None:
+        uow.recalls.add(recalled)
+    return recalled
+
+
+def destroy_card(uow: BankUnitOfWork, card_id: str, by: str, clock: Clock) -> CardRecall:
+    """Record the card destroyed, with who and when (A16.6); it must be taken back first."""
+    uow.lock("card", card_id)
+    _require_card(uow, card_id)
+    existing = uow.recalls.find(card_id, for_update=True)
+    destroyed = recalls.destroy(existing, by, clock.now())
+    if destroyed is not existing:
+        uow.recalls.save_destruction(destroyed)
+    return destroyed
+
+
+def get_card_recall(uow: BankUnitOfWork, card_id: str) -> CardRecall:
+    _require_card(uow, card_id)
+    found = uow.recalls.find(card_id)
+    if found is None:
+        raise recalls.recall_not_found()
     return found
 
 

@@ -3,7 +3,8 @@
 Document numbers are stored as a blind index and a ciphertext (see ``platform.pii``), never in
 the clear. Card numbers come from one counter row per bank. ``card_notices`` is the outbox of
 "card made" notices to the card service (A7.1): written in the same transaction as the order,
-claimed by the relay with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
+claimed by the relay with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). ``card_recalls``
+holds one row per card taken back, and its destruction (A16.6, A21, A7.4).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from services.bank.domain.production import (
     ProductionKind,
     ProductionOrder,
 )
+from services.bank.domain.recall import CardRecall, RecallReason
 from services.platform import idempotency
 from services.platform.db import Database, UnitOfWork, advisory_key, as_utc
 from services.platform.masking import mask_document_number
@@ -137,6 +139,17 @@ card_notices = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Column("last_error", String(200)),
     Index("ix_card_notices_next_attempt", "delivered_at", "next_attempt_at"),
+)
+
+card_recalls = Table(
+    "card_recalls",
+    metadata,
+    Column("card_id", String(64), ForeignKey("production_orders.card_id"), primary_key=True),
+    Column("reason", String(24), nullable=False),  # RecallReason name
+    Column("recalled_at", DateTime(timezone=True), nullable=False),
+    Column("recalled_by", String(200), nullable=False),
+    Column("destroyed_at", DateTime(timezone=True)),  # NULL: not destroyed yet
+    Column("destroyed_by", String(200)),
 )
 
 
@@ -457,12 +470,61 @@ class NoticeRepository:
         )
 
 
+class RecallRepository:
+    """Cards taken back and destroyed (A16.6, A21, A7.4)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def find(self, card_id: str, for_update: bool = False) -> CardRecall | None:
+        query = select(card_recalls).where(card_recalls.c.card_id == card_id)
+        if for_update:
+            query = query.with_for_update()
+        row = self.session.execute(query).one_or_none()
+        if row is None:
+            return None
+        return CardRecall(
+            card_id=row.card_id,
+            reason=RecallReason(row.reason),
+            recalled_at=as_utc(row.recalled_at),
+            recalled_by=row.recalled_by,
+            destroyed_at=_utc(row.destroyed_at),
+            destroyed_by=row.destroyed_by or "",
+        )
+
+    def add(self, recall: CardRecall) -> None:
+        self.session.execute(
+            card_recalls.insert().values(
+                card_id=recall.card_id,
+                reason=recall.reason.value,
+                recalled_at=recall.recalled_at,
+                recalled_by=recall.recalled_by,
+                **self._destruction(recall),
+            )
+        )
+
+    @staticmethod
+    def _destruction(recall: CardRecall) -> dict[str, Any]:
+        return {
+            "destroyed_at": recall.destroyed_at,
+            "destroyed_by": recall.destroyed_by or None,
+        }
+
+    def save_destruction(self, recall: CardRecall) -> None:
+        self.session.execute(
+            update(card_recalls)
+            .where(card_recalls.c.card_id == recall.card_id)
+            .values(**self._destruction(recall))
+        )
+
+
 class BankUnitOfWork(UnitOfWork):
     branches: BranchRepository
     card_numbers: CardNumberRepository
     accounts: AccountRepository
     orders: OrderRepository
     notices: NoticeRepository
+    recalls: RecallRepository
 
     def __init__(self, db: Database, cipher: PiiCipher, readonly: bool = False) -> None:
         super().__init__(db, readonly)
@@ -474,6 +536,7 @@ class BankUnitOfWork(UnitOfWork):
         self.accounts = AccountRepository(session, self._cipher)
         self.orders = OrderRepository(session)
         self.notices = NoticeRepository(session)
+        self.recalls = RecallRepository(session)
 
     def lock(self, *parts: str) -> None:
         """Take turns with other transactions on the same key until commit (PostgreSQL; on

@@ -32,6 +32,7 @@ class Verified:
 
     person_id: str
     facts: dict[str, Any]  # bank_pb2.IdentityFacts as a dict
+    legacy_generation: int = 0  # an older card the person holds (A27)
 
 
 class IdentityPort:
@@ -66,7 +67,11 @@ class IdentityPort:
         facts.document.ClearField("number_masked")
         if person.HasField("document_valid_until"):
             facts.document_valid_until.CopyFrom(person.document_valid_until)
-        return Verified(person.person_id, MessageToDict(facts, preserving_proto_field_name=True))
+        return Verified(
+            person.person_id,
+            MessageToDict(facts, preserving_proto_field_name=True),
+            person.legacy_card_generation,
+        )
 
     def confirm(self, request_id: str, card_id: str) -> None:
         call(
@@ -166,6 +171,13 @@ class BankPort:
         call(
             self._stub.LiftLossSuspension,
             bank_pb2.LiftLossSuspensionRequest(request_id=request_id, card_id=card_id),
+            self._credential,
+        )
+
+    def recall(self, request_id: str, card_id: str, reason: str) -> None:
+        call(
+            self._stub.RecallCard,
+            bank_pb2.RecallCardRequest(request_id=request_id, card_id=card_id, reason=reason),
             self._credential,
         )
 

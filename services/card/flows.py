@@ -54,7 +54,11 @@ def application_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sa
         verified = identity.reserve(
             request_id, d["doc_type"], d["doc_number"], d["name"], saga.card_id, "FIRST"
         )
-        return {"person_id": verified.person_id, "verified": verified.facts}
+        return {
+            "person_id": verified.person_id,
+            "verified": verified.facts,
+            "legacy_generation": verified.legacy_generation,
+        }
 
     def release(saga: SagaRecord, request_id: str) -> None:
         identity.release(request_id, saga.card_id)
@@ -283,7 +287,7 @@ def replacement_saga(
         rule = "A15.2" if d["kind"] == "REISSUE" else "A16.8"
         made = uow.cards.get(saga.card_id)
         assert made is not None
-        uow.cards.record(rules.Change(made, notices=[rules.subsidy_notice(made, now, rule)]))
+        uow.cards.record(rules.Change(made, notices=[rules.subsidy_notice(now, rule)]))
         return {}
 
     def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
@@ -320,11 +324,18 @@ def replacement_saga(
 
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
     """After a reissue or replacement is activated (A16.5): the person's place is final with
-    identity, and after a bank change the old bank's account closes unless the holder keeps it
-    (A16.7). The old card itself stopped in the activation's transaction."""
+    identity; the old bank records the replaced card taken back (A16.6; a reissued card was
+    lost, so there is none to take back); after a bank change the old bank's account closes
+    unless the holder keeps it (A16.7). The old card itself stopped in the activation's
+    transaction."""
 
     def confirm(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         identity.confirm(request_id, saga.card_id)
+        return {}
+
+    def take_back(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        if saga.data["kind"] == "REPLACEMENT":
+            bank.recall(request_id, saga.data["old_card_id"], "REPLACED")
         return {}
 
     def close_old_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
@@ -340,6 +351,7 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
         RETIREMENT,
         [
             RemoteStep("confirm_issuance", confirm),
+            RemoteStep("take_back_old_card", take_back),
             RemoteStep("close_old_account", close_old_account),
         ],
         done,

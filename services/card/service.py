@@ -291,7 +291,11 @@ def query_status(
 def get_application(
     uow: CardUnitOfWork, card_id: str, saga_id: str, caller: Caller
 ) -> tuple[SagaRecord, Card]:
-    saga = uow.sagas.get(saga_id) if saga_id else uow.sagas.for_card(card_id)
+    saga = (
+        uow.sagas.get(saga_id)
+        if saga_id
+        else uow.sagas.for_card(card_id, [APPLICATION, REPLACEMENT])
+    )
     if saga is None:
         raise DomainError("APPLICATION_NOT_FOUND", "no such application", kind=Kind.NOT_FOUND)
     card = _card(uow, saga.card_id)
@@ -397,8 +401,13 @@ def activate(
     channels.check(Operation.ACTIVATE, caller, card.bank_code)
     _holder(uow, card, presented, Operation.ACTIVATE, "A8.1")
     change = rules.activate(card, caller, clock.now())
-    if change.card is not card and card.replaces_card_id:
-        _retire_predecessor(uow, card, caller, clock)
+    if change.card is not card:
+        if card.replaces_card_id:
+            _retire_predecessor(uow, card, caller, clock)
+        application = uow.sagas.for_card(card.card_id, [APPLICATION])
+        legacy = int(application.data.get("legacy_generation", 0)) if application else 0
+        if legacy:
+            change.notices.append(rules.older_generation_notice(card, legacy, clock.now()))
     uow.cards.record(change)
     return change.card
 
@@ -407,7 +416,7 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
     """A16.5: the old card stops for good; identity and the old bank are told by a saga."""
     old = _card(uow, card.replaces_card_id, for_update=True)
     uow.cards.record(rules.retire(old, caller, clock.now()))
-    application = uow.sagas.for_card(card.card_id)
+    application = uow.sagas.for_card(card.card_id, [REPLACEMENT])
     data = application.data if application is not None else {}
     uow.sagas.add_many(
         [
@@ -419,6 +428,8 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
                 state="RUNNING",
                 step=0,
                 data={
+                    "kind": data.get("kind", "REPLACEMENT"),
+                    "old_card_id": old.card_id,
                     "bank_change": bool(data.get("bank_change")),
                     "keep_old_account": bool(data.get("keep_old_account")),
                     "old_account_id": old.account_id,

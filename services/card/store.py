@@ -645,10 +645,12 @@ class SagaRepository:
         row = self.session.execute(select(sagas).where(sagas.c.saga_id == saga_id)).one_or_none()
         return None if row is None else self._to_record(row)
 
-    def for_card(self, card_id: str) -> SagaRecord | None:
-        row = self.session.execute(
-            select(sagas).where(sagas.c.card_id == card_id).order_by(sagas.c.created_at.desc())
-        ).first()
+    def for_card(self, card_id: str, kinds: Sequence[str] = ()) -> SagaRecord | None:
+        """The card's latest saga, or its latest of the given kinds."""
+        query = select(sagas).where(sagas.c.card_id == card_id)
+        if kinds:
+            query = query.where(sagas.c.kind.in_(kinds))
+        row = self.session.execute(query.order_by(sagas.c.created_at.desc())).first()
         return None if row is None else self._to_record(row)
 
     def claim(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> SagaRecord | None:

@@ -252,3 +252,45 @@ class TestReplacement:
         new = suite.get(started.card_id)
         assert new.holder_name == "张珊"
         assert new.document.number_masked.endswith(renamed.number[-4:])
+
+
+class TestOldCards:
+    def test_A16_6_the_bank_takes_the_replaced_card_back_and_records_its_destruction(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        started = replace(suite, card_id, person, pb.DAMAGED_FACE)
+        suite.settle(started.card_id)
+        hand_over(suite, started.card_id, person)
+
+        def recalled() -> bool:
+            try:
+                return bool(
+                    suite.bank.GetCardRecall(
+                        bank_pb2.GetCardRecallRequest(card_id=card_id), metadata=suite.service
+                    ).reason
+                    == bank_pb2.REPLACED
+                )
+            except grpc.RpcError:
+                return False
+
+        wait_until(recalled)
+        destroyed = suite.bank.DestroyCard(
+            bank_pb2.DestroyCardRequest(request_id=suite.rid("destroy"), card_id=card_id),
+            metadata=suite.token(roles=(Role.OPS,), caller="branch-ops", operator_id="T-07"),
+        )
+        assert destroyed.destroyed_at.seconds > 0
+        assert "T-07" in destroyed.destroyed_by
+
+    def test_A27_2_A27_3_a_holder_of_an_older_card_gets_a_3rd_generation_card(
+        self, suite: Suite
+    ) -> None:
+        person = suite.person(legacy_generation=2)
+        started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+        assert suite.settle(started.card_id).state == pb.COMPLETED
+        suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
+        suite.activate(started.card_id, person)
+        notices = suite.get(started.card_id, history=True).notices
+        older = [n for n in notices if n.rule == "A27.3"]
+        assert len(older) == 1
+        assert "generation-2" in older[0].text

@@ -429,14 +429,26 @@ def retire(old: Card, who: Caller, now: dt.datetime) -> Change:
     )
 
 
-def subsidy_notice(card: Card, now: dt.datetime, rule: str) -> Notice:
+def older_generation_notice(card: Card, generation: int, now: dt.datetime) -> Notice:
+    """A27.3: the holder's 1st / 2nd generation card is not recalled; its SS function stops
+    when this card is activated, its financial function only if the holder asks."""
+    return Notice(
+        now,
+        "person",
+        f"Your generation-{generation} social security card is not taken back, but its social "
+        "security function stops now that this card is active. Its bank account stays open "
+        "unless you ask your bank to cancel it.",
+        "A27.3",
+    )
+
+
+def subsidy_notice(now: dt.datetime, rule: str) -> Notice:
     """A15.2 / A16.8: agencies paying subsidies to the old card need the new number."""
     return Notice(
         now,
         "person",
-        f"Your new card {mask_card_number(card.card_number) if card.card_number else card.card_id} "
-        "replaces your old one: register the new card number with every agency that pays "
-        "subsidies or allowances to your card.",
+        "Your new card replaces your old one: once you have it, register the new card number "
+        "with every agency that pays subsidies or allowances to your card.",
         rule,
     )
 
