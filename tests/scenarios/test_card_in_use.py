@@ -194,6 +194,22 @@ class TestUnlock:
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_UNSPECIFIED)
         assert suite.get(card_id, history=True).transitions[-1].rule == "A14.1"
 
+    def test_A20_1_a_district_outlet_unlock_leaves_the_financial_function_to_the_bank(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+        outlet = suite.at(Channel.DISTRICT_OUTLET)
+        loss(suite, "ReportFormalLoss", card_id, person, outlet)
+        assert unlock(suite, card_id, person, outlet).status == pb.ACTIVE
+        with pytest.raises(TimeoutError):
+            wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_UNSPECIFIED, 1.0)
+        unlock_at_bank = rpc_error(
+            lambda: unlock(suite, card_id, person, suite.branch(BANK, INSTANT))
+        )
+        assert refusal(unlock_at_bank) == ("NOT_FORMALLY_LOST", "A14.3")
+
 
 class TestInformation:
     def _update(

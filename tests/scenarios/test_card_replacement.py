@@ -200,10 +200,12 @@ class TestReplacement:
         assert suite.get(card_id).status == pb.ACTIVE
         new = suite.get(started.card_id, history=True)
         assert "A16.8" in [n.rule for n in new.notices]
+        assert suite.get(started.card_id).status != pb.ACTIVE  # never two active cards
         hand_over(suite, started.card_id, person)
         old = suite.get(card_id, history=True)
         assert old.status == pb.REPLACED
         assert old.transitions[-1].rule == "A16.5"
+        assert suite.get(started.card_id).status == pb.ACTIVE
 
     def test_A16_7_a_holder_changes_bank_and_not_again_within_six_months(
         self, suite: Suite, test_clock: SharedTestClock
