@@ -1,10 +1,13 @@
 """The sagas of the card service, step by step.
 
-Application (A5.1, A27.1): identity reserves the person's place (A4.2) -> the card records the
-verified identity -> the bank opens the account after its identity compare (A4.4) -> the bank
-orders the card (A22.1, on the spot at an instant branch, A22.3) -> the card is in production.
-A refusal at any step undoes the completed ones in reverse, so no reservation, account or order
-is left behind, and the card ends REFUSED with the refusal's reason and rule.
+Issuing a card — a first application (A5.1, A27.1), a reissue (A15.1) or a replacement (A16) —
+is one sequence: identity reserves the person's place, or moves it from the old card (A4.2) ->
+the card records the verified identity -> the bank opens the account after its identity
+compare (A4.4; a reissue or same-bank replacement carries the old card's account instead) ->
+the bank orders the card (30 natural days A22.1, 4 working days A22.2, on the spot at an instant
+branch A22.3) -> for a successor, the park pass moves (A16.4) -> the card is in production. A
+refusal at any step undoes the completed ones in reverse, so no reservation, account or order is
+left behind, and the card ends REFUSED with the refusal's reason and rule.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from services.platform.auth import Caller, Channel
 from services.platform.clock import Clock
 
 APPLICATION = "application"
+REPLACEMENT = "replacement"
+RETIREMENT = "retirement"
 SYSTEM = Caller("card-service", Channel.INTERNAL)
 
 
@@ -45,14 +50,27 @@ def application_data(
         "pickup_branch_id": pickup_branch_id,
         "applied_at": applied_at.isoformat(),
         "applied_at_branch_id": applied_at_branch_id,
+        "kind": "FIRST",
+        "old_card_id": "",
+        "bank_change": True,
     }
 
 
-def application_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
+def _issuance_steps(
+    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+) -> dict[str, Any]:
+    """The steps of every saga that issues a card, keyed by name."""
+
     def reserve(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         d = saga.data
         verified = identity.reserve(
-            request_id, d["doc_type"], d["doc_number"], d["name"], saga.card_id, "FIRST"
+            request_id,
+            d["doc_type"],
+            d["doc_number"],
+            d["name"],
+            saga.card_id,
+            d["kind"],
+            d["old_card_id"],
         )
         return {
             "person_id": verified.person_id,
@@ -71,8 +89,10 @@ def application_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sa
 
     def open_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         d = saga.data
+        if not d["bank_change"]:
+            return {"account_id": d["old_account_id"]}  # the successor carries the old account
         verified = d["verified"]
-        presented = {
+        presented: dict[str, Any] = {
             "name": d["name"],
             "document": {"type": d["doc_type"], "number": d["doc_number"]},
         }
@@ -83,160 +103,6 @@ def application_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sa
             request_id, saga.card_id, d["bank_code"], presented, verified
         )
         return {"account_id": account_id}
-
-    def close_account(saga: SagaRecord, request_id: str) -> None:
-        bank.close_account(request_id, saga.data["account_id"])
-
-    def order(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        d = saga.data
-        placed = bank.order(
-            request_id,
-            saga.card_id,
-            d["bank_code"],
-            d["account_id"],
-            dt.datetime.fromisoformat(d["applied_at"]),
-            d["applied_at_branch_id"],
-            d["delivery"],
-            d["pickup_branch_id"],
-        )
-        return {
-            "order_id": placed.order_id,
-            "due_date": placed.due_date.isoformat() if placed.due_date else "",
-            "card_number": placed.card_number,
-        }
-
-    def cancel_order(saga: SagaRecord, request_id: str) -> None:
-        bank.cancel_order(request_id, saga.data["order_id"])
-
-    def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
-        card = uow.cards.get(saga.card_id, for_update=True)
-        assert card is not None
-        card = replace(card, account_id=saga.data["account_id"])
-        now = clock.now()
-        due = saga.data["due_date"]
-        change = rules.ordered(card, dt.date.fromisoformat(due) if due else now.date(), SYSTEM, now)
-        uow.cards.record(change)
-        if saga.data["card_number"] and change.card.status is rules.Status.IN_PRODUCTION:
-            # Made on the spot at an instant branch (A22.3).
-            uow.cards.record(rules.produced(change.card, saga.data["card_number"], SYSTEM, now))
-        return {}
-
-    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        """Nothing more to do: the card waits for production."""
-
-    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        card = uow.cards.get(saga.card_id, for_update=True)
-        assert card is not None
-        uow.cards.record(
-            rules.refused(
-                card,
-                saga.refusal_reason,
-                saga.refusal_rule,
-                saga.refusal_message,
-                SYSTEM,
-                clock.now(),
-            )
-        )
-
-    return SagaDefinition(
-        APPLICATION,
-        [
-            RemoteStep("reserve_issuance", reserve, release),
-            LocalStep("record_verified", record_verified),
-            RemoteStep("open_account", open_account, close_account),
-            RemoteStep("order_card", order, cancel_order),
-            LocalStep("in_production", in_production),
-        ],
-        completed,
-        failed,
-    )
-
-
-BANK_LOSS = "bank_loss"
-
-
-def bank_loss_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
-    """The bank's half of a loss report or an unlock (A13.2, A13.4, A14.1): the card's own
-    state changed in the caller's transaction; this tells the bank, retrying until it answers.
-    A refusal from the bank is kept as a notice for operations on the card."""
-
-    def tell_bank(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        if saga.data["action"] == "suspend":
-            bank.suspend_for_loss(request_id, saga.card_id, saga.data["loss"])
-        else:
-            bank.lift_loss(request_id, saga.card_id)
-        return {}
-
-    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        """The bank has done its part."""
-
-    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        card = uow.cards.get(saga.card_id)
-        if card is None:
-            return
-        what = "suspend" if saga.data["action"] == "suspend" else "restore"
-        text = (
-            f"The bank could not {what} the financial function: {saga.refusal_message} "
-            f"({saga.refusal_reason}); the holder should contact {card.bank_code}."
-        )
-        uow.cards.record(
-            rules.Change(
-                card, notices=[rules.Notice(clock.now(), "operations", text, saga.refusal_rule)]
-            )
-        )
-
-    return SagaDefinition(BANK_LOSS, [RemoteStep("tell_bank", tell_bank)], completed, failed)
-
-
-REPLACEMENT = "replacement"
-RETIREMENT = "retirement"
-
-
-def replacement_saga(
-    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
-) -> SagaDefinition:
-    """Reissue (A15.1) and replacement (A16): identity moves the person's place to the new card
-    (A4.2); a bank change opens the new bank's account after its identity compare (A16.7,
-    A4.4), otherwise the new card carries the old card's account; the bank orders the card (4
-    working days, A22.2; on the spot at an instant branch, A22.3); the park pass moves (A16.4).
-    The old card keeps working until the new one is activated (A16.5)."""
-
-    def reserve(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        d = saga.data
-        verified = identity.reserve(
-            request_id,
-            d["doc_type"],
-            d["doc_number"],
-            d["name"],
-            saga.card_id,
-            d["kind"],
-            d["old_card_id"],
-        )
-        return {"person_id": verified.person_id, "verified": verified.facts}
-
-    def release(saga: SagaRecord, request_id: str) -> None:
-        identity.release(request_id, saga.card_id)
-
-    def record_verified(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
-        card = uow.cards.get(saga.card_id, for_update=True)
-        assert card is not None
-        uow.cards.record(rules.verified(card, saga.data["person_id"], SYSTEM, clock.now()))
-        return {}
-
-    def account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        d = saga.data
-        if not d["bank_change"]:
-            return {"account_id": d["old_account_id"]}
-        presented = {
-            "name": d["name"],
-            "document": {"type": d["doc_type"], "number": d["doc_number"]},
-        }
-        if "document_valid_until" in d["verified"]:
-            presented["document_valid_until"] = d["verified"]["document_valid_until"]
-        opened = bank.open_account(
-            request_id, saga.card_id, d["bank_code"], presented, d["verified"]
-        )
-        return {"account_id": opened}
 
     def close_account(saga: SagaRecord, request_id: str) -> None:
         if saga.data["bank_change"]:
@@ -274,24 +140,23 @@ def replacement_saga(
     def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
         d = saga.data
         card = uow.cards.get(saga.card_id, for_update=True)
-        old = uow.cards.get(d["old_card_id"], for_update=True)
-        assert card is not None and old is not None
+        assert card is not None
         now = clock.now()
-        card = replace(card, account_id=d["account_id"])
         due = dt.date.fromisoformat(d["due_date"]) if d["due_date"] else now.date()
-        change = rules.ordered(card, due, SYSTEM, now, rule="A22.2")
+        rule = "A22.1" if d["kind"] == "FIRST" else "A22.2"
+        change = rules.ordered(replace(card, account_id=d["account_id"]), due, SYSTEM, now, rule)
         uow.cards.record(change)
         if d["card_number"] and change.card.status is rules.Status.IN_PRODUCTION:
-            uow.cards.record(rules.produced(change.card, d["card_number"], SYSTEM, now))
-        uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
-        rule = "A15.2" if d["kind"] == "REISSUE" else "A16.8"
-        made = uow.cards.get(saga.card_id)
-        assert made is not None
-        uow.cards.record(rules.Change(made, notices=[rules.subsidy_notice(now, rule)]))
+            # Made on the spot at an instant branch (A22.3).
+            change = rules.produced(change.card, d["card_number"], SYSTEM, now)
+            uow.cards.record(change)
+        if d["old_card_id"]:
+            old = uow.cards.get(d["old_card_id"], for_update=True)
+            assert old is not None
+            uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
+            notice = rules.subsidy_notice(now, "A15.2" if d["kind"] == "REISSUE" else "A16.8")
+            uow.cards.record(rules.Change(change.card, notices=[notice]))
         return {}
-
-    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        """The new card waits for production; the old one keeps working (A16.5)."""
 
     def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
         card = uow.cards.get(saga.card_id, for_update=True)
@@ -307,19 +172,80 @@ def replacement_saga(
             )
         )
 
-    return SagaDefinition(
-        REPLACEMENT,
-        [
-            RemoteStep("reserve_issuance", reserve, release),
-            LocalStep("record_verified", record_verified),
-            RemoteStep("account", account, close_account),
-            RemoteStep("order_card", order, cancel_order),
-            RemoteStep("move_park_pass", move_park_pass, return_park_pass),
-            LocalStep("in_production", in_production),
-        ],
-        completed,
-        failed,
-    )
+    return {
+        "reserve_issuance": RemoteStep("reserve_issuance", reserve, release),
+        "record_verified": LocalStep("record_verified", record_verified),
+        "open_account": RemoteStep("open_account", open_account, close_account),
+        "order_card": RemoteStep("order_card", order, cancel_order),
+        "move_park_pass": RemoteStep("move_park_pass", move_park_pass, return_park_pass),
+        "in_production": LocalStep("in_production", in_production),
+        "failed": failed,
+    }
+
+
+def _waiting(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+    """Nothing more to do: the card waits for production (an old card keeps working, A16.5)."""
+
+
+def application_saga(
+    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+) -> SagaDefinition:
+    """A first card (A5.1)."""
+    s = _issuance_steps(identity, bank, transit, clock)
+    names = ["reserve_issuance", "record_verified", "open_account", "order_card", "in_production"]
+    return SagaDefinition(APPLICATION, [s[n] for n in names], _waiting, s["failed"])
+
+
+def replacement_saga(
+    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+) -> SagaDefinition:
+    """A reissue (A15.1) or a replacement (A16), possibly to another bank (A16.7)."""
+    s = _issuance_steps(identity, bank, transit, clock)
+    names = [
+        "reserve_issuance",
+        "record_verified",
+        "open_account",
+        "order_card",
+        "move_park_pass",
+        "in_production",
+    ]
+    return SagaDefinition(REPLACEMENT, [s[n] for n in names], _waiting, s["failed"])
+
+
+BANK_LOSS = "bank_loss"
+
+
+def bank_loss_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
+    """The bank's half of a loss report or an unlock (A13.2, A13.4, A14.1): the card's own
+    state changed in the caller's transaction; this tells the bank, retrying until it answers.
+    A refusal from the bank is kept as a notice for operations on the card."""
+
+    def tell_bank(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        if saga.data["action"] == "suspend":
+            bank.suspend_for_loss(request_id, saga.card_id, saga.data["loss"])
+        else:
+            bank.lift_loss(request_id, saga.card_id)
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """The bank has done its part."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id)
+        if card is None:
+            return
+        what = "suspend" if saga.data["action"] == "suspend" else "restore"
+        text = (
+            f"The bank could not {what} the financial function: {saga.refusal_message} "
+            f"({saga.refusal_reason}); the holder should contact {card.bank_code}."
+        )
+        uow.cards.record(
+            rules.Change(
+                card, notices=[rules.Notice(clock.now(), "operations", text, saga.refusal_rule)]
+            )
+        )
+
+    return SagaDefinition(BANK_LOSS, [RemoteStep("tell_bank", tell_bank)], completed, failed)
 
 
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:

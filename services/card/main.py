@@ -46,6 +46,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     base = foundation(config, store.idempotency_keys, cipher)
     credential = ServiceCredential(config)
     identity, bank = IdentityPort(config, credential), BankPort(config, credential)
+    transit = TransitPort()
 
     def new_uow() -> store.CardUnitOfWork:
         return store.CardUnitOfWork(base.db, cipher)
@@ -53,9 +54,9 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     orchestrator = Orchestrator(
         new_uow,
         [
-            application_saga(identity, bank, base.clock),
+            application_saga(identity, bank, transit, base.clock),
             bank_loss_saga(bank, base.clock),
-            replacement_saga(identity, bank, TransitPort(), base.clock),
+            replacement_saga(identity, bank, transit, base.clock),
             retirement_saga(identity, bank, base.clock),
         ],
         saga_tuning(config),

@@ -1,6 +1,7 @@
 """The card in use, over real gRPC against real identity, bank and card services, on SQLite and
-PostgreSQL, with the shared test clock where time matters: A12 service passwords, A13 loss,
-A14 unlock, A17 information changes, A24 agents."""
+PostgreSQL, with the shared test clock where time matters: service passwords (A12.1, A12.2),
+loss (A13.1–A13.4), unlock (A14.1, A14.3), the financial function left to the bank (A20.1),
+information changes (A17.1, A17.2), agents (A24.1, A24.2)."""
 
 from __future__ import annotations
 

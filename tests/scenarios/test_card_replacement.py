@@ -1,6 +1,6 @@
 """Reissue and replacement over real gRPC against real identity, bank and card services, on
 SQLite and PostgreSQL: A14.2, A15.1, A15.2, A16.1, A16.2, A16.5, A16.7, A16.8, A17.2, A22.2,
-A22.3."""
+A22.3, and old cards: A16.6 recall and destruction, A27.2 / A27.3 older generations."""
 
 from __future__ import annotations
 

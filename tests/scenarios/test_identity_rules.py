@@ -1,6 +1,7 @@
 """Identity rules over real gRPC against a real identity service, on SQLite and PostgreSQL:
-A2 (who may apply), A4.1–A4.3 (verification, one person one card, deaths), A17.2 (basic
-information changes), A21.2 (deaths reported to the rest of the suite)."""
+A2 (who may apply), A4.1–A4.3 (verification, one person one card, deaths), A11.2 (the
+preferential-treatment flags other services read eligibility from), A17.2 (basic information
+changes), A21.2 (deaths reported to the rest of the suite)."""
 
 from __future__ import annotations
 
