@@ -13,6 +13,7 @@ from services.bank.main import build as build_bank
 from services.card.main import build as build_card
 from services.identity.main import build as build_identity
 from services.platform.auth import Channel, Role
+from services.platform.grpc_errors import from_rpc_error
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -203,3 +204,9 @@ def wait_until(check: Callable[[], bool], timeout: float = 15) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the condition did not come true")
         time.sleep(0.05)
+
+
+def reason_rule(error: grpc.RpcError) -> tuple[str, str]:
+    """The reason and rule of a refusal."""
+    decoded = from_rpc_error(error)
+    return decoded.reason, decoded.rule

@@ -48,13 +48,12 @@ from services.bank.domain.production import (
 )
 from services.bank.domain.recall import CardRecall, RecallReason
 from services.platform import idempotency
-from services.platform.db import Database, UnitOfWork, advisory_key, as_utc
+from services.platform.db import Database, Serial, UnitOfWork, advisory_key, as_utc
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
-Serial = BigInteger().with_variant(Integer, "sqlite")
 
 branches = Table(
     "branches",

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     Date,
     DateTime,
@@ -45,13 +44,12 @@ from services.card.domain.card import (
 from services.card.domain.password import PasswordState
 from services.platform import idempotency
 from services.platform.auth import Channel
-from services.platform.db import Database, UnitOfWork, as_utc
+from services.platform.db import Database, Serial, UnitOfWork, as_utc
 from services.platform.masking import mask_document_number, mask_phone
 from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
-Serial = BigInteger().with_variant(Integer, "sqlite")
 
 cards = Table(
     "cards",

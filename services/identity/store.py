@@ -11,14 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Column,
     Date,
     DateTime,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     Row,
@@ -45,13 +43,12 @@ from services.identity.domain.person import (
     Source,
 )
 from services.platform import idempotency
-from services.platform.db import Database, UnitOfWork, advisory_key, as_utc
+from services.platform.db import Database, Serial, UnitOfWork, advisory_key, as_utc
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
-Serial = BigInteger().with_variant(Integer, "sqlite")
 
 persons = Table(
     "persons",

@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import BigInteger, Engine, Integer, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY = "sscard_readonly"
+# Auto-increment keys: BIGINT on PostgreSQL; on SQLite an INTEGER primary key is the rowid.
+Serial = BigInteger().with_variant(Integer, "sqlite")
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -7,11 +7,9 @@ A29.1 the date the rules apply from."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock, beijing_date
@@ -28,11 +26,6 @@ from tests.cardsuite import (
     Suite,
     rpc_error,
 )
-
-
-@pytest.fixture
-def suite(start_service: Callable[..., Any], token: Callable[..., Any]) -> Suite:
-    return Suite(start_service, token)
 
 
 def refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, str]:

@@ -9,7 +9,6 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 import pytest
 
 from services.card.main import build as build_card
@@ -27,20 +26,11 @@ from tests.cardsuite import (
     OTHER_INSTANT,
     Suite,
     active_card,
+    reason_rule,
     rpc_error,
     wait_until,
 )
 from tests.support import PersonSpec, wait_serving
-
-
-@pytest.fixture
-def suite(start_service: Callable[..., Any], token: Callable[..., Any]) -> Suite:
-    return Suite(start_service, token)
-
-
-def refusal(error: grpc.RpcError) -> tuple[str, str]:
-    decoded = from_rpc_error(error)
-    return decoded.reason, decoded.rule
 
 
 def loss(
@@ -94,14 +84,14 @@ class TestLoss:
             error = rpc_error(
                 lambda c=channel: loss(suite, "ReportFormalLoss", card_id, person, suite.at(c))
             )
-            assert refusal(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+            assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
         stranger = PersonSpec()
         error = rpc_error(
             lambda: loss(
                 suite, "ReportFormalLoss", card_id, stranger, suite.at(Channel.DISTRICT_OUTLET)
             )
         )
-        assert refusal(error) == ("DOCUMENT_MISMATCH", "A13.1")
+        assert reason_rule(error) == ("DOCUMENT_MISMATCH", "A13.1")
 
     def test_A13_3_the_ss_function_restores_itself_after_fifteen_natural_days(
         self, suite: Suite, test_clock: SharedTestClock
@@ -164,7 +154,7 @@ class TestLoss:
                 suite, "ReportFormalLoss", card_id, person, suite.branch(OTHER_BANK, OTHER_INSTANT)
             )
         )
-        assert refusal(other) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        assert reason_rule(other) == ("CHANNEL_NOT_ALLOWED", "A3.1")
         loss(suite, "ReportFormalLoss", card_id, person, suite.branch(BANK, INSTANT))
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.FORMAL_LOSS)
 
@@ -173,12 +163,12 @@ class TestUnlock:
     def test_A14_3_only_a_formally_lost_card_is_unlocked(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
         outlet = suite.at(Channel.DISTRICT_OUTLET)
-        assert refusal(rpc_error(lambda: unlock(suite, card_id, person, outlet))) == (
+        assert reason_rule(rpc_error(lambda: unlock(suite, card_id, person, outlet))) == (
             "NOT_FORMALLY_LOST",
             "A14.3",
         )
         loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
-        assert refusal(rpc_error(lambda: unlock(suite, card_id, person, outlet)))[0] == (
+        assert reason_rule(rpc_error(lambda: unlock(suite, card_id, person, outlet)))[0] == (
             "NOT_FORMALLY_LOST"
         )
 
@@ -209,7 +199,7 @@ class TestUnlock:
         unlock_at_bank = rpc_error(
             lambda: unlock(suite, card_id, person, suite.branch(BANK, INSTANT))
         )
-        assert refusal(unlock_at_bank) == ("NOT_FORMALLY_LOST", "A14.3")
+        assert reason_rule(unlock_at_bank) == ("NOT_FORMALLY_LOST", "A14.3")
 
 
 class TestInformation:
@@ -241,19 +231,19 @@ class TestInformation:
                 suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET), mobile="123"
             )
         )
-        assert refusal(error) == ("INVALID_CONTACT_INFO", "A17.1")
+        assert reason_rule(error) == ("INVALID_CONTACT_INFO", "A17.1")
         assert [v.field for v in from_rpc_error(error).violations] == ["mobile"]
         hotline = rpc_error(
             lambda: self._update(suite, card_id, person, suite.at(Channel.HOTLINE), address="x")
         )
-        assert refusal(hotline) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        assert reason_rule(hotline) == ("CHANNEL_NOT_ALLOWED", "A3.1")
 
     def test_A17_2_the_card_service_refuses_to_change_basic_information(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
         error = rpc_error(
             lambda: self._update(suite, card_id, person, suite.at(Channel.ONLINE), name="张四")
         )
-        assert refusal(error) == ("BASIC_INFO_CHANGE_VIA_IDENTITY", "A17.2")
+        assert reason_rule(error) == ("BASIC_INFO_CHANGE_VIA_IDENTITY", "A17.2")
 
 
 class TestAgents:
@@ -268,7 +258,7 @@ class TestAgents:
         error = rpc_error(
             lambda: loss(suite, "ReportFormalLoss", card_id, person, outlet, agent=agent)
         )
-        assert refusal(error) == ("AGENT_NOT_ALLOWED", "A24.1")
+        assert reason_rule(error) == ("AGENT_NOT_ALLOWED", "A24.1")
 
     def test_A24_1_an_agent_may_not_reset_the_service_password(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
@@ -284,7 +274,7 @@ class TestAgents:
                 metadata=suite.at(Channel.ONLINE),
             )
         )
-        assert refusal(error) == ("AGENT_NOT_ALLOWED", "A24.1")
+        assert reason_rule(error) == ("AGENT_NOT_ALLOWED", "A24.1")
 
     def test_A24_2_an_agent_without_the_written_authorisation_is_refused(
         self, suite: Suite
@@ -300,7 +290,7 @@ class TestAgents:
                 agent=agent_for(person, authorisation=""),
             )
         )
-        assert refusal(error) == ("AGENT_DOCUMENTS_MISSING", "A24.2")
+        assert reason_rule(error) == ("AGENT_DOCUMENTS_MISSING", "A24.2")
 
 
 class TestServicePassword:
@@ -345,7 +335,7 @@ class TestServicePassword:
         assert not self._verify(suite, card_id, "135790")
         assert self._verify(suite, card_id, "246802")
         weak = rpc_error(lambda: self._change(suite, card_id, "246802", "123456"))
-        assert refusal(weak) == ("WEAK_SERVICE_PASSWORD", "A12.2")
+        assert reason_rule(weak) == ("WEAK_SERVICE_PASSWORD", "A12.2")
 
     def test_A12_2_five_wrong_tries_lock_the_password_for_fifteen_minutes(
         self, suite: Suite, test_clock: SharedTestClock
@@ -359,7 +349,7 @@ class TestServicePassword:
         test_clock.advance(dt.timedelta(minutes=16))
         assert self._verify(suite, card_id, "135790")
         unknown = rpc_error(lambda: self._change(suite, "card-does-not-exist", "135790", "246802"))
-        assert refusal(wrong) == refusal(unknown) == ("SERVICE_PASSWORD_REJECTED", "A12.2")
+        assert reason_rule(wrong) == reason_rule(unknown) == ("SERVICE_PASSWORD_REJECTED", "A12.2")
 
     def test_A12_2_a_card_that_does_not_exist_gets_the_same_answer_as_a_wrong_password(
         self, suite: Suite

@@ -5,15 +5,12 @@ A22.3, and old cards: A16.6 recall and destruction, A27.2 / A27.3 older generati
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
-from services.platform.grpc_errors import from_rpc_error
 from sscard.bank.v1 import bank_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.common.v1 import common_pb2
@@ -25,20 +22,11 @@ from tests.cardsuite import (
     OTHER_INSTANT,
     Suite,
     active_card,
+    reason_rule,
     rpc_error,
     wait_until,
 )
 from tests.support import PersonSpec, resident_id
-
-
-@pytest.fixture
-def suite(start_service: Callable[..., Any], token: Callable[..., Any]) -> Suite:
-    return Suite(start_service, token)
-
-
-def refusal(error: grpc.RpcError) -> tuple[str, str]:
-    decoded = from_rpc_error(error)
-    return decoded.reason, decoded.rule
 
 
 def formal_loss(suite: Suite, card_id: str, person: PersonSpec) -> None:
@@ -111,7 +99,7 @@ class TestReissue:
     ) -> None:
         card_id, person = active_card(suite)
         early = rpc_error(lambda: reissue(suite, card_id, person))
-        assert refusal(early) == ("NOT_FORMALLY_LOST", "A15.1")
+        assert reason_rule(early) == ("NOT_FORMALLY_LOST", "A15.1")
         formal_loss(suite, card_id, person)
         started = reissue(suite, card_id, person)
         assert suite.settle(started.card_id).state == pb.COMPLETED
@@ -124,9 +112,9 @@ class TestReissue:
                 metadata=suite.at(Channel.DISTRICT_OUTLET),
             )
         )
-        assert refusal(unlock) == ("CARD_REISSUED", "A14.2")
+        assert reason_rule(unlock) == ("CARD_REISSUED", "A14.2")
         again = rpc_error(lambda: reissue(suite, card_id, person))
-        assert refusal(again) == ("ALREADY_REISSUED", "A15.1")
+        assert reason_rule(again) == ("ALREADY_REISSUED", "A15.1")
 
     def test_A15_1_reissue_is_online_or_at_the_issuing_bank_only(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
@@ -136,7 +124,9 @@ class TestReissue:
             suite.at(Channel.HOTLINE),
             suite.branch(OTHER_BANK, OTHER_INSTANT),
         ):
-            assert refusal(rpc_error(lambda m=metadata: reissue(suite, card_id, person, m))) == (
+            assert reason_rule(
+                rpc_error(lambda m=metadata: reissue(suite, card_id, person, m))
+            ) == (
                 "CHANNEL_NOT_ALLOWED",
                 "A3.1",
             )
@@ -182,14 +172,14 @@ class TestReplacement:
         card_id, person = active_card(suite)
         for reason in (pb.OTHER, pb.REPLACEMENT_REASON_UNSPECIFIED):
             error = rpc_error(lambda r=reason: replace(suite, card_id, person, r))
-            assert refusal(error) == ("INVALID_REPLACEMENT_REASON", "A16.1")
+            assert reason_rule(error) == ("INVALID_REPLACEMENT_REASON", "A16.1")
 
     def test_A16_2_replacement_is_online_or_at_the_issuing_bank(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
         error = rpc_error(
             lambda: replace(suite, card_id, person, metadata=suite.at(Channel.DISTRICT_OUTLET))
         )
-        assert refusal(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
 
     def test_A16_5_A16_8_the_old_card_works_until_the_new_one_is_activated(
         self, suite: Suite
@@ -226,7 +216,7 @@ class TestReplacement:
                 metadata=suite.at(Channel.ONLINE),
             )
         )
-        assert refusal(soon) == ("BANK_CHANGE_TOO_SOON", "A16.7")
+        assert reason_rule(soon) == ("BANK_CHANGE_TOO_SOON", "A16.7")
         test_clock.advance(dt.timedelta(days=190))
         later = replace(suite, started.card_id, person, new_bank_code=BANK)
         assert suite.settle(later.card_id).state == pb.COMPLETED
