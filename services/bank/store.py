@@ -216,9 +216,8 @@ class CardNumberRepository:
             return
         highest = self.session.execute(select(func.max(t.c.bank_number))).scalar_one_or_none()
         self.session.execute(
-            t.insert().values(
-                bank_code=bank_code, bank_number=next_bank_number(highest), last_serial=0
-            )
+            t.insert(),
+            dict(bank_code=bank_code, bank_number=next_bank_number(highest), last_serial=0),
         )
 
     def next_number(self, bank_code: str) -> str:
@@ -277,7 +276,8 @@ class AccountRepository:
     def add(self, account: Account) -> None:
         h = account.holder
         self.session.execute(
-            accounts.insert().values(
+            accounts.insert(),
+            dict(
                 account_id=account.account_id,
                 card_id=account.card_id,
                 bank_code=account.bank_code,
@@ -291,7 +291,7 @@ class AccountRepository:
                 opened_at=account.opened_at,
                 closed_at=account.closed_at,
                 **self._loss(account),
-            )
+            ),
         )
 
     def save_status(self, account: Account) -> None:
@@ -366,7 +366,8 @@ class OrderRepository:
 
     def add(self, order: ProductionOrder) -> None:
         self.session.execute(
-            production_orders.insert().values(
+            production_orders.insert(),
+            dict(
                 order_id=order.order_id,
                 card_id=order.card_id,
                 bank_code=order.bank_code,
@@ -380,7 +381,7 @@ class OrderRepository:
                 pickup_branch_id=order.pickup_branch_id,
                 created_at=order.created_at,
                 **self._state(order),
-            )
+            ),
         )
 
     def save_state(self, order: ProductionOrder) -> None:
@@ -400,7 +401,8 @@ class NoticeRepository:
     def add(self, order: ProductionOrder, now: dt.datetime) -> None:
         assert order.produced_at is not None
         self.session.execute(
-            card_notices.insert().values(
+            card_notices.insert(),
+            dict(
                 order_id=order.order_id,
                 card_id=order.card_id,
                 card_number=order.card_number,
@@ -408,7 +410,7 @@ class NoticeRepository:
                 created_at=now,
                 attempts=0,
                 next_attempt_at=now,
-            )
+            ),
         )
 
     def claim(self, now: dt.datetime, lease: dt.timedelta, limit: int) -> list[CardNotice]:
@@ -493,13 +495,14 @@ class RecallRepository:
 
     def add(self, recall: CardRecall) -> None:
         self.session.execute(
-            card_recalls.insert().values(
+            card_recalls.insert(),
+            dict(
                 card_id=recall.card_id,
                 reason=recall.reason.value,
                 recalled_at=recall.recalled_at,
                 recalled_by=recall.recalled_by,
                 **self._destruction(recall),
-            )
+            ),
         )
 
     @staticmethod

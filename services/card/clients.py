@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.type.date_pb2 import Date
 
 from services.platform.clients import ServiceCredential, call, open_channel
 from services.platform.config import ServiceConfig
@@ -24,6 +24,17 @@ from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 
 def _document(doc_type: str, number: str) -> common_pb2.IdentityDocument:
     return common_pb2.IdentityDocument(type=doc_type, number=number)
+
+
+def _facts(facts: dict[str, Any]) -> bank_pb2.IdentityFacts:
+    """Identity facts kept in a saga (plain JSON) as the bank's message."""
+    message = bank_pb2.IdentityFacts(
+        name=facts["name"],
+        document=_document(facts["document"]["type"], facts["document"]["number"]),
+    )
+    if "document_valid_until" in facts:
+        message.document_valid_until.CopyFrom(Date(**facts["document_valid_until"]))
+    return message
 
 
 @dataclass(frozen=True)
@@ -63,15 +74,21 @@ class IdentityPort:
             self._credential,
         )
         person = answer.person
-        facts = bank_pb2.IdentityFacts(name=person.name, document=person.document)
-        facts.document.ClearField("number_masked")
+        facts: dict[str, Any] = {
+            "name": person.name,
+            "document": {
+                "type": common_pb2.DocumentType.Name(person.document.type),
+                "number": person.document.number,
+            },
+        }
         if person.HasField("document_valid_until"):
-            facts.document_valid_until.CopyFrom(person.document_valid_until)
-        return Verified(
-            person.person_id,
-            MessageToDict(facts, preserving_proto_field_name=True),
-            person.legacy_card_generation,
-        )
+            valid = person.document_valid_until
+            facts["document_valid_until"] = {
+                "year": valid.year,
+                "month": valid.month,
+                "day": valid.day,
+            }
+        return Verified(person.person_id, facts, person.legacy_card_generation)
 
     def confirm(self, request_id: str, card_id: str) -> None:
         call(
@@ -114,8 +131,8 @@ class BankPort:
                 request_id=request_id,
                 card_id=card_id,
                 bank_code=bank_code,
-                presented=ParseDict(presented, bank_pb2.IdentityFacts()),
-                verified=ParseDict(verified, bank_pb2.IdentityFacts()),
+                presented=_facts(presented),
+                verified=_facts(verified),
             ),
             self._credential,
         )

@@ -79,6 +79,7 @@ class Tuning:
     backoff_base: float = 0.2
     backoff_cap: float = 30.0
     idle_poll: float = 0.5
+    claim_batch: int = 4  # sagas a worker claims at once
 
 
 class LeaseLost(Exception):
@@ -144,37 +145,36 @@ class Orchestrator:
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                saga = self._claim()
+                claimed = self._claim(self._tuning.claim_batch)
             except Exception:
-                log.exception("claiming a saga failed; will try again")
+                log.exception("claiming sagas failed; will try again")
                 self._stopping.wait(1.0)
                 continue
-            if saga is None:
+            if not claimed:
                 with self._wake:
                     if self._pending <= 0:
                         self._wake.wait(self._tuning.idle_poll)
                     self._pending = 0
                 continue
-            try:
-                self.drive(saga)
-            except LeaseLost:
-                log.info("saga %s was taken over by another worker", saga.saga_id)
-            except Exception:
-                log.exception(
-                    "saga %s stopped on an unexpected error; it will resume", saga.saga_id
-                )
+            for saga in claimed:
+                try:
+                    self.drive(saga)
+                except LeaseLost:
+                    log.info("saga %s was taken over by another worker", saga.saga_id)
+                except Exception:
+                    log.exception("saga %s hit an unexpected error; it resumes later", saga.saga_id)
 
-    def _claim(self) -> SagaRecord | None:
+    def _claim(self, limit: int = 1) -> list[SagaRecord]:
         with self._new_uow() as uow:
-            saga = uow.sagas.claim(self.owner, wall_clock(), self._tuning.lease)
+            sagas = uow.sagas.claim(self.owner, wall_clock(), self._tuning.lease, limit)
             uow.commit()
-            return saga
+            return sagas
 
     def run_until_idle(self, limit: int = 10_000) -> int:
         """Drive every runnable saga in this thread (tests and tools); returns how many."""
         driven = 0
-        while driven < limit and (saga := self._claim()) is not None:
-            self.drive(saga)
+        while driven < limit and (claimed := self._claim()):
+            self.drive(claimed[0])
             driven += 1
         return driven
 

@@ -225,7 +225,7 @@ _CLAIMABLE = (
         (sagas.c.lease_until.is_(None)) | (sagas.c.lease_until < bindparam("now")),
     )
     .order_by(sagas.c.next_attempt_at)
-    .limit(1)
+    .limit(bindparam("limit", type_=Integer))
     .with_for_update(skip_locked=True)
 )
 _TAKE_LEASE = (
@@ -651,22 +651,28 @@ class SagaRepository:
         row = self.session.execute(query.order_by(sagas.c.created_at.desc())).first()
         return None if row is None else self._to_record(row)
 
-    def claim(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> SagaRecord | None:
-        """Take the lease of one runnable saga: due, and not leased or its lease run out.
+    def claim(
+        self, owner: str, now: dt.datetime, lease: dt.timedelta, limit: int = 1
+    ) -> list[SagaRecord]:
+        """Take the leases of up to ``limit`` runnable sagas: due, and not leased or their
+        lease run out.
 
         On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets replicas claim side by side without
         waiting on each other; on SQLite the writing transaction already serialises claims.
         """
-        row = self.session.execute(_CLAIMABLE, {"now": now}).one_or_none()
-        if row is None:
-            return None
-        self.session.execute(
-            _TAKE_LEASE,
-            {"b_saga_id": row.saga_id, "owner": owner, "until": now + lease, "now": now},
-        )
-        record = self._to_record(row)
-        record.lease_owner = owner
-        return record
+        rows = self.session.execute(_CLAIMABLE, {"now": now, "limit": limit}).all()
+        if rows:
+            self.session.execute(
+                _TAKE_LEASE,
+                [
+                    {"b_saga_id": row.saga_id, "owner": owner, "until": now + lease, "now": now}
+                    for row in rows
+                ],
+            )
+        records = [self._to_record(row) for row in rows]
+        for record in records:
+            record.lease_owner = owner
+        return records
 
     def save(
         self,

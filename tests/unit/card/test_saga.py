@@ -234,13 +234,12 @@ def test_a_worker_that_lost_its_lease_stops_without_writing(world: World) -> Non
     world.add()
     orchestrator = world.orchestrator()
     orchestrator.owner = "owner-1"
-    claimed = orchestrator._claim()
-    assert claimed is not None and claimed.lease_owner == "owner-1"
+    (claimed,) = orchestrator._claim()
+    assert claimed.lease_owner == "owner-1"
     with world.new_uow() as uow:
         past = wall_clock() - dt.timedelta(seconds=1)
         uow.session.execute(sagas.update().where(sagas.c.saga_id == "s1").values(lease_until=past))
-        thief = uow.sagas.claim("thief", wall_clock(), TUNING.lease)
-        assert thief is not None
+        (thief,) = uow.sagas.claim("thief", wall_clock(), TUNING.lease)
         thief.step, thief.data = 2, {"thief": True}
         assert uow.sagas.save(thief, wall_clock(), wall_clock() + TUNING.lease)
         uow.commit()
