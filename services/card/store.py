@@ -91,6 +91,7 @@ cards = Table(
     Index("ix_cards_batch", "batch_id"),
 )
 
+# The face photo is personal data like the numbers: stored encrypted.
 card_photos = Table(
     "card_photos",
     metadata,
@@ -347,7 +348,9 @@ class CardRepository:
                     "account_id": card.account_id,
                 }
             )
-            photos.append({"card_id": card.card_id, "photo": contact.photo})
+            photos.append(
+                {"card_id": card.card_id, "photo": self.cipher.encrypt_bytes(contact.photo)}
+            )
         if rows:
             self.session.execute(cards.insert(), rows)
             self.session.execute(card_photos.insert(), photos)
@@ -442,7 +445,7 @@ class CardRepository:
             self.cipher.decrypt(row.mobile_cipher),
             self.cipher.decrypt(row.address_cipher),
             row.occupation,
-            row.photo,
+            self.cipher.decrypt_bytes(row.photo),
         )
 
     def last_bank_change(self, person_id: str) -> dt.datetime | None:

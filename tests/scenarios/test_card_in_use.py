@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -381,3 +382,21 @@ def test_A24_1_agents_may_query_status(suite: Suite) -> None:
         metadata=suite.at(Channel.HOTLINE, roles=(Role.COUNTER,)),
     )
     assert answer.status == pb.ACTIVE
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_database_dump_shows_no_id_or_phone_number_in_the_clear(
+    suite: Suite, service_env: dict[str, str]
+) -> None:
+    card_id, person = active_card(suite)
+    suite.card.UpdateContactInfo(
+        pb.UpdateContactInfoRequest(
+            request_id="dump-1", card_id=card_id, document=person.document(), mobile="13699887766"
+        ),
+        metadata=suite.at(Channel.ONLINE),
+    )
+    for service in ("identity", "card", "bank"):
+        path = service_env[f"SSCARD_{service.upper()}_DB_URL"].removeprefix("sqlite:///")
+        dump = b"".join(Path(f).read_bytes() for f in (path, path + "-wal") if Path(f).exists())
+        assert person.number.encode() not in dump, service
+        assert b"13699887766" not in dump and b"13812345678" not in dump, service
