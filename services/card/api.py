@@ -6,6 +6,7 @@ wake the orchestrator once their transaction has committed.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,11 +21,11 @@ from services.card.domain.card import Card, CollectionMethod, Delivery
 from services.card.domain.channels import Operation
 from services.card.domain.password import check_new_password, wrong_password
 from services.card.saga import Orchestrator
-from services.card.store import CardUnitOfWork, SagaRecord
+from services.card.store import CardUnitOfWork, SagaRecord, SagaSummary
 from services.platform.auth import Role, current_caller, require_role
 from services.platform.clock import Clock
 from services.platform.db import Database
-from services.platform.errors import DomainError
+from services.platform.errors import DomainError, FieldViolation, Kind
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
@@ -527,3 +528,108 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             stands = service.count_try(uow, request.card_id, correct, seen.hash, self._clock)
             uow.commit()
         return pb.VerifyServicePasswordResponse(valid=stands)
+
+
+class OpsApi(card_pb2_grpc.OpsServiceServicer):
+    """Sagas and deadlines for operations dashboards (role `ops`)."""
+
+    def __init__(
+        self, db: Database, cipher: PiiCipher, clock: Clock, orchestrator: Orchestrator
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._clock = clock
+        self._orchestrator = orchestrator
+
+    def _saga_pb(self, summary: SagaSummary) -> pb.Saga:
+        saga = summary.record
+        return pb.Saga(
+            saga_id=saga.saga_id,
+            kind=saga.kind,
+            card_id=saga.card_id,
+            batch_id=saga.batch_id,
+            state=saga.state,
+            step=self._orchestrator.step_name(saga),
+            retries=saga.retries,
+            last_error=saga.last_error,
+            refusal_reason=saga.refusal_reason,
+            refusal_rule=saga.refusal_rule,
+            refusal_message=saga.refusal_message,
+            created_at=to_timestamp(summary.created_at),
+            updated_at=to_timestamp(summary.updated_at),
+            next_attempt_at=to_timestamp(summary.next_attempt_at),
+        )
+
+    def ListSagas(
+        self, request: pb.ListSagasRequest, context: grpc.ServicerContext
+    ) -> pb.ListSagasResponse:
+        state = pb.SagaState.Name(request.state) if request.state else ""
+        with CardUnitOfWork(self._db, self._cipher, readonly=True) as uow:
+            found = service.list_sagas(
+                uow,
+                state,
+                request.kind,
+                request.card_id,
+                request.page_token,
+                request.page_size,
+                current_caller(),
+            )
+        size = service.page_size(request.page_size)
+        return pb.ListSagasResponse(
+            sagas=[self._saga_pb(s) for s in found],
+            next_page_token=found[-1].record.saga_id if len(found) == size else "",
+        )
+
+    def GetSaga(self, request: pb.GetSagaRequest, context: grpc.ServicerContext) -> pb.Saga:
+        with CardUnitOfWork(self._db, self._cipher, readonly=True) as uow:
+            return self._saga_pb(service.get_saga(uow, request.saga_id, current_caller()))
+
+    def ListDeadlines(
+        self, request: pb.ListDeadlinesRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeadlinesResponse:
+        after = None
+        if request.page_token:
+            due, _, timer_id = request.page_token.partition("|")
+            try:
+                after = (dt.datetime.fromisoformat(due), timer_id)
+            except ValueError as exc:
+                raise DomainError(
+                    "INVALID_PAGE_TOKEN",
+                    "the page token is not one this service gave",
+                    kind=Kind.INVALID,
+                    violations=(FieldViolation("page_token", "not a token from this service"),),
+                ) from exc
+        state = pb.DeadlineState.Name(request.state) if request.state else ""
+        now = self._clock.now()
+        with CardUnitOfWork(self._db, self._cipher, readonly=True) as uow:
+            found = service.list_deadlines(
+                uow,
+                request.kind,
+                request.rule,
+                state,
+                request.overdue_only,
+                after,
+                request.page_size,
+                current_caller(),
+                self._clock,
+            )
+        size = service.page_size(request.page_size)
+        last = found[-1] if len(found) == size else None
+        return pb.ListDeadlinesResponse(
+            deadlines=[
+                pb.Deadline(
+                    timer_id=t.timer_id,
+                    kind=t.kind,
+                    target=t.target,
+                    rule=t.rule,
+                    due_at=to_timestamp(t.due_at),
+                    state=t.state,
+                    overdue=t.state == "PENDING" and t.due_at < now,
+                    outcome=t.outcome,
+                    attempts=t.attempts,
+                    fired_at=to_timestamp(t.fired_at),
+                )
+                for t in found
+            ],
+            next_page_token=f"{last.due_at.isoformat()}|{last.timer_id}" if last else "",
+        )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import grpc
+
 from services.card import service, store
-from services.card.api import CardApi
+from services.card.api import CardApi, OpsApi
 from services.card.clients import BankPort, IdentityPort, TransitPort
 from services.card.flows import (
     application_saga,
@@ -23,6 +25,7 @@ from services.platform.server import ServiceDeps, foundation, run_service
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
+OPS_SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 
 
 def saga_tuning(config: settings.ServiceConfig) -> Tuning:
@@ -73,6 +76,11 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         poll_seconds=float(config.env.get("SSCARD_SCHEDULER_POLL_SECONDS", "1")),
     )
     api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher())
+    ops = OpsApi(base.db, cipher, base.clock, orchestrator)
+
+    def register(server: grpc.Server) -> None:
+        card_pb2_grpc.add_CardServiceServicer_to_server(api, server)
+        card_pb2_grpc.add_OpsServiceServicer_to_server(ops, server)
 
     def start() -> None:
         orchestrator.start()
@@ -84,8 +92,8 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
     return ServiceDeps(
         db=base.db,
-        register=lambda server: card_pb2_grpc.add_CardServiceServicer_to_server(api, server),
-        service_names=[SERVICE_NAME],
+        register=register,
+        service_names=[SERVICE_NAME, OPS_SERVICE_NAME],
         maintenance=[base.purge_task()],
         on_start=start,
         on_stop=stop,

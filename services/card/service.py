@@ -40,7 +40,7 @@ from services.card.flows import (
 )
 from services.card.saga import wall_clock
 from services.card.scheduler import new_timer
-from services.card.store import CardUnitOfWork, Contact, SagaRecord, TimerRecord
+from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
 from services.platform.auth import Caller, Channel, Role, require_role
 from services.platform.clock import Clock, beijing_date
 from services.platform.errors import DomainError, FieldViolation, Kind, Violations
@@ -786,3 +786,43 @@ def replace_card(
         v.raise_if_any("INVALID_REQUEST", rule="A16.7")
         rules.check_bank_change(uow.cards.last_bank_change(old.person_id), now)
     return _successor(uow, old, cmd, "REPLACEMENT", bank_code, caller, now)
+
+
+# --- operations (sagas and deadlines) -----------------------------------------------------------
+
+MAX_PAGE = 500
+
+
+def page_size(requested: int) -> int:
+    return 50 if requested <= 0 else min(requested, MAX_PAGE)
+
+
+def list_sagas(
+    uow: CardUnitOfWork, state: str, kind: str, card_id: str, after: str, size: int, caller: Caller
+) -> list[SagaSummary]:
+    require_role(caller, Role.OPS)
+    return uow.sagas.summaries(state, kind, card_id, after, page_size(size))
+
+
+def get_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaSummary:
+    require_role(caller, Role.OPS)
+    found = uow.sagas.summary(saga_id) if saga_id else None
+    if found is None:
+        raise DomainError("SAGA_NOT_FOUND", "no such saga", kind=Kind.NOT_FOUND)
+    return found
+
+
+def list_deadlines(
+    uow: CardUnitOfWork,
+    kind: str,
+    rule: str,
+    state: str,
+    overdue_only: bool,
+    after: tuple[dt.datetime, str] | None,
+    size: int,
+    caller: Caller,
+    clock: Clock,
+) -> list[TimerRecord]:
+    require_role(caller, Role.OPS)
+    overdue_at = clock.now() if overdue_only else None
+    return uow.timers.listing(kind, rule, state, overdue_at, after, page_size(size))

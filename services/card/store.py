@@ -654,6 +654,48 @@ class SagaRepository:
         row = self.session.execute(query.order_by(sagas.c.created_at.desc())).first()
         return None if row is None else self._to_record(row)
 
+    def summaries(
+        self, state: str, kind: str, card_id: str, after: str, limit: int
+    ) -> list[SagaSummary]:
+        """Sagas for operations, filtered, ordered by id, starting after ``after``."""
+        query = select(sagas).where(sagas.c.saga_id > after)
+        if state:
+            query = query.where(sagas.c.state == state)
+        if kind:
+            query = query.where(sagas.c.kind == kind)
+        if card_id:
+            query = query.where(sagas.c.card_id == card_id)
+        rows = self.session.execute(query.order_by(sagas.c.saga_id).limit(limit)).all()
+        return [self._summary(row) for row in rows]
+
+    def summary(self, saga_id: str) -> SagaSummary | None:
+        row = self.session.execute(select(sagas).where(sagas.c.saga_id == saga_id)).one_or_none()
+        return None if row is None else self._summary(row)
+
+    @staticmethod
+    def _summary(row: Row[Any]) -> SagaSummary:
+        record = SagaRecord(
+            saga_id=row.saga_id,
+            kind=row.kind,
+            card_id=row.card_id,
+            batch_id=row.batch_id,
+            state=row.state,
+            step=row.step,
+            data={},
+            retries=row.retries,
+            last_error=row.last_error,
+            refusal_reason=row.refusal_reason,
+            refusal_rule=row.refusal_rule,
+            refusal_message=row.refusal_message,
+        )
+        waiting = row.state in ACTIVE_SAGA_STATES and row.retries > 0
+        return SagaSummary(
+            record,
+            as_utc(row.created_at),
+            as_utc(row.updated_at),
+            as_utc(row.next_attempt_at) if waiting else None,
+        )
+
     def claim(
         self, owner: str, now: dt.datetime, lease: dt.timedelta, limit: int = 1
     ) -> list[SagaRecord]:
@@ -707,6 +749,16 @@ class SagaRepository:
                 _SAVE_SAGA_RETRY, {**params, "next_attempt_at": next_attempt_at}
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SagaSummary:
+    """A saga for operations: its record without the (encrypted) working data, and its times."""
+
+    record: SagaRecord
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    next_attempt_at: dt.datetime | None
 
 
 class PasswordRepository:
@@ -803,6 +855,36 @@ class TimerRepository:
     def for_target(self, target: str) -> list[TimerRecord]:
         rows = self.session.execute(
             select(timers).where(timers.c.target == target).order_by(timers.c.due_at)
+        ).all()
+        return [self._to_timer(r) for r in rows]
+
+    def listing(
+        self,
+        kind: str,
+        rule: str,
+        state: str,
+        overdue_at: dt.datetime | None,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+    ) -> list[TimerRecord]:
+        """Timers for operations, filtered, by due time then id, starting after ``after``."""
+        query = select(timers)
+        if kind:
+            query = query.where(timers.c.kind == kind)
+        if rule:
+            query = query.where(timers.c.rule == rule)
+        if state:
+            query = query.where(timers.c.state == state)
+        if overdue_at is not None:
+            query = query.where(timers.c.state == "PENDING", timers.c.due_at < overdue_at)
+        if after is not None:
+            due, timer_id = after
+            query = query.where(
+                (timers.c.due_at > due)
+                | ((timers.c.due_at == due) & (timers.c.timer_id > timer_id))
+            )
+        rows = self.session.execute(
+            query.order_by(timers.c.due_at, timers.c.timer_id).limit(limit)
         ).all()
         return [self._to_timer(r) for r in rows]
 
