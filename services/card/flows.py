@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from services.card.clients import BankPort, IdentityPort, TransitPort
+from services.card.deadlines import watch_production
 from services.card.domain import card as rules
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
 from services.card.store import CardUnitOfWork, SagaRecord
@@ -150,6 +151,7 @@ def _issuance_steps(
             # Made on the spot at an instant branch (A22.3).
             change = rules.produced(change.card, d["card_number"], SYSTEM, now)
             uow.cards.record(change)
+        watch_production(uow, change.card, rule, now)
         if d["old_card_id"]:
             old = uow.cards.get(d["old_card_id"], for_update=True)
             assert old is not None

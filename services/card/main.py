@@ -6,7 +6,7 @@ import datetime as dt
 
 import grpc
 
-from services.card import service, store
+from services.card import deadlines, store
 from services.card.api import CardApi, OpsApi
 from services.card.clients import BankPort, IdentityPort, TransitPort
 from services.card.flows import (
@@ -68,11 +68,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     scheduler = Scheduler(
         new_uow,
         base.clock,
-        {
-            service.TEMPORARY_LOSS_EXPIRY: lambda uow, timer: service.expire_temporary_loss(
-                uow, timer, base.clock
-            )
-        },
+        deadlines.handlers(base.clock),
         poll_seconds=float(config.env.get("SSCARD_SCHEDULER_POLL_SECONDS", "1")),
     )
     api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher())

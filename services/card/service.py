@@ -12,6 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from services.card.deadlines import (
+    EMPLOYER_HANDOUT,
+    PRODUCTION_OVERDUE,
+    TEMPORARY_LOSS_EXPIRY,
+    watch_handout,
+)
 from services.card.domain import card as rules
 from services.card.domain import channels
 from services.card.domain.agents import AgentPresence, check_agent
@@ -35,7 +41,6 @@ from services.card.flows import (
     BANK_LOSS,
     REPLACEMENT,
     RETIREMENT,
-    SYSTEM,
     application_data,
 )
 from services.card.saga import wall_clock
@@ -313,6 +318,8 @@ def record_produced(
     require_role(caller, Role.SERVICE)
     card = _card(uow, card_id, for_update=True)
     change = rules.produced(card, card_number, caller, clock.now())
+    if change.card is not card:
+        uow.timers.cancel(PRODUCTION_OVERDUE, card_id, "made")
     uow.cards.record(change)
     return change.card
 
@@ -378,6 +385,8 @@ def record_collection(
             )
         v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule="A7.3")
     change = rules.collect(card, cmd.method, caller, clock.now())
+    if change.card is not card and change.card.status is Status.WITH_EMPLOYER:
+        watch_handout(uow, change.card, clock.now())
     uow.cards.record(change)
     return change.card
 
@@ -388,6 +397,8 @@ def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clo
     channels.check(Operation.RECORD_HANDOUT, caller)
     card = _card(uow, card_id, for_update=True)
     change = rules.hand_out(card, caller.caller, caller, clock.now())
+    if change.card is not card:
+        uow.timers.cancel(EMPLOYER_HANDOUT, card_id, "handed out")
     uow.cards.record(change)
     return change.card
 
@@ -458,8 +469,6 @@ def get_batch(
 
 
 # --- the card in use: loss, unlock, information, passwords (A12, A13, A14, A17, A24) ----------
-
-TEMPORARY_LOSS_EXPIRY = "temporary_loss_expiry"
 
 
 @dataclass(frozen=True)
@@ -548,18 +557,6 @@ def report_formal_loss(
     if financial_too:
         _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
     return LossOutcome(change.card, financial_too)
-
-
-def expire_temporary_loss(uow: CardUnitOfWork, timer: TimerRecord, clock: Clock) -> str:
-    """The A13.3 timer: restore the SS function unless a formal loss came meanwhile."""
-    card = uow.cards.get(timer.target, for_update=True)
-    if card is None:
-        return "no such card"
-    change = rules.expire_temporary_loss(card, SYSTEM, clock.now())
-    if change.card is card:
-        return f"nothing to restore: the card is {card.status.value}"
-    uow.cards.record(change)
-    return "SS function restored"
 
 
 def unlock(

@@ -32,6 +32,7 @@ class Status(enum.Enum):
     TEMPORARILY_LOST = "TEMPORARILY_LOST"
     FORMALLY_LOST = "FORMALLY_LOST"
     REPLACED = "REPLACED"
+    RETURN_DUE = "RETURN_DUE"
 
 
 class ReplacementReason(enum.Enum):
@@ -46,6 +47,7 @@ IN_HAND = frozenset({Status.COLLECTED, Status.ACTIVE})  # states a holder can lo
 LOST = frozenset({Status.TEMPORARILY_LOST, Status.FORMALLY_LOST})
 TEMPORARY_LOSS_DAYS = 15  # A13.3, natural days
 BANK_CHANGE_LOCK_MONTHS = 6  # A16.7
+EMPLOYER_HANDOUT_DAYS = 30  # A7.4, natural days
 
 
 class Delivery(enum.Enum):
@@ -453,6 +455,43 @@ def subsidy_notice(now: dt.datetime, rule: str) -> Notice:
     )
 
 
+# --- deadlines (A7.4, A22) ---------------------------------------------------------------------
+
+
+def production_overdue(card: Card, now: dt.datetime, rule: str) -> Change:
+    """A22.1 / A22.2 / A22.4: a card not made by its due date is flagged to operations with how
+    late it is; mailing time does not count, so only a card still in production is late."""
+    if card.status is not Status.IN_PRODUCTION or card.due_date is None:
+        return Change(card)
+    late = (now.astimezone(BEIJING).date() - card.due_date).days
+    text = (
+        f"Production overdue: card {card.card_id} at {card.bank_code} was due by "
+        f"{card.due_date.isoformat()} and is {late} day(s) late."
+    )
+    return Change(card, notices=[Notice(now, "operations", text, rule)])
+
+
+def handout_overdue(card: Card, who: Caller, now: dt.datetime) -> Change:
+    """A7.4: a card the employer has not handed out within 30 natural days of collecting it
+    must go back to the issuing bank: it is flagged and marked for return."""
+    if card.status is not Status.WITH_EMPLOYER:
+        return Change(card)
+    change = _move(
+        card,
+        Status.RETURN_DUE,
+        who,
+        now,
+        "A7.4",
+        f"not handed out within {EMPLOYER_HANDOUT_DAYS} days of collection; to be returned",
+    )
+    text = (
+        f"Card {card.card_id} was not handed to its employee within {EMPLOYER_HANDOUT_DAYS} "
+        f"days: return it to the issuing bank {card.bank_code}."
+    )
+    change.notices.append(Notice(now, "employer", text, "A7.4"))
+    return change
+
+
 # --- words ------------------------------------------------------------------------------------
 
 
@@ -503,6 +542,11 @@ def progress(card: Card) -> str:
             return (
                 f"Formally reported lost on {since}. If found, unlock it at a district outlet "
                 f"or at a branch of {card.bank_code}; otherwise apply for a reissue."
+            )
+        case Status.RETURN_DUE:
+            return (
+                f"Not handed out by the employer within {EMPLOYER_HANDOUT_DAYS} days; it is to "
+                f"be returned to {card.bank_code}."
             )
         case Status.REPLACED:
             return f"Stopped for good on {since}: replaced by a new card."
