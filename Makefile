@@ -43,6 +43,7 @@ demo: $(GENERATED)
 bench: $(GENERATED)
 	$(PY) -m tests.bench.bench_import
 	$(PY) -m tests.bench.bench_batch
+	if [ -n "$$SSCARD_TEST_PG_URL" ]; then $(PY) -m tests.bench.bench_timers; fi
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

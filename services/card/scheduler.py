@@ -72,32 +72,53 @@ class Scheduler:
                 self._stopping.wait(self._poll)
 
     def fire_due(self) -> int:
-        """Claim and fire one batch of due timers; returns how many were claimed."""
+        """Claim and fire one batch of due timers; returns how many were claimed.
+
+        The batch fires in one transaction; if a handler fails, the batch fires again with each
+        timer under its own savepoint, so a failing handler rolls back only its own timer, which
+        is retried after a backoff. If this worker
+        lost the lease of any timer in the batch meanwhile, the whole batch is abandoned (its
+        new holder fires those; the rest come due again when this worker's leases run out).
+        """
         with self._new_uow() as uow:
             due = uow.timers.claim_due(
                 self.owner, self._clock.now(), wall_clock(), self._lease, self._batch
             )
             uow.commit()
-        for timer in due:
-            self._fire(timer)
+        if not due:
+            return 0
+        try:
+            self._fire_batch(due, isolate=False)
+        except Exception:
+            # One handler failed: fire the batch again, each timer under its own savepoint, so
+            # only the failing timers are put off.
+            self._fire_batch(due, isolate=True)
         return len(due)
 
-    def _fire(self, timer: TimerRecord) -> None:
-        handler = self._handlers[timer.kind]
-        try:
-            with self._new_uow() as uow:
-                outcome = handler(uow, timer)
-                if not uow.timers.fired(timer.timer_id, self.owner, outcome, self._clock.now()):
-                    return  # another worker took it over; its transaction decides
+    def _fire_batch(self, due: list[TimerRecord], isolate: bool) -> None:
+        failures: list[tuple[TimerRecord, Exception]] = []
+        with self._new_uow() as uow:
+            outcomes: list[tuple[str, str]] = []
+            for timer in due:
+                handler = self._handlers[timer.kind]
+                if not isolate:
+                    outcomes.append((timer.timer_id, handler(uow, timer)))
+                    continue
+                try:
+                    with uow.session.begin_nested():
+                        outcomes.append((timer.timer_id, handler(uow, timer)))
+                except Exception as error:
+                    failures.append((timer, error))
+            if uow.timers.fired_many(outcomes, self.owner, self._clock.now()):
                 uow.commit()
-            log.info(
-                "timer %s (%s, rule %s) fired: %s", timer.timer_id, timer.kind, timer.rule, outcome
-            )
-        except Exception as exc:
-            retry = wall_clock() + dt.timedelta(seconds=min(300, 2 ** min(timer.attempts, 8)))
-            log.exception("timer %s (%s) failed; retrying", timer.timer_id, timer.kind)
-            with self._new_uow() as uow:
-                uow.timers.failed(
-                    timer.timer_id, self.owner, f"failed: {type(exc).__name__}", retry
-                )
-                uow.commit()
+        for timer, failure in failures:
+            self._failed(timer, failure)
+
+    def _failed(self, timer: TimerRecord, exc: Exception) -> None:
+        log.error(
+            "timer %s (%s) failed: %s; retrying", timer.timer_id, timer.kind, type(exc).__name__
+        )
+        retry = wall_clock() + dt.timedelta(seconds=min(300, 2 ** min(timer.attempts, 8)))
+        with self._new_uow() as uow:
+            uow.timers.failed(timer.timer_id, self.owner, f"failed: {type(exc).__name__}", retry)
+            uow.commit()

@@ -196,6 +196,17 @@ timers = Table(
 
 ACTIVE_SAGA_STATES = ("RUNNING", "COMPENSATING")
 
+_FIRE_TIMER = (
+    update(timers)
+    .where(timers.c.timer_id == bindparam("b_timer_id"))
+    .values(
+        state="FIRED",
+        outcome=bindparam("outcome"),
+        fired_at=bindparam("fired_at"),
+        lease_until=None,
+    )
+)
+
 # Statements the orchestrator runs for every saga step, built once: building them per call
 # costs more than running them.
 _SAGA_PROGRESS = (
@@ -910,18 +921,31 @@ class TimerRepository:
             )
         return [self._to_timer(r) for r in rows]
 
-    def fired(self, timer_id: str, owner: str, outcome: str, at: dt.datetime) -> bool:
-        """Mark a timer fired if this worker still holds it; False if it lost the lease."""
-        result = self.session.execute(
-            update(timers)
+    def fired_many(self, outcomes: Sequence[tuple[str, str]], owner: str, at: dt.datetime) -> bool:
+        """Mark several timers fired in this transaction, if this worker still holds every one;
+        False (and nothing written) if it lost any of them."""
+        if not outcomes:
+            return True
+        ids = [timer_id for timer_id, _ in outcomes]
+        held = self.session.execute(
+            select(func.count())
+            .select_from(timers)
             .where(
-                timers.c.timer_id == timer_id,
+                timers.c.timer_id.in_(ids),
                 timers.c.lease_owner == owner,
                 timers.c.state == "PENDING",
             )
-            .values(state="FIRED", outcome=outcome[:200], fired_at=at, lease_until=None)
+        ).scalar_one()
+        if held != len(ids):
+            return False
+        self.session.execute(
+            _FIRE_TIMER,
+            [
+                {"b_timer_id": timer_id, "outcome": outcome[:200], "fired_at": at}
+                for timer_id, outcome in outcomes
+            ],
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return True
 
     def failed(self, timer_id: str, owner: str, outcome: str, retry_at: dt.datetime) -> None:
         """Record a failed firing; the lease's end is when it is tried again."""
