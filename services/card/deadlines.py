@@ -30,7 +30,8 @@ SYSTEM = Caller("card-scheduler", Channel.INTERNAL)
 def day_after(day: dt.date) -> dt.datetime:
     """Midnight in Beijing at the end of ``day``: a deadline of ``day`` is missed from then."""
     following = day + dt.timedelta(days=1)
-    return dt.datetime(following.year, following.month, following.day, tzinfo=BEIJING)
+    midnight = dt.datetime(following.year, following.month, following.day, tzinfo=BEIJING)
+    return midnight.astimezone(dt.UTC)
 
 
 def watch_production(uow: CardUnitOfWork, card: Card, rule: str, now: dt.datetime) -> None:

@@ -831,7 +831,8 @@ class TimerRepository:
                 "kind": timer.kind,
                 "target": timer.target,
                 "rule": timer.rule,
-                "due_at": timer.due_at,
+                # SQLite keeps no offset: every stored time is UTC.
+                "due_at": timer.due_at.astimezone(dt.UTC),
                 "state": "PENDING",
                 "outcome": "",
                 "attempts": 0,

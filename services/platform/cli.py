@@ -2,6 +2,7 @@
 
     sscard token --channel BANK_BRANCH --bank ICBC --roles counter     mint a credential
     sscard call identity GetPerson '{"person": {"person_id": "..."}}'  call any RPC with JSON
+    sscard call card OpsService.ListSagas --roles ops '{}'             another service of a domain
     sscard migrate [identity card bank transit]                        migrate databases to head
     sscard secrets                                                     create development secrets
     sscard clock show | advance 16d | set 2027-01-04T09:00+08:00 | reset   move the test clock
@@ -144,7 +145,12 @@ def _method(service: str, name: str) -> tuple[Any, Any, Any]:
     from google.protobuf import message_factory
 
     module = importlib.import_module(f"sscard.{service}.v1.{service}_pb2")
-    descriptor = module.DESCRIPTOR.services_by_name[f"{service.capitalize()}Service"]
+    service_name, _, name = name.rpartition(".")
+    service_name = service_name or f"{service.capitalize()}Service"
+    descriptor = module.DESCRIPTOR.services_by_name.get(service_name)
+    if descriptor is None:
+        known = ", ".join(sorted(module.DESCRIPTOR.services_by_name))
+        raise SystemExit(f"the {service} contract has no service {service_name}; it has: {known}")
     method = descriptor.methods_by_name.get(name)
     if method is None:
         known = ", ".join(sorted(descriptor.methods_by_name))

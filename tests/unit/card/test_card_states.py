@@ -113,3 +113,9 @@ def test_A13_A14_no_sequence_of_operations_reaches_a_forbidden_state(
             assert operation == "unlock" and not before.replaced_by  # A14.1–A14.3
         if before.status is Status.TEMPORARILY_LOST and current.status in rules.IN_HAND:
             assert operation in ("expire",)  # A13.3: only the expiry ends a temporary loss
+
+
+def test_A22_4_a_production_deadline_is_missed_from_midnight_in_beijing() -> None:
+    from services.card.deadlines import day_after
+
+    assert day_after(dt.date(2026, 12, 3)) == dt.datetime(2026, 12, 3, 16, 0, tzinfo=dt.UTC)
