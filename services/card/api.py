@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from services.card import service
 from services.card.domain import card as rules
@@ -33,8 +32,6 @@ from services.platform.protoconv import to_date, to_timestamp
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
-
-M = TypeVar("M", bound=Message)
 
 _DELIVERY_FROM_PB = {pb.BRANCH_PICKUP: Delivery.BRANCH_PICKUP, pb.MAIL: Delivery.MAIL}
 _COLLECTION_FROM_PB = {

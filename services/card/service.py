@@ -361,16 +361,10 @@ def record_collection(
             violations=(FieldViolation("method", "a collection method is required"),),
         )
     card = _card(uow, cmd.card_id, for_update=True)
-    channels.check(Operation.RECORD_COLLECTION, caller, card.bank_code)
-    check_agent(Operation.RECORD_COLLECTION, cmd.agent)
     at_counter = cmd.method in (CollectionMethod.AT_BRANCH, CollectionMethod.BY_EMPLOYER)
-    if at_counter and caller.channel is not Channel.BANK_BRANCH:
-        raise DomainError(
-            "CHANNEL_NOT_ALLOWED",
-            "a card is handed over at a counter of the issuing bank",
-            kind=Kind.PERMISSION,
-            rule="A3.1",
-        )
+    operation = Operation.RECORD_COLLECTION if at_counter else Operation.RECORD_MAILING
+    channels.check(operation, caller, card.bank_code)
+    check_agent(operation, cmd.agent)
     if cmd.method is CollectionMethod.AT_BRANCH:
         _same_document(uow, card, cmd.doc_type, cmd.doc_number, "A7.2")
     if cmd.method is CollectionMethod.BY_EMPLOYER:

@@ -864,12 +864,6 @@ class TimerRepository:
             as_utc(row.fired_at) if row.fired_at else None,
         )
 
-    def for_target(self, target: str) -> list[TimerRecord]:
-        rows = self.session.execute(
-            select(timers).where(timers.c.target == target).order_by(timers.c.due_at)
-        ).all()
-        return [self._to_timer(r) for r in rows]
-
     def listing(
         self,
         kind: str,

@@ -1,7 +1,7 @@
 """Password hashing: Argon2id, the one choice for every secret a person types.
 
 Parameters meet OWASP's minimum for Argon2id (m = 19 MiB, t = 2, p = 1). Hashes carry their
-parameters, so raising them later re-hashes on the next successful check.
+parameters, so raising them later still verifies the hashes stored before.
 """
 
 from __future__ import annotations
@@ -32,6 +32,3 @@ class Argon2Hasher:
             return self._hasher.verify(stored or self._decoy, password) and stored is not None
         except (VerificationError, InvalidHashError):
             return False
-
-    def needs_rehash(self, stored: str) -> bool:
-        return self._hasher.check_needs_rehash(stored)

@@ -30,7 +30,8 @@ class Operation(enum.Enum):
     SERVICE_PASSWORD_RESET = "service password reset"
     QUERY = "status / progress query"
     INFO_CHANGE = "non-basic information change"
-    RECORD_COLLECTION = "record collection or mailing"
+    RECORD_COLLECTION = "hand a card over at the counter"
+    RECORD_MAILING = "record a card mailed or delivered by the post"
     RECORD_HANDOUT = "employer hands a card to its employee"
 
 
@@ -70,8 +71,10 @@ MATRIX: dict[Operation, dict[Channel, Reach]] = {
     Operation.SERVICE_PASSWORD_RESET: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ISSUING},
     Operation.QUERY: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ANY, HOTLINE: ANY, BANK_HOTLINE: ANY},
     Operation.INFO_CHANGE: {ONLINE: ANY, DISTRICT: ANY, BRANCH: ANY},
-    # A7.2: at the issuing bank's branch, or reported by the post through an internal system.
-    Operation.RECORD_COLLECTION: {BRANCH: ISSUING, INTERNAL: ANY},
+    # A7.2 / A7.3: a card is handed over at a counter of the issuing bank ...
+    Operation.RECORD_COLLECTION: {BRANCH: ISSUING},
+    # ... or its mailing is reported by the bank or by the post through an internal system.
+    Operation.RECORD_MAILING: {BRANCH: ISSUING, INTERNAL: ANY},
     Operation.RECORD_HANDOUT: {ONLINE: ANY, BRANCH: ANY},  # A7.3: the employer's credential
 }
 
