@@ -92,6 +92,7 @@ accounts = Table(
     Column("closed_at", DateTime(timezone=True)),
     Column("loss_kind", String(16)),  # LossKind name; NULL: not suspended (A13.2, A13.4)
     Column("suspended_at", DateTime(timezone=True)),
+    Column("financial_activated_at", DateTime(timezone=True)),  # NULL: not activated (A9)
     Index("ix_accounts_doc_index", "doc_index"),
 )
 
@@ -258,6 +259,7 @@ class AccountRepository:
             _utc(row.closed_at),
             LossKind(row.loss_kind) if row.loss_kind else None,
             _utc(row.suspended_at),
+            _utc(row.financial_activated_at),
         )
 
     def _one(self, where: Any, for_update: bool) -> Account | None:

@@ -17,11 +17,11 @@ from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant
 from services.card.domain.card import Card, CollectionMethod, Delivery
-from services.card.domain.channels import Operation
 from services.card.domain.password import check_new_password, wrong_password
 from services.card.saga import Orchestrator
 from services.card.store import CardUnitOfWork, SagaRecord, SagaSummary
 from services.platform.auth import Role, current_caller, require_role
+from services.platform.channels import Operation
 from services.platform.clock import Clock
 from services.platform.db import Database
 from services.platform.errors import DomainError, FieldViolation, Kind

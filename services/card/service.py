@@ -19,7 +19,6 @@ from services.card.deadlines import (
     watch_handout,
 )
 from services.card.domain import card as rules
-from services.card.domain import channels
 from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
     Applicant,
@@ -34,7 +33,6 @@ from services.card.domain.application import (
     invalid_application,
 )
 from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
-from services.card.domain.channels import Operation
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
 from services.card.flows import (
     APPLICATION,
@@ -46,7 +44,9 @@ from services.card.flows import (
 from services.card.saga import wall_clock
 from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
+from services.platform import channels
 from services.platform.auth import Caller, Channel, Role, require_role
+from services.platform.channels import Operation
 from services.platform.clock import Clock, beijing_date
 from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 

@@ -62,6 +62,8 @@ class Account:
     closed_at: dt.datetime | None = None
     loss: LossKind | None = None  # None: the financial function is not suspended for a loss
     suspended_at: dt.datetime | None = None
+    # When the financial function was activated at the issuing bank's counter (A9.1, A9.2).
+    financial_activated_at: dt.datetime | None = None
 
     @property
     def suspended(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.card.domain.channels import Operation
+from services.platform.channels import Operation
 from services.platform.errors import DomainError, Kind, Violations
 
 AGENT_MAY = frozenset(

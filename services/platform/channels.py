@@ -1,7 +1,7 @@
-"""The channel matrix of A3.1: the one place that knows which channel may do what.
+"""The channel matrix of A3.1: the one place in the suite that knows which channel may do what.
 
-Every card operation asks ``check`` before anything else. A channel missing from an
-operation's row is refused PERMISSION_DENIED ``CHANNEL_NOT_ALLOWED`` (rule A3.1); a bank
+The card, bank and transit services all ask ``check`` before anything else. A channel missing
+from an operation's row is refused PERMISSION_DENIED ``CHANNEL_NOT_ALLOWED`` (rule A3.1); a bank
 branch that is allowed only as the card's issuing bank must present a credential whose
 ``bank_code`` is the card's bank. INTERNAL callers (other sscard services, the scheduler,
 logistics) are allowed only where a row names INTERNAL.
@@ -33,6 +33,14 @@ class Operation(enum.Enum):
     RECORD_COLLECTION = "hand a card over at the counter"
     RECORD_MAILING = "record a card mailed or delivered by the post"
     RECORD_HANDOUT = "employer hands a card to its employee"
+    # transit (A10, A11, A16.3, A19.1)
+    TOP_UP = "transit top-up (充值)"
+    TRANSIT_REFUND = "transit balance refund (退资)"
+    PARK_PASS = "park annual pass purchase (公园年票)"
+    # the issuing bank's financial function (A9, A12.3, A20.1, A25.1)
+    ACTIVATE_FINANCIAL = "activate the financial function (金融功能启用)"
+    FINANCIAL_SERVICE = "financial loss, unlock, close, reserved phone, financial password"
+    HOME_SERVICE = "book home service (上门服务)"
 
 
 class Reach(enum.Enum):
@@ -53,6 +61,9 @@ ONLINE = Channel.ONLINE
 DISTRICT = Channel.DISTRICT_OUTLET
 BRANCH = Channel.BANK_BRANCH
 HOTLINE = Channel.HOTLINE
+TRANSIT_OUTLET = Channel.TRANSIT_OUTLET
+TRANSIT_APP = Channel.TRANSIT_APP
+PARK_OUTLET = Channel.PARK_OUTLET
 BANK_HOTLINE = Channel.BANK_HOTLINE
 INTERNAL = Channel.INTERNAL
 ANY, ISSUING, SS = Reach.ANY, Reach.ISSUING_BANK, Reach.SS_ONLY
@@ -76,6 +87,19 @@ MATRIX: dict[Operation, dict[Channel, Reach]] = {
     # ... or its mailing is reported by the bank or by the post through an internal system.
     Operation.RECORD_MAILING: {BRANCH: ISSUING, INTERNAL: ANY},
     Operation.RECORD_HANDOUT: {ONLINE: ANY, BRANCH: ANY},  # A7.3: the employer's credential
+    # A10.1: any cooperating bank's branch, a transit outlet or the transit app.
+    Operation.TOP_UP: {BRANCH: ANY, TRANSIT_OUTLET: ANY, TRANSIT_APP: ANY},
+    # 退资 is done at a bank branch; replacement (A16.3) and cancellation (A19.1) refund through
+    # the card service's sagas (INTERNAL).
+    Operation.TRANSIT_REFUND: {BRANCH: ANY, INTERNAL: ANY},
+    # A11.1: a park pass outlet or the issuing bank's branch.
+    Operation.PARK_PASS: {PARK_OUTLET: ANY, BRANCH: ISSUING},
+    # A9.1: only at a counter of the issuing bank.
+    Operation.ACTIVATE_FINANCIAL: {BRANCH: ISSUING},
+    # A20.1, A12.3: the issuing bank's own rules, at its counter.
+    Operation.FINANCIAL_SERVICE: {BRANCH: ISSUING},
+    # A25.1: booked at the issuing bank's branch, its phone service, or online.
+    Operation.HOME_SERVICE: {BRANCH: ISSUING, BANK_HOTLINE: ANY, ONLINE: ANY},
 }
 
 
