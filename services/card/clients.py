@@ -16,6 +16,7 @@ from google.type.date_pb2 import Date
 
 from services.platform.clients import ServiceCredential, call, open_channel
 from services.platform.config import ServiceConfig
+from services.platform.errors import DomainError, Kind
 from services.platform.protoconv import to_timestamp
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -44,6 +45,15 @@ class Verified:
     person_id: str
     facts: dict[str, Any]  # bank_pb2.IdentityFacts as a dict
     legacy_generation: int = 0  # an older card the person holds (A27)
+
+
+@dataclass(frozen=True)
+class PersonEvent:
+    """One event of the identity service's feed, as far as cards care."""
+
+    sequence: int
+    person_id: str
+    died: bool  # PERSON_DIED (A21.2)
 
 
 class IdentityPort:
@@ -96,6 +106,18 @@ class IdentityPort:
             identity_pb2.ConfirmIssuanceRequest(request_id=request_id, card_id=card_id),
             self._credential,
         )
+
+    def events(self, after: int, limit: int) -> list[PersonEvent]:
+        """The feed's events after position ``after`` (A21.2)."""
+        answer = call(
+            self._stub.ListPersonEvents,
+            identity_pb2.ListPersonEventsRequest(after_sequence=after, limit=limit),
+            self._credential,
+        )
+        return [
+            PersonEvent(e.sequence, e.person_id, e.type == identity_pb2.PERSON_DIED)
+            for e in answer.events
+        ]
 
     def release(self, request_id: str, card_id: str) -> None:
         call(
@@ -197,6 +219,20 @@ class BankPort:
             bank_pb2.RecallCardRequest(request_id=request_id, card_id=card_id, reason=reason),
             self._credential,
         )
+
+    def recalled(self, card_id: str) -> bool:
+        """Whether the bank has recorded the card taken back (A21)."""
+        try:
+            call(
+                self._stub.GetCardRecall,
+                bank_pb2.GetCardRecallRequest(card_id=card_id),
+                self._credential,
+            )
+        except DomainError as refused:
+            if refused.kind is Kind.NOT_FOUND:
+                return False
+            raise
+        return True
 
     def cancel_order(self, request_id: str, order_id: str) -> None:
         call(

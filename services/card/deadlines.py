@@ -7,6 +7,13 @@ runs in the transaction that marks its timer fired, and returns its outcome in w
   operations with how late it is (mailing time does not count: only production is timed).
 - A7.4: a card an employer has not handed out 30 natural days after collecting it is flagged
   and marked for return to the issuing bank.
+- A21.1: a card with a financial function not handed to its holder 6 months after it was made
+  is withdrawn and the bank takes it back.
+- A21.2: the bank takes back the card of a holder who died before receiving it within 10
+  working days of the death being recorded; when it has not, operations are told how late.
+- A16.7: six months after a change of issuing bank, the holder is told they may change again.
+- A19.2: six months after the SS function alone was cancelled, the bank suspends the account's
+  non-counter business.
 """
 
 from __future__ import annotations
@@ -14,16 +21,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+from services.card.clients import BankPort
 from services.card.domain import card as rules
 from services.card.domain.card import Card
 from services.card.scheduler import Handler, new_timer
 from services.card.store import CardUnitOfWork, TimerRecord
+from services.card.tasks import start_bank_task
 from services.platform.auth import Caller, Channel
-from services.platform.clock import BEIJING, Clock
+from services.platform.calendar import WorkingDayCalendar
+from services.platform.clock import BEIJING, Clock, beijing_date
 
 TEMPORARY_LOSS_EXPIRY = "temporary_loss_expiry"
 PRODUCTION_OVERDUE = "production_overdue"
 EMPLOYER_HANDOUT = "employer_handout"
+NOT_HANDED_OUT = "not_handed_out"
+DEATH_RECALL = "death_recall"
+BANK_CHANGE_LOCK_END = "bank_change_lock_end"
+NON_COUNTER_SUSPENSION = "non_counter_suspension"
+DEATH_RECALL_WORKING_DAYS = 10  # A21.2
+NON_COUNTER_SUSPENSION_MONTHS = 6  # A19.2
 SYSTEM = Caller("card-scheduler", Channel.INTERNAL)
 
 
@@ -48,6 +64,34 @@ def watch_handout(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
     uow.timers.add(new_timer(EMPLOYER_HANDOUT, card.card_id, "A7.4", due), now)
 
 
+def watch_not_handed_out(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
+    """A21.1: a card with a financial function reaches its holder within 6 months of being
+    made."""
+    if card.account_id:
+        due = rules.months_later(now, rules.NOT_HANDED_OUT_MONTHS)
+        uow.timers.add(new_timer(NOT_HANDED_OUT, card.card_id, "A21.1", due), now)
+
+
+def watch_death_recall(
+    uow: CardUnitOfWork, card: Card, calendar: WorkingDayCalendar, now: dt.datetime
+) -> None:
+    """A21.2: the bank takes the card back within 10 working days."""
+    last_day = calendar.add_working_days(beijing_date(now), DEATH_RECALL_WORKING_DAYS)
+    uow.timers.add(new_timer(DEATH_RECALL, card.card_id, "A21.2", day_after(last_day)), now)
+
+
+def watch_bank_change_lock(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
+    """A16.7: the lock on another change of issuing bank ends after 6 months."""
+    due = rules.months_later(now, rules.BANK_CHANGE_LOCK_MONTHS)
+    uow.timers.add(new_timer(BANK_CHANGE_LOCK_END, card.card_id, "A16.7", due), now)
+
+
+def watch_non_counter(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
+    """A19.2: six months after the SS function alone is cancelled."""
+    due = rules.months_later(now, NON_COUNTER_SUSPENSION_MONTHS)
+    uow.timers.add(new_timer(NON_COUNTER_SUSPENSION, card.card_id, "A19.2", due), now)
+
+
 def _card_change(
     uow: CardUnitOfWork, timer: TimerRecord, change_for: Callable[[Card], rules.Change], done: str
 ) -> str:
@@ -61,7 +105,7 @@ def _card_change(
     return done
 
 
-def handlers(clock: Clock) -> dict[str, Handler]:
+def handlers(clock: Clock, bank: BankPort) -> dict[str, Handler]:
     def expire(uow: CardUnitOfWork, timer: TimerRecord) -> str:
         return _card_change(
             uow,
@@ -93,4 +137,52 @@ def handlers(clock: Clock) -> dict[str, Handler]:
             "flagged and marked for return to the bank",
         )
 
-    return {TEMPORARY_LOSS_EXPIRY: expire, PRODUCTION_OVERDUE: overdue, EMPLOYER_HANDOUT: handout}
+    def not_handed_out(uow: CardUnitOfWork, timer: TimerRecord) -> str:
+        card = uow.cards.get(timer.target, for_update=True)
+        if card is None:
+            return "no such card"
+        change = rules.withdraw_not_handed_out(card, SYSTEM, clock.now())
+        if change.card is card:
+            return f"nothing to do: the card is {card.status.value}"
+        uow.cards.record(change)
+        start_bank_task(uow, card.card_id, action="recall", reason="NOT_HANDED_OUT")
+        return "withdrawn; the bank takes it back"
+
+    def death_recall(uow: CardUnitOfWork, timer: TimerRecord) -> str:
+        card = uow.cards.get(timer.target)
+        if card is None:
+            return "no such card"
+        if bank.recalled(card.card_id):
+            return "taken back by the bank in time"
+        text = (
+            f"Card {card.card_id} of a deceased holder has not been taken back by "
+            f"{card.bank_code} within {DEATH_RECALL_WORKING_DAYS} working days."
+        )
+        notice = rules.Notice(clock.now(), "operations", text, "A21.2")
+        uow.cards.record(rules.Change(card, notices=[notice]))
+        return "flagged: not taken back in time"
+
+    def lock_end(uow: CardUnitOfWork, timer: TimerRecord) -> str:
+        return _card_change(
+            uow,
+            timer,
+            lambda card: rules.bank_change_lock_ended(card, clock.now()),
+            "the holder may change bank again",
+        )
+
+    def non_counter(uow: CardUnitOfWork, timer: TimerRecord) -> str:
+        card = uow.cards.get(timer.target)
+        if card is None:
+            return "no such card"
+        start_bank_task(uow, card.card_id, action="suspend_non_counter")
+        return "the bank suspends non-counter business"
+
+    return {
+        TEMPORARY_LOSS_EXPIRY: expire,
+        PRODUCTION_OVERDUE: overdue,
+        EMPLOYER_HANDOUT: handout,
+        NOT_HANDED_OUT: not_handed_out,
+        DEATH_RECALL: death_recall,
+        BANK_CHANGE_LOCK_END: lock_end,
+        NON_COUNTER_SUSPENSION: non_counter,
+    }

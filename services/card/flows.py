@@ -17,10 +17,11 @@ from dataclasses import replace
 from typing import Any
 
 from services.card.clients import BankPort, IdentityPort, TransitPort
-from services.card.deadlines import watch_production
+from services.card.deadlines import watch_not_handed_out, watch_production
 from services.card.domain import card as rules
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
 from services.card.store import CardUnitOfWork, SagaRecord
+from services.card.tasks import BANK_TASK
 from services.platform.auth import Caller, Channel
 from services.platform.clock import Clock
 
@@ -151,6 +152,7 @@ def _issuance_steps(
             # Made on the spot at an instant branch (A22.3).
             change = rules.produced(change.card, d["card_number"], SYSTEM, now)
             uow.cards.record(change)
+            watch_not_handed_out(uow, change.card, now)
         watch_production(uow, change.card, rule, now)
         if d["old_card_id"]:
             old = uow.cards.get(d["old_card_id"], for_update=True)
@@ -214,19 +216,29 @@ def replacement_saga(
     return SagaDefinition(REPLACEMENT, [s[n] for n in names], _waiting, s["failed"])
 
 
-BANK_LOSS = "bank_loss"
+def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
+    """What the card service asks of the bank after a change it made in its own transaction,
+    retried until the bank answers:
 
+    - ``suspend`` / ``lift``: the bank's half of a loss report or an unlock (A13.2, A13.4, A14.1);
+    - ``stop_issuing``: the holder died before receiving the card: the production order is
+      cancelled, a card already made is set aside for destruction (A21.2);
+    - ``recall``: a card not handed out within 6 months is taken back (A21.1).
 
-def bank_loss_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
-    """The bank's half of a loss report or an unlock (A13.2, A13.4, A14.1): the card's own
-    state changed in the caller's transaction; this tells the bank, retrying until it answers.
     A refusal from the bank is kept as a notice for operations on the card."""
 
     def tell_bank(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        if saga.data["action"] == "suspend":
-            bank.suspend_for_loss(request_id, saga.card_id, saga.data["loss"])
-        else:
-            bank.lift_loss(request_id, saga.card_id)
+        d = saga.data
+        match d["action"]:
+            case "suspend":
+                bank.suspend_for_loss(request_id, saga.card_id, d["loss"])
+            case "lift":
+                bank.lift_loss(request_id, saga.card_id)
+            case "stop_issuing":
+                if d.get("order_id"):
+                    bank.cancel_order(request_id, d["order_id"])
+            case "recall":
+                bank.recall(request_id, saga.card_id, d["reason"])
         return {}
 
     def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
@@ -236,9 +248,14 @@ def bank_loss_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
         card = uow.cards.get(saga.card_id)
         if card is None:
             return
-        what = "suspend" if saga.data["action"] == "suspend" else "restore"
+        what = {
+            "suspend": "suspend the financial function",
+            "lift": "restore the financial function",
+            "stop_issuing": "stop issuing the card",
+            "recall": "record the card taken back",
+        }[saga.data["action"]]
         text = (
-            f"The bank could not {what} the financial function: {saga.refusal_message} "
+            f"The bank could not {what}: {saga.refusal_message} "
             f"({saga.refusal_reason}); the holder should contact {card.bank_code}."
         )
         uow.cards.record(
@@ -247,7 +264,7 @@ def bank_loss_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
             )
         )
 
-    return SagaDefinition(BANK_LOSS, [RemoteStep("tell_bank", tell_bank)], completed, failed)
+    return SagaDefinition(BANK_TASK, [RemoteStep("tell_bank", tell_bank)], completed, failed)
 
 
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:

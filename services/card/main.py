@@ -9,15 +9,17 @@ import grpc
 from services.card import deadlines, store
 from services.card.api import CardApi, OpsApi
 from services.card.clients import BankPort, IdentityPort, TransitPort
+from services.card.deaths import DeathWatch
 from services.card.flows import (
     application_saga,
-    bank_loss_saga,
+    bank_task_saga,
     replacement_saga,
     retirement_saga,
 )
 from services.card.saga import Orchestrator, Tuning
 from services.card.scheduler import Scheduler
 from services.platform import config as settings
+from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
@@ -25,6 +27,7 @@ from services.platform.server import ServiceDeps, foundation, run_service
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
+FEED_INTERVAL = 1.0  # seconds between reads of the identity service's person events (A21.2)
 OPS_SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 
 
@@ -51,14 +54,14 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     identity, bank = IdentityPort(config, credential), BankPort(config, credential)
     transit = TransitPort()
 
-    def new_uow() -> store.CardUnitOfWork:
-        return store.CardUnitOfWork(base.db, cipher)
+    def new_uow(readonly: bool = False) -> store.CardUnitOfWork:
+        return store.CardUnitOfWork(base.db, cipher, readonly)
 
     orchestrator = Orchestrator(
         new_uow,
         [
             application_saga(identity, bank, transit, base.clock),
-            bank_loss_saga(bank, base.clock),
+            bank_task_saga(bank, base.clock),
             replacement_saga(identity, bank, transit, base.clock),
             retirement_saga(identity, bank, base.clock),
         ],
@@ -68,9 +71,11 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     scheduler = Scheduler(
         new_uow,
         base.clock,
-        deadlines.handlers(base.clock),
+        deadlines.handlers(base.clock, bank),
         poll_seconds=float(config.env.get("SSCARD_SCHEDULER_POLL_SECONDS", "1")),
     )
+    calendar = WorkingDayCalendar.from_file(config.calendar_file)
+    deaths = DeathWatch(new_uow, identity, calendar, base.clock)
     api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher())
     ops = OpsApi(base.db, cipher, base.clock, orchestrator)
 
@@ -90,7 +95,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         db=base.db,
         register=register,
         service_names=[SERVICE_NAME, OPS_SERVICE_NAME],
-        maintenance=[base.purge_task()],
+        maintenance=[base.purge_task(), (FEED_INTERVAL, deaths.run)],
         on_start=start,
         on_stop=stop,
     )

@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 import os
 import random
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,6 +42,10 @@ TRANSIENT = frozenset({Kind.UNAVAILABLE, Kind.CONFLICT})
 
 def wall_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def new_saga_id() -> str:
+    return f"saga-{secrets.token_hex(12)}"
 
 
 @dataclass(frozen=True)

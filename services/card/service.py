@@ -16,7 +16,9 @@ from services.card.deadlines import (
     EMPLOYER_HANDOUT,
     PRODUCTION_OVERDUE,
     TEMPORARY_LOSS_EXPIRY,
+    watch_bank_change_lock,
     watch_handout,
+    watch_not_handed_out,
 )
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
@@ -36,14 +38,14 @@ from services.card.domain.card import Card, CollectionMethod, Delivery, Status, 
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
 from services.card.flows import (
     APPLICATION,
-    BANK_LOSS,
     REPLACEMENT,
     RETIREMENT,
     application_data,
 )
-from services.card.saga import wall_clock
+from services.card.saga import new_saga_id, wall_clock
 from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
+from services.card.tasks import start_bank_task
 from services.platform import channels
 from services.platform.auth import Caller, Channel, Role, require_role
 from services.platform.channels import Operation
@@ -135,7 +137,7 @@ def _start(
         "employer collective application" if batch_id else "application received",
     )
     saga = SagaRecord(
-        saga_id=new_id("saga"),
+        saga_id=new_saga_id(),
         kind=APPLICATION,
         card_id=card.card_id,
         batch_id=batch_id,
@@ -320,6 +322,7 @@ def record_produced(
     change = rules.produced(card, card_number, caller, clock.now())
     if change.card is not card:
         uow.timers.cancel(PRODUCTION_OVERDUE, card_id, "made")
+        watch_not_handed_out(uow, change.card, clock.now())
     uow.cards.record(change)
     return change.card
 
@@ -426,7 +429,7 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
     uow.sagas.add_many(
         [
             SagaRecord(
-                saga_id=new_id("saga"),
+                saga_id=new_saga_id(),
                 kind=RETIREMENT,
                 card_id=card.card_id,
                 batch_id="",
@@ -493,20 +496,7 @@ def _holder(
 
 def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> None:
     """The bank's half of a loss or unlock, run by the orchestrator after this commit."""
-    uow.sagas.add_many(
-        [
-            SagaRecord(
-                saga_id=new_id("saga"),
-                kind=BANK_LOSS,
-                card_id=card.card_id,
-                batch_id="",
-                state="RUNNING",
-                step=0,
-                data={"action": action, "loss": loss},
-            )
-        ],
-        wall_clock(),
-    )
+    start_bank_task(uow, card.card_id, action=action, loss=loss)
 
 
 @dataclass(frozen=True)
@@ -722,7 +712,7 @@ def _successor(
     )
     uow.cards.add_many([(card, new_contact, transition)], caller.channel, caller.outlet_id)
     saga = SagaRecord(
-        saga_id=new_id("saga"),
+        saga_id=new_saga_id(),
         kind=REPLACEMENT,
         card_id=card.card_id,
         batch_id="",
@@ -776,7 +766,10 @@ def replace_card(
         check_bank(bank_code, v, "new_bank_code")
         v.raise_if_any("INVALID_REQUEST", rule="A16.7")
         rules.check_bank_change(uow.cards.last_bank_change(old.person_id), now)
-    return _successor(uow, old, cmd, "REPLACEMENT", bank_code, caller, now)
+    started = _successor(uow, old, cmd, "REPLACEMENT", bank_code, caller, now)
+    if bank_code != old.bank_code:
+        watch_bank_change_lock(uow, started.card, now)
+    return started
 
 
 # --- operations (sagas and deadlines) -----------------------------------------------------------

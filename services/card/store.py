@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Date,
     DateTime,
@@ -192,6 +193,13 @@ timers = Table(
     Column("fired_at", DateTime(timezone=True)),
     Index("ix_timers_due", "state", "due_at"),
     Index("ix_timers_target", "kind", "target"),
+)
+
+feed_positions = Table(
+    "feed_positions",
+    metadata,
+    Column("feed", String(40), primary_key=True),
+    Column("position", BigInteger, nullable=False),  # the last event applied
 )
 
 ACTIVE_SAGA_STATES = ("RUNNING", "COMPENSATING")
@@ -410,6 +418,13 @@ class CardRepository:
         query = _CARD_FOR_UPDATE if for_update else _CARD
         row = self.session.execute(query, {"b_card_id": card_id}).one_or_none()
         return None if row is None else self._to_card(row)
+
+    def of_person(self, person_id: str) -> list[Card]:
+        """Every card of a person, for update."""
+        rows = self.session.execute(
+            select(cards).where(cards.c.person_id == person_id).with_for_update()
+        )
+        return [self._to_card(row) for row in rows]
 
     def latest_for_document(self, doc_type: str, number: str) -> Card | None:
         row = self.session.execute(
@@ -951,8 +966,27 @@ class TimerRepository:
         )
 
 
+class FeedRepository:
+    """Positions in the event feeds the card service follows."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def position(self, feed: str, for_update: bool = False) -> int:
+        query = select(feed_positions.c.position).where(feed_positions.c.feed == feed)
+        if for_update:
+            query = query.with_for_update()
+        return int(self.session.execute(query).scalar_one())
+
+    def advance(self, feed: str, position: int) -> None:
+        self.session.execute(
+            update(feed_positions).where(feed_positions.c.feed == feed).values(position=position)
+        )
+
+
 class CardUnitOfWork(UnitOfWork):
     cards: CardRepository
+    feeds: FeedRepository
     sagas: SagaRepository
     passwords: PasswordRepository
     timers: TimerRepository
@@ -966,3 +1000,4 @@ class CardUnitOfWork(UnitOfWork):
         self.sagas = SagaRepository(session, self._cipher)
         self.passwords = PasswordRepository(session)
         self.timers = TimerRepository(session)
+        self.feeds = FeedRepository(session)

@@ -33,6 +33,9 @@ class Status(enum.Enum):
     FORMALLY_LOST = "FORMALLY_LOST"
     REPLACED = "REPLACED"
     RETURN_DUE = "RETURN_DUE"
+    WITHDRAWN = "WITHDRAWN"  # never reached its holder; issuing stopped (A21.1, A21.2)
+    CANCELLATION_DUE = "CANCELLATION_DUE"  # the holder died; awaiting the estate (A21.2)
+    SS_CANCELLED = "SS_CANCELLED"  # the SS function is cancelled (A19.1)
 
 
 class ReplacementReason(enum.Enum):
@@ -45,6 +48,17 @@ class ReplacementReason(enum.Enum):
 
 IN_HAND = frozenset({Status.COLLECTED, Status.ACTIVE})  # states a holder can lose a card in
 LOST = frozenset({Status.TEMPORARILY_LOST, Status.FORMALLY_LOST})
+# Made but not yet in its holder's hands: at the branch, in the post, with the employer.
+AWAITING_HOLDER = frozenset({Status.READY, Status.MAILED, Status.WITH_EMPLOYER, Status.RETURN_DUE})
+# Not yet handed to its holder at all, made or not.
+NOT_HANDED_OUT = AWAITING_HOLDER | {
+    Status.APPLIED,
+    Status.VERIFYING,
+    Status.IN_PRODUCTION,
+}
+# States a holder (or the estate) may cancel the card from (A19.1).
+CANCELLABLE = IN_HAND | LOST | {Status.CANCELLATION_DUE}
+NOT_HANDED_OUT_MONTHS = 6  # A21.1
 TEMPORARY_LOSS_DAYS = 15  # A13.3, natural days
 BANK_CHANGE_LOCK_MONTHS = 6  # A16.7
 EMPLOYER_HANDOUT_DAYS = 30  # A7.4, natural days
@@ -492,6 +506,99 @@ def handout_overdue(card: Card, who: Caller, now: dt.datetime) -> Change:
     return change
 
 
+# --- endings (A19, A21) ------------------------------------------------------------------------
+
+
+def withdraw_not_handed_out(card: Card, who: Caller, now: dt.datetime) -> Change:
+    """A21.1: a card with a financial function not handed to its holder within 6 months of
+    production is taken back by the bank and destroyed."""
+    if card.status not in AWAITING_HOLDER or not card.account_id:
+        return Change(card)
+    change = _move(
+        card,
+        Status.WITHDRAWN,
+        who,
+        now,
+        "A21.1",
+        f"not handed to its holder within {NOT_HANDED_OUT_MONTHS} months of production",
+    )
+    text = (
+        f"Card {card.card_id} was not handed to its holder within {NOT_HANDED_OUT_MONTHS} months: "
+        f"{card.bank_code} takes it back and destroys it."
+    )
+    change.notices.append(Notice(now, "operations", text, "A21.1"))
+    return change
+
+
+def holder_died(card: Card, who: Caller, now: dt.datetime) -> Change:
+    """A21.2: when a holder's death is confirmed, a card not yet handed out stops being issued
+    and the bank takes it back; a card in use is marked for cancellation pending the estate's
+    visit (A19.1). Cards already ended stay as they are."""
+    if card.status in NOT_HANDED_OUT:
+        change = _move(
+            card, Status.WITHDRAWN, who, now, "A21.2", "the holder died; issuing stopped"
+        )
+        text = (
+            f"The holder of card {card.card_id} died: issuing stopped; {card.bank_code} takes the "
+            "card back within 10 working days."
+        )
+        change.notices.append(Notice(now, "operations", text, "A21.2"))
+        return change
+    if card.status in IN_HAND | LOST:
+        change = _move(
+            card,
+            Status.CANCELLATION_DUE,
+            who,
+            now,
+            "A21.2",
+            "the holder died; to be cancelled when the estate settles the holder's business",
+            status_before_loss=None,
+        )
+        text = (
+            "The holder of this card has died. Once the social security and medical insurance "
+            "business is settled, a family member or agent cancels the card at a district "
+            "outlet or, with its account and transit balance, at the issuing bank."
+        )
+        change.notices.append(Notice(now, "person", text, "A19.1"))
+        return change
+    return Change(card)
+
+
+def cancel(card: Card, financial_too: bool, who: Caller, now: dt.datetime) -> Change:
+    """A19.1: the SS function is cancelled; at the issuing bank the financial function and the
+    transit balance go with it (the cancellation saga), at a district outlet the account stays
+    and the bank suspends its non-counter business six months later (A19.2)."""
+    if card.status is Status.SS_CANCELLED:
+        return Change(card)
+    if card.status not in CANCELLABLE:
+        raise wrong_state(card, "cancel", "NOT_CANCELLABLE", "A19.1")
+    what = (
+        "cancelled with its financial function and transit balance"
+        if financial_too
+        else "social security function cancelled"
+    )
+    change = _move(card, Status.SS_CANCELLED, who, now, "A19.1", what, status_before_loss=None)
+    if not financial_too:
+        text = (
+            "The social security function of your card is cancelled. Its bank account stays "
+            f"open: close it at {card.bank_code}; six months from now its online, ATM and "
+            "third-party payments are suspended."
+        )
+        change.notices.append(Notice(now, "person", text, "A19.2"))
+    return change
+
+
+def bank_change_lock_ended(card: Card, now: dt.datetime) -> Change:
+    """A16.7: six months after a change of issuing bank, the holder may change again."""
+    if card.status in (Status.SS_CANCELLED, Status.REPLACED, Status.REFUSED, Status.WITHDRAWN):
+        return Change(card)
+    text = (
+        f"Six months have passed since you changed your issuing bank to {card.bank_code}: you "
+        "may change it again when you next replace your card."
+    )
+    return Change(card, notices=[Notice(now, "person", text, "A16.7")])
+
+
 # --- words ------------------------------------------------------------------------------------
 
 
@@ -550,6 +657,15 @@ def progress(card: Card) -> str:
             )
         case Status.REPLACED:
             return f"Stopped for good on {since}: replaced by a new card."
+        case Status.WITHDRAWN:
+            return f"Withdrawn on {since}: never handed out; {card.bank_code} takes it back."
+        case Status.CANCELLATION_DUE:
+            return (
+                f"Stopped on {since}: the holder has died; to be cancelled once the holder's "
+                "business is settled."
+            )
+        case Status.SS_CANCELLED:
+            return f"Cancelled on {since}."
         case Status.REFUSED:
             rule = f" (rule {card.refusal_rule})" if card.refusal_rule else ""
             return f"Application refused: {card.refusal_message}{rule}."

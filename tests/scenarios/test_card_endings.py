@@ -1,0 +1,169 @@
+"""The ends of a card's life, over real gRPC on both databases, moved by the shared test clock:
+a holder's death reaches the card service by itself (A21.2), a card never handed out is taken
+back after 6 months (A21.1), and the 6-month lock after a change of issuing bank ends (A16.7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+from google.type.date_pb2 import Date
+
+from services.platform.auth import Channel, Role
+from services.platform.clock import SharedTestClock
+from sscard.bank.v1 import bank_pb2
+from sscard.card.v1 import card_pb2 as pb
+from sscard.identity.v1 import identity_pb2
+from tests.cardsuite import (
+    BANK,
+    INSTANT,
+    OTHER_BANK,
+    OTHER_INSTANT,
+    Suite,
+    active_card,
+    wait_until,
+)
+from tests.scenarios.test_card_deadlines import deadlines
+from tests.support import PersonSpec
+
+
+def record_death(suite: Suite, person: PersonSpec, request_id: str) -> None:
+    suite.identity.RecordDeath(
+        identity_pb2.RecordDeathRequest(
+            request_id=request_id,
+            person=identity_pb2.PersonRef(document=person.document()),
+            date_of_death=Date(year=2026, month=11, day=20),
+        ),
+        metadata=suite.token(roles=(Role.REGISTRY,), caller="hr-feed"),
+    )
+
+
+def status(suite: Suite, card_id: str) -> int:
+    return suite.get(card_id).status
+
+
+def recall_reason(suite: Suite, card_id: str) -> int:
+    """Why the bank took the card back; 0 while it has not."""
+    try:
+        answer = suite.bank.GetCardRecall(
+            bank_pb2.GetCardRecallRequest(card_id=card_id), metadata=suite.ops
+        )
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        return 0
+    return answer.reason
+
+
+def order_status(suite: Suite, card_id: str) -> int:
+    order = suite.bank.GetProductionOrder(
+        bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=suite.ops
+    )
+    return order.status
+
+
+class TestDeath:
+    def test_A21_2_a_card_not_yet_handed_out_stops_and_the_bank_must_take_it_back(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        person = suite.person()
+        started = suite.apply(person)
+        suite.settle(started.card_id)  # in production at the bank
+        record_death(suite, person, "death-a212")
+        wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
+        wait_until(lambda: order_status(suite, started.card_id) == bank_pb2.CANCELLED)
+        [deadline] = deadlines(suite, rule="A21.2")
+        assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
+        notices = suite.get(started.card_id, history=True).notices
+        assert ("operations", "A21.2") in [(n.recipient, n.rule) for n in notices]
+
+        test_clock.advance(dt.timedelta(days=16))  # more than 10 working days
+        wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
+        [fired] = deadlines(suite, rule="A21.2")
+        assert fired.outcome == "flagged: not taken back in time"
+
+    def test_A21_2_a_card_taken_back_in_time_is_not_flagged(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        person = suite.person()
+        started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+        suite.settle(started.card_id)  # made on the spot, waiting at the branch
+        record_death(suite, person, "death-a212-b")
+        wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
+        suite.bank.RecallCard(
+            bank_pb2.RecallCardRequest(
+                request_id="recall-dead",
+                card_id=started.card_id,
+                reason=bank_pb2.HOLDER_DECEASED,
+            ),
+            metadata=suite.ops,
+        )
+        test_clock.advance(dt.timedelta(days=16))
+        wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
+        [fired] = deadlines(suite, rule="A21.2")
+        assert fired.outcome == "taken back by the bank in time"
+
+    def test_A21_2_a_card_in_use_is_marked_for_cancellation_once(self, suite: Suite) -> None:
+        card_id, person = active_card(suite)
+        record_death(suite, person, "death-in-use")
+        wait_until(lambda: status(suite, card_id) == pb.CANCELLATION_DUE)
+        record_death(suite, person, "death-in-use-again")  # recorded again: nothing new
+        card = suite.get(card_id, history=True)
+        marked = [t for t in card.transitions if t.rule == "A21.2"]
+        assert len(marked) == 1
+        answer = suite.card.QueryStatus(
+            pb.QueryStatusRequest(card_id=card_id, document=person.document()),
+            metadata=suite.at(Channel.HOTLINE),
+        )
+        assert "died" in answer.progress
+        assert deadlines(suite, rule="A21.2") == []  # nothing for the bank to take back
+
+
+class TestNotHandedOut:
+    def test_A21_1_a_card_not_handed_out_in_6_months_is_withdrawn_and_taken_back(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        person = suite.person()
+        started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+        suite.settle(started.card_id)
+        [deadline] = deadlines(suite, rule="A21.1")
+        assert deadline.state == pb.PENDING
+        test_clock.advance(dt.timedelta(days=150))
+        assert status(suite, started.card_id) == pb.READY
+        test_clock.advance(dt.timedelta(days=35))
+        wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
+        wait_until(lambda: recall_reason(suite, started.card_id) == bank_pb2.NOT_HANDED_OUT)
+        [fired] = deadlines(suite, rule="A21.1")
+        assert fired.outcome == "withdrawn; the bank takes it back"
+
+    def test_A21_1_a_card_collected_in_time_stays_with_its_holder(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        card_id, _ = active_card(suite)
+        test_clock.advance(dt.timedelta(days=200))
+        wait_until(lambda: deadlines(suite, rule="A21.1", state=pb.FIRED) != [])
+        assert status(suite, card_id) == pb.ACTIVE
+
+
+def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
+    suite: Suite, test_clock: SharedTestClock
+) -> None:
+    card_id, person = active_card(suite)
+    started = suite.card.ReplaceCard(
+        pb.ReplaceCardRequest(
+            request_id="replace-a167",
+            card_id=card_id,
+            document=person.document(),
+            name=person.name,
+            reason=pb.DAMAGED_FACE,
+            new_bank_code=OTHER_BANK,
+            delivery=pb.BRANCH_PICKUP,
+            pickup_branch_id=OTHER_INSTANT,
+        ),
+        metadata=suite.at(Channel.ONLINE),
+    )
+    [deadline] = deadlines(suite, rule="A16.7")
+    assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
+    test_clock.advance(dt.timedelta(days=186))
+    wait_until(lambda: deadlines(suite, rule="A16.7", state=pb.FIRED) != [])
+    notices = suite.get(started.card_id, history=True).notices
+    assert ("person", "A16.7") in [(n.recipient, n.rule) for n in notices]
