@@ -44,6 +44,7 @@ bench: $(GENERATED)
 	$(PY) -m tests.bench.bench_import
 	$(PY) -m tests.bench.bench_batch
 	if [ -n "$$SSCARD_TEST_PG_URL" ]; then $(PY) -m tests.bench.bench_timers; fi
+	$(PY) -m tests.bench.bench_topup
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

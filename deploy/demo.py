@@ -1,5 +1,7 @@
 """`make demo`: one person from application to an active card, then a lost card through
-temporary loss, formal loss, reissue and the new card's activation, against a running suite.
+temporary loss, formal loss, reissue and the new card's activation, then money and the end:
+a transit top-up at a kiosk, the financial function activated at the bank's counter, and the
+card cancelled at the bank once the person's business is settled, against a running suite.
 
 Start the suite first with `make run` (in another terminal). The demo plays every part over
 real gRPC, each with its own credential: the HR data feed registers a new person, bank
@@ -19,15 +21,24 @@ import uuid
 from typing import Any
 
 import grpc
+from google.type.date_pb2 import Date
 
 from services.identity.domain.documents import gb11643_check_char
 from services.platform import config as settings
 from services.platform.auth import Channel, Role, mint_token
 from services.platform.grpc_errors import from_rpc_error
-from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.bank.v1 import (
+    bank_pb2,
+    bank_pb2_grpc,
+    counter_pb2,
+    counter_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+)
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
+from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 BANK, BRANCH = "ICBC", "ICBC-XIDAN"
 PHOTO = b"\xff\xd8\xff\xe0" + b"\x00" * 64  # a JPEG header stands in for the photo
@@ -54,7 +65,13 @@ def main() -> int:
     identity = identity_pb2_grpc.IdentityServiceStub(
         grpc.insecure_channel(settings.target_of("identity"))
     )
-    bank = bank_pb2_grpc.BankServiceStub(grpc.insecure_channel(settings.target_of("bank")))
+    bank_channel = grpc.insecure_channel(settings.target_of("bank"))
+    bank = bank_pb2_grpc.BankServiceStub(bank_channel)
+    bank_counter = counter_pb2_grpc.CounterServiceStub(bank_channel)
+    ledger = ledger_pb2_grpc.LedgerServiceStub(bank_channel)
+    transit = transit_pb2_grpc.TransitServiceStub(
+        grpc.insecure_channel(settings.target_of("transit"))
+    )
     card = card_pb2_grpc.CardServiceStub(grpc.insecure_channel(settings.target_of("card")))
     run = uuid.uuid4().hex[:8]
     document, name = new_person()
@@ -222,6 +239,85 @@ def main() -> int:
     say("The new card is collected and activated (A16.5)", progress(successor).progress)
     say("The old card", progress(card_id).progress)
     print_history(card, successor, hotline, "The new card's history and notices")
+
+    # --- Act three: money, and the end of the card ----------------------------------------
+    kiosk = credential(Channel.TRANSIT_OUTLET, Role.COUNTER, outlet_id="YKT-0815")
+    wallet = transit.TopUp(
+        transit_pb2.TopUpRequest(request_id=f"kiosk-{run}", card_id=successor, amount_fen=5_000),
+        metadata=kiosk,
+    )
+    say(
+        "50 yuan is topped up at a transit kiosk (A10.1, A10.2)",
+        f"{wallet.balance_after_fen / 100:.2f} yuan on the card",
+    )
+    number = bank.GetProductionOrder(
+        bank_pb2.GetProductionOrderRequest(card_id=successor), metadata=factory
+    ).card_number
+    bank_counter.ActivateFinancial(
+        counter_pb2.ActivateFinancialRequest(
+            request_id=f"demo-financial-{run}",
+            card_id=successor,
+            document=document,
+            card_number=number,
+        ),
+        metadata=counter,
+    )
+    say(
+        "The financial function is activated at the bank's counter (A9.1, A9.2)",
+        f"activated; the SS function is {card_pb2.CardStatus.Name(progress(successor).status)}",
+    )
+    today = dt.date.today()
+    settled = Date(year=today.year, month=today.month, day=today.day)
+    identity.ImportPersons(
+        iter(
+            [
+                identity_pb2.ImportPersonsRequest(
+                    batch_id=f"demo-settled-{run}",
+                    records=[
+                        identity_pb2.PersonRecord(
+                            document=document,
+                            name=name,
+                            insured_in_beijing=True,
+                            source=identity_pb2.HR,
+                            business_settled_on=settled,
+                        )
+                    ],
+                )
+            ]
+        ),
+        metadata=credential(Channel.INTERNAL, Role.REGISTRY),
+    )
+    say("HR reports the person's social security business settled", "the card may be cancelled")
+    card.CancelCard(
+        card_pb2.CancelCardRequest(
+            request_id=f"demo-cancel-{run}",
+            card_id=successor,
+            document=document,
+            payout_destination="cash",
+        ),
+        metadata=counter,
+    )
+    say("The card is cancelled at the issuing bank (A19.1)", progress(successor).progress)
+    for _ in range(200):
+        account = ledger.GetBalance(
+            ledger_pb2.GetBalanceRequest(card_id=successor), metadata=factory
+        )
+        if account.closed:
+            break
+        time.sleep(0.1)
+    balance = transit.GetBalance(transit_pb2.GetBalanceRequest(card_id=successor), metadata=factory)
+    say(
+        "Its transit balance went to the account, the account paid out and closed",
+        f"transit {balance.balance_fen / 100:.2f} yuan; account closed: {account.closed}",
+    )
+    entries = ledger.ListEntries(
+        ledger_pb2.ListEntriesRequest(card_id=successor), metadata=factory
+    ).entries
+    for entry in reversed(entries):
+        print(
+            f"   ledger: {ledger_pb2.EntrySource.Name(entry.source):<16} "
+            f"{entry.amount_fen / 100:>8.2f} yuan  balance {entry.balance_after_fen / 100:.2f}"
+        )
     return 0
 
 

@@ -1,5 +1,6 @@
-"""A running suite for card tests: identity, bank and card as real in-process gRPC servers, and
-clients acting as the HR feed, outlets, bank branches, the hotline, employers and the factory."""
+"""A running suite for card tests: identity, bank, card and transit as real in-process gRPC
+servers, and clients acting as the HR feed, outlets, bank branches, the hotline, employers and
+the factory."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from services.card.main import build as build_card
 from services.identity.main import build as build_identity
 from services.platform.auth import Channel, Role
 from services.platform.grpc_errors import from_rpc_error
+from services.transit.main import build as build_transit
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
+from sscard.transit.v1 import transit_pb2_grpc
 from tests.support import PersonSpec, wait_serving
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
@@ -35,12 +38,16 @@ class Suite:
         identity = start("identity", build_identity)
         bank = start("bank", build_bank)
         card = start("card", build_card)
-        for running in (identity, bank, card):
+        transit = start("transit", build_transit)  # the replacement saga moves the park pass
+        for running in (identity, bank, card, transit):
             wait_serving(running.channel)
+        self.transit = transit_pb2_grpc.TransitServiceStub(transit.channel)
+        self.transit_server = transit
         self.identity = identity_pb2_grpc.IdentityServiceStub(identity.channel)
         self.bank = bank_pb2_grpc.BankServiceStub(bank.channel)
         self.card = card_pb2_grpc.CardServiceStub(card.channel)
         self.card_server = card
+        self.bank_server = bank
         self.service = token(roles=(Role.SERVICE,), caller="test-service")
         self.ops = token(roles=(Role.OPS,), caller="ops")
         self._n = 0
@@ -188,9 +195,9 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     raise AssertionError("the call succeeded")
 
 
-def active_card(suite: Suite) -> tuple[str, PersonSpec]:
+def active_card(suite: Suite, **spec: Any) -> tuple[str, PersonSpec]:
     """A card made on the spot at an instant branch, collected and activated."""
-    person = suite.person()
+    person = suite.person(**spec)
     started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
     suite.settle(started.card_id)
     suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))

@@ -43,6 +43,7 @@ class PersonSpec:
     died: dt.date | None = None
     preferential: tuple[int, ...] = ()
     legacy_generation: int = 0
+    settled: dt.date | None = None  # HR / medical business settled (A19.1)
 
     def document(self) -> common_pb2.IdentityDocument:
         return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=self.number)
@@ -61,6 +62,8 @@ class PersonSpec:
             record.document_valid_until.CopyFrom(date_pb(self.valid_until))
         if self.died:
             record.date_of_death.CopyFrom(date_pb(self.died))
+        if self.settled:
+            record.business_settled_on.CopyFrom(date_pb(self.settled))
         return record
 
 

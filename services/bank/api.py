@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from services.bank import service
+from services.bank import counter_service, service
 from services.bank.domain.account import Account, IdentityFacts, LossKind
 from services.bank.domain.branch import (
     Branch,
@@ -165,7 +165,9 @@ def _account_status(account: Account) -> str:
     return account.status.value
 
 
-def account_pb(account: Account) -> pb.AccountState:
+def account_pb(
+    account: Account, phone_masked: str = "", password_set: bool = False
+) -> pb.AccountState:
     return pb.AccountState(
         account_id=account.account_id,
         card_id=account.card_id,
@@ -173,6 +175,9 @@ def account_pb(account: Account) -> pb.AccountState:
         status=_account_status(account),
         loss=account.loss.value if account.loss else pb.LOSS_KIND_UNSPECIFIED,
         suspended_at=to_timestamp(account.suspended_at),
+        financial_activated_at=to_timestamp(account.financial_activated_at),
+        reserved_phone_masked=phone_masked,
+        financial_password_set=password_set,
     )
 
 
@@ -310,8 +315,8 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         _required_id(request.card_id, "card_id", v)
         v.raise_if_any()
         with self._uow(readonly=True) as uow:
-            account = service.get_account(uow, request.card_id)
-        return account_pb(account)
+            shown = counter_service.view(uow, service.get_account(uow, request.card_id))
+        return account_pb(shown.account, shown.phone_masked, shown.password_set)
 
     # -- production orders
 

@@ -3,6 +3,10 @@
 ``CardPort`` is what the notice relay needs of the card service (A7.1); ``GrpcCardPort`` is its
 gRPC adapter: the bank's own service credential, a deadline on every call, refusals and
 transport failures back as DomainErrors (``platform.clients``).
+
+``CounterCardPort`` activates the SS function with the financial function (A9.2) under the
+counter's own credential, forwarded as it came, so the card service applies its own channel
+rules to the counter. ``IdentityPort`` reads a person's preferential-treatment flags (A25.1).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import grpc
 from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call
 from services.platform.protoconv import to_timestamp
 from sscard.card.v1 import card_pb2, card_pb2_grpc
+from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 
 
 class CardPort(Protocol):
@@ -46,3 +52,77 @@ class GrpcCardPort:
             produced_at=to_timestamp(produced_at),
         )
         call(self._stub.RecordProduced, request, self._credential, self._deadline)
+
+
+class ForwardedCredential(ServiceCredential):
+    """The credential of the call being served, passed on unchanged to another service."""
+
+    def __init__(self, authorization: str) -> None:  # never renewed: it is not this service's
+        self._authorization = authorization
+
+    def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return (("authorization", self._authorization),)
+
+
+class CounterCardPort(Protocol):
+    def activate_card(
+        self,
+        card_id: str,
+        document_type: str,
+        document_number: str,
+        request_id: str,
+        authorization: str,
+    ) -> None:
+        """Activate the SS function as the counter (A9.2); raises DomainError on a refusal."""
+        ...
+
+
+class GrpcCounterCardPort:
+    def __init__(self, channel: grpc.Channel, deadline: float = DEFAULT_DEADLINE) -> None:
+        self._stub = card_pb2_grpc.CardServiceStub(channel)
+        self._deadline = deadline
+
+    def activate_card(
+        self,
+        card_id: str,
+        document_type: str,
+        document_number: str,
+        request_id: str,
+        authorization: str,
+    ) -> None:
+        request = card_pb2.ActivateCardRequest(
+            request_id=request_id,
+            card_id=card_id,
+            document=common_pb2.IdentityDocument(type=document_type, number=document_number),
+        )
+        call(self._stub.ActivateCard, request, ForwardedCredential(authorization), self._deadline)
+
+
+class IdentityPort(Protocol):
+    def preferential(self, document_type: str, document_number: str) -> frozenset[str]:
+        """The person's preferential-treatment flags (e.g. ELDERLY, DISABLED); raises
+        DomainError (PERSON_NOT_FOUND, ...) on any failure."""
+        ...
+
+
+class GrpcIdentityPort:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        credential: ServiceCredential,
+        deadline: float = DEFAULT_DEADLINE,
+    ) -> None:
+        self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        self._credential = credential
+        self._deadline = deadline
+
+    def preferential(self, document_type: str, document_number: str) -> frozenset[str]:
+        request = identity_pb2.GetPersonRequest(
+            person=identity_pb2.PersonRef(
+                document=common_pb2.IdentityDocument(type=document_type, number=document_number)
+            )
+        )
+        answer = call(self._stub.GetPerson, request, self._credential, self._deadline)
+        return frozenset(
+            identity_pb2.PreferentialTreatment.Name(flag) for flag in answer.person.preferential
+        )

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import grpc
+
 from services.bank import store
 from services.bank.api import BankApi
-from services.bank.clients import GrpcCardPort
+from services.bank.clients import GrpcCardPort, GrpcCounterCardPort, GrpcIdentityPort
+from services.bank.counter_api import CounterApi
+from services.bank.domain.monitoring import Thresholds
+from services.bank.domain.tiers import TierConfigError, TierPolicy
+from services.bank.ledger_api import LedgerApi
+from services.bank.ledger_service import LedgerConfig
 from services.bank.service import RELAY_CALL_DEADLINE, NoticeRelay
 from services.platform import config as settings
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential, open_channel
+from services.platform.clock import Clock
+from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
-from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.bank.v1 import (
+    bank_pb2,
+    bank_pb2_grpc,
+    counter_pb2,
+    counter_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+)
 
 SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
+LEDGER_SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+COUNTER_SERVICE_NAME = counter_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name
 RELAY_INTERVAL = 0.5  # seconds between passes of the A7.1 notice relay
 
 
@@ -26,12 +44,37 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         open_channel(config.target("card")), ServiceCredential(config), RELAY_CALL_DEADLINE
     )
     relay = NoticeRelay(lambda: store.BankUnitOfWork(base.db, cipher), card, base.clock)
+    ledger_api = LedgerApi(base.db, cipher, base.keys, ledger_config(config, base.clock))
+    counter_api = CounterApi(
+        base.db,
+        cipher,
+        base.clock,
+        base.keys,
+        GrpcCounterCardPort(open_channel(config.target("card"))),
+        GrpcIdentityPort(open_channel(config.target("identity")), ServiceCredential(config)),
+        Argon2Hasher(),
+    )
+
+    def register(server: grpc.Server) -> None:
+        bank_pb2_grpc.add_BankServiceServicer_to_server(api, server)
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(ledger_api, server)
+        counter_pb2_grpc.add_CounterServiceServicer_to_server(counter_api, server)
+
     return ServiceDeps(
         db=base.db,
-        register=lambda server: bank_pb2_grpc.add_BankServiceServicer_to_server(api, server),
-        service_names=[SERVICE_NAME],
+        register=register,
+        service_names=[SERVICE_NAME, LEDGER_SERVICE_NAME, COUNTER_SERVICE_NAME],
         maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run)],
     )
+
+
+def ledger_config(config: settings.ServiceConfig, clock: Clock) -> LedgerConfig:
+    """The ledger's account classes (A4.5, ``SSCARD_BANK_TIER_LIMITS``) and monitoring
+    thresholds (A4.5, ``SSCARD_BANK_MONITORING``)."""
+    try:
+        return LedgerConfig(clock, TierPolicy.from_env(config.env), Thresholds.from_env(config.env))
+    except (TierConfigError, ValueError) as exc:
+        raise settings.ConfigError(str(exc)) from exc
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from services.bank import counter_store, ledger_store
 from services.bank.domain.account import Account, AccountStatus, IdentityFacts, LossKind
 from services.bank.domain.branch import Branch
 from services.bank.domain.card_number import card_number, next_bank_number
@@ -54,6 +55,8 @@ from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
+counter_tables = counter_store.define_tables(metadata)  # A9, A12.3, A20.1, A25.1
+ledger_tables = ledger_store.define_tables(metadata)  # A4.5, A19.1, A19.2
 
 branches = Table(
     "branches",
@@ -318,6 +321,14 @@ class AccountRepository:
             .values(**self._loss(account))
         )
 
+    def save_financial_activation(self, account: Account) -> None:
+        """Store when the financial function was activated (A9.1, A9.2)."""
+        self.session.execute(
+            update(accounts)
+            .where(accounts.c.account_id == account.account_id)
+            .values(financial_activated_at=account.financial_activated_at)
+        )
+
 
 class OrderRepository:
     def __init__(self, session: Session) -> None:
@@ -529,6 +540,10 @@ class BankUnitOfWork(UnitOfWork):
     orders: OrderRepository
     notices: NoticeRepository
     recalls: RecallRepository
+    financial: counter_store.FinancialRepository
+    home_services: counter_store.HomeServiceRepository
+    ledger: ledger_store.LedgerRepository
+    alerts: ledger_store.AlertRepository
 
     def __init__(self, db: Database, cipher: PiiCipher, readonly: bool = False) -> None:
         super().__init__(db, readonly)
@@ -541,6 +556,12 @@ class BankUnitOfWork(UnitOfWork):
         self.orders = OrderRepository(session)
         self.notices = NoticeRepository(session)
         self.recalls = RecallRepository(session)
+        self.financial = counter_store.FinancialRepository(session, self._cipher, counter_tables)
+        self.home_services = counter_store.HomeServiceRepository(
+            session, self._cipher, counter_tables
+        )
+        self.ledger = ledger_store.LedgerRepository(session, ledger_tables)
+        self.alerts = ledger_store.AlertRepository(session, ledger_tables)
 
     def lock(self, *parts: str) -> None:
         """Take turns with other transactions on the same key until commit (PostgreSQL; on

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from services.card import service
+from services.card.clients import IdentityPort
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant
@@ -153,8 +154,10 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         keys: IdempotencyStore,
         orchestrator: Orchestrator,
         hasher: Argon2Hasher,
+        identity: IdentityPort,
     ) -> None:
         self._hasher = hasher
+        self._identity = identity
         self._db = db
         self._cipher = cipher
         self._clock = clock
@@ -346,6 +349,29 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         return self._once.call("ActivateCard", request, pb.Card, work)
 
     # -- the card in use: loss, unlock, information (A13, A14, A17)
+
+    def CancelCard(self, request: pb.CancelCardRequest, context: grpc.ServicerContext) -> pb.Card:
+        caller = current_caller()
+        presented = _presented(request)
+        outcome: list[service.LossOutcome] = []
+
+        def work(uow: CardUnitOfWork) -> pb.Card:
+            done = service.cancel_card(
+                uow,
+                request.card_id,
+                presented,
+                request.payout_destination,
+                self._identity.settled,
+                caller,
+                self._clock,
+            )
+            outcome.append(done)
+            return self._card_answer(uow, done.card)
+
+        answer = self._once.call("CancelCard", request, pb.Card, work)
+        if outcome and outcome[0].starts_saga:
+            self._orchestrator.poke()
+        return answer
 
     def _loss(
         self,

@@ -1,4 +1,4 @@
-"""Typed ports from the card service to identity and the bank.
+"""Typed ports from the card service to identity, the bank and transit.
 
 Each method sends one request with the idempotency key it is given (sagas pass
 ``<saga_id>:<step>``), a deadline, and the card service's own credential; it returns plain
@@ -18,9 +18,10 @@ from services.platform.clients import ServiceCredential, call, open_channel
 from services.platform.config import ServiceConfig
 from services.platform.errors import DomainError, Kind
 from services.platform.protoconv import to_timestamp
-from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
+from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 
 def _document(doc_type: str, number: str) -> common_pb2.IdentityDocument:
@@ -107,6 +108,15 @@ class IdentityPort:
             self._credential,
         )
 
+    def settled(self, person_id: str) -> bool:
+        """Whether the registry shows the person's HR and medical business settled (A19.1)."""
+        answer = call(
+            self._stub.GetPerson,
+            identity_pb2.GetPersonRequest(person=identity_pb2.PersonRef(person_id=person_id)),
+            self._credential,
+        )
+        return bool(answer.person.HasField("business_settled_on"))
+
     def events(self, after: int, limit: int) -> list[PersonEvent]:
         """The feed's events after position ``after`` (A21.2)."""
         answer = call(
@@ -136,8 +146,35 @@ class Order:
 
 class BankPort:
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
-        self._stub = bank_pb2_grpc.BankServiceStub(open_channel(config.target("bank")))
+        channel = open_channel(config.target("bank"))
+        self._stub = bank_pb2_grpc.BankServiceStub(channel)
+        self._ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         self._credential = credential
+
+    def suspend_non_counter(self, request_id: str, card_id: str) -> None:
+        """A19.2: the account's online, ATM and third-party payments stop."""
+        call(
+            self._ledger.SuspendNonCounter,
+            ledger_pb2.SuspendNonCounterRequest(
+                request_id=request_id, card_id=card_id, reason=ledger_pb2.SS_CANCELLED
+            ),
+            self._credential,
+        )
+
+    def close_financial(
+        self, request_id: str, card_id: str, payout_destination: str, reference: str
+    ) -> None:
+        """A19.1: the account's whole balance is paid out as the holder directs; it closes."""
+        call(
+            self._ledger.CloseFinancial,
+            ledger_pb2.CloseFinancialRequest(
+                request_id=request_id,
+                card_id=card_id,
+                payout_destination=payout_destination,
+                reference=reference,
+            ),
+            self._credential,
+        )
 
     def open_account(
         self,
@@ -243,16 +280,64 @@ class BankPort:
 
 
 class TransitPort:
-    """The replacement saga's moves of the transit wallet balance (A16.3) and the park annual
-    pass (A16.4) from the old card to the new one.
+    """The transit service's wallet and park pass, as the card service's sagas move them: the
+    park pass to the new card of a replacement (A16.4) and back (its compensation), and a card's
+    transit balance to a bank account when a replacement is collected (A16.3) or a card is
+    cancelled at the issuing bank (A19.1)."""
 
-    The transit service's wallet and pass arrive with its own contract; until then the moves
-    have nothing to carry and these calls do nothing. The saga steps and their compensations
-    already exist, so wiring the calls later changes no saga.
-    """
+    def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
+        self._stub = transit_pb2_grpc.TransitServiceStub(open_channel(config.target("transit")))
+        self._credential = credential
 
     def move_park_pass(self, request_id: str, old_card_id: str, new_card_id: str) -> None:
-        """A16.4: nothing to move yet."""
+        """A16.4: the old card's pass (if any) moves to the new card."""
+        call(
+            self._stub.TransferParkPass,
+            transit_pb2.TransferParkPassRequest(
+                request_id=request_id, from_card_id=old_card_id, to_card_id=new_card_id
+            ),
+            self._credential,
+        )
 
     def return_park_pass(self, request_id: str, old_card_id: str, new_card_id: str) -> None:
-        """Compensation of move_park_pass: nothing to return yet."""
+        """Compensation of move_park_pass: the pass goes back to the old card."""
+        call(
+            self._stub.TransferParkPass,
+            transit_pb2.TransferParkPassRequest(
+                request_id=request_id, from_card_id=new_card_id, to_card_id=old_card_id
+            ),
+            self._credential,
+        )
+
+    def refund_balance(
+        self, request_id: str, card_id: str, to_card_id: str, cancellation: bool = False
+    ) -> str:
+        """Move the card's whole transit balance to ``to_card_id``'s bank account (A16.3), or
+        with ``cancellation`` to the card's own account (A19.1); the card's wallet closes. A
+        zero balance succeeds and moves nothing. Returns the refund's id ("" if nothing moved);
+        the money reaches the bank after this returns (``refund_arrived``)."""
+        reason = transit_pb2.CANCELLATION if cancellation else transit_pb2.REPLACEMENT
+        answer = call(
+            self._stub.RefundBalance,
+            transit_pb2.RefundBalanceRequest(
+                request_id=request_id, card_id=card_id, to_card_id=to_card_id, reason=reason
+            ),
+            self._credential,
+        )
+        return str(answer.refund_id)
+
+    def refund_arrived(self, refund_id: str) -> bool:
+        """Whether the bank has credited the refund; a refund the bank refused for good is a
+        refusal (REFUND_RETURNED), since its money went back to the wallet."""
+        answer = call(
+            self._stub.GetRefund,
+            transit_pb2.GetRefundRequest(refund_id=refund_id),
+            self._credential,
+        )
+        if answer.state == transit_pb2.RETURNED_TO_WALLET:
+            raise DomainError(
+                "REFUND_RETURNED",
+                f"the bank refused the transit refund: {answer.last_error}",
+                rule="A19.1",
+            )
+        return bool(answer.state == transit_pb2.ARRIVED)

@@ -24,6 +24,7 @@ from services.card.store import CardUnitOfWork, SagaRecord
 from services.card.tasks import BANK_TASK
 from services.platform.auth import Caller, Channel
 from services.platform.clock import Clock
+from services.platform.errors import DomainError, Kind
 
 APPLICATION = "application"
 REPLACEMENT = "replacement"
@@ -239,6 +240,8 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
                     bank.cancel_order(request_id, d["order_id"])
             case "recall":
                 bank.recall(request_id, saga.card_id, d["reason"])
+            case "suspend_non_counter":
+                bank.suspend_non_counter(request_id, saga.card_id)
         return {}
 
     def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
@@ -253,6 +256,7 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
             "lift": "restore the financial function",
             "stop_issuing": "stop issuing the card",
             "recall": "record the card taken back",
+            "suspend_non_counter": "suspend the account's non-counter business",
         }[saga.data["action"]]
         text = (
             f"The bank could not {what}: {saga.refusal_message} "
@@ -301,4 +305,107 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
         ],
         done,
         done,
+    )
+
+
+TRANSIT_REFUND = "transit_refund"
+
+
+def transit_refund_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
+    """A16.3: the new card of a reissue or replacement was collected, so the old card's transit
+    balance goes to the holder's designated bank account (the new card's). Started in the
+    collection's transaction and retried until the transit service takes the money over; its
+    relay then credits the bank. A refusal is kept as a notice for operations on the card."""
+
+    def refund(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        transit.refund_balance(request_id, saga.data["old_card_id"], saga.card_id)
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """The transit service holds the refund and delivers it to the bank."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id)
+        if card is None:
+            return
+        text = (
+            f"The old card's transit balance could not be refunded: {saga.refusal_message} "
+            f"({saga.refusal_reason})."
+        )
+        uow.cards.record(
+            rules.Change(card, notices=[rules.Notice(clock.now(), "operations", text, "A16.3")])
+        )
+
+    return SagaDefinition(
+        TRANSIT_REFUND, [RemoteStep("refund_old_transit_balance", refund)], completed, failed
+    )
+
+
+CANCELLATION = "cancellation"
+
+
+def refund_in_flight() -> DomainError:
+    return DomainError(
+        "REFUND_IN_FLIGHT",
+        "the transit balance is on its way to the account",
+        kind=Kind.UNAVAILABLE,
+        rule="A19.1",
+    )
+
+
+def cancellation_saga(bank: BankPort, transit: TransitPort, clock: Clock) -> SagaDefinition:
+    """A19.1 at the issuing bank, after the card stopped in the caller's transaction: the transit
+    balance is refunded into the card's account, the saga waits until it has arrived, then the
+    bank pays the whole balance out as the holder directed and closes the account. Every step
+    is the holder's own instruction and idempotent, so the saga only moves forward, retrying;
+    money is never outside the wallet or the account in between. A refusal that retrying
+    cannot cure is flagged to operations with where the money is."""
+
+    def refund_transit(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        return {"refund_id": transit.refund_balance(request_id, saga.card_id, "", True)}
+
+    def await_refund(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        refund_id = saga.data["refund_id"]
+        if refund_id and not transit.refund_arrived(refund_id):
+            raise refund_in_flight()
+        return {}
+
+    def close_financial(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        bank.close_financial(
+            request_id, saga.card_id, saga.data["payout_destination"], saga.saga_id
+        )
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id)
+        if card is None:
+            return
+        text = (
+            "Your card is cancelled: its transit balance was refunded and its bank account "
+            f"closed, the balance paid to {saga.data['payout_destination']}."
+        )
+        notice = rules.Notice(clock.now(), "person", text, "A19.1")
+        uow.cards.record(rules.Change(card, notices=[notice]))
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id)
+        if card is None:
+            return
+        where = "in the transit wallet" if saga.step == 0 else f"in the account at {card.bank_code}"
+        text = (
+            f"The cancellation of card {card.card_id} could not finish: {saga.refusal_message} "
+            f"({saga.refusal_reason}); the money is still {where}."
+        )
+        notice = rules.Notice(clock.now(), "operations", text, saga.refusal_rule or "A19.1")
+        uow.cards.record(rules.Change(card, notices=[notice]))
+
+    return SagaDefinition(
+        CANCELLATION,
+        [
+            RemoteStep("refund_transit_balance", refund_transit),
+            RemoteStep("await_transit_refund", await_refund),
+            RemoteStep("close_financial_account", close_financial),
+        ],
+        completed,
+        failed,
     )

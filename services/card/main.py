@@ -13,8 +13,10 @@ from services.card.deaths import DeathWatch
 from services.card.flows import (
     application_saga,
     bank_task_saga,
+    cancellation_saga,
     replacement_saga,
     retirement_saga,
+    transit_refund_saga,
 )
 from services.card.saga import Orchestrator, Tuning
 from services.card.scheduler import Scheduler
@@ -52,7 +54,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     base = foundation(config, store.idempotency_keys, cipher)
     credential = ServiceCredential(config)
     identity, bank = IdentityPort(config, credential), BankPort(config, credential)
-    transit = TransitPort()
+    transit = TransitPort(config, credential)
 
     def new_uow(readonly: bool = False) -> store.CardUnitOfWork:
         return store.CardUnitOfWork(base.db, cipher, readonly)
@@ -64,6 +66,8 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
             bank_task_saga(bank, base.clock),
             replacement_saga(identity, bank, transit, base.clock),
             retirement_saga(identity, bank, base.clock),
+            transit_refund_saga(transit, base.clock),
+            cancellation_saga(bank, transit, base.clock),
         ],
         saga_tuning(config),
         crash_point(config),
@@ -73,10 +77,11 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         base.clock,
         deadlines.handlers(base.clock, bank),
         poll_seconds=float(config.env.get("SSCARD_SCHEDULER_POLL_SECONDS", "1")),
+        crash_point=crash_point(config),
     )
     calendar = WorkingDayCalendar.from_file(config.calendar_file)
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)
-    api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher())
+    api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity)
     ops = OpsApi(base.db, cipher, base.clock, orchestrator)
 
     def register(server: grpc.Server) -> None:

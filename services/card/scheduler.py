@@ -41,6 +41,7 @@ class Scheduler:
         poll_seconds: float = 1.0,
         lease: dt.timedelta = dt.timedelta(seconds=60),
         batch: int = 200,
+        crash_point: str = "",
     ) -> None:
         self._new_uow = new_uow
         self._clock = clock
@@ -48,6 +49,7 @@ class Scheduler:
         self._poll = poll_seconds
         self._lease = lease
         self._batch = batch
+        self._crash_point = crash_point  # fault injection for crash tests: "timer:<kind>"
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,9 +112,16 @@ class Scheduler:
                 except Exception as error:
                     failures.append((timer, error))
             if uow.timers.fired_many(outcomes, self.owner, self._clock.now()):
+                self._maybe_crash(due)
                 uow.commit()
         for timer, failure in failures:
             self._failed(timer, failure)
+
+    def _maybe_crash(self, due: list[TimerRecord]) -> None:
+        """Die as a killed process would: after firing, before the commit."""
+        if self._crash_point in {f"timer:{timer.kind}" for timer in due}:
+            log.warning("fault injection: killing the process while firing %s", self._crash_point)
+            os.kill(os.getpid(), 9)
 
     def _failed(self, timer: TimerRecord, exc: Exception) -> None:
         log.error(

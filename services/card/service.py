@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,6 +18,7 @@ from services.card.deadlines import (
     TEMPORARY_LOSS_EXPIRY,
     watch_bank_change_lock,
     watch_handout,
+    watch_non_counter,
     watch_not_handed_out,
 )
 from services.card.domain import card as rules
@@ -38,8 +39,10 @@ from services.card.domain.card import Card, CollectionMethod, Delivery, Status, 
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
 from services.card.flows import (
     APPLICATION,
+    CANCELLATION,
     REPLACEMENT,
     RETIREMENT,
+    TRANSIT_REFUND,
     application_data,
 )
 from services.card.saga import new_saga_id, wall_clock
@@ -384,8 +387,27 @@ def record_collection(
     change = rules.collect(card, cmd.method, caller, clock.now())
     if change.card is not card and change.card.status is Status.WITH_EMPLOYER:
         watch_handout(uow, change.card, clock.now())
+    if change.card is not card and change.card.status is Status.COLLECTED:
+        _refund_old_transit_balance(uow, change.card)
     uow.cards.record(change)
     return change.card
+
+
+def _refund_old_transit_balance(uow: CardUnitOfWork, card: Card) -> None:
+    """A16.3: a reissued or replacing card is collected: the old card's transit balance is
+    refunded by a saga started in this transaction (``flows.transit_refund_saga``)."""
+    if not card.replaces_card_id:
+        return
+    saga = SagaRecord(
+        saga_id=new_saga_id(),
+        kind=TRANSIT_REFUND,
+        card_id=card.card_id,
+        batch_id="",
+        state="RUNNING",
+        step=0,
+        data={"old_card_id": card.replaces_card_id},
+    )
+    uow.sagas.add_many([saga], wall_clock())
 
 
 def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clock) -> Card:
@@ -555,6 +577,70 @@ def unlock(
     financial_too = reach is channels.Reach.ISSUING_BANK
     if financial_too:
         _bank_saga(uow, card, "lift")
+    return LossOutcome(change.card, financial_too)
+
+
+# --- cancellation (A19) ----------------------------------------------------------------------
+
+
+def business_not_settled() -> DomainError:
+    return DomainError(
+        "BUSINESS_NOT_SETTLED",
+        "the holder's HR and medical insurance business is not settled yet: settle it first",
+        rule="A19.1",
+    )
+
+
+def cancel_card(
+    uow: CardUnitOfWork,
+    card_id: str,
+    presented: Presented,
+    payout_destination: str,
+    settled: Callable[[str], bool],
+    caller: Caller,
+    clock: Clock,
+) -> LossOutcome:
+    """A19.1: at a district outlet the SS function only (the bank suspends the account's
+    non-counter business six months later, A19.2); at the issuing bank the financial function
+    and the transit balance too, by the cancellation saga. ``settled(person_id)``: the identity
+    service shows the holder's business settled."""
+    card = _card(uow, card_id, for_update=True)
+    reach = channels.check(Operation.CANCEL, caller, card.bank_code)
+    _holder(uow, card, presented, Operation.CANCEL, "A19.1")
+    if card.status is rules.Status.SS_CANCELLED:
+        return LossOutcome(card, False)
+    financial_too = reach is channels.Reach.ISSUING_BANK
+    if financial_too and not payout_destination.strip():
+        v = Violations()
+        v.add(
+            "payout_destination",
+            "say where the account's balance is paid (an account elsewhere, or cash)",
+            "REQUIRED",
+        )
+        v.raise_if_any("INVALID_REQUEST", rule="A19.1")
+    if not settled(card.person_id):
+        raise business_not_settled()
+    now = clock.now()
+    change = rules.cancel(card, financial_too, caller, now)
+    uow.cards.record(change)
+    uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "the card was cancelled (A19.1)")
+    if financial_too:
+        uow.sagas.add_many(
+            [
+                SagaRecord(
+                    saga_id=new_saga_id(),
+                    kind=CANCELLATION,
+                    card_id=card.card_id,
+                    batch_id="",
+                    state="RUNNING",
+                    step=0,
+                    data={"payout_destination": payout_destination.strip(), "refund_id": ""},
+                )
+            ],
+            wall_clock(),
+        )
+    elif card.account_id:
+        watch_non_counter(uow, card, now)
     return LossOutcome(change.card, financial_too)
 
 

@@ -127,6 +127,7 @@ def _record(msg: pb.PersonRecord, v: Violations) -> RecordInput:
         preferential=frozenset(preferential),
         legacy_card_generation=msg.legacy_card_generation,
         source=_SOURCE_FROM_PB.get(msg.source),
+        business_settled_on=from_date(msg.business_settled_on, "business_settled_on", v),
     )
 
 
@@ -176,6 +177,7 @@ def person_pb(person: Person, full: bool) -> pb.Person:
         legacy_card_generation=a.legacy_card_generation,
         registered_card_id=person.registration.card_id if person.registration else "",
         updated_at=to_timestamp(person.updated_at),
+        business_settled_on=to_date(a.business_settled_on),
     )
 
 

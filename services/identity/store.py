@@ -68,6 +68,7 @@ persons = Table(
     Column("preferential", String(100), nullable=False),
     Column("legacy_card_generation", SmallInteger, nullable=False),
     Column("source", String(24), nullable=False),
+    Column("business_settled_on", Date),  # A19.1
     Column("registered_card_id", String(64), unique=True),
     Column("registration_kind", String(16)),
     Column("registered_since", DateTime(timezone=True)),
@@ -138,6 +139,7 @@ class PersonRepository:
             preferential=frozenset(Preferential(p) for p in row.preferential.split(",") if p),
             legacy_card_generation=row.legacy_card_generation,
             source=Source(row.source),
+            business_settled_on=row.business_settled_on,
         )
         registration = None
         if row.registered_card_id:
@@ -235,6 +237,7 @@ class PersonRepository:
             "preferential": ",".join(sorted(p.value for p in a.preferential)),
             "legacy_card_generation": a.legacy_card_generation,
             "source": a.source.value,
+            "business_settled_on": a.business_settled_on,
             "registered_card_id": reg.card_id if reg else None,
             "registration_kind": reg.kind.value if reg else None,
             "registered_since": reg.since if reg else None,

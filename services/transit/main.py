@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 from services.platform import config as settings
+from services.platform.clients import ServiceCredential, open_channel
 from services.platform.server import ServiceDeps, foundation, run_service
 from services.transit import store
+from services.transit.api import TransitApi
+from services.transit.clients import GrpcCardPort, GrpcIdentityPort, GrpcLedgerPort
+from services.transit.service import RELAY_CALL_DEADLINE, RefundRelay
 from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 SERVICE_NAME = transit_pb2.DESCRIPTOR.services_by_name["TransitService"].full_name
+RELAY_INTERVAL = 0.5  # seconds between passes of the refund relay
 
 
 def build(config: settings.ServiceConfig) -> ServiceDeps:
     base = foundation(config, store.idempotency_keys)
-    servicer = transit_pb2_grpc.TransitServiceServicer()
+    credential = ServiceCredential(config)
+    cards = GrpcCardPort(open_channel(config.target("card")), credential)
+    identity = GrpcIdentityPort(open_channel(config.target("identity")), credential)
+    ledger = GrpcLedgerPort(open_channel(config.target("bank")), credential, RELAY_CALL_DEADLINE)
+    api = TransitApi(base.db, base.clock, base.keys, cards, identity)
+    relay = RefundRelay(lambda: store.TransitUnitOfWork(base.db), ledger, base.clock)
     return ServiceDeps(
         db=base.db,
-        register=lambda server: transit_pb2_grpc.add_TransitServiceServicer_to_server(
-            servicer, server
-        ),
+        register=lambda server: transit_pb2_grpc.add_TransitServiceServicer_to_server(api, server),
         service_names=[SERVICE_NAME],
-        maintenance=[base.purge_task()],
+        maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run)],
     )
 
 

@@ -12,12 +12,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.card.deadlines import PRODUCTION_OVERDUE
 from services.card.scheduler import Scheduler, new_timer
 from services.card.store import CardUnitOfWork, TimerRecord
 from services.platform import migrations
-from services.platform.clock import ManualClock
+from services.platform.clock import ManualClock, SharedTestClock
 from services.platform.db import Database, make_engine
 from services.platform.pii import PiiCipher
+from sscard.card.v1 import card_pb2 as pb
+from tests.conftest import free_port
+from tests.reliability.deployment import Deployment, killed
 
 pytestmark = pytest.mark.slow
 KIND = "test_deadline"
@@ -132,3 +136,37 @@ def test_a_failing_handler_puts_off_only_its_own_timer(db: Database) -> None:
     assert (pending.timer_id, pending.attempts) == (ids[2], 1)
     assert pending.outcome == "failed: RuntimeError"
     assert scheduler.fire_due() == 0  # put off: it is tried again after a backoff
+
+
+def test_a_card_service_killed_while_firing_fires_each_deadline_once_after_restart(
+    deployment: Deployment, test_clock: SharedTestClock
+) -> None:
+    """A13.3's sibling timers under a real SIGKILL: the card-service process dies after firing
+    the A22.1 production deadlines of 12 cards, before its commit; restarted, it fires each once
+    and each card carries exactly one operations notice."""
+    port = free_port()
+    proc, card = deployment.card_process(port, crash_point=f"timer:{PRODUCTION_OVERDUE}")
+    people = deployment.people(12)
+    card_ids = [deployment.apply(card, person) for person in people]
+    deployment.settle(card, card_ids)
+    test_clock.advance(dt.timedelta(days=33))
+    killed(proc)
+
+    _, card = deployment.card_process(port)
+    deadline = time.monotonic() + 60
+    while True:
+        notices = {
+            card_id: [
+                n.rule
+                for n in card.GetCard(
+                    pb.GetCardRequest(card_id=card_id, include_history=True),
+                    metadata=deployment.ops,
+                ).notices
+                if n.recipient == "operations"
+            ]
+            for card_id in card_ids
+        }
+        if all(notices.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert notices == {card_id: ["A22.1"] for card_id in card_ids}

@@ -11,9 +11,11 @@ from google.type.date_pb2 import Date
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock
-from sscard.bank.v1 import bank_pb2
+from sscard.bank.v1 import bank_pb2, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
 from sscard.identity.v1 import identity_pb2
+from sscard.transit.v1 import transit_pb2
 from tests.cardsuite import (
     BANK,
     INSTANT,
@@ -21,6 +23,8 @@ from tests.cardsuite import (
     OTHER_INSTANT,
     Suite,
     active_card,
+    reason_rule,
+    rpc_error,
     wait_until,
 )
 from tests.scenarios.test_card_deadlines import deadlines
@@ -59,6 +63,12 @@ def order_status(suite: Suite, card_id: str) -> int:
         bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=suite.ops
     )
     return order.status
+
+
+def non_counter_suspensions(suite: Suite, card_id: str) -> list[int]:
+    ledger = ledger_pb2_grpc.LedgerServiceStub(suite.bank_server.channel)
+    balance = ledger.GetBalance(ledger_pb2.GetBalanceRequest(card_id=card_id), metadata=suite.ops)
+    return list(balance.non_counter_suspensions)
 
 
 class TestDeath:
@@ -167,3 +177,123 @@ def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
     wait_until(lambda: deadlines(suite, rule="A16.7", state=pb.FIRED) != [])
     notices = suite.get(started.card_id, history=True).notices
     assert ("person", "A16.7") in [(n.recipient, n.rule) for n in notices]
+
+
+def cancel(
+    suite: Suite, card_id: str, person: PersonSpec, metadata: object, **extra: object
+) -> pb.Card:
+    return suite.card.CancelCard(
+        pb.CancelCardRequest(
+            request_id=suite.rid("cancel"),
+            card_id=card_id,
+            document=person.document(),
+            **extra,  # type: ignore[arg-type]
+        ),
+        metadata=metadata,
+    )
+
+
+class TestCancellation:
+    def test_A19_1_a_card_is_cancelled_only_after_the_holders_business_is_settled(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        error = rpc_error(lambda: cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_rule(error) == ("BUSINESS_NOT_SETTLED", "A19.1")
+        assert status(suite, card_id) == pb.ACTIVE
+
+    def test_A19_1_A3_1_cancellation_is_not_offered_online(self, suite: Suite) -> None:
+        card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
+        error = rpc_error(lambda: cancel(suite, card_id, person, suite.at(Channel.ONLINE)))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+
+    def test_A19_1_A19_2_at_a_district_outlet_SS_ends_and_non_counter_stops_six_months_on(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
+        cancelled = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        assert cancelled.status == pb.SS_CANCELLED
+        again = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        assert again.status == pb.SS_CANCELLED
+        account = suite.bank.GetAccount(
+            bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.ops
+        )
+        assert account.status == bank_pb2.OPENED  # the financial function is the bank's
+        [deadline] = deadlines(suite, rule="A19.2")
+        assert (deadline.target, deadline.state) == (card_id, pb.PENDING)
+        assert non_counter_suspensions(suite, card_id) == []
+        error = rpc_error(lambda: suite.activate(card_id, person))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+        test_clock.advance(dt.timedelta(days=185))
+        wait_until(lambda: deadlines(suite, rule="A19.2", state=pb.FIRED) != [])
+        wait_until(lambda: non_counter_suspensions(suite, card_id) == [ledger_pb2.SS_CANCELLED])
+
+    def test_A19_1_an_agent_cancels_the_card_of_a_holder_who_died(self, suite: Suite) -> None:
+        card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
+        record_death(suite, person, "death-cancel")
+        wait_until(lambda: status(suite, card_id) == pb.CANCELLATION_DUE)
+        heir = PersonSpec()
+        agent = pb.Agent(
+            agent_document=heir.document(),
+            agent_name="王芳",
+            principal_document=person.document(),
+            authorisation_ref="estate-2026-001",
+        )
+        cancelled = cancel(suite, card_id, heir, suite.at(Channel.DISTRICT_OUTLET), agent=agent)
+        assert cancelled.status == pb.SS_CANCELLED
+
+
+def cancellation_saga(suite: Suite, card_id: str) -> pb.Saga | None:
+    ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
+    found = ops.ListSagas(
+        pb.ListSagasRequest(kind="cancellation", card_id=card_id), metadata=suite.ops
+    ).sagas
+    return found[0] if found else None
+
+
+def test_A19_1_at_the_issuing_bank_the_card_its_account_and_transit_balance_end_together(
+    suite: Suite,
+) -> None:
+    card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
+    suite.transit.TopUp(
+        transit_pb2.TopUpRequest(request_id="kiosk-0001", card_id=card_id, amount_fen=5_000),
+        metadata=suite.at(Channel.TRANSIT_OUTLET),
+    )
+    cancelled = cancel(suite, card_id, person, suite.branch(), payout_destination="cash")
+    assert cancelled.status == pb.SS_CANCELLED
+    wait_until(lambda: getattr(cancellation_saga(suite, card_id), "state", 0) == pb.COMPLETED)
+
+    wallet = suite.transit.GetBalance(
+        transit_pb2.GetBalanceRequest(card_id=card_id), metadata=suite.service
+    )
+    assert wallet.balance_fen == 0
+    ledger = ledger_pb2_grpc.LedgerServiceStub(suite.bank_server.channel)
+    account = ledger.GetBalance(ledger_pb2.GetBalanceRequest(card_id=card_id), metadata=suite.ops)
+    assert (account.balance_fen, account.closed) == (0, True)
+    entries = ledger.ListEntries(
+        ledger_pb2.ListEntriesRequest(card_id=card_id), metadata=suite.ops
+    ).entries
+    assert [(e.source, e.amount_fen) for e in reversed(entries)] == [
+        (ledger_pb2.TRANSIT_REFUND, 5_000),
+        (ledger_pb2.CLOSING_PAYOUT, -5_000),
+    ]
+    notices = suite.get(card_id, history=True).notices
+    assert ("person", "A19.1") in [(n.recipient, n.rule) for n in notices]
+
+
+def test_A19_1_a_cancellation_at_another_banks_branch_is_refused(suite: Suite) -> None:
+    card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
+    error = rpc_error(
+        lambda: cancel(
+            suite,
+            card_id,
+            person,
+            suite.branch(OTHER_BANK, OTHER_INSTANT),
+            payout_destination="cash",
+        )
+    )
+    assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+    assert status(suite, card_id) == pb.ACTIVE

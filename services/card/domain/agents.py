@@ -1,7 +1,8 @@
 """Agents (代办人, A24): who may act for a card holder, and what they must present.
 
 An agent may activate the card, report a temporary loss, change the service password and query
-status; every other operation is refused AGENT_NOT_ALLOWED (A24.1). The agent presents its own
+status (A24.1), and cancel the card (A19.1 names the agent; for a deceased holder only an agent
+can); every other operation is refused AGENT_NOT_ALLOWED (A24.1). The agent presents its own
 ID document, the principal's ID document and the principal's written authorisation (A24.2).
 """
 
@@ -18,6 +19,7 @@ AGENT_MAY = frozenset(
         Operation.TEMPORARY_LOSS,
         Operation.SERVICE_PASSWORD_CHANGE,
         Operation.QUERY,
+        Operation.CANCEL,
     }
 )
 

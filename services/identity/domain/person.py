@@ -85,6 +85,8 @@ class Attributes:
     preferential: frozenset[Preferential]
     legacy_card_generation: int
     source: Source
+    # The day the HR / medical-insurance business ended and was settled (A19.1).
+    business_settled_on: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class RecordInput:
     preferential: frozenset[Preferential]
     legacy_card_generation: int
     source: Source | None
+    business_settled_on: dt.date | None = None
 
 
 def normalize_name(name: str) -> str:
@@ -220,6 +223,8 @@ def validate_record(record: RecordInput, today: dt.date) -> Attributes:
     death = record.date_of_death
     if death is not None and (death > today or (birth is not None and death < birth)):
         v.add("date_of_death", "must lie between the birth date and today", "OUT_OF_RANGE")
+    if record.business_settled_on is not None and record.business_settled_on > today:
+        v.add("business_settled_on", "must not lie in the future", "OUT_OF_RANGE")
     v.raise_if_any("INVALID_PERSON_RECORD", rule="A4.1")
     assert document is not None and record.source is not None  # guaranteed by the checks above
     return Attributes(
@@ -234,6 +239,7 @@ def validate_record(record: RecordInput, today: dt.date) -> Attributes:
         preferential=record.preferential,
         legacy_card_generation=record.legacy_card_generation,
         source=record.source,
+        business_settled_on=record.business_settled_on,
     )
 
 

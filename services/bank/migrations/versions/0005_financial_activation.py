@@ -19,3 +19,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("accounts", sa.Column("financial_activated_at", sa.DateTime(timezone=True)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("financial_activated_at")

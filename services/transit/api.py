@@ -1,0 +1,332 @@
+"""The transit gRPC servicer: proto -> command -> use case -> proto, nothing else.
+
+Authentication, error mapping and logging happen in the platform's call guard; this file checks
+channels and roles, decodes requests (malformed fields become one INVALID_ARGUMENT with a
+violation each), asks the card and identity services what a use case needs before its
+transaction, runs the use case in a unit of work (mutating ones through the idempotency runner)
+and encodes the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from services.platform import channels
+from services.platform.auth import Caller, Role, current_caller, require_role
+from services.platform.channels import Operation
+from services.platform.clock import Clock
+from services.platform.db import Database
+from services.platform.errors import DomainError, Violations
+from services.platform.idempotency import IdempotencyStore, Idempotent
+from services.platform.protoconv import to_date, to_timestamp
+from services.transit import service
+from services.transit.clients import CardPort, IdentityPort
+from services.transit.domain import park_pass as passes
+from services.transit.domain import wallet as wallets
+from services.transit.domain.park_pass import ParkPass
+from services.transit.domain.wallet import CardFacts, Entry, Refund, RefundReason, Wallet
+from services.transit.store import TransitUnitOfWork
+from sscard.transit.v1 import transit_pb2 as pb
+from sscard.transit.v1 import transit_pb2_grpc
+
+M = TypeVar("M", bound=Message)
+
+MAX_ID = 64
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _required_id(value: str, field: str, v: Violations) -> None:
+    if not value or len(value) > MAX_ID:
+        v.add(field, f"an id of 1 to {MAX_ID} characters is required", "REQUIRED")
+
+
+def _card_id(value: str, field: str = "card_id") -> None:
+    v = Violations()
+    _required_id(value, field, v)
+    v.raise_if_any()
+
+
+def _page(request: pb.ListTransactionsRequest) -> tuple[int, int]:
+    v = Violations()
+    _required_id(request.card_id, "card_id", v)
+    if request.page_size < 0 or request.page_size > MAX_PAGE:
+        v.add("page_size", f"0 to {MAX_PAGE}", "OUT_OF_RANGE")
+    before = 0
+    if request.page_token:
+        try:
+            before = int(request.page_token)
+        except ValueError:
+            before = -1
+        if before <= 0:
+            v.add("page_token", "a token from a previous answer", "INVALID")
+    v.raise_if_any()
+    return before, request.page_size or DEFAULT_PAGE
+
+
+def _may_read(caller: Caller, operation: Operation) -> None:
+    """Other sscard services and operations read everything; a person at a counter or in the
+    app reads through the channels that serve the function."""
+    if caller.has_any(Role.SERVICE, Role.OPS):
+        return
+    channels.check(operation, caller)
+
+
+_MOVE_REASONS = {
+    pb.REPLACEMENT: RefundReason.REPLACEMENT,
+    pb.CANCELLATION: RefundReason.CANCELLATION,
+}
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def entry_pb(entry: Entry) -> pb.Entry:
+    return pb.Entry(
+        entry_id=entry.entry_id,
+        card_id=entry.card_id,
+        kind=entry.kind.value,
+        amount_fen=entry.amount_fen,
+        balance_after_fen=entry.balance_after_fen,
+        reference=entry.reference,
+        channel=entry.channel,
+        outlet_id=entry.outlet_id,
+        booked_at=to_timestamp(entry.booked_at),
+    )
+
+
+def wallet_pb(wallet: Wallet) -> pb.Wallet:
+    return pb.Wallet(
+        card_id=wallet.card_id,
+        balance_fen=wallet.balance_fen,
+        status=wallet.status.value,
+        closed_reason=wallet.closed_reason.value if wallet.closed_reason else None,
+        updated_at=to_timestamp(wallet.updated_at),
+    )
+
+
+def refund_pb(refund: Refund) -> pb.BalanceRefund:
+    return pb.BalanceRefund(
+        refund_id=refund.refund_id,
+        card_id=refund.card_id,
+        to_card_id=refund.to_card_id,
+        amount_fen=refund.amount_fen,
+        reason=refund.reason.value,
+        state=refund.state.value,
+        balance_after_fen=refund.balance_after_fen,
+        created_at=to_timestamp(refund.created_at),
+        arrived_at=to_timestamp(refund.arrived_at),
+        bank_entry_id=refund.bank_entry_id,
+        last_error=refund.last_error,
+    )
+
+
+def pass_pb(held: ParkPass) -> pb.ParkPass:
+    return pb.ParkPass(
+        pass_id=held.pass_id,
+        card_id=held.card_id,
+        year=held.year,
+        valid_from=to_date(held.valid_from),
+        valid_until=to_date(held.valid_until),
+        purchased_at=to_timestamp(held.purchased_at),
+        channel=held.channel,
+        outlet_id=held.outlet_id,
+        original_card_id=held.original_card_id,
+        transferred_at=to_timestamp(held.transferred_at),
+    )
+
+
+# --- the servicer -------------------------------------------------------------------------------
+
+
+class TransitApi(transit_pb2_grpc.TransitServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        keys: IdempotencyStore,
+        cards: CardPort,
+        identity: IdentityPort,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._cards = cards
+        self._identity = identity
+        self._once: Idempotent[TransitUnitOfWork] = Idempotent(keys, self._uow)
+
+    def _uow(self, readonly: bool = False) -> TransitUnitOfWork:
+        return TransitUnitOfWork(self._db, readonly)
+
+    def _ask(
+        self, method: str, request: Message, answer: type[M], ask: Callable[[], None]
+    ) -> M | None:
+        """Run the questions to other services a use case needs. If one fails (the card
+        service is down, the card is lost now) the request may still have run before: a
+        retry gets its committed answer, never a refusal it did not get the first time."""
+        try:
+            ask()
+        except DomainError:
+            stored = self._once.replay(method, request, answer)
+            if stored is not None:
+                return stored
+            raise
+        return None
+
+    # -- wallet
+
+    def TopUp(self, request: pb.TopUpRequest, context: grpc.ServicerContext) -> pb.Entry:
+        caller = current_caller()
+        channels.check(Operation.TOP_UP, caller)
+        _card_id(request.card_id)
+        found: list[CardFacts] = []
+        stored = self._ask(
+            "TopUp", request, pb.Entry, lambda: found.append(self._cards.status(request.card_id))
+        )
+        if stored is not None:
+            return stored
+        card = found[0]
+
+        def work(uow: TransitUnitOfWork) -> pb.Entry:
+            entry = service.top_up(
+                uow, card, request.amount_fen, request.request_id, caller, self._clock
+            )
+            return entry_pb(entry)
+
+        return self._once.call("TopUp", request, pb.Entry, work)
+
+    def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.ServicerContext) -> pb.Wallet:
+        _may_read(current_caller(), Operation.TOP_UP)
+        _card_id(request.card_id)
+        with self._uow(readonly=True) as uow:
+            return wallet_pb(service.get_wallet(uow, request.card_id))
+
+    def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTransactionsResponse:
+        _may_read(current_caller(), Operation.TOP_UP)
+        before, size = _page(request)
+        with self._uow(readonly=True) as uow:
+            found = service.list_entries(uow, request.card_id, before, size + 1)
+        answer = pb.ListTransactionsResponse(entries=[entry_pb(e) for e in found[:size]])
+        if len(found) > size:
+            answer.next_page_token = str(found[size - 1].entry_id)
+        return answer
+
+    # -- refunds
+
+    def Refund(self, request: pb.RefundRequest, context: grpc.ServicerContext) -> pb.BalanceRefund:
+        caller = current_caller()
+        channels.check(Operation.TRANSIT_REFUND, caller)
+        _card_id(request.card_id)
+        if request.amount_fen < 0:
+            wallets.refund_amount(wallets.empty_wallet(request.card_id), request.amount_fen)
+
+        def work(uow: TransitUnitOfWork) -> pb.BalanceRefund:
+            refunded = service.refund(
+                uow,
+                request.card_id,
+                "",
+                request.amount_fen,
+                RefundReason.AT_BRANCH,
+                caller,
+                self._clock,
+            )
+            return refund_pb(refunded)
+
+        return self._once.call("Refund", request, pb.BalanceRefund, work)
+
+    def RefundBalance(
+        self, request: pb.RefundBalanceRequest, context: grpc.ServicerContext
+    ) -> pb.BalanceRefund:
+        caller = current_caller()
+        require_role(caller, Role.SERVICE)
+        channels.check(Operation.TRANSIT_REFUND, caller)
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        reason = _MOVE_REASONS.get(request.reason)
+        if reason is None:
+            v.add("reason", "REPLACEMENT or CANCELLATION is required", "REQUIRED")
+        if reason is RefundReason.REPLACEMENT:
+            _required_id(request.to_card_id, "to_card_id", v)
+        elif request.to_card_id and len(request.to_card_id) > MAX_ID:
+            v.add("to_card_id", f"an id of at most {MAX_ID} characters", "INVALID")
+        v.raise_if_any(rule="A16.3" if reason is RefundReason.REPLACEMENT else "A19.1")
+        assert reason is not None
+
+        def work(uow: TransitUnitOfWork) -> pb.BalanceRefund:
+            refunded = service.refund(
+                uow, request.card_id, request.to_card_id, 0, reason, caller, self._clock
+            )
+            return refund_pb(refunded)
+
+        return self._once.call("RefundBalance", request, pb.BalanceRefund, work)
+
+    def GetRefund(
+        self, request: pb.GetRefundRequest, context: grpc.ServicerContext
+    ) -> pb.BalanceRefund:
+        _may_read(current_caller(), Operation.TRANSIT_REFUND)
+        with self._uow(readonly=True) as uow:
+            return refund_pb(service.get_refund(uow, request.refund_id))
+
+    # -- park annual pass
+
+    def PurchaseParkPass(
+        self, request: pb.PurchaseParkPassRequest, context: grpc.ServicerContext
+    ) -> pb.ParkPass:
+        caller = current_caller()
+        channels.check(Operation.PARK_PASS, caller)
+        _card_id(request.card_id)
+        found: list[CardFacts] = []
+
+        def ask() -> None:
+            card = self._cards.card(request.card_id)
+            channels.check(Operation.PARK_PASS, caller, card.bank_code)
+            wallets.check_card_usable(card)
+            passes.check_eligible(self._identity.preferential(card.person_id))
+            found.append(card)
+
+        stored = self._ask("PurchaseParkPass", request, pb.ParkPass, ask)
+        if stored is not None:
+            return stored
+        card = found[0]
+
+        def work(uow: TransitUnitOfWork) -> pb.ParkPass:
+            return pass_pb(service.purchase_pass(uow, card, caller, self._clock))
+
+        return self._once.call("PurchaseParkPass", request, pb.ParkPass, work)
+
+    def GetParkPass(
+        self, request: pb.GetParkPassRequest, context: grpc.ServicerContext
+    ) -> pb.ParkPass:
+        _may_read(current_caller(), Operation.PARK_PASS)
+        _card_id(request.card_id)
+        if request.year < 0 or request.year > 9999:
+            v = Violations()
+            v.add("year", "a calendar year, or 0 for this year", "OUT_OF_RANGE")
+            v.raise_if_any()
+        with self._uow(readonly=True) as uow:
+            return pass_pb(service.get_pass(uow, request.card_id, request.year, self._clock))
+
+    def TransferParkPass(
+        self, request: pb.TransferParkPassRequest, context: grpc.ServicerContext
+    ) -> pb.TransferParkPassResponse:
+        require_role(current_caller(), Role.SERVICE)
+        v = Violations()
+        _required_id(request.from_card_id, "from_card_id", v)
+        _required_id(request.to_card_id, "to_card_id", v)
+        v.raise_if_any(rule="A16.4")
+
+        def work(uow: TransitUnitOfWork) -> pb.TransferParkPassResponse:
+            moved = service.transfer_passes(
+                uow, request.from_card_id, request.to_card_id, self._clock
+            )
+            return pb.TransferParkPassResponse(passes=[pass_pb(p) for p in moved])
+
+        return self._once.call("TransferParkPass", request, pb.TransferParkPassResponse, work)

@@ -1,0 +1,1 @@
+"""The transit service's pure domain: wallet ledger rules and the park annual pass."""

@@ -1,0 +1,268 @@
+"""Transit use cases: one function per operation, each run inside the unit of work it is given,
+and the relay that carries refunds to the bank (A16.3, A19.1).
+
+Transport-free: the servicer (``api.py``) asks the card and identity services what it needs
+before the transaction (a unit of work never spans a call to another service), decodes requests
+into these arguments and encodes the results; the caller of a mutating use case commits
+(through the idempotency runner).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from services.platform.auth import Caller
+from services.platform.clock import Clock
+from services.platform.errors import DomainError, Kind
+from services.transit.clients import LedgerPort
+from services.transit.domain import park_pass as passes
+from services.transit.domain import wallet as wallets
+from services.transit.domain.park_pass import ParkPass
+from services.transit.domain.wallet import (
+    CardFacts,
+    Entry,
+    EntryKind,
+    Refund,
+    RefundReason,
+    Wallet,
+)
+from services.transit.store import TransitUnitOfWork
+
+log = logging.getLogger("sscard.transit")
+
+RELAY_BATCH = 8
+RELAY_LEASE = dt.timedelta(seconds=30)
+RELAY_CALL_DEADLINE = 3.0
+# Refusals from the bank that no retry can change: the refund returns to the wallet.
+FINAL_REFUSALS = frozenset({Kind.NOT_FOUND, Kind.PRECONDITION, Kind.INVALID})
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+# --- the wallet (A10) --------------------------------------------------------------------------
+
+
+def top_up(
+    uow: TransitUnitOfWork,
+    card: CardFacts,
+    amount_fen: int,
+    request_id: str,
+    caller: Caller,
+    clock: Clock,
+) -> Entry:
+    """A10.1 / A10.2: the card in its holder's hands, the amount within the rules, the balance
+    row locked, updated and its entry written in the one transaction."""
+    wallets.check_card_usable(card)
+    wallets.check_top_up_amount(amount_fen)
+    now = clock.now()
+    channel, outlet = caller.channel.value, caller.outlet_id
+    intended = Entry(
+        card.card_id, EntryKind.TOP_UP, amount_fen, 0, request_id, channel, outlet, now
+    )
+    booked = uow.wallets.credit_and_book(intended)
+    if booked is None:  # the card's first top-up
+        wallet = uow.wallets.lock(card.card_id, now)
+        movement = wallets.top_up(wallet, amount_fen, request_id, channel, outlet, now)
+        uow.wallets.save(movement.wallet)
+        return uow.wallets.add_entry(movement.entry)
+    # The row is locked, credited and its entry booked: the rules decide on the balance before,
+    # and a refusal rolls the whole transaction back.
+    credited, entry = booked
+    before = replace(credited, balance_fen=credited.balance_fen - amount_fen)
+    movement = wallets.top_up(before, amount_fen, request_id, channel, outlet, now)
+    assert replace(movement.entry, entry_id=entry.entry_id) == entry
+    return entry
+
+
+def get_wallet(uow: TransitUnitOfWork, card_id: str) -> Wallet:
+    return uow.wallets.get(card_id) or wallets.empty_wallet(card_id)
+
+
+def list_entries(uow: TransitUnitOfWork, card_id: str, before_id: int, limit: int) -> list[Entry]:
+    return uow.wallets.entries(card_id, before_id, limit)
+
+
+def check_ledger(uow: TransitUnitOfWork, card_id: str) -> tuple[int, int]:
+    """The wallet's balance and the sum of its entries: always equal."""
+    return get_wallet(uow, card_id).balance_fen, uow.wallets.entry_sum(card_id)
+
+
+# --- refunds to a bank account (退资, A16.3, A19.1) --------------------------------------------
+
+
+def refund(
+    uow: TransitUnitOfWork,
+    card_id: str,
+    to_card_id: str,
+    amount_fen: int,
+    reason: RefundReason,
+    caller: Caller,
+    clock: Clock,
+) -> Refund:
+    """Debit the wallet and queue the credit to ``to_card_id``'s account, in one transaction:
+    the relay delivers it. ``amount_fen`` 0 is the whole balance; a zero balance moves
+    nothing. A replacement or cancellation closes the wallet."""
+    now = clock.now()
+    wallet = uow.wallets.lock(card_id, now)
+    amount = wallets.refund_amount(wallet, amount_fen)
+    movement, refunded, after = wallets.pay_out(
+        wallet,
+        amount,
+        new_id("refund"),
+        to_card_id or card_id,
+        reason,
+        caller.channel.value,
+        caller.outlet_id,
+        now,
+    )
+    if after is not wallet:
+        uow.wallets.save(after)
+    if movement is not None:
+        uow.wallets.add_entry(movement.entry)
+        uow.refunds.add(refunded)
+    return refunded
+
+
+def get_refund(uow: TransitUnitOfWork, refund_id: str) -> Refund:
+    found = uow.refunds.get(refund_id) if refund_id else None
+    if found is None:
+        raise wallets.refund_not_found()
+    return found
+
+
+class RefundRelay:
+    """Credits queued refunds to bank accounts, at least once and never twice at the same time:
+    a refund is leased in one short transaction, sent with no transaction open, then marked
+    ARRIVED (or rescheduled with backoff) in another. Every attempt uses the refund id as the
+    bank's request id, so the bank books it once. A final refusal from the bank (no account,
+    account closed) puts the amount back into the wallet as a REVERSAL entry."""
+
+    def __init__(
+        self,
+        new_uow: Callable[[], TransitUnitOfWork],
+        ledger: LedgerPort,
+        clock: Clock,
+        batch: int = RELAY_BATCH,
+        lease: dt.timedelta = RELAY_LEASE,
+    ) -> None:
+        self._new_uow = new_uow
+        self._ledger = ledger
+        self._clock = clock
+        self._batch = batch
+        self._lease = lease
+
+    def run(self) -> int:
+        """Deliver every refund that is due now; returns how many arrived."""
+        arrived = 0
+        while True:
+            with self._new_uow() as uow:
+                due = uow.refunds.claim(self._clock.now(), self._lease, self._batch)
+                uow.commit()
+            if not due:
+                return arrived
+            leased_at = time.monotonic()
+            for item in due:
+                if time.monotonic() - leased_at > self._lease.total_seconds() - RELAY_CALL_DEADLINE:
+                    return arrived  # the lease runs out; the rest are claimed again later
+                arrived += self._deliver(item)
+            if len(due) < self._batch:
+                return arrived
+
+    def _deliver(self, item: Refund) -> int:
+        try:
+            entry_id = self._ledger.credit(item.refund_id, item.to_card_id, item.amount_fen)
+        except DomainError as exc:
+            if exc.kind in FINAL_REFUSALS:
+                self._return_to_wallet(item, exc)
+                return 0
+            attempts = item.attempts + 1
+            retry_at = self._clock.now() + wallets.retry_delay(attempts)
+            log.warning(
+                "refund %s not credited (attempt %d, %s); next try at %s",
+                item.refund_id,
+                attempts,
+                exc.reason,
+                retry_at.isoformat(),
+            )
+            with self._new_uow() as uow:
+                uow.refunds.failed(item.refund_id, attempts, retry_at, exc.reason)
+                uow.commit()
+            return 0
+        with self._new_uow() as uow:
+            uow.refunds.arrived(item.refund_id, entry_id, self._clock.now())
+            uow.commit()
+        return 1
+
+    def _return_to_wallet(self, item: Refund, exc: DomainError) -> None:
+        log.warning(
+            "refund %s refused by the bank (%s); the amount returns to the wallet",
+            item.refund_id,
+            exc.reason,
+        )
+        with self._new_uow() as uow:
+            now = self._clock.now()
+            current = uow.refunds.get(item.refund_id, for_update=True)
+            if current is None or current.state is not wallets.RefundState.SENDING:
+                return
+            wallet = uow.wallets.lock(item.card_id, now)
+            movement, _ = wallets.reverse(wallet, current, now)
+            uow.wallets.save(movement.wallet)
+            uow.wallets.add_entry(movement.entry)
+            uow.refunds.returned(item.refund_id, f"{exc.reason}: {exc.message}")
+            uow.commit()
+
+
+# --- the park annual pass (A11, A16.4) ---------------------------------------------------------
+
+
+def purchase_pass(
+    uow: TransitUnitOfWork, card: CardFacts, caller: Caller, clock: Clock
+) -> ParkPass:
+    """A11.1: one pass per card per Beijing calendar year; eligibility (A11.2) and the card's
+    state were checked against the other services before the transaction."""
+    now = clock.now()
+    uow.lock("pass", card.card_id)
+    year = passes.pass_year(now)
+    bought = passes.purchase(
+        uow.passes.find(card.card_id, year),
+        new_id("pass"),
+        card.card_id,
+        caller.channel.value,
+        caller.outlet_id,
+        now,
+    )
+    uow.passes.add(bought)
+    return bought
+
+
+def get_pass(uow: TransitUnitOfWork, card_id: str, year: int, clock: Clock) -> ParkPass:
+    found = uow.passes.find(card_id, year or passes.pass_year(clock.now()))
+    if found is None:
+        raise passes.pass_not_found()
+    return found
+
+
+def transfer_passes(
+    uow: TransitUnitOfWork, from_card_id: str, to_card_id: str, clock: Clock
+) -> list[ParkPass]:
+    """A16.4: the old card's passes of this year and later move to the new card on the spot."""
+    now = clock.now()
+    for card_id in sorted((from_card_id, to_card_id)):
+        uow.lock("pass", card_id)
+    year = passes.pass_year(now)
+    held = uow.passes.held_from(from_card_id, year, for_update=True)
+    if not held:
+        return []
+    taken = {p.year for p in uow.passes.held_from(to_card_id, year)}
+    passes.check_transfer(from_card_id, to_card_id, taken & {p.year for p in held})
+    moved = [passes.moved(p, to_card_id, now) for p in held]
+    for item in moved:
+        uow.passes.save_holder(item)
+    return moved

@@ -1,0 +1,19 @@
+"""Fixtures of the reliability tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.reliability.deployment import Deployment
+
+
+@pytest.fixture
+def deployment(
+    start_service: Callable[..., Any], service_env: dict[str, str], token: Callable[..., Any]
+) -> Iterator[Deployment]:
+    deployed = Deployment(start_service, service_env, token)
+    yield deployed
+    deployed.stop()
