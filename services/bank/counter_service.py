@@ -28,17 +28,10 @@ from services.platform.errors import DomainError, Kind
 FINANCIAL = Operation.FINANCIAL_SERVICE
 
 
-def _not_found() -> DomainError:
-    return DomainError("ACCOUNT_NOT_FOUND", "no such account", kind=Kind.NOT_FOUND)
-
-
 def _account(uow: BankUnitOfWork, card_id: str, for_update: bool = False) -> Account:
     if for_update:
         uow.lock("card", card_id)  # takes turns with every other change of the card's account
-    account = uow.accounts.find_by_card(card_id, for_update)
-    if account is None:
-        raise _not_found()
-    return account
+    return service.account_of_card(uow, card_id, for_update)
 
 
 @dataclass(frozen=True)
@@ -205,8 +198,11 @@ def _context(uow: BankUnitOfWork, account: Account) -> PasswordContext:
 
 def verify_context(uow: BankUnitOfWork, card_id: str) -> PasswordContext | None:
     """For the bank's own systems: None when there is no such account."""
-    account = uow.accounts.find_by_card(card_id)
-    return None if account is None else _context(uow, account)
+    try:
+        account = service.account_of_card(uow, card_id)
+    except DomainError:
+        return None
+    return _context(uow, account)
 
 
 def count_try(

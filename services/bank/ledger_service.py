@@ -31,6 +31,7 @@ from services.bank.domain.ledger import (
     PaymentChannel,
 )
 from services.bank.domain.tiers import Tier, TierPolicy
+from services.bank.service import account_of_card
 from services.bank.store import BankUnitOfWork
 from services.platform import channels
 from services.platform.auth import Caller
@@ -66,22 +67,6 @@ class Held:
     def save(self, uow: BankUnitOfWork, now: dt.datetime) -> None:
         uow.ledger.save(self.ledger, now, self.existed)
         self.existed = True
-
-
-def account_not_found() -> DomainError:
-    return DomainError("ACCOUNT_NOT_FOUND", "no such account", kind=Kind.NOT_FOUND)
-
-
-def account_of_card(uow: BankUnitOfWork, card_id: str) -> Account:
-    """The account the card works on: the one opened for it, or, for a reissued or replaced
-    card, the account its production order carries over from the old card."""
-    account = uow.accounts.find_by_card(card_id)
-    if account is None:
-        order = uow.orders.find_by_card(card_id)
-        account = uow.accounts.get(order.account_id) if order is not None else None
-    if account is None:
-        raise account_not_found()
-    return account
 
 
 def _hold_cards(uow: BankUnitOfWork, config: LedgerConfig, card_ids: list[str]) -> list[Held]:

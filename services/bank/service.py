@@ -87,38 +87,44 @@ def open_account(uow: BankUnitOfWork, cmd: OpenAccount, clock: Clock) -> Account
     return account
 
 
-def _account_not_found() -> DomainError:
+def account_not_found() -> DomainError:
     return DomainError("ACCOUNT_NOT_FOUND", "no such account", kind=Kind.NOT_FOUND)
 
 
 def close_account(uow: BankUnitOfWork, account_id: str, clock: Clock) -> Account:
     account = uow.accounts.get(account_id, for_update=True)
     if account is None:
-        raise _account_not_found()
+        raise account_not_found()
     closed = accounts.close(account, clock.now())
     if closed is not account:
         uow.accounts.save_status(closed)
     return closed
 
 
-def _account_of_card(uow: BankUnitOfWork, card_id: str, for_update: bool = False) -> Account:
+def account_of_card(uow: BankUnitOfWork, card_id: str, for_update: bool = False) -> Account:
+    """The account the card works on: the one opened for it, or, for a reissued or replaced
+    card, the account its production order carries over from the old card."""
     account = uow.accounts.find_by_card(card_id, for_update)
     if account is None:
-        raise _account_not_found()
+        order = uow.orders.find_by_card(card_id)
+        if order is not None and order.account_id:
+            account = uow.accounts.get(order.account_id, for_update)
+    if account is None:
+        raise account_not_found()
     return account
 
 
 def get_account(uow: BankUnitOfWork, card_id: str) -> Account:
-    return _account_of_card(uow, card_id)
+    return account_of_card(uow, card_id)
 
 
 # --- loss suspension (A13.2, A13.4, A14.1) ----------------------------------------------------
 
 
-def _live_account_of_card(uow: BankUnitOfWork, card_id: str) -> Account:
+def _liveaccount_of_card(uow: BankUnitOfWork, card_id: str) -> Account:
     """The card's account, locked, for a card not destroyed (A16.6)."""
     uow.lock("card", card_id)  # takes turns with DestroyCard
-    account = _account_of_card(uow, card_id, for_update=True)
+    account = account_of_card(uow, card_id, for_update=True)
     recalls.check_not_destroyed(uow.recalls.find(card_id))
     return account
 
@@ -126,7 +132,7 @@ def _live_account_of_card(uow: BankUnitOfWork, card_id: str) -> Account:
 def suspend_for_loss(uow: BankUnitOfWork, card_id: str, kind: LossKind, clock: Clock) -> Account:
     """Suspend the card's financial function: at once for a temporary loss (A13.2), and for a
     formal loss at the issuing bank (A13.4), which upgrades a temporary one."""
-    account = _live_account_of_card(uow, card_id)
+    account = _liveaccount_of_card(uow, card_id)
     suspended = accounts.suspend(account, kind, clock.now())
     if suspended is not account:
         uow.accounts.save_loss(suspended)
@@ -135,7 +141,7 @@ def suspend_for_loss(uow: BankUnitOfWork, card_id: str, kind: LossKind, clock: C
 
 def lift_loss_suspension(uow: BankUnitOfWork, card_id: str) -> Account:
     """The card was unlocked at the issuing bank (A14.1), or a loss report was undone."""
-    account = _live_account_of_card(uow, card_id)
+    account = _liveaccount_of_card(uow, card_id)
     lifted = accounts.lift(account)
     if lifted is not account:
         uow.accounts.save_loss(lifted)
@@ -148,7 +154,7 @@ def lift_loss_suspension(uow: BankUnitOfWork, card_id: str) -> Account:
 def _check_account(uow: BankUnitOfWork, request: OrderRequest) -> None:
     account = uow.accounts.get(request.account_id)
     if account is None:
-        raise _account_not_found()
+        raise account_not_found()
     if account.bank_code != request.bank_code:
         raise DomainError(
             "ACCOUNT_OF_ANOTHER_BANK",
