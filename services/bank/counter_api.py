@@ -315,11 +315,12 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         )
         return found
 
-    def SetFinancialPassword(
-        self, request: pb.SetFinancialPasswordRequest, context: grpc.ServicerContext
+    def _set_at_counter(
+        self, method: str, request: Any, first: bool
     ) -> pb.FinancialPasswordResponse:
+        """Set (the first time) or reset the password at the counter, with the document."""
         require_role(current_caller(), Role.COUNTER)
-        method, answer = "SetFinancialPassword", pb.FinancialPasswordResponse
+        answer = pb.FinancialPasswordResponse
         replayed = self._once.replay(method, request, answer)
         if replayed is not None:
             return replayed
@@ -329,10 +330,20 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         new_hash = self._hasher.hash(request.new_password)
 
         def work(uow: BankUnitOfWork) -> pb.FinancialPasswordResponse:
-            state = uc.store_first_password(uow, found.account, new_hash, self._clock)
+            if first:
+                state = uc.store_first_password(uow, found.account, new_hash, self._clock)
+            else:
+                state = uc.store_new_password(
+                    uow, found.account, new_hash, found.state.hash, self._clock
+                )
             return _password_pb(request.card_id, state)
 
         return self._once.call(method, request, answer, work)
+
+    def SetFinancialPassword(
+        self, request: pb.SetFinancialPasswordRequest, context: grpc.ServicerContext
+    ) -> pb.FinancialPasswordResponse:
+        return self._set_at_counter("SetFinancialPassword", request, first=True)
 
     def ChangeFinancialPassword(
         self, request: pb.ChangeFinancialPasswordRequest, context: grpc.ServicerContext
@@ -371,23 +382,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     def ResetFinancialPassword(
         self, request: pb.ResetFinancialPasswordRequest, context: grpc.ServicerContext
     ) -> pb.FinancialPasswordResponse:
-        require_role(current_caller(), Role.COUNTER)
-        method, answer = "ResetFinancialPassword", pb.FinancialPasswordResponse
-        replayed = self._once.replay(method, request, answer)
-        if replayed is not None:
-            return replayed
-        presented, v = self._password_request(request, with_document=True)
-        v.raise_if_any(rule=financial.PASSWORD_RULE)
-        found = self._context(method, request, presented)
-        new_hash = self._hasher.hash(request.new_password)
-
-        def work(uow: BankUnitOfWork) -> pb.FinancialPasswordResponse:
-            state = uc.store_new_password(
-                uow, found.account, new_hash, found.state.hash, self._clock
-            )
-            return _password_pb(request.card_id, state)
-
-        return self._once.call(method, request, answer, work)
+        return self._set_at_counter("ResetFinancialPassword", request, first=False)
 
     def VerifyFinancialPassword(
         self, request: pb.VerifyFinancialPasswordRequest, context: grpc.ServicerContext

@@ -274,7 +274,8 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
     """After a reissue or replacement is activated (A16.5): the person's place is final with
     identity; the old bank records the replaced card taken back (A16.6; a reissued card was
-    lost, so there is none to take back); after a bank change the old bank's account closes
+    lost, so there is none to take back, and the account it carried over to the new card is
+    no longer suspended for its loss); after a bank change the old bank's account closes
     unless the holder keeps it (A16.7). The old card itself stopped in the activation's
     transaction."""
 
@@ -285,6 +286,10 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
     def take_back(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         if saga.data["kind"] == "REPLACEMENT":
             bank.recall(request_id, saga.data["old_card_id"], "REPLACED")
+        else:
+            # The lost card is dead for good: the account it carried over to the reissued card
+            # no longer needs the loss suspension (A14.1's lift, for the new card's sake).
+            bank.lift_loss(request_id, saga.data["old_card_id"])
         return {}
 
     def close_old_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:

@@ -116,6 +116,25 @@ class TestReissue:
         again = rpc_error(lambda: reissue(suite, card_id, person))
         assert reason_rule(again) == ("ALREADY_REISSUED", "A15.1")
 
+    def test_A15_1_A14_1_the_reissued_card_works_the_account_the_lost_one_suspended(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        suite.card.ReportTemporaryLoss(
+            pb.ReportLossRequest(
+                request_id=suite.rid("lost"), card_id=card_id, document=person.document()
+            ),
+            metadata=suite.at(Channel.HOTLINE),
+        )
+        wait_until(lambda: account(suite, card_id).loss == bank_pb2.TEMPORARY_LOSS)
+        formal_loss(suite, card_id, person)
+        started = reissue(suite, card_id, person)
+        suite.settle(started.card_id)
+        assert account(suite, started.card_id).loss == bank_pb2.TEMPORARY_LOSS
+        hand_over(suite, started.card_id, person)
+        wait_until(lambda: account(suite, started.card_id).loss == bank_pb2.LOSS_KIND_UNSPECIFIED)
+        assert account(suite, started.card_id).account_id == account(suite, card_id).account_id
+
     def test_A15_1_reissue_is_online_or_at_the_issuing_bank_only(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
         formal_loss(suite, card_id, person)
