@@ -19,6 +19,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import pkgutil
 import re
 import sys
 from collections.abc import Sequence
@@ -144,12 +145,20 @@ def cmd_clock(args: argparse.Namespace) -> int:
 def _method(service: str, name: str) -> tuple[Any, Any, Any]:
     from google.protobuf import message_factory
 
-    module = importlib.import_module(f"sscard.{service}.v1.{service}_pb2")
+    package = importlib.import_module(f"sscard.{service}.v1")
+    services = {
+        found.name: found
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name.endswith("_pb2")
+        for found in importlib.import_module(
+            f"{package.__name__}.{info.name}"
+        ).DESCRIPTOR.services_by_name.values()
+    }
     service_name, _, name = name.rpartition(".")
     service_name = service_name or f"{service.capitalize()}Service"
-    descriptor = module.DESCRIPTOR.services_by_name.get(service_name)
+    descriptor = services.get(service_name)
     if descriptor is None:
-        known = ", ".join(sorted(module.DESCRIPTOR.services_by_name))
+        known = ", ".join(sorted(services))
         raise SystemExit(f"the {service} contract has no service {service_name}; it has: {known}")
     method = descriptor.methods_by_name.get(name)
     if method is None:
