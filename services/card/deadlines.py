@@ -26,7 +26,7 @@ from services.card.domain import card as rules
 from services.card.domain.card import Card
 from services.card.scheduler import Handler, new_timer
 from services.card.store import CardUnitOfWork, TimerRecord
-from services.card.tasks import start_bank_task
+from services.card.tasks import start_bank_task, start_release_place
 from services.platform.auth import Caller, Channel
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import BEIJING, Clock, beijing_date
@@ -146,6 +146,7 @@ def handlers(clock: Clock, bank: BankPort) -> dict[str, Handler]:
             return f"nothing to do: the card is {card.status.value}"
         uow.cards.record(change)
         start_bank_task(uow, card.card_id, action="recall", reason="NOT_HANDED_OUT")
+        start_release_place(uow, card.card_id)
         return "withdrawn; the bank takes it back"
 
     def death_recall(uow: CardUnitOfWork, timer: TimerRecord) -> str:

@@ -21,7 +21,7 @@ from services.card.deadlines import watch_not_handed_out, watch_production
 from services.card.domain import card as rules
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
 from services.card.store import CardUnitOfWork, SagaRecord
-from services.card.tasks import BANK_TASK
+from services.card.tasks import BANK_TASK, RELEASE_PLACE
 from services.platform.auth import Caller, Channel
 from services.platform.clock import Clock
 from services.platform.errors import DomainError, Kind
@@ -269,6 +269,32 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
         )
 
     return SagaDefinition(BANK_TASK, [RemoteStep("tell_bank", tell_bank)], completed, failed)
+
+
+def release_place_saga(identity: IdentityPort, clock: Clock) -> SagaDefinition:
+    """A cancelled card (A19.1) or one withdrawn before its holder got it (A21.1) gives the
+    person's place in the one-person-one-card register back (A4.2), so the person may apply
+    again later. A refusal is kept as a notice for operations."""
+
+    def release(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        identity.release(request_id, saga.card_id)
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """The place is free."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        card = uow.cards.get(saga.card_id)
+        if card is None:
+            return
+        text = (
+            f"The identity service did not free the place of card {card.card_id}: "
+            f"{saga.refusal_message} ({saga.refusal_reason})."
+        )
+        notice = rules.Notice(clock.now(), "operations", text, saga.refusal_rule or "A4.2")
+        uow.cards.record(rules.Change(card, notices=[notice]))
+
+    return SagaDefinition(RELEASE_PLACE, [RemoteStep("release_place", release)], completed, failed)
 
 
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:

@@ -48,7 +48,7 @@ from services.card.flows import (
 from services.card.saga import new_saga_id, wall_clock
 from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
-from services.card.tasks import start_bank_task
+from services.card.tasks import start_bank_task, start_release_place
 from services.platform import channels
 from services.platform.auth import Caller, Channel, Role, require_role
 from services.platform.channels import Operation
@@ -641,7 +641,8 @@ def cancel_card(
         )
     elif card.account_id:
         watch_non_counter(uow, card, now)
-    return LossOutcome(change.card, financial_too)
+    start_release_place(uow, card.card_id)
+    return LossOutcome(change.card, True)
 
 
 @dataclass(frozen=True)

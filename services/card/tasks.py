@@ -1,5 +1,6 @@
-"""Starting the card service's follow-up work with the bank: a saga record written in the
-caller's transaction, run by the orchestrator after the commit (``flows.bank_task_saga``)."""
+"""Starting the card service's follow-up work with the bank or identity: a saga record written in
+the caller's transaction, run by the orchestrator after the commit (``flows.bank_task_saga``,
+``flows.release_place_saga``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,26 @@ from services.card.saga import new_saga_id, wall_clock
 from services.card.store import CardUnitOfWork, SagaRecord
 
 BANK_TASK = "bank_task"
+RELEASE_PLACE = "release_place"
 
 
 def start_bank_task(uow: CardUnitOfWork, card_id: str, **data: str) -> None:
     """Start a bank task saga for ``card_id``; the orchestrator runs it after this commit."""
+    _start(uow, BANK_TASK, card_id, data)
+
+
+def start_release_place(uow: CardUnitOfWork, card_id: str) -> None:
+    """The card ended without its holder keeping it: identity frees the person's place (A4.2)
+    so that the person may apply again."""
+    _start(uow, RELEASE_PLACE, card_id, {})
+
+
+def _start(uow: CardUnitOfWork, kind: str, card_id: str, data: dict[str, str]) -> None:
     uow.sagas.add_many(
         [
             SagaRecord(
                 saga_id=new_saga_id(),
-                kind=BANK_TASK,
+                kind=kind,
                 card_id=card_id,
                 batch_id="",
                 state="RUNNING",

@@ -144,6 +144,9 @@ class TestNotHandedOut:
         wait_until(lambda: recall_reason(suite, started.card_id) == bank_pb2.NOT_HANDED_OUT)
         [fired] = deadlines(suite, rule="A21.1")
         assert fired.outcome == "withdrawn; the bank takes it back"
+        wait_until(lambda: suite.registered_card(person) == "")  # the person may apply again
+        again = suite.apply(person)
+        assert suite.settle(again.card_id).state == pb.COMPLETED
 
     def test_A21_1_a_card_collected_in_time_stays_with_its_holder(
         self, suite: Suite, test_clock: SharedTestClock
@@ -215,6 +218,7 @@ class TestCancellation:
         card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
         cancelled = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         assert cancelled.status == pb.SS_CANCELLED
+        wait_until(lambda: suite.registered_card(person) == "")  # A4.2: the place is free
         again = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         assert again.status == pb.SS_CANCELLED
         account = suite.bank.GetAccount(
