@@ -48,6 +48,7 @@ class Suite:
         self.card = card_pb2_grpc.CardServiceStub(card.channel)
         self.card_server = card
         self.bank_server = bank
+        self.identity_server = identity
         self.service = token(roles=(Role.SERVICE,), caller="test-service")
         self.ops = token(roles=(Role.OPS,), caller="ops")
         self._n = 0

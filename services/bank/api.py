@@ -9,7 +9,6 @@ encodes the answer.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import grpc
 
@@ -37,7 +36,7 @@ from services.platform.db import Database
 from services.platform.errors import Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
 from sscard.bank.v1 import bank_pb2 as pb
 from sscard.bank.v1 import bank_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -50,12 +49,7 @@ MAX_DOCUMENT_NUMBER = 40
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def _enum_name(enum_type: Any, value: int) -> str:
-    """The proto enum's value name, or "" for the unspecified or an unknown value."""
-    return str(enum_type.Name(value)) if value and value in enum_type.values() else ""
-
-
-def _required_id(value: str, field: str, v: Violations) -> None:
+def required_id(value: str, field: str, v: Violations) -> None:
     if not value or len(value) > MAX_ID:
         v.add(field, f"an id of 1 to {MAX_ID} characters is required", "REQUIRED")
 
@@ -64,7 +58,7 @@ def _facts(msg: pb.IdentityFacts, prefix: str, v: Violations) -> IdentityFacts:
     name = " ".join(msg.name.split())
     if not name or len(name) > MAX_NAME:
         v.add(f"{prefix}.name", f"a name of 1 to {MAX_NAME} characters is required", "REQUIRED")
-    doc_type = _enum_name(common_pb2.DocumentType, msg.document.type)
+    doc_type = enum_name(common_pb2.DocumentType, msg.document.type)
     if not doc_type:
         v.add(f"{prefix}.document.type", "a known document type is required", "REQUIRED")
     number = msg.document.number
@@ -80,17 +74,17 @@ def _facts(msg: pb.IdentityFacts, prefix: str, v: Violations) -> IdentityFacts:
 
 def _order_request(msg: pb.CreateProductionOrderRequest) -> OrderRequest:
     v = Violations()
-    _required_id(msg.card_id, "card_id", v)
+    required_id(msg.card_id, "card_id", v)
     check_bank_code(msg.bank_code, "bank_code", v)
-    _required_id(msg.account_id, "account_id", v)
-    kind = _enum_name(pb.ProductionKind, msg.kind)
+    required_id(msg.account_id, "account_id", v)
+    kind = enum_name(pb.ProductionKind, msg.kind)
     if not kind:
         v.add("kind", "FIRST, REISSUE or REPLACEMENT is required", "REQUIRED")
     if not msg.HasField("applied_at"):
         v.add("applied_at", "the time of the application is required", "REQUIRED")
     if msg.applied_at_branch_id:
         check_branch_id(msg.applied_at_branch_id, "applied_at_branch_id", v)
-    delivery = _enum_name(pb.Delivery, msg.delivery)
+    delivery = enum_name(pb.Delivery, msg.delivery)
     if not delivery:
         v.add("delivery", "BRANCH_PICKUP, MAIL or EMPLOYER is required", "REQUIRED")
     elif Delivery(delivery) in COLLECTED_AT_BRANCH:
@@ -109,7 +103,7 @@ def _order_request(msg: pb.CreateProductionOrderRequest) -> OrderRequest:
 
 
 def _loss_kind(value: int, v: Violations) -> LossKind | None:
-    kind = _enum_name(pb.LossKind, value)
+    kind = enum_name(pb.LossKind, value)
     if not kind:
         v.add("kind", "TEMPORARY_LOSS or FORMAL_LOSS is required", "REQUIRED")
         return None
@@ -117,7 +111,7 @@ def _loss_kind(value: int, v: Violations) -> LossKind | None:
 
 
 def _recall_reason(value: int, v: Violations) -> RecallReason | None:
-    reason = _enum_name(pb.RecallReason, value)
+    reason = enum_name(pb.RecallReason, value)
     if not reason:
         v.add(
             "reason",
@@ -246,7 +240,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.OpenAccountResponse:
         require_role(current_caller(), Role.SERVICE)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         check_bank_code(request.bank_code, "bank_code", v)
         presented = _facts(request.presented, "presented", v)
         verified = _facts(request.verified, "verified", v)
@@ -266,7 +260,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.CloseAccountResponse:
         require_role(current_caller(), Role.SERVICE)
         v = Violations()
-        _required_id(request.account_id, "account_id", v)
+        required_id(request.account_id, "account_id", v)
         v.raise_if_any()
 
         def work(uow: BankUnitOfWork) -> pb.CloseAccountResponse:
@@ -284,7 +278,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.AccountState:
         require_role(current_caller(), Role.SERVICE)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         kind = _loss_kind(request.kind, v)
         v.raise_if_any()
         assert kind is not None
@@ -299,7 +293,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.AccountState:
         require_role(current_caller(), Role.SERVICE)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         v.raise_if_any(rule="A14.1")
 
         def work(uow: BankUnitOfWork) -> pb.AccountState:
@@ -312,7 +306,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.AccountState:
         require_role(current_caller(), Role.SERVICE, Role.OPS)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         v.raise_if_any()
         with self._uow(readonly=True) as uow:
             shown = counter_service.view(uow, service.get_account(uow, request.card_id))
@@ -337,7 +331,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.ProductionOrder:
         require_role(current_caller(), Role.SERVICE)
         v = Violations()
-        _required_id(request.order_id, "order_id", v)
+        required_id(request.order_id, "order_id", v)
         v.raise_if_any()
 
         def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
@@ -350,7 +344,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.ProductionOrder:
         require_role(current_caller(), Role.SERVICE)
         v = Violations()
-        _required_id(request.order_id, "order_id", v)
+        required_id(request.order_id, "order_id", v)
         v.raise_if_any(rule="A7.1")
 
         def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
@@ -378,7 +372,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         caller = current_caller()
         require_role(caller, Role.SERVICE, Role.OPS)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         reason = _recall_reason(request.reason, v)
         v.raise_if_any()
         assert reason is not None
@@ -396,7 +390,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         caller = current_caller()
         require_role(caller, Role.OPS)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         v.raise_if_any(rule="A16.6")
         by = _actor(caller)
 
@@ -410,7 +404,7 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     ) -> pb.CardRecall:
         require_role(current_caller(), Role.SERVICE, Role.OPS)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         v.raise_if_any()
         with self._uow(readonly=True) as uow:
             recall = service.get_card_recall(uow, request.card_id)

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf.message import Message
 
 from services.bank import counter_service as uc
-from services.bank.api import account_pb
+from services.bank.api import account_pb, required_id
 from services.bank.clients import CounterCardPort, IdentityPort
 from services.bank.domain import financial, home_service
 from services.bank.domain.account import Account
@@ -31,14 +31,13 @@ from services.platform.idempotency import TRANSIENT, IdempotencyStore, Idempoten
 from services.platform.masking import mask_phone
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
 from sscard.bank.v1 import bank_pb2, counter_pb2_grpc
 from sscard.bank.v1 import counter_pb2 as pb
 from sscard.common.v1 import common_pb2
 
 M = TypeVar("M", bound=Message)
 
-MAX_ID = 64
 MAX_DOCUMENT_NUMBER = 40
 MAX_CARD_NUMBER = 19
 DEFAULT_PAGE = 50
@@ -48,20 +47,10 @@ MAX_PAGE = 100
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def _enum_name(enum_type: Any, value: int) -> str:
-    """The proto enum's value name, or "" for the unspecified or an unknown value."""
-    return str(enum_type.Name(value)) if value and value in enum_type.values() else ""
-
-
-def _required_id(value: str, field: str, v: Violations) -> None:
-    if not value or len(value) > MAX_ID:
-        v.add(field, f"an id of 1 to {MAX_ID} characters is required", "REQUIRED")
-
-
 def _presented(
     document: common_pb2.IdentityDocument, v: Violations, card_number: str = ""
 ) -> Presented:
-    doc_type = _enum_name(common_pb2.DocumentType, document.type)
+    doc_type = enum_name(common_pb2.DocumentType, document.type)
     if not doc_type:
         v.add("document.type", "a known document type is required", "REQUIRED")
     if not document.number or len(document.number) > MAX_DOCUMENT_NUMBER:
@@ -180,7 +169,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         if replayed is not None:
             return replayed
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         presented = _presented(request.document, v, request.card_number)
         if not request.card_number or len(request.card_number) > MAX_CARD_NUMBER:
             v.add("card_number", "the number read from the card's chip is required", "REQUIRED")
@@ -225,7 +214,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
 
     def _counter_request(self, request: pb.FinancialCounterRequest, rule: str) -> Presented:
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         presented = _presented(request.document, v)
         v.raise_if_any(rule=rule)
         return presented
@@ -262,7 +251,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         caller = current_caller()
         require_role(caller, Role.COUNTER)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         presented = _presented(request.document, v)
         financial.check_phone(request.phone, "phone", v)
         v.raise_if_any(rule=financial.COUNTER_RULE)
@@ -281,7 +270,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         caller = current_caller()
         require_role(caller, Role.COUNTER, Role.SERVICE, Role.OPS)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         v.raise_if_any()
         with self._uow(readonly=True) as uow:
             account = uc.get_financial_state(uow, request.card_id, caller)
@@ -293,7 +282,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: Any, with_document: bool
     ) -> tuple[Presented | None, Violations]:
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         presented = _presented(request.document, v) if with_document else None
         if not request.new_password:
             v.add("new_password", "the new password is required", "REQUIRED")
@@ -405,16 +394,16 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
 
     def _book_command(self, request: pb.BookHomeServiceRequest) -> uc.BookHome:
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         check_branch_id(request.branch_id, "branch_id", v)
         address = _text(request.address, "address", home_service.MAX_ADDRESS, v)
         day = from_date(request.date, "date", v)
         if day is None and not v.items:
             v.add("date", "the day of the visit is required", "REQUIRED")
-        slot = _enum_name(pb.HomeSlot, request.slot)
+        slot = enum_name(pb.HomeSlot, request.slot)
         if not slot:
             v.add("slot", "HOME_MORNING or HOME_AFTERNOON is required", "REQUIRED")
-        business = _enum_name(pb.HomeBusiness, request.business)
+        business = enum_name(pb.HomeBusiness, request.business)
         if not business:
             v.add("business", "the business to do at the visit is required", "REQUIRED")
         name = _text(request.contact_name, "contact_name", home_service.MAX_NAME, v)
@@ -462,7 +451,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     ) -> pb.HomeService:
         caller = current_caller()
         v = Violations()
-        _required_id(request.home_service_id, "home_service_id", v)
+        required_id(request.home_service_id, "home_service_id", v)
         v.raise_if_any()
         with self._uow(readonly=True) as uow:
             return home_pb(uc.get_home_service(uow, request.home_service_id, caller))
@@ -481,7 +470,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
                 v.add("page_token", "not a token of this list", "BAD_TOKEN")
             else:
                 offset = int(request.page_token)
-        status_name = _enum_name(pb.HomeServiceStatus, request.status)
+        status_name = enum_name(pb.HomeServiceStatus, request.status)
         v.raise_if_any()
         status = Status(status_name) if status_name else None
         size = request.page_size or DEFAULT_PAGE
@@ -499,8 +488,8 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         caller = current_caller()
         require_role(caller, Role.COUNTER)
         v = Violations()
-        _required_id(request.home_service_id, "home_service_id", v)
-        to = _enum_name(pb.HomeServiceStatus, request.status)
+        required_id(request.home_service_id, "home_service_id", v)
+        to = enum_name(pb.HomeServiceStatus, request.status)
         if to not in ("HOME_SCHEDULED", "HOME_DONE", "HOME_CANCELLED"):
             v.add("status", "HOME_SCHEDULED, HOME_DONE or HOME_CANCELLED is required", "REQUIRED")
         if request.staff_id and len(request.staff_id) > home_service.MAX_STAFF_ID:

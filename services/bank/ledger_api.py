@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from services.bank import ledger_service as ledger
+from services.bank.api import MAX_ID, required_id
 from services.bank.domain.ledger import (
     MAX_AMOUNT_FEN,
     Alert,
@@ -33,11 +34,10 @@ from services.platform.db import Database
 from services.platform.errors import DomainError, Kind, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import to_timestamp
+from services.platform.protoconv import enum_name, to_timestamp
 from sscard.bank.v1 import ledger_pb2 as pb
 from sscard.bank.v1 import ledger_pb2_grpc
 
-MAX_ID = 64
 MAX_TEXT = 128
 MAX_NOTE = 1000
 DEFAULT_PAGE = 50
@@ -100,15 +100,6 @@ def _by(caller: Caller) -> str:
 # --- decoding ----------------------------------------------------------------------------------
 
 
-def _enum_name(enum_type: Any, value: int) -> str:
-    return str(enum_type.Name(value)) if value and value in enum_type.values() else ""
-
-
-def _required_id(value: str, field: str, v: Violations) -> None:
-    if not value or len(value) > MAX_ID:
-        v.add(field, f"an id of 1 to {MAX_ID} characters is required", "REQUIRED")
-
-
 def _amount(value: int, v: Violations) -> None:
     if value <= 0 or value > MAX_AMOUNT_FEN:
         v.add("amount_fen", f"a positive amount in fen up to {MAX_AMOUNT_FEN} is required")
@@ -122,7 +113,7 @@ def _text(value: str, field: str, v: Violations, required: bool = False) -> None
 
 
 def _payment_channel(value: int, v: Violations) -> PaymentChannel | None:
-    name = _enum_name(pb.PaymentChannel, value)
+    name = enum_name(pb.PaymentChannel, value)
     if not name:
         v.add(
             "channel",
@@ -134,7 +125,7 @@ def _payment_channel(value: int, v: Violations) -> PaymentChannel | None:
 
 
 def _tier(value: int, v: Violations) -> Tier | None:
-    name = _enum_name(pb.AccountTier, value)
+    name = enum_name(pb.AccountTier, value)
     if not name:
         v.add("tier", "TIER_I, TIER_II or TIER_III is required", "REQUIRED")
         return None
@@ -142,7 +133,7 @@ def _tier(value: int, v: Violations) -> Tier | None:
 
 
 def _reason(value: int, v: Violations) -> NonCounterReason | None:
-    name = _enum_name(pb.NonCounterReason, value)
+    name = enum_name(pb.NonCounterReason, value)
     if not name:
         v.add("reason", "SS_CANCELLED, MONITORING_REVIEW or OPERATIONS is required", "REQUIRED")
         return None
@@ -247,7 +238,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         caller = current_caller()
         counter = _counter_or_service(caller)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         _amount(request.amount_fen, v)
         _text(request.reference, "reference", v)
         _text(request.counterparty, "counterparty", v)
@@ -256,7 +247,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             if counter is not None
             else {EntrySource.TRANSIT_REFUND, EntrySource.NON_COUNTER}
         )
-        name = _enum_name(pb.EntrySource, request.source)
+        name = enum_name(pb.EntrySource, request.source)
         if not name or EntrySource(name) not in allowed:
             v.add(
                 "source",
@@ -282,7 +273,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         caller = current_caller()
         _counter_or_service(caller)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         _amount(request.amount_fen, v)
         channel = _payment_channel(request.channel, v)
         _text(request.reference, "reference", v)
@@ -306,12 +297,12 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         caller = current_caller()
         _counter_or_service(caller)
         v = Violations()
-        _required_id(request.from_card_id, "from_card_id", v)
+        required_id(request.from_card_id, "from_card_id", v)
         _amount(request.amount_fen, v)
         channel = _payment_channel(request.channel, v)
         to = request.WhichOneof("to")
         if to == "to_card_id":
-            _required_id(request.to_card_id, "to_card_id", v)
+            required_id(request.to_card_id, "to_card_id", v)
             if request.to_card_id == request.from_card_id:
                 v.add("to_card_id", "a transfer goes to another account", "SAME_ACCOUNT")
         elif to == "external_counterparty":
@@ -349,7 +340,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> pb.AccountBalance:
         counter = _reader(current_caller())
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         v.raise_if_any()
         with self._uow(readonly=True) as uow:
             standing = ledger.get_balance(uow, self._config, request.card_id, counter)
@@ -360,7 +351,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> pb.ListEntriesResponse:
         counter = _reader(current_caller())
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         size, before = _page(request.page_size, request.page_token, v)
         v.raise_if_any()
         with self._uow(readonly=True) as uow:
@@ -376,7 +367,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> pb.AccountBalance:
         require_role(current_caller(), Role.OPS)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         tier = _tier(request.tier, v)
         v.raise_if_any(rule="A4.5")
         assert tier is not None
@@ -389,7 +380,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     def _suspension(self, request: Any) -> NonCounterReason:
         require_role(current_caller(), Role.SERVICE, Role.OPS)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         reason = _reason(request.reason, v)
         v.raise_if_any(rule="A19.2")
         assert reason is not None
@@ -423,7 +414,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         caller = current_caller()
         counter = _counter_or_service(caller)
         v = Violations()
-        _required_id(request.card_id, "card_id", v)
+        required_id(request.card_id, "card_id", v)
         _text(request.payout_destination, "payout_destination", v, required=True)
         _text(request.reference, "reference", v)
         v.raise_if_any(rule="A19.1")
@@ -454,7 +445,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> pb.ListAlertsResponse:
         require_role(current_caller(), Role.OPS)
         v = Violations()
-        status_name = _enum_name(pb.AlertStatus, request.status)
+        status_name = enum_name(pb.AlertStatus, request.status)
         if request.status and not status_name:
             v.add("status", "a known alert status")
         if len(request.account_id) > MAX_ID:
@@ -477,7 +468,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> pb.Alert:
         require_role(current_caller(), Role.OPS)
         v = Violations()
-        _required_id(request.alert_id, "alert_id", v)
+        required_id(request.alert_id, "alert_id", v)
         if not request.assignee.strip() or len(request.assignee) > 200:
             v.add("assignee", "who works on the alert, 1 to 200 characters", "REQUIRED")
         v.raise_if_any(rule="A4.5")
@@ -495,7 +486,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         caller = current_caller()
         require_role(caller, Role.OPS)
         v = Violations()
-        _required_id(request.alert_id, "alert_id", v)
+        required_id(request.alert_id, "alert_id", v)
         if not request.resolution.strip() or len(request.resolution) > MAX_NOTE:
             v.add("resolution", f"a note of 1 to {MAX_NOTE} characters", "REQUIRED")
         v.raise_if_any(rule="A4.5")

@@ -29,7 +29,7 @@ from services.platform.errors import DomainError, FieldViolation, Kind
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import to_date, to_timestamp
+from services.platform.protoconv import enum_name, to_date, to_timestamp
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -44,9 +44,7 @@ _COLLECTION_FROM_PB = {
 
 
 def _doc_type(document: common_pb2.IdentityDocument) -> str:
-    if document.type == common_pb2.DOCUMENT_TYPE_UNSPECIFIED:
-        return ""
-    return str(common_pb2.DocumentType.Name(document.type))
+    return enum_name(common_pb2.DocumentType, document.type)
 
 
 def _agent(request: Any) -> AgentPresence | None:
@@ -462,7 +460,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
     def ReplaceCard(
         self, request: pb.ReplaceCardRequest, context: grpc.ServicerContext
     ) -> pb.ApplyResponse:
-        reason_name = pb.ReplacementReason.Name(request.reason)
+        reason_name = enum_name(pb.ReplacementReason, request.reason)
         cmd = service.SuccessorCommand(
             old_card_id=request.card_id,
             presented=_presented(request),
@@ -586,7 +584,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
     def ListSagas(
         self, request: pb.ListSagasRequest, context: grpc.ServicerContext
     ) -> pb.ListSagasResponse:
-        state = pb.SagaState.Name(request.state) if request.state else ""
+        state = enum_name(pb.SagaState, request.state)
         with CardUnitOfWork(self._db, self._cipher, readonly=True) as uow:
             found = service.list_sagas(
                 uow,
@@ -622,7 +620,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
                     kind=Kind.INVALID,
                     violations=(FieldViolation("page_token", "not a token from this service"),),
                 ) from exc
-        state = pb.DeadlineState.Name(request.state) if request.state else ""
+        state = enum_name(pb.DeadlineState, request.state)
         now = self._clock.now()
         with CardUnitOfWork(self._db, self._cipher, readonly=True) as uow:
             found = service.list_deadlines(

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -48,7 +48,7 @@ from services.platform.idempotency import (
 )
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
@@ -81,12 +81,8 @@ _SOURCE_FROM_PB = {pb.HR: Source.HR, pb.MEDICAL_INSURANCE: Source.MEDICAL_INSURA
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def _enum_name(enum_type: Any, value: int) -> str:
-    return str(enum_type.Name(value)) if value in enum_type.values() else ""
-
-
 def _doc_type(value: int) -> DocumentType | None:
-    name = _enum_name(common_pb2.DocumentType, value)
+    name = enum_name(common_pb2.DocumentType, value)
     return DocumentType(name) if name in DocumentType.__members__ else None
 
 

@@ -2,9 +2,10 @@
 
 For every call except health checks and reflection it verifies the caller credential (missing,
 expired or forged: UNAUTHENTICATED), makes the caller available to the servicer through
-``auth.current_caller()``, turns a ``DomainError`` into the rich status of ``grpc_errors``, turns
-anything unexpected into INTERNAL with a log reference and no exception text, and logs one line
-per call.
+``auth.current_caller()``, refuses text carrying NUL characters (no field of the suite accepts
+them, and PostgreSQL cannot store them) and a value the database cannot hold, turns a
+``DomainError`` into the rich status of ``grpc_errors``, turns anything unexpected into INTERNAL
+with a log reference and no exception text, and logs one line per call.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from sqlalchemy.exc import DataError
 
 from services.platform import auth
-from services.platform.errors import DomainError
+from services.platform.errors import DomainError, FieldViolation, Kind
 from services.platform.grpc_errors import CODES, internal_status, to_status
 
 log = logging.getLogger("sscard.calls")
@@ -35,6 +39,39 @@ def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
                 return token.strip()
             raise auth.unauthenticated("the authorization header is not a bearer token")
     raise auth.unauthenticated("the call carries no credential")
+
+
+def _nul_field(message: Message, prefix: str = "") -> str | None:
+    """The path of the first text field carrying a NUL character, if any."""
+    for field, value in message.ListFields():
+        name = prefix + field.name
+        items = value if field.is_repeated else (value,)
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any("\x00" in item for item in items):
+                return name
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in items if not isinstance(items, dict) else items.values():
+                if isinstance(item, Message) and (found := _nul_field(item, name + ".")):
+                    return found
+    return None
+
+
+def _check_text(request: Any) -> None:
+    if isinstance(request, Message) and (field := _nul_field(request)) is not None:
+        raise DomainError(
+            "INVALID_CHARACTERS",
+            f"{field} contains a NUL character",
+            kind=Kind.INVALID,
+            violations=(FieldViolation(field, "must not contain NUL characters", "INVALID"),),
+        )
+
+
+def _not_storable() -> DomainError:
+    return DomainError(
+        "VALUE_NOT_ACCEPTED",
+        "a value in the request is longer or otherwise unlike what its field accepts",
+        kind=Kind.INVALID,
+    )
 
 
 class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -83,6 +120,9 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return auth.bind_caller(self._verifier.verify(_bearer(metadata)))
 
     def _refuse(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, DataError):
+            log.info("%s: the database refused a value of the request", method)
+            exc = _not_storable()
         if isinstance(exc, DomainError):
             log.info("%s refused %s %s", method, CODES[exc.kind].name, exc.reason)
             context.abort_with_status(to_status(exc, self._domain))
@@ -96,6 +136,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             token = None
             try:
                 token = self._enter(metadata)
+                _check_text(request)
                 response = behaviour(request, context)
             except Exception as exc:  # every failure leaves as a mapped status
                 self._refuse(method, context, exc)

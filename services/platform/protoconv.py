@@ -4,6 +4,7 @@ dates are ``google.type.Date`` (unset = all zero), times are ``google.protobuf.T
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
@@ -34,3 +35,9 @@ def to_timestamp(value: dt.datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def enum_name(enum_type: Any, value: int) -> str:
+    """The proto enum's value name, or "" for the unspecified (0) or an unknown value: a request
+    may carry a number this build does not know, which is bad input, never a crash."""
+    return str(enum_type.Name(value)) if value and value in enum_type.values() else ""
