@@ -135,7 +135,8 @@ def _tier(value: int, v: Violations) -> Tier | None:
 def _reason(value: int, v: Violations) -> NonCounterReason | None:
     name = enum_name(pb.NonCounterReason, value)
     if not name:
-        v.add("reason", "SS_CANCELLED, MONITORING_REVIEW or OPERATIONS is required", "REQUIRED")
+        known = ", ".join(reason.value for reason in NonCounterReason)
+        v.add("reason", f"one of {known} is required", "REQUIRED")
         return None
     return NonCounterReason(name)
 

@@ -151,12 +151,13 @@ class BankPort:
         self._ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         self._credential = credential
 
-    def suspend_non_counter(self, request_id: str, card_id: str) -> None:
-        """A19.2: the account's online, ATM and third-party payments stop."""
+    def suspend_non_counter(self, request_id: str, card_id: str, reason: str) -> None:
+        """The account's online, ATM and third-party payments stop: six months after the SS
+        function was cancelled (SS_CANCELLED, A19.2), or the holder died (HOLDER_DIED, A21.2)."""
         call(
             self._ledger.SuspendNonCounter,
             ledger_pb2.SuspendNonCounterRequest(
-                request_id=request_id, card_id=card_id, reason=ledger_pb2.SS_CANCELLED
+                request_id=request_id, card_id=card_id, reason=reason
             ),
             self._credential,
         )

@@ -175,7 +175,7 @@ def handlers(clock: Clock, bank: BankPort) -> dict[str, Handler]:
         card = uow.cards.get(timer.target)
         if card is None:
             return "no such card"
-        start_bank_task(uow, card.card_id, action="suspend_non_counter")
+        start_bank_task(uow, card.card_id, action="suspend_non_counter", reason="SS_CANCELLED")
         return "the bank suspends non-counter business"
 
     return {

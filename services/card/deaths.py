@@ -8,7 +8,8 @@ for the transaction and an event at or below the position is skipped.
 
 On a death: a card not yet handed out is withdrawn and its production stopped at the bank, which
 must take it back within 10 working days (a timer checks, and flags a late one); a card in use is
-marked for cancellation pending the estate's visit (A19.1).
+marked for cancellation pending the estate's visit (A19.1), and the bank suspends the account's
+non-counter business so that only the estate, at the counter, moves its money.
 """
 
 from __future__ import annotations
@@ -71,4 +72,9 @@ class DeathWatch:
                 order_id = application.data.get("order_id", "") if application else ""
                 start_bank_task(uow, card.card_id, action="stop_issuing", order_id=order_id)
                 watch_death_recall(uow, change.card, self._calendar, now)
+            elif card.account_id:
+                # In use: nobody but the estate, at the counter, moves the money from now on.
+                start_bank_task(
+                    uow, card.card_id, action="suspend_non_counter", reason="HOLDER_DIED"
+                )
             log.info("holder died: card %s is now %s", card.card_id, change.card.status.value)

@@ -241,7 +241,7 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
             case "recall":
                 bank.recall(request_id, saga.card_id, d["reason"])
             case "suspend_non_counter":
-                bank.suspend_non_counter(request_id, saga.card_id)
+                bank.suspend_non_counter(request_id, saga.card_id, d["reason"])
         return {}
 
     def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:

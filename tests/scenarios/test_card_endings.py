@@ -112,7 +112,9 @@ class TestDeath:
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "taken back by the bank in time"
 
-    def test_A21_2_a_card_in_use_is_marked_for_cancellation_once(self, suite: Suite) -> None:
+    def test_A21_2_a_card_in_use_is_marked_for_cancellation_once_and_its_account_frozen(
+        self, suite: Suite
+    ) -> None:
         card_id, person = active_card(suite)
         record_death(suite, person, "death-in-use")
         wait_until(lambda: status(suite, card_id) == pb.CANCELLATION_DUE)
@@ -126,6 +128,7 @@ class TestDeath:
         )
         assert "died" in answer.progress
         assert deadlines(suite, rule="A21.2") == []  # nothing for the bank to take back
+        wait_until(lambda: non_counter_suspensions(suite, card_id) == [ledger_pb2.HOLDER_DIED])
 
 
 class TestNotHandedOut:

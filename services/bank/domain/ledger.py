@@ -61,12 +61,14 @@ class NonCounterReason(enum.Enum):
     SS_CANCELLED = "SS_CANCELLED"  # A19.2
     MONITORING_REVIEW = "MONITORING_REVIEW"  # A4.5
     OPERATIONS = "OPERATIONS"  # the issuing bank's own rules (A20.1)
+    HOLDER_DIED = "HOLDER_DIED"  # A21.2: until the estate settles the account
 
 
 NON_COUNTER_RULES = {
     NonCounterReason.SS_CANCELLED: "A19.2",
     NonCounterReason.MONITORING_REVIEW: "A4.5",
     NonCounterReason.OPERATIONS: "A20.1",
+    NonCounterReason.HOLDER_DIED: "A21.2",
 }
 FINANCIAL_RULE = "A9.2"
 DESTROYED_RULE = "A16.6"
