@@ -29,7 +29,9 @@ from services.bank.domain.ledger import (
 from services.bank.domain.recall import actor
 from services.bank.domain.tiers import Limits, Tier
 from services.bank.store import BankUnitOfWork
+from services.platform import channels
 from services.platform.auth import Caller, Channel, Role, current_caller, require_role
+from services.platform.channels import Operation
 from services.platform.db import Database
 from services.platform.errors import DomainError, Kind, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
@@ -42,8 +44,6 @@ MAX_TEXT = 128
 MAX_NOTE = 1000
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
-# The bank's own non-counter systems reach the ledger as services through these channels.
-SERVICE_CHANNELS = frozenset({Channel.INTERNAL, Channel.ONLINE, Channel.BANK_HOTLINE})
 
 
 # --- who calls ---------------------------------------------------------------------------------
@@ -54,7 +54,9 @@ def _counter_or_service(caller: Caller) -> Caller | None:
     (None); anyone else is refused."""
     if caller.channel is Channel.BANK_BRANCH and caller.has_any(Role.COUNTER):
         return caller
-    if caller.has_any(Role.SERVICE) and caller.channel in SERVICE_CHANNELS:
+    if caller.has_any(Role.SERVICE) and channels.allows(
+        Operation.NON_COUNTER_PAYMENT, caller.channel
+    ):
         return None
     raise DomainError(
         "ROLE_NOT_ALLOWED",
@@ -69,27 +71,13 @@ def _reader(caller: Caller) -> Caller | None:
     return _counter_or_service(caller)
 
 
-def _channel_mismatch(text: str, caller: Caller) -> DomainError:
-    return DomainError(
-        "CHANNEL_NOT_ALLOWED",
-        text,
-        kind=Kind.PERMISSION,
-        rule="A3.1",
-        metadata={"channel": caller.channel.value},
-    )
-
-
 def _payer(caller: Caller, channel: PaymentChannel) -> Caller | None:
     """A counter payment only at a counter; a non-counter one only from the bank's systems."""
     counter = _counter_or_service(caller)
-    if channel is PaymentChannel.COUNTER and counter is None:
-        raise _channel_mismatch("a counter payment is made at a counter of the bank", caller)
-    if channel.non_counter and counter is not None:
-        raise _channel_mismatch(
-            "a counter books counter payments; online, ATM and third-party payments come "
-            "from the bank's own systems",
-            caller,
-        )
+    channels.check(
+        Operation.NON_COUNTER_PAYMENT if channel.non_counter else Operation.COUNTER_PAYMENT,
+        caller,
+    )
     return counter
 
 

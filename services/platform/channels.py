@@ -41,6 +41,8 @@ class Operation(enum.Enum):
     ACTIVATE_FINANCIAL = "activate the financial function (金融功能启用)"
     FINANCIAL_SERVICE = "financial loss, unlock, close, reserved phone, financial password"
     HOME_SERVICE = "book home service (上门服务)"
+    COUNTER_PAYMENT = "a payment or deposit at the bank's counter"
+    NON_COUNTER_PAYMENT = "an online banking, ATM or third-party payment"
 
 
 class Reach(enum.Enum):
@@ -98,9 +100,19 @@ MATRIX: dict[Operation, dict[Channel, Reach]] = {
     Operation.ACTIVATE_FINANCIAL: {BRANCH: ISSUING},
     # A20.1, A12.3: the issuing bank's own rules, at its counter.
     Operation.FINANCIAL_SERVICE: {BRANCH: ISSUING},
+    # A20.1: money moved at a counter is the issuing bank's own counter business ...
+    Operation.COUNTER_PAYMENT: {BRANCH: ISSUING},
+    # ... while online banking, ATM and third-party payments reach the ledger from the bank's
+    # own systems (and the suite's services), never from a counter (A4.5, A19.2).
+    Operation.NON_COUNTER_PAYMENT: {INTERNAL: ANY, ONLINE: ANY, BANK_HOTLINE: ANY},
     # A25.1: booked at the issuing bank's branch, its phone service, or online.
     Operation.HOME_SERVICE: {BRANCH: ISSUING, BANK_HOTLINE: ANY, ONLINE: ANY},
 }
+
+
+def allows(operation: Operation, channel: Channel) -> bool:
+    """Whether ``operation``'s row names ``channel`` at all."""
+    return channel in MATRIX[operation]
 
 
 def check(operation: Operation, caller: Caller, card_bank: str | None = None) -> Reach:
