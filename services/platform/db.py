@@ -6,6 +6,11 @@ pysqlite recipe): a writing unit of work takes the write lock up front with ``BE
 so SQLite is never silently weaker than PostgreSQL's row locks; a read-only one uses a deferred
 ``BEGIN`` and reads a consistent snapshot without blocking writers. Parameters are hidden from
 SQL errors and logs: they can hold personal data.
+
+On PostgreSQL, pooled connections are not pinged on checkout (a round trip on every call): a
+connection the server dropped fails the one call that meets it, SQLAlchemy then invalidates
+the pool, and the call guard answers that call UNAVAILABLE, which clients retry with the same
+``request_id``. Connections are recycled after half an hour, ahead of idle timeouts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy import BigInteger, Engine, Integer, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY = "sscard_readonly"
+RECYCLE_SECONDS = 1800
 # Auto-increment keys: BIGINT on PostgreSQL; on SQLite an INTEGER primary key is the rowid.
 Serial = BigInteger().with_variant(Integer, "sqlite")
 
@@ -47,7 +53,7 @@ def make_engine(url: str, pool_size: int = 8) -> Engine:
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_recycle=RECYCLE_SECONDS,
     )
 
 

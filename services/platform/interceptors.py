@@ -3,7 +3,8 @@
 For every call except health checks and reflection it verifies the caller credential (missing,
 expired or forged: UNAUTHENTICATED), makes the caller available to the servicer through
 ``auth.current_caller()``, refuses text carrying NUL characters (no field of the suite accepts
-them, and PostgreSQL cannot store them) and a value the database cannot hold, turns a
+them, and PostgreSQL cannot store them) and a value the database cannot hold, answers a lost
+database connection UNAVAILABLE (retryable with the same request_id), turns a
 ``DomainError`` into the rich status of ``grpc_errors``, turns anything unexpected into INTERNAL
 with a log reference and no exception text, and logs one line per call.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from services.platform import auth
 from services.platform.errors import DomainError, FieldViolation, Kind
@@ -64,6 +65,14 @@ def _check_text(request: Any) -> None:
             kind=Kind.INVALID,
             violations=(FieldViolation(field, "must not contain NUL characters", "INVALID"),),
         )
+
+
+def _database_unavailable() -> DomainError:
+    return DomainError(
+        "DATABASE_UNAVAILABLE",
+        "the service lost its database connection; retry with the same request_id",
+        kind=Kind.UNAVAILABLE,
+    )
 
 
 def _not_storable() -> DomainError:
@@ -123,6 +132,11 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if isinstance(exc, DataError):
             log.info("%s: the database refused a value of the request", method)
             exc = _not_storable()
+        elif isinstance(exc, OperationalError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            log.warning("%s: the database connection failed: %s", method, type(exc.orig).__name__)
+            exc = _database_unavailable()
         if isinstance(exc, DomainError):
             log.info("%s refused %s %s", method, CODES[exc.kind].name, exc.reason)
             context.abort_with_status(to_status(exc, self._domain))

@@ -12,16 +12,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.identity.main import build
 from services.platform import config as settings
 from services.platform import migrations
 from services.platform.auth import Channel, Role, mint_token
+from services.platform.db import make_engine
 from services.platform.errors import DomainError
 from services.platform.server import ServiceDeps
 from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
-from tests.conftest import expired_token
+from tests.conftest import PG_URL, expired_token
 from tests.support import refusal, wait_serving
 
 IDENTITY = "sscard.identity.v1.IdentityService"
@@ -150,3 +153,39 @@ class TestErrorMapping:
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         assert (error.reason, error.rule) == ("ALREADY_HAS_CARD", "A4.2")
         assert "110105********0011" in error.message
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_lost_database_connection_is_unavailable_and_worth_a_retry(
+    start_service: Callable[..., Any], token: Callable[..., Any]
+) -> None:
+    dropped = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    channel = TestErrorMapping()._start(start_service, dropped)
+    with pytest.raises(grpc.RpcError) as excinfo:
+        channel.unary_unary("/test.Boom/Fail")(b"", metadata=token(), timeout=5)
+    code, error = refusal(excinfo)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert error.reason == "DATABASE_UNAVAILABLE"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_connection_the_server_dropped_fails_one_call_and_the_pool_recovers(
+    db_url: str,
+) -> None:
+    """No ping on checkout: the call that meets a dropped connection fails as a disconnect (the
+    call guard answers it UNAVAILABLE), and the next call gets a fresh connection."""
+    engine = make_engine(db_url, pool_size=1)
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as excinfo, engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        assert excinfo.value.connection_invalidated
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
+        admin.dispose()
