@@ -32,6 +32,7 @@ from services.platform.auth import HS256Verifier
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
+from services.platform.errors import DomainError
 from services.platform.idempotency import IdempotencyStore
 from services.platform.interceptors import CallGuard
 from services.platform.pii import PiiCipher
@@ -113,6 +114,12 @@ class Server:
         while not self._stopping.wait(interval):
             try:
                 chore()
+            except DomainError as refused:  # e.g. another service is down: no stack trace
+                log.warning(
+                    "%s: periodic task refused (%s); will try again",
+                    self.config.name,
+                    refused.reason,
+                )
             except Exception:
                 log.exception("%s: periodic task failed; will try again", self.config.name)
 

@@ -3,6 +3,8 @@ reflection, caller credentials, and the one error mapping (no raw exception text
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,7 @@ from services.platform import config as settings
 from services.platform import migrations
 from services.platform.auth import Channel, Role, mint_token
 from services.platform.db import make_engine
-from services.platform.errors import DomainError
+from services.platform.errors import DomainError, Kind
 from services.platform.server import ServiceDeps
 from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
@@ -189,3 +191,25 @@ def test_a_connection_the_server_dropped_fails_one_call_and_the_pool_recovers(
     finally:
         engine.dispose()
         admin.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_periodic_task_refused_by_another_service_logs_one_line_without_a_stack_trace(
+    start_service: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    def down() -> None:
+        raise DomainError("SERVICE_UNAVAILABLE", "identity did not answer", kind=Kind.UNAVAILABLE)
+
+    def build_with_chore(config: settings.ServiceConfig) -> ServiceDeps:
+        deps = build(config)
+        deps.maintenance = [(0.05, down)]
+        return deps
+
+    with caplog.at_level(logging.WARNING, logger="sscard.server"):
+        start_service("identity", build_with_chore)
+        deadline = time.monotonic() + 10
+        while not any("SERVICE_UNAVAILABLE" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the refusal was never logged"
+            time.sleep(0.05)
+    refused = [r for r in caplog.records if "SERVICE_UNAVAILABLE" in r.getMessage()]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in refused)
