@@ -13,6 +13,7 @@ left behind, and the card ends REFUSED with the refusal's reason and rule.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -188,6 +189,21 @@ def _issuance_steps(
     }
 
 
+def _tell(
+    uow: CardUnitOfWork,
+    saga: SagaRecord,
+    clock: Clock,
+    recipient: str,
+    rule: str,
+    text_for: Callable[[rules.Card], str],
+) -> None:
+    """Leave a notice on the saga's card (for operations when a saga failed, or the holder)."""
+    card = uow.cards.get(saga.card_id)
+    if card is not None:
+        notice = rules.Notice(clock.now(), recipient, text_for(card), rule)
+        uow.cards.record(rules.Change(card, notices=[notice]))
+
+
 def _waiting(uow: CardUnitOfWork, saga: SagaRecord) -> None:
     """Nothing more to do: the card waits for production (an old card keeps working, A16.5)."""
 
@@ -248,9 +264,6 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
         """The bank has done its part."""
 
     def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        card = uow.cards.get(saga.card_id)
-        if card is None:
-            return
         what = {
             "suspend": "suspend the financial function",
             "lift": "restore the financial function",
@@ -258,14 +271,16 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
             "recall": "record the card taken back",
             "suspend_non_counter": "suspend the account's non-counter business",
         }[saga.data["action"]]
-        text = (
-            f"The bank could not {what}: {saga.refusal_message} "
-            f"({saga.refusal_reason}); the holder should contact {card.bank_code}."
-        )
-        uow.cards.record(
-            rules.Change(
-                card, notices=[rules.Notice(clock.now(), "operations", text, saga.refusal_rule)]
-            )
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            saga.refusal_rule,
+            lambda card: (
+                f"The bank could not {what}: {saga.refusal_message} "
+                f"({saga.refusal_reason}); the holder should contact {card.bank_code}."
+            ),
         )
 
     return SagaDefinition(BANK_TASK, [RemoteStep("tell_bank", tell_bank)], completed, failed)
@@ -284,15 +299,17 @@ def release_place_saga(identity: IdentityPort, clock: Clock) -> SagaDefinition:
         """The place is free."""
 
     def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        card = uow.cards.get(saga.card_id)
-        if card is None:
-            return
-        text = (
-            f"The identity service did not free the place of card {card.card_id}: "
-            f"{saga.refusal_message} ({saga.refusal_reason})."
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            saga.refusal_rule or "A4.2",
+            lambda card: (
+                f"The identity service did not free the place of card {card.card_id}: "
+                f"{saga.refusal_message} ({saga.refusal_reason})."
+            ),
         )
-        notice = rules.Notice(clock.now(), "operations", text, saga.refusal_rule or "A4.2")
-        uow.cards.record(rules.Change(card, notices=[notice]))
 
     return SagaDefinition(RELEASE_PLACE, [RemoteStep("release_place", release)], completed, failed)
 
@@ -356,15 +373,16 @@ def transit_refund_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
         """The transit service holds the refund and delivers it to the bank."""
 
     def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        card = uow.cards.get(saga.card_id)
-        if card is None:
-            return
-        text = (
-            f"The old card's transit balance could not be refunded: {saga.refusal_message} "
-            f"({saga.refusal_reason})."
-        )
-        uow.cards.record(
-            rules.Change(card, notices=[rules.Notice(clock.now(), "operations", text, "A16.3")])
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            "A16.3",
+            lambda card: (
+                f"The old card's transit balance could not be refunded: {saga.refusal_message} "
+                f"({saga.refusal_reason})."
+            ),
         )
 
     return SagaDefinition(
@@ -408,27 +426,29 @@ def cancellation_saga(bank: BankPort, transit: TransitPort, clock: Clock) -> Sag
         return {}
 
     def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        card = uow.cards.get(saga.card_id)
-        if card is None:
-            return
-        text = (
-            "Your card is cancelled: its transit balance was refunded and its bank account "
-            f"closed, the balance paid to {saga.data['payout_destination']}."
+        _tell(
+            uow,
+            saga,
+            clock,
+            "person",
+            "A19.1",
+            lambda card: (
+                "Your card is cancelled: its transit balance was refunded and its bank account "
+                f"closed, the balance paid to {saga.data['payout_destination']}."
+            ),
         )
-        notice = rules.Notice(clock.now(), "person", text, "A19.1")
-        uow.cards.record(rules.Change(card, notices=[notice]))
 
     def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        card = uow.cards.get(saga.card_id)
-        if card is None:
-            return
-        where = "in the transit wallet" if saga.step == 0 else f"in the account at {card.bank_code}"
-        text = (
-            f"The cancellation of card {card.card_id} could not finish: {saga.refusal_message} "
-            f"({saga.refusal_reason}); the money is still {where}."
-        )
-        notice = rules.Notice(clock.now(), "operations", text, saga.refusal_rule or "A19.1")
-        uow.cards.record(rules.Change(card, notices=[notice]))
+        def text(card: rules.Card) -> str:
+            where = (
+                "in the transit wallet" if saga.step == 0 else f"in the account at {card.bank_code}"
+            )
+            return (
+                f"The cancellation of card {card.card_id} could not finish: "
+                f"{saga.refusal_message} ({saga.refusal_reason}); the money is still {where}."
+            )
+
+        _tell(uow, saga, clock, "operations", saga.refusal_rule or "A19.1", text)
 
     return SagaDefinition(
         CANCELLATION,

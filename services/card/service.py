@@ -48,7 +48,7 @@ from services.card.flows import (
 from services.card.saga import new_saga_id, wall_clock
 from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
-from services.card.tasks import start_bank_task, start_release_place
+from services.card.tasks import start_bank_task, start_release_place, start_saga
 from services.platform import channels
 from services.platform.auth import Caller, Channel, Role, require_role
 from services.platform.channels import Operation
@@ -398,16 +398,7 @@ def _refund_old_transit_balance(uow: CardUnitOfWork, card: Card) -> None:
     refunded by a saga started in this transaction (``flows.transit_refund_saga``)."""
     if not card.replaces_card_id:
         return
-    saga = SagaRecord(
-        saga_id=new_saga_id(),
-        kind=TRANSIT_REFUND,
-        card_id=card.card_id,
-        batch_id="",
-        state="RUNNING",
-        step=0,
-        data={"old_card_id": card.replaces_card_id},
-    )
-    uow.sagas.add_many([saga], wall_clock())
+    start_saga(uow, TRANSIT_REFUND, card.card_id, {"old_card_id": card.replaces_card_id})
 
 
 def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clock) -> Card:
@@ -448,25 +439,17 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
     uow.cards.record(rules.retire(old, caller, clock.now()))
     application = uow.sagas.for_card(card.card_id, [REPLACEMENT])
     data = application.data if application is not None else {}
-    uow.sagas.add_many(
-        [
-            SagaRecord(
-                saga_id=new_saga_id(),
-                kind=RETIREMENT,
-                card_id=card.card_id,
-                batch_id="",
-                state="RUNNING",
-                step=0,
-                data={
-                    "kind": data.get("kind", "REPLACEMENT"),
-                    "old_card_id": old.card_id,
-                    "bank_change": bool(data.get("bank_change")),
-                    "keep_old_account": bool(data.get("keep_old_account")),
-                    "old_account_id": old.account_id,
-                },
-            )
-        ],
-        wall_clock(),
+    start_saga(
+        uow,
+        RETIREMENT,
+        card.card_id,
+        {
+            "kind": data.get("kind", "REPLACEMENT"),
+            "old_card_id": old.card_id,
+            "bank_change": bool(data.get("bank_change")),
+            "keep_old_account": bool(data.get("keep_old_account")),
+            "old_account_id": old.account_id,
+        },
     )
 
 
@@ -625,20 +608,8 @@ def cancel_card(
     uow.cards.record(change)
     uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "the card was cancelled (A19.1)")
     if financial_too:
-        uow.sagas.add_many(
-            [
-                SagaRecord(
-                    saga_id=new_saga_id(),
-                    kind=CANCELLATION,
-                    card_id=card.card_id,
-                    batch_id="",
-                    state="RUNNING",
-                    step=0,
-                    data={"payout_destination": payout_destination.strip(), "refund_id": ""},
-                )
-            ],
-            wall_clock(),
-        )
+        destination = {"payout_destination": payout_destination.strip(), "refund_id": ""}
+        start_saga(uow, CANCELLATION, card.card_id, destination)
     elif card.account_id:
         watch_non_counter(uow, card, now)
     start_release_place(uow, card.card_id)

@@ -4,6 +4,8 @@ the caller's transaction, run by the orchestrator after the commit (``flows.bank
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.card.saga import new_saga_id, wall_clock
 from services.card.store import CardUnitOfWork, SagaRecord
 
@@ -13,16 +15,18 @@ RELEASE_PLACE = "release_place"
 
 def start_bank_task(uow: CardUnitOfWork, card_id: str, **data: str) -> None:
     """Start a bank task saga for ``card_id``; the orchestrator runs it after this commit."""
-    _start(uow, BANK_TASK, card_id, data)
+    start_saga(uow, BANK_TASK, card_id, data)
 
 
 def start_release_place(uow: CardUnitOfWork, card_id: str) -> None:
     """The card ended without its holder keeping it: identity frees the person's place (A4.2)
     so that the person may apply again."""
-    _start(uow, RELEASE_PLACE, card_id, {})
+    start_saga(uow, RELEASE_PLACE, card_id, {})
 
 
-def _start(uow: CardUnitOfWork, kind: str, card_id: str, data: dict[str, str]) -> None:
+def start_saga(uow: CardUnitOfWork, kind: str, card_id: str, data: dict[str, Any]) -> None:
+    """Start a saga of ``kind`` for ``card_id`` in this transaction; the orchestrator runs it
+    after the commit."""
     uow.sagas.add_many(
         [
             SagaRecord(
