@@ -13,7 +13,6 @@ it online. It prints each step and the card's status in plain words.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import sys
 import time
@@ -25,7 +24,7 @@ from google.type.date_pb2 import Date
 
 from services.identity.domain.documents import gb11643_check_char
 from services.platform import config as settings
-from services.platform.auth import Channel, Role, mint_token
+from services.platform.cli import dev_credential
 from services.platform.grpc_errors import from_rpc_error
 from sscard.bank.v1 import (
     bank_pb2,
@@ -44,10 +43,10 @@ BANK, BRANCH = "ICBC", "ICBC-XIDAN"
 PHOTO = b"\xff\xd8\xff\xe0" + b"\x00" * 64  # a JPEG header stands in for the photo
 
 
-def credential(channel: Channel, *roles: Role, **claims: str) -> Any:
-    secret = settings.read_secret(os.environ, "AUTH_SECRET", settings.VAR_DIR / "auth.secret")
-    token = mint_token(secret, f"demo-{channel.value.lower()}", channel, roles=set(roles), **claims)
-    return [("authorization", f"Bearer {token}")]
+def credential(client: str, **claims: str) -> Any:
+    """Call metadata with a development credential of a registered client (deploy/clients.toml),
+    as `sscard token` mints it: each integrator uses its own, with its narrow role."""
+    return [("authorization", f"Bearer {dev_credential(client, **claims)}")]
 
 
 def say(step: str, text: str) -> None:
@@ -75,12 +74,11 @@ def main() -> int:
     card = card_pb2_grpc.CardServiceStub(grpc.insecure_channel(settings.target_of("card")))
     run = uuid.uuid4().hex[:8]
     document, name = new_person()
-    online = credential(Channel.ONLINE, Role.COUNTER)
-    hotline = credential(Channel.HOTLINE, Role.COUNTER, operator_id="96066-07")
+    hotline = credential("hotline-96066", operator="96066-07")
     counter = credential(
-        Channel.BANK_BRANCH, Role.COUNTER, bank_code=BANK, outlet_id=BRANCH, operator_id="T-031"
+        "icbc-core", channel="BANK_BRANCH", roles=("counter",), outlet=BRANCH, operator="T-031"
     )
-    factory = credential(Channel.INTERNAL, Role.SERVICE)
+    factory = credential("card-factory")
 
     def progress(card_id: str) -> card_pb2.QueryStatusResponse:
         return card.QueryStatus(card_pb2.QueryStatusRequest(card_id=card_id), metadata=hotline)
@@ -110,7 +108,7 @@ def main() -> int:
                 )
             ]
         ),
-        metadata=credential(Channel.INTERNAL, Role.REGISTRY),
+        metadata=credential("hr-feed"),
     )
     bank.UpsertBranch(
         bank_pb2.UpsertBranchRequest(
@@ -119,8 +117,15 @@ def main() -> int:
                 bank_code=BANK, branch_id=BRANCH, name="ICBC Xidan", address="Xidan, Beijing"
             ),
         ),
-        metadata=credential(Channel.INTERNAL, Role.OPS),
+        metadata=credential("ops-console"),
     )
+    # The portal signs the person in (real-name authentication, outside the suite) and asks the
+    # registry for their opaque id: the person's own credential names it, never the ID number.
+    person_id = identity.GetPerson(
+        identity_pb2.GetPersonRequest(person=identity_pb2.PersonRef(document=document)),
+        metadata=credential("online-portal", roles=("portal",)),
+    ).person.person_id
+    online = credential("online-portal", person=person_id)
 
     started = card.Apply(
         card_pb2.ApplyRequest(
@@ -183,7 +188,7 @@ def main() -> int:
     print_history(card, card_id, hotline, "The card's history")
 
     # --- Act two: the card is lost --------------------------------------------------------
-    district = credential(Channel.DISTRICT_OUTLET, Role.COUNTER, outlet_id="XC-07")
+    district = credential("district-outlets", outlet="XC-07")
     card.ReportTemporaryLoss(
         card_pb2.ReportLossRequest(
             request_id=f"demo-lost-{run}", card_id=card_id, document=document
@@ -241,7 +246,7 @@ def main() -> int:
     print_history(card, successor, hotline, "The new card's history and notices")
 
     # --- Act three: money, and the end of the card ----------------------------------------
-    kiosk = credential(Channel.TRANSIT_OUTLET, Role.COUNTER, outlet_id="YKT-0815")
+    kiosk = credential("ykt-kiosks", outlet="YKT-0815")
     wallet = transit.TopUp(
         transit_pb2.TopUpRequest(request_id=f"kiosk-{run}", card_id=successor, amount_fen=5_000),
         metadata=kiosk,
@@ -285,7 +290,7 @@ def main() -> int:
                 )
             ]
         ),
-        metadata=credential(Channel.INTERNAL, Role.REGISTRY),
+        metadata=credential("hr-feed"),
     )
     say("HR reports the person's social security business settled", "the card may be cancelled")
     card.CancelCard(

@@ -51,6 +51,7 @@ class Suite:
         self.identity_server = identity
         self.service = token(roles=(Role.SERVICE,), caller="test-service")
         self.ops = token(roles=(Role.OPS,), caller="ops")
+        self.factory = token(roles=(Role.FACTORY,), caller="card-factory")
         self._n = 0
         for bank_code, branch, instant in (
             (BANK, BRANCH, False),
@@ -71,7 +72,11 @@ class Suite:
         self._n += 1
         return f"{label}-{self._n}"
 
-    def at(self, channel: Channel, **claims: Any) -> Any:
+    def at(self, channel: Channel, person: PersonSpec | None = None, **claims: Any) -> Any:
+        """A credential at ``channel``: online and in the transit app, ``person``'s own; at a
+        counter, an operator's (role ``counter``)."""
+        if person is not None:
+            return self.token(channel=channel, roles=(Role.PERSON,), caller=person.person_id)
         roles = claims.pop("roles", (Role.COUNTER,))
         return self.token(channel=channel, roles=roles, caller=f"{channel.value}-client", **claims)
 
@@ -90,6 +95,13 @@ class Suite:
             ),
             metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
         )
+        answer = self.identity.GetPerson(
+            identity_pb2.GetPersonRequest(
+                person=identity_pb2.PersonRef(document=person.document())
+            ),
+            metadata=self.service,
+        )
+        person.person_id = answer.person.person_id
         return person
 
     def applicant(self, person: PersonSpec, **overrides: Any) -> pb.Applicant:
@@ -122,7 +134,7 @@ class Suite:
                 delivery=delivery,  # type: ignore[arg-type]
                 pickup_branch_id=pickup if delivery == pb.BRANCH_PICKUP else "",
             ),
-            metadata=metadata or self.at(Channel.ONLINE),
+            metadata=metadata or self.at(Channel.ONLINE, person),
         )
 
     def settle(self, card_id: str, timeout: float = 30) -> pb.Application:
@@ -146,11 +158,11 @@ class Suite:
     def produce(self, card_id: str, timeout: float = 15) -> pb.Card:
         """The bank's factory reports the card made; wait for the card service's notice."""
         order = self.bank.GetProductionOrder(
-            bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=self.service
+            bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=self.factory
         )
         self.bank.MarkProduced(
             bank_pb2.MarkProducedRequest(request_id=self.rid("made"), order_id=order.order_id),
-            metadata=self.service,
+            metadata=self.factory,
         )
         deadline = time.monotonic() + timeout
         while (card := self.get(card_id)).status != pb.READY:
@@ -175,7 +187,7 @@ class Suite:
             pb.ActivateCardRequest(
                 request_id=self.rid("activate"), card_id=card_id, document=person.document()
             ),
-            metadata=metadata or self.at(Channel.ONLINE),
+            metadata=metadata or self.at(Channel.ONLINE, person),
         )
 
     def registered_card(self, person: PersonSpec) -> str:

@@ -23,9 +23,10 @@ from sqlalchemy.engine import make_url
 
 from services.platform import config as settings
 from services.platform import migrations
-from services.platform.auth import Channel, Role, mint_token
+from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock
 from services.platform.server import Server, ServiceDeps, create_server
+from tests.trust import TestTrust
 
 PG_URL = os.environ.get("SSCARD_TEST_PG_URL", "").strip()
 BACKENDS = ["sqlite", "postgresql"]
@@ -108,8 +109,9 @@ def db_url(new_db_url: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
-def auth_secret() -> bytes:
-    return secrets.token_bytes(32)
+def trust(tmp_path: Path) -> TestTrust:
+    """Issuers' keys and the client registry of the services under test."""
+    return TestTrust(tmp_path / "auth")
 
 
 @pytest.fixture
@@ -125,11 +127,11 @@ def test_clock(clock_file: Path) -> SharedTestClock:
 
 @pytest.fixture
 def service_env(
-    new_db_url: Callable[[str], str], auth_secret: bytes, clock_file: Path
+    new_db_url: Callable[[str], str], trust: TestTrust, clock_file: Path
 ) -> dict[str, str]:
     """Environment for a service under test: port 0, the test database and clock."""
     env = {
-        "SSCARD_AUTH_SECRET": base64.b64encode(auth_secret).decode(),
+        **trust.env(),
         "SSCARD_TEST_CLOCK_FILE": str(clock_file),
         "SSCARD_SHUTDOWN_GRACE_SECONDS": "1",
         "SSCARD_SAGA_LEASE_SECONDS": "3",
@@ -194,8 +196,8 @@ def start_service(
 
 
 @pytest.fixture
-def token(auth_secret: bytes) -> Callable[..., list[tuple[str, str]]]:
-    """Call metadata carrying a freshly minted credential."""
+def token(trust: TestTrust) -> Callable[..., list[tuple[str, str]]]:
+    """Call metadata carrying a fresh credential of a client registered for its claims."""
 
     def make(
         channel: Channel = Channel.INTERNAL,
@@ -203,12 +205,12 @@ def token(auth_secret: bytes) -> Callable[..., list[tuple[str, str]]]:
         caller: str = "test-client",
         **claims: Any,
     ) -> list[tuple[str, str]]:
-        jwt = mint_token(auth_secret, caller, channel, roles=set(roles), **claims)
+        jwt = trust.token(channel, roles, caller, **claims)
         return [("authorization", f"Bearer {jwt}")]
 
     return make
 
 
-def expired_token(secret: bytes) -> str:
+def expired_token(trust: TestTrust) -> str:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
-    return mint_token(secret, "late", Channel.ONLINE, now=past, ttl=dt.timedelta(minutes=5))
+    return trust.token(Channel.INTERNAL, (Role.OPS,), "late", now=past, ttl=dt.timedelta(minutes=5))

@@ -44,6 +44,7 @@ class PersonSpec:
     preferential: tuple[int, ...] = ()
     legacy_generation: int = 0
     settled: dt.date | None = None  # HR / medical business settled (A19.1)
+    person_id: str = ""  # the registry's opaque id, once imported: a person credential's subject
 
     def document(self) -> common_pb2.IdentityDocument:
         return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=self.number)

@@ -29,7 +29,7 @@ from services.bank.domain.production import (
 )
 from services.bank.domain.recall import CardRecall, RecallReason, actor
 from services.bank.store import BankUnitOfWork
-from services.platform.auth import Caller, Role, current_caller, require_role
+from services.platform.auth import Caller, current_caller
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
 from services.platform.db import Database
@@ -212,7 +212,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def UpsertBranch(
         self, request: pb.UpsertBranchRequest, context: grpc.ServicerContext
     ) -> pb.Branch:
-        require_role(current_caller(), Role.OPS)
         b = request.branch
         branch = validate_branch(b.bank_code, b.branch_id, b.name, b.instant, b.address)
 
@@ -238,7 +237,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def OpenAccount(
         self, request: pb.OpenAccountRequest, context: grpc.ServicerContext
     ) -> pb.OpenAccountResponse:
-        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         check_bank_code(request.bank_code, "bank_code", v)
@@ -258,7 +256,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def CloseAccount(
         self, request: pb.CloseAccountRequest, context: grpc.ServicerContext
     ) -> pb.CloseAccountResponse:
-        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         required_id(request.account_id, "account_id", v)
         v.raise_if_any()
@@ -276,7 +273,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def SuspendForLoss(
         self, request: pb.SuspendForLossRequest, context: grpc.ServicerContext
     ) -> pb.AccountState:
-        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         kind = _loss_kind(request.kind, v)
@@ -291,7 +287,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def LiftLossSuspension(
         self, request: pb.LiftLossSuspensionRequest, context: grpc.ServicerContext
     ) -> pb.AccountState:
-        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         v.raise_if_any(rule="A14.1")
@@ -304,7 +299,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def GetAccount(
         self, request: pb.GetAccountRequest, context: grpc.ServicerContext
     ) -> pb.AccountState:
-        require_role(current_caller(), Role.SERVICE, Role.OPS)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         v.raise_if_any()
@@ -317,7 +311,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def CreateProductionOrder(
         self, request: pb.CreateProductionOrderRequest, context: grpc.ServicerContext
     ) -> pb.ProductionOrder:
-        require_role(current_caller(), Role.SERVICE)
         order_request = _order_request(request)
 
         def work(uow: BankUnitOfWork) -> pb.ProductionOrder:
@@ -329,7 +322,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def CancelProductionOrder(
         self, request: pb.CancelProductionOrderRequest, context: grpc.ServicerContext
     ) -> pb.ProductionOrder:
-        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         required_id(request.order_id, "order_id", v)
         v.raise_if_any()
@@ -342,7 +334,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def MarkProduced(
         self, request: pb.MarkProducedRequest, context: grpc.ServicerContext
     ) -> pb.ProductionOrder:
-        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         required_id(request.order_id, "order_id", v)
         v.raise_if_any(rule="A7.1")
@@ -355,7 +346,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def GetProductionOrder(
         self, request: pb.GetProductionOrderRequest, context: grpc.ServicerContext
     ) -> pb.ProductionOrder:
-        require_role(current_caller(), Role.SERVICE, Role.OPS)
         if not request.order_id and not request.card_id:
             v = Violations()
             v.add("order_id", "name the order by order_id or by card_id", "REQUIRED")
@@ -370,7 +360,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         self, request: pb.RecallCardRequest, context: grpc.ServicerContext
     ) -> pb.CardRecall:
         caller = current_caller()
-        require_role(caller, Role.SERVICE, Role.OPS)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         reason = _recall_reason(request.reason, v)
@@ -388,7 +377,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         self, request: pb.DestroyCardRequest, context: grpc.ServicerContext
     ) -> pb.CardRecall:
         caller = current_caller()
-        require_role(caller, Role.OPS)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         v.raise_if_any(rule="A16.6")
@@ -402,7 +390,6 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
     def GetCardRecall(
         self, request: pb.GetCardRecallRequest, context: grpc.ServicerContext
     ) -> pb.CardRecall:
-        require_role(current_caller(), Role.SERVICE, Role.OPS)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         v.raise_if_any()

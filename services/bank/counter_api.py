@@ -23,7 +23,7 @@ from services.bank.domain.branch import check_branch_id
 from services.bank.domain.financial import Presented
 from services.bank.domain.home_service import Booking, Business, Slot, Status
 from services.bank.store import BankUnitOfWork
-from services.platform.auth import Role, current_caller, require_role
+from services.platform.auth import current_caller
 from services.platform.clock import Clock
 from services.platform.db import Database
 from services.platform.errors import DomainError, Violations
@@ -163,7 +163,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.ActivateFinancialRequest, context: grpc.ServicerContext
     ) -> bank_pb2.AccountState:
         caller = current_caller()
-        require_role(caller, Role.COUNTER)
         method, answer = "ActivateFinancial", bank_pb2.AccountState
         replayed = self._once.replay(method, request, answer)
         if replayed is not None:
@@ -223,7 +222,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.FinancialCounterRequest, context: grpc.ServicerContext
     ) -> bank_pb2.AccountState:
         caller = current_caller()
-        require_role(caller, Role.COUNTER)
         presented = self._counter_request(request, financial.LOSS_RULE)
 
         def work(uow: BankUnitOfWork) -> bank_pb2.AccountState:
@@ -236,7 +234,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.FinancialCounterRequest, context: grpc.ServicerContext
     ) -> bank_pb2.AccountState:
         caller = current_caller()
-        require_role(caller, Role.COUNTER)
         presented = self._counter_request(request, financial.COUNTER_RULE)
 
         def work(uow: BankUnitOfWork) -> bank_pb2.AccountState:
@@ -249,7 +246,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.ChangeReservedPhoneRequest, context: grpc.ServicerContext
     ) -> bank_pb2.AccountState:
         caller = current_caller()
-        require_role(caller, Role.COUNTER)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         presented = _presented(request.document, v)
@@ -268,7 +264,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.GetFinancialStateRequest, context: grpc.ServicerContext
     ) -> bank_pb2.AccountState:
         caller = current_caller()
-        require_role(caller, Role.COUNTER, Role.SERVICE, Role.OPS)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         v.raise_if_any()
@@ -308,7 +303,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, method: str, request: Any, first: bool
     ) -> pb.FinancialPasswordResponse:
         """Set (the first time) or reset the password at the counter, with the document."""
-        require_role(current_caller(), Role.COUNTER)
         answer = pb.FinancialPasswordResponse
         replayed = self._once.replay(method, request, answer)
         if replayed is not None:
@@ -337,7 +331,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     def ChangeFinancialPassword(
         self, request: pb.ChangeFinancialPasswordRequest, context: grpc.ServicerContext
     ) -> pb.FinancialPasswordResponse:
-        require_role(current_caller(), Role.COUNTER)
         method, answer = "ChangeFinancialPassword", pb.FinancialPasswordResponse
         replayed = self._once.replay(method, request, answer)
         if replayed is not None:
@@ -376,7 +369,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     def VerifyFinancialPassword(
         self, request: pb.VerifyFinancialPasswordRequest, context: grpc.ServicerContext
     ) -> pb.VerifyFinancialPasswordResponse:
-        require_role(current_caller(), Role.SERVICE)
         with self._uow(readonly=True) as uow:
             found = uc.verify_context(uow, request.card_id)
         if found is None or found.state.hash is None:
@@ -427,7 +419,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.BookHomeServiceRequest, context: grpc.ServicerContext
     ) -> pb.HomeService:
         caller = current_caller()
-        require_role(caller, Role.COUNTER)
         method, answer = "BookHomeService", pb.HomeService
         replayed = self._once.replay(method, request, answer)
         if replayed is not None:
@@ -486,7 +477,6 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.UpdateHomeServiceRequest, context: grpc.ServicerContext
     ) -> pb.HomeService:
         caller = current_caller()
-        require_role(caller, Role.COUNTER)
         v = Violations()
         required_id(request.home_service_id, "home_service_id", v)
         to = enum_name(pb.HomeServiceStatus, request.status)

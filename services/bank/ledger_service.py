@@ -31,10 +31,10 @@ from services.bank.domain.ledger import (
     PaymentChannel,
 )
 from services.bank.domain.tiers import Tier, TierPolicy
-from services.bank.service import account_of_card
+from services.bank.service import account_not_found, account_of_card
 from services.bank.store import BankUnitOfWork
 from services.platform import channels
-from services.platform.auth import Caller
+from services.platform.auth import Caller, Channel
 from services.platform.channels import Operation
 from services.platform.clock import BEIJING, Clock, beijing_date
 from services.platform.errors import DomainError, Kind
@@ -98,9 +98,15 @@ def _hold(uow: BankUnitOfWork, config: LedgerConfig, card_id: str) -> Held:
 
 
 def _check_counter(counter: Caller | None, account: Account) -> None:
-    """A branch counter serves only its own bank's accounts (A3.1, A20.1)."""
-    if counter is not None:
-        channels.check(Operation.FINANCIAL_SERVICE, counter, account.bank_code)
+    """A branch counter (A3.1, A20.1) or a bank's core system serves only its own bank's
+    accounts; another bank's account answers as one that does not exist."""
+    if counter is None:
+        return
+    if counter.channel is not Channel.BANK_BRANCH:
+        if counter.bank_code != account.bank_code:
+            raise account_not_found()
+        return
+    channels.check(Operation.FINANCIAL_SERVICE, counter, account.bank_code)
 
 
 def _day(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:

@@ -71,6 +71,7 @@ class IdentityPort:
         card_id: str,
         kind: str,
         replaces_card_id: str = "",
+        person_id: str = "",
     ) -> Verified:
         answer = call(
             self._stub.ReserveIssuance,
@@ -81,6 +82,7 @@ class IdentityPort:
                 card_id=card_id,
                 kind=kind,
                 replaces_card_id=replaces_card_id,
+                person_id=person_id,
             ),
             self._credential,
         )

@@ -43,6 +43,7 @@ def application_data(
     pickup_branch_id: str,
     applied_at: dt.datetime,
     applied_at_branch_id: str,
+    applicant_person: str = "",
 ) -> dict[str, Any]:
     """What the application saga starts from (kept encrypted with the saga)."""
     return {
@@ -57,6 +58,8 @@ def application_data(
         "kind": "FIRST",
         "old_card_id": "",
         "bank_change": True,
+        # A person applying with their own credential: identity refuses another's document.
+        "applicant_person": applicant_person,
     }
 
 
@@ -75,6 +78,7 @@ def _issuance_steps(
             saga.card_id,
             d["kind"],
             d["old_card_id"],
+            d.get("applicant_person", ""),
         )
         return {
             "person_id": verified.person_id,

@@ -50,10 +50,10 @@ from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
 from services.card.tasks import start_bank_task, start_release_place, start_saga
 from services.platform import channels
-from services.platform.auth import Caller, Channel, Role, require_role
+from services.platform.auth import Caller, Channel, Role, bound_caller
 from services.platform.channels import Operation
 from services.platform.clock import Clock, beijing_date
-from services.platform.errors import DomainError, FieldViolation, Kind, Violations
+from services.platform.errors import DomainError, FieldViolation, Kind, Violations, invalid
 
 MAX_BATCH = 20_000
 
@@ -67,10 +67,25 @@ def card_not_found() -> DomainError:
 
 
 def _card(uow: CardUnitOfWork, card_id: str, for_update: bool = False) -> Card:
+    """The card, as the caller of the current call may see it: a person's own credential
+    reaches only that person's cards, and another's answers exactly as a card that does not
+    exist (the one place this is decided for every card operation)."""
     card = uow.cards.get(card_id, for_update) if card_id else None
-    if card is None:
+    if card is None or not visible_to(bound_caller(), card):
         raise card_not_found()
     return card
+
+
+def visible_to(caller: Caller | None, card: Card) -> bool:
+    """Whether ``caller`` may know of ``card``: a person only of their own, an employer only of
+    its employees' cards from its own batches."""
+    if caller is None:
+        return True
+    if caller.person_id:
+        return card.person_id == caller.person_id
+    if Role.EMPLOYER in caller.roles:
+        return card.employer_id == caller.caller
+    return True
 
 
 def _may_read(caller: Caller, card: Card | None = None) -> None:
@@ -120,6 +135,7 @@ def _start(
         employer_id=employer_id,
         batch_id=batch_id,
         status_since=now,
+        person_id=caller.person_id,  # a person's own application is theirs from the start
     )
     contact = Contact(
         applicant.document_type,
@@ -155,6 +171,7 @@ def _start(
             pickup_branch_id=pickup_branch_id,
             applied_at=now,
             applied_at_branch_id=caller.outlet_id if caller.channel is Channel.BANK_BRANCH else "",
+            applicant_person=caller.person_id,
         ),
     )
     return card, contact, transition, saga
@@ -218,6 +235,13 @@ def apply_batch(
 ) -> BatchOutcome:
     """A6.1 / A6.2: each person checked on their own; a refused person never fails the batch."""
     channels.check(Operation.APPLY_BATCH, caller)
+    if cmd.employer_id.strip() and cmd.employer_id.strip() != caller.caller:
+        raise DomainError(
+            "NOT_THE_EMPLOYER",
+            "an employer files batches in its own name only",
+            kind=Kind.PERMISSION,
+            rule="A6.1",
+        )
     now = clock.now()
     check_in_force(beijing_date(now))
     v = Violations()
@@ -293,7 +317,7 @@ def query_status(
     if card_id:
         return _card(uow, card_id)
     card = uow.cards.latest_for_document(doc_type, doc_number.strip().upper())
-    if card is None:
+    if card is None or not visible_to(caller, card):
         raise card_not_found()
     return card
 
@@ -320,7 +344,6 @@ def record_produced(
     uow: CardUnitOfWork, card_id: str, card_number: str, caller: Caller, clock: Clock
 ) -> Card:
     """A7.1: the bank made the card; the person or the employer is told."""
-    require_role(caller, Role.SERVICE)
     card = _card(uow, card_id, for_update=True)
     change = rules.produced(card, card_number, caller, clock.now())
     if change.card is not card:
@@ -403,7 +426,6 @@ def _refund_old_transit_balance(uow: CardUnitOfWork, card: Card) -> None:
 
 def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clock) -> Card:
     """A7.3: the employer gives the card to its employee."""
-    require_role(caller, Role.EMPLOYER)
     channels.check(Operation.RECORD_HANDOUT, caller)
     card = _card(uow, card_id, for_update=True)
     change = rules.hand_out(card, caller.caller, caller, clock.now())
@@ -464,8 +486,9 @@ def get_batch(
     batch = uow.cards.batch(batch_id) if batch_id else None
     if batch is None:
         raise DomainError("BATCH_NOT_FOUND", "no such batch", kind=Kind.NOT_FOUND)
-    own = caller.has_any(Role.EMPLOYER) and caller.caller == batch.employer_id
-    if not (own or caller.has_any(Role.SERVICE, Role.OPS)):
+    if caller.has_any(Role.EMPLOYER) and caller.caller != batch.employer_id:
+        raise DomainError("BATCH_NOT_FOUND", "no such batch", kind=Kind.NOT_FOUND)
+    if not caller.has_any(Role.EMPLOYER, Role.SERVICE, Role.OPS):
         channels.check(Operation.APPLY_BATCH, caller)
     return batch, uow.cards.batch_progress(batch_id), uow.cards.batch_refusals(batch_id)
 
@@ -676,6 +699,8 @@ def may_set_password(
     """
     check_agent(operation, presented.agent)
     card = uow.cards.get(card_id)
+    if card is not None and not visible_to(caller, card):
+        card = None
     if card is None and operation is Operation.SERVICE_PASSWORD_CHANGE:
         channels.check(operation, caller)
         return None
@@ -792,6 +817,8 @@ def _successor(
             "applied_at_branch_id": caller.outlet_id
             if caller.channel is Channel.BANK_BRANCH
             else "",
+            # identity confirms the presented document is the old card's holder's
+            "applicant_person": old.person_id,
         },
     )
     uow.sagas.add_many([saga], wall_clock())
@@ -817,6 +844,14 @@ def replace_card(
     rules.check_replacement(old, cmd.reason)
     if cmd.reason is not rules.ReplacementReason.BASIC_INFO_CHANGED:
         _same_document(uow, old, cmd.presented.doc_type, cmd.presented.doc_number, "A16.2")
+    elif not (cmd.presented.doc_type and cmd.presented.doc_number.strip()):
+        # A17.2: the holder presents the document as it is now; the saga has identity confirm
+        # it is this holder's (``applicant_person``), so no one replaces another's card.
+        raise invalid(
+            "DOCUMENT_REQUIRED",
+            [FieldViolation("document", "the holder's document as it is now", "REQUIRED")],
+            rule="A16.2",
+        )
     now = clock.now()
     bank_code = cmd.new_bank_code or old.bank_code
     if bank_code != old.bank_code:
@@ -842,12 +877,10 @@ def page_size(requested: int) -> int:
 def list_sagas(
     uow: CardUnitOfWork, state: str, kind: str, card_id: str, after: str, size: int, caller: Caller
 ) -> list[SagaSummary]:
-    require_role(caller, Role.OPS)
     return uow.sagas.summaries(state, kind, card_id, after, page_size(size))
 
 
 def get_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaSummary:
-    require_role(caller, Role.OPS)
     found = uow.sagas.summary(saga_id) if saga_id else None
     if found is None:
         raise DomainError("SAGA_NOT_FOUND", "no such saga", kind=Kind.NOT_FOUND)
@@ -865,6 +898,5 @@ def list_deadlines(
     caller: Caller,
     clock: Clock,
 ) -> list[TimerRecord]:
-    require_role(caller, Role.OPS)
     overdue_at = clock.now() if overdue_only else None
     return uow.timers.listing(kind, rule, state, overdue_at, after, page_size(size))

@@ -195,6 +195,7 @@ class Reservation:
     card_id: str
     kind: IssuanceKind
     replaces_card_id: str | None
+    person_id: str = ""  # a person applying for themself: the document must be theirs
 
 
 def reserve_issuance(
@@ -202,6 +203,13 @@ def reserve_issuance(
 ) -> tuple[Person, Basis]:
     now = clock.now()
     person = uow.persons.find_by_document(cmd.document.type, cmd.document.number, for_update=True)
+    if cmd.person_id and (person is None or person.person_id != cmd.person_id):
+        raise DomainError(
+            "NOT_THE_APPLICANT",
+            "a person applies with their own document only",
+            kind=Kind.PERMISSION,
+            rule="A5.1",
+        )
     basis = rules.verify(person, cmd.name, beijing_date(now))
     assert person is not None
     updated = rules.reserve(person, cmd.card_id, cmd.kind, cmd.replaces_card_id, now)

@@ -1,25 +1,19 @@
-"""Caller credentials.
+"""Who is calling: the verified caller of the call being served.
 
-Every call carries ``authorization: Bearer <token>``: a signed token whose claims name the
-``caller`` (system or person at a counter), the ``channel`` (rules.md, "channels"), the
-``outlet_id``, ``bank_code`` and ``operator_id`` where they apply, and ``roles``. The services
-never trust a channel named in a request body. Verification is one pluggable piece
-(``TokenVerifier``); HS256 with a configured secret is the implementation here.
+Every call carries ``authorization: Bearer <token>``: a JWT signed by a named issuer with an
+asymmetric key (``trust``), whose client is registered in the client registry. The call guard
+turns it into a ``Caller`` only after the issuer's public key, the claims and the client's
+registration all agree; the servicer then reads it with ``current_caller()``. The services never
+trust a channel named in a request body, nor a claim the registry does not back.
 """
 
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import jwt
 
 from services.platform.errors import DomainError, Kind
-
-ISSUER = "sscard"
 
 
 class Channel(enum.StrEnum):
@@ -37,18 +31,85 @@ class Channel(enum.StrEnum):
 
 
 class Role(enum.StrEnum):
-    """What a caller may do beyond its channel."""
+    """What a credential is for. Each client kind may be registered only for some of them."""
 
-    SERVICE = "service"  # another sscard service
+    SERVICE = "service"  # one of the suite's own services
     REGISTRY = "registry"  # the HR / medical-insurance data feed
-    OPS = "ops"  # operations dashboards
-    COUNTER = "counter"  # an operator serving a person (outlet, branch, hotline, app)
-    EMPLOYER = "employer"  # an employer acting for its employees (caller = its credit code)
+    OPS = "ops"  # operations staff and their console
+    COUNTER = "counter"  # an operator serving a person (outlet, branch, hotline, kiosk)
+    EMPLOYER = "employer"  # an employer acting for its employees (subject = its credit code)
+    PERSON = "person"  # a person acting for themself online or in the transit app
+    PORTAL = "portal"  # a people-facing portal's own system (maps a person to their subject)
+    FACTORY = "factory"  # the card factory: reports cards produced and mailed
+    BANK = "bank"  # a bank core system booking its own accounts' non-counter money
+
+
+class ClientKind(enum.StrEnum):
+    """The kinds of registered client (README, "Integrators")."""
+
+    BANK_CORE = "bank_core"
+    CARD_FACTORY = "card_factory"
+    KIOSK_FLEET = "kiosk_fleet"
+    TRANSIT_APP = "transit_app"
+    DISTRICT_OUTLET_SYSTEM = "district_outlet_system"
+    PARK_OUTLET_SYSTEM = "park_outlet_system"
+    ONLINE_PORTAL = "online_portal"
+    HOTLINE = "hotline"
+    REGISTRY_FEED = "registry_feed"
+    OPS_CONSOLE = "ops_console"
+    SSCARD_SERVICE = "sscard_service"
+
+
+@dataclass(frozen=True)
+class KindRules:
+    """What a client of one kind may ever be registered for, and how long its tokens may live."""
+
+    channels: frozenset[Channel]
+    roles: frozenset[Role]
+    max_lifetime_seconds: int
+
+
+_HOUR = 3600
+_DAY = 24 * _HOUR
+
+
+def _rules(channels: set[Channel], roles: set[Role], lifetime: int = _DAY) -> KindRules:
+    return KindRules(frozenset(channels), frozenset(roles), lifetime)
+
+
+# A registration outside its kind's row is refused when the registry loads. People's sessions
+# live at most an hour, systems' credentials at most a day.
+KIND_RULES: dict[ClientKind, KindRules] = {
+    ClientKind.BANK_CORE: _rules(
+        {Channel.BANK_BRANCH, Channel.BANK_HOTLINE, Channel.INTERNAL},
+        {Role.COUNTER, Role.BANK, Role.EMPLOYER},
+    ),
+    ClientKind.CARD_FACTORY: _rules({Channel.INTERNAL}, {Role.FACTORY}),
+    ClientKind.KIOSK_FLEET: _rules({Channel.TRANSIT_OUTLET}, {Role.COUNTER}),
+    ClientKind.TRANSIT_APP: _rules({Channel.TRANSIT_APP}, {Role.PERSON, Role.PORTAL}, _HOUR),
+    ClientKind.DISTRICT_OUTLET_SYSTEM: _rules({Channel.DISTRICT_OUTLET}, {Role.COUNTER}),
+    ClientKind.PARK_OUTLET_SYSTEM: _rules({Channel.PARK_OUTLET}, {Role.COUNTER}),
+    ClientKind.ONLINE_PORTAL: _rules(
+        {Channel.ONLINE}, {Role.PERSON, Role.EMPLOYER, Role.PORTAL}, _HOUR
+    ),
+    ClientKind.HOTLINE: _rules({Channel.HOTLINE}, {Role.COUNTER}),
+    ClientKind.REGISTRY_FEED: _rules({Channel.INTERNAL}, {Role.REGISTRY}),
+    ClientKind.OPS_CONSOLE: _rules({Channel.INTERNAL}, {Role.OPS}),
+    ClientKind.SSCARD_SERVICE: _rules({Channel.INTERNAL}, {Role.SERVICE}),
+}
+
+# Roles whose credentials name someone other than the client itself in ``sub``.
+SUBJECT_ROLES = frozenset({Role.PERSON, Role.EMPLOYER})
 
 
 @dataclass(frozen=True)
 class Caller:
-    """The verified identity of whoever made the current call."""
+    """The verified identity of whoever made the current call.
+
+    ``caller`` is the credential's subject: the client itself for a system, the person's opaque
+    id for a person, the employer's credit code for an employer. ``client_id`` is the registered
+    client that obtained the credential.
+    """
 
     caller: str
     channel: Channel
@@ -56,13 +117,26 @@ class Caller:
     outlet_id: str = ""
     bank_code: str = ""
     operator_id: str = ""
+    client_id: str = ""
+    kind: ClientKind | None = None
 
     def has_any(self, *roles: Role) -> bool:
         return any(r in self.roles for r in roles)
 
+    @property
+    def person_id(self) -> str:
+        """The person a PERSON credential was issued to ("" for any other credential)."""
+        return self.caller if Role.PERSON in self.roles else ""
 
-def unauthenticated(message: str) -> DomainError:
-    return DomainError("UNAUTHENTICATED", message, kind=Kind.UNAUTHENTICATED)
+    @property
+    def scope(self) -> str:
+        """Who a request id belongs to: the client, and the person or employer it acts for."""
+        client = self.client_id or self.caller
+        return client if self.caller == client else f"{client}/{self.caller}"
+
+
+def unauthenticated(message: str, reason: str = "UNAUTHENTICATED", **metadata: str) -> DomainError:
+    return DomainError(reason, message, kind=Kind.UNAUTHENTICATED, metadata=dict(metadata))
 
 
 def require_role(caller: Caller, *roles: Role) -> None:
@@ -76,76 +150,6 @@ def require_role(caller: Caller, *roles: Role) -> None:
         )
 
 
-class TokenVerifier(Protocol):
-    """Turns a bearer token into a Caller, or raises an UNAUTHENTICATED DomainError."""
-
-    def verify(self, token: str) -> Caller: ...
-
-
-class HS256Verifier:
-    """Verifies HS256-signed tokens issued by ``mint_token`` with the shared secret."""
-
-    def __init__(self, secret: bytes, leeway_seconds: int = 30) -> None:
-        self._secret = secret
-        self._leeway = leeway_seconds
-
-    def verify(self, token: str) -> Caller:
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=["HS256"],
-                issuer=ISSUER,
-                leeway=self._leeway,
-                options={"require": ["exp", "iat", "caller", "channel"]},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise unauthenticated("the credential has expired") from exc
-        except jwt.PyJWTError as exc:
-            raise unauthenticated("the credential is not valid") from exc
-        try:
-            channel = Channel(claims["channel"])
-            roles = frozenset(Role(r) for r in claims.get("roles", []))
-        except (ValueError, TypeError) as exc:
-            raise unauthenticated("the credential names an unknown channel or role") from exc
-        return Caller(
-            caller=str(claims["caller"]),
-            channel=channel,
-            roles=roles,
-            outlet_id=str(claims.get("outlet_id", "")),
-            bank_code=str(claims.get("bank_code", "")),
-            operator_id=str(claims.get("operator_id", "")),
-        )
-
-
-def mint_token(
-    secret: bytes,
-    caller: str,
-    channel: Channel,
-    *,
-    roles: frozenset[Role] | set[Role] = frozenset(),
-    outlet_id: str = "",
-    bank_code: str = "",
-    operator_id: str = "",
-    ttl: dt.timedelta = dt.timedelta(hours=1),
-    now: dt.datetime | None = None,
-) -> str:
-    """Issue a signed credential (for development tools, tests and service-to-service calls)."""
-    issued = now or dt.datetime.now(dt.UTC)
-    claims = {
-        "iss": ISSUER,
-        "iat": int(issued.timestamp()),
-        "exp": int((issued + ttl).timestamp()),
-        "caller": caller,
-        "channel": channel.value,
-        "roles": sorted(r.value for r in roles),
-        "outlet_id": outlet_id,
-        "bank_code": bank_code,
-        "operator_id": operator_id,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
 _CURRENT: contextvars.ContextVar[Caller] = contextvars.ContextVar("sscard_caller")
 
 
@@ -155,6 +159,11 @@ def current_caller() -> Caller:
         return _CURRENT.get()
     except LookupError as exc:
         raise unauthenticated("no credential") from exc
+
+
+def bound_caller() -> Caller | None:
+    """The caller of the call being served, or None outside a call (sagas, timers)."""
+    return _CURRENT.get(None)
 
 
 def bind_caller(caller: Caller) -> contextvars.Token[Caller]:

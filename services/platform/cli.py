@@ -1,14 +1,19 @@
 """The ``sscard`` command: development and operations tools.
 
-    sscard token --channel BANK_BRANCH --bank ICBC --roles counter     mint a credential
+    sscard token --client icbc-core --channel BANK_BRANCH --outlet ICBC-XIDAN  a credential
     sscard call identity GetPerson '{"person": {"person_id": "..."}}'  call any RPC with JSON
-    sscard call card OpsService.ListSagas --roles ops '{}'             another service of a domain
+    sscard call card OpsService.ListSagas '{}'                         another service of a domain
+    sscard keys list | init | rotate ISSUER | retire ISSUER KID        issuers' signing keys
+    sscard clients                                                     check the client registry
+    sscard access                                                      the authorization matrix
     sscard migrate [identity card bank transit]                        migrate databases to head
     sscard secrets                                                     create development secrets
     sscard clock show | advance 16d | set 2027-01-04T09:00+08:00 | reset   move the test clock
 
-``call`` mints a credential itself unless ``--token`` is given (``--channel``, ``--roles`` and the
-other claims choose it). A client-streaming method takes a JSON list, or JSON lines on stdin.
+``token`` and ``call`` sign development credentials with the development issuer's key
+(var/keys/, never in production) for a client of the registry; ``call`` defaults to the
+operations console (``--client``, ``--person``, ``--channel`` and the other options choose
+another), or takes ``--token``. A client-streaming method takes a JSON list, or JSON lines on stdin.
 """
 
 from __future__ import annotations
@@ -22,69 +27,215 @@ import os
 import pkgutil
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from services.platform import access, tokens
 from services.platform import config as settings
-from services.platform.auth import Channel, Role, mint_token
+from services.platform.auth import KIND_RULES, SUBJECT_ROLES, Channel, Role
+from services.platform.trust import Client, TrustError, load_registry
 
+DEV_ISSUER = "sscard-dev"
 DEV_SECRETS = {
-    "auth.secret": "SSCARD_AUTH_SECRET",
     "identity-pii.key": "SSCARD_IDENTITY_PII_KEY",
     "card-pii.key": "SSCARD_CARD_PII_KEY",
     "bank-pii.key": "SSCARD_BANK_PII_KEY",
 }
 
 
+def _keys_dir() -> Path:
+    return Path(os.environ.get("SSCARD_KEYS_DIR", "").strip() or settings.VAR_DIR / "keys")
+
+
+def _trust_dir() -> Path:
+    return Path(os.environ.get("SSCARD_TRUST_DIR", "").strip() or settings.VAR_DIR / "trust")
+
+
+def _registry_file() -> Path:
+    default = settings.REPO_ROOT / "deploy" / "clients.toml"
+    return Path(os.environ.get("SSCARD_CLIENT_REGISTRY", "").strip() or default)
+
+
+def _production() -> bool:
+    return os.environ.get("SSCARD_ENVIRONMENT", "").strip() == "production"
+
+
 def ensure_dev_secrets(var_dir: Path = settings.VAR_DIR) -> None:
-    """Create random development secrets under var/ unless they exist (never in production)."""
+    """Create development secrets under var/ unless they exist (never in production): the PII
+    keys, the development issuer's key pair, and a key pair per service for its own credential.
+    Private keys go to var/keys/, public keys (JWKS) to var/trust/."""
     var_dir.mkdir(parents=True, exist_ok=True)
     for name in DEV_SECRETS:
         path = var_dir / name
         if not path.exists():
             path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
             path.chmod(0o600)
+    keys, trust = var_dir / "keys", var_dir / "trust"
+    for issuer in (DEV_ISSUER, *(f"sscard-{name}" for name in settings.SERVICES)):
+        file = keys / (f"{issuer.removeprefix('sscard-')}-service.pem")
+        if issuer == DEV_ISSUER:
+            file = keys / f"{DEV_ISSUER}.pem"
+        tokens.ensure_issuer(file, trust, issuer)
 
 
-def _secret() -> bytes:
-    return settings.read_secret(os.environ, "AUTH_SECRET", settings.VAR_DIR / "auth.secret")
+def _client(client_id: str) -> Client:
+    try:
+        registry = load_registry(_registry_file())
+    except TrustError as exc:
+        raise SystemExit(f"sscard: the client registry: {exc}") from None
+    client = registry.get(client_id)
+    if client is None:
+        known = ", ".join(sorted(registry))
+        raise SystemExit(f"sscard: no client {client_id!r} in {_registry_file()}; known: {known}")
+    return client
+
+
+def _one(kind: str, chosen: str, registered: Iterable[str], client_id: str) -> str:
+    options = sorted(registered)
+    if chosen:
+        return chosen
+    if len(options) == 1:
+        return options[0]
+    raise SystemExit(
+        f"sscard: {client_id} is registered for several {kind}s; choose --{kind}: "
+        + ", ".join(options)
+    )
+
+
+def dev_credential(
+    client_id: str,
+    *,
+    channel: str = "",
+    roles: Sequence[str] = (),
+    person: str = "",
+    employer: str = "",
+    bank: str = "",
+    outlet: str = "",
+    operator: str = "",
+    ttl_minutes: int = 0,
+) -> str:
+    """A development credential for a registered client, signed by the development issuer
+    (refused in production, where each client's own issuer signs)."""
+    if _production():
+        raise SystemExit(
+            "sscard: credentials are not minted in production; a client's own issuer signs them"
+        )
+    client = _client(client_id)
+    chosen = list(roles)
+    if person:
+        chosen = [Role.PERSON.value]
+    elif employer:
+        chosen = [Role.EMPLOYER.value]
+    elif not chosen:
+        acting = [r.value for r in client.roles if r not in SUBJECT_ROLES and r is not Role.PORTAL]
+        chosen = [_one("role", "", acting or [r.value for r in client.roles], client.client_id)]
+    picked = _one("channel", channel, [c.value for c in client.channels], client.client_id)
+    limit = KIND_RULES[client.kind].max_lifetime_seconds // 60
+    signer = tokens.Signer(DEV_ISSUER, _keys_dir() / f"{DEV_ISSUER}.pem")
+    return signer.mint(
+        client.client_id,
+        Channel(picked),
+        roles={Role(r) for r in chosen},
+        subject=person or employer,
+        bank_code=bank or client.bank_code,
+        outlet_id=outlet,
+        operator_id=operator,
+        ttl=dt.timedelta(minutes=min(ttl_minutes or limit, limit)),
+    )
 
 
 def _mint(args: argparse.Namespace) -> str:
-    roles = {Role(r) for r in args.roles.split(",") if r}
-    return mint_token(
-        _secret(),
-        args.caller,
-        Channel(args.channel),
-        roles=roles,
-        outlet_id=args.outlet,
-        bank_code=args.bank,
-        operator_id=args.operator,
-        ttl=dt.timedelta(minutes=args.ttl_minutes),
+    return dev_credential(
+        args.client,
+        channel=args.channel,
+        roles=[r for r in args.roles.split(",") if r],
+        person=args.person,
+        employer=args.employer,
+        bank=args.bank,
+        outlet=args.outlet,
+        operator=args.operator,
+        ttl_minutes=args.ttl_minutes,
     )
 
 
-def _token_options(parser: argparse.ArgumentParser, channel: str | None) -> None:
+def _token_options(parser: argparse.ArgumentParser, client: str | None) -> None:
+    parser.add_argument(
+        "--client",
+        default=client,
+        required=client is None,
+        help="the registered client the credential is for (deploy/clients.toml)",
+    )
     parser.add_argument(
         "--channel",
-        default=channel,
-        required=channel is None,
-        choices=[c.value for c in Channel],
-        help="the caller's channel (rules.md, 'channels')",
+        default="",
+        choices=["", *(c.value for c in Channel)],
+        help="the channel, when the client is registered for several",
     )
-    parser.add_argument("--caller", default="dev-cli", help="who is calling")
     parser.add_argument(
         "--roles", default="", help=f"comma-separated roles: {', '.join(r.value for r in Role)}"
     )
+    parser.add_argument("--person", default="", help="a person's id: a person's own credential")
+    parser.add_argument("--employer", default="", help="an employer's credit code")
     parser.add_argument("--outlet", default="", help="outlet id of a counter")
-    parser.add_argument("--bank", default="", help="bank code of a bank branch or hotline")
+    parser.add_argument("--bank", default="", help="bank code (default: the client's)")
     parser.add_argument("--operator", default="", help="operator id at the counter")
-    parser.add_argument("--ttl-minutes", type=int, default=60)
+    parser.add_argument("--ttl-minutes", type=int, default=0, help="default: the longest allowed")
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     print(_mint(args))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    keys, trust = _keys_dir(), _trust_dir()
+    if args.action == "init":
+        if _production():
+            print("sscard: production keys belong to each issuer; nothing is created here")
+            return 2
+        ensure_dev_secrets()
+    elif args.action == "rotate":
+        if not args.issuer:
+            print("say which issuer, e.g. sscard keys rotate sscard-dev")
+            return 2
+        file = keys / f"{args.issuer}.pem"
+        if args.issuer != DEV_ISSUER:
+            file = keys / f"{args.issuer.removeprefix('sscard-')}-service.pem"
+        kid = tokens.rotate(file, trust, args.issuer)
+        print(f"{args.issuer}: now signing with {kid}; the old key stays published until retired")
+    elif args.action == "retire":
+        if not (args.issuer and args.kid):
+            print("say which key, e.g. sscard keys retire sscard-dev <kid>")
+            return 2
+        if not tokens.retire(trust, args.issuer, args.kid):
+            print(f"{args.issuer} publishes no key {args.kid}")
+            return 1
+    for path in sorted(trust.glob("*.jwks.json")):
+        kids = [k["kid"] for k in json.loads(path.read_text())["keys"]]
+        print(f"{path.name.removesuffix('.jwks.json')}: {', '.join(kids)}")
+    return 0
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    try:
+        registry = load_registry(_registry_file())
+    except TrustError as exc:
+        print(f"sscard: {_registry_file()}: {exc}", file=sys.stderr)
+        return 1
+    for client in registry.values():
+        state = "enabled" if client.enabled else "DISABLED"
+        print(
+            f"{client.client_id:<22} {client.kind.value:<24} {state:<8} "
+            f"channels={','.join(sorted(client.channels))} roles={','.join(sorted(client.roles))}"
+            + (f" bank={client.bank_code}" if client.bank_code else "")
+        )
+    print(f"{len(registry)} clients in {_registry_file()}: valid")
+    return 0
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    print(access.markdown())
     return 0
 
 
@@ -221,7 +372,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     token = sub.add_parser("token", help="mint a caller credential")
-    _token_options(token, channel=None)
+    _token_options(token, client=None)
     token.set_defaults(run=cmd_token)
 
     call = sub.add_parser("call", help="call an RPC with a JSON request")
@@ -231,15 +382,27 @@ def parser() -> argparse.ArgumentParser:
     call.add_argument("--token", default="", help="use this credential instead of minting one")
     call.add_argument("--target", default="", help="host:port (default: the service's address)")
     call.add_argument("--timeout", type=float, default=30.0)
-    _token_options(call, channel=Channel.INTERNAL.value)
+    _token_options(call, client="ops-console")
     call.set_defaults(run=cmd_call)
 
     migrate = sub.add_parser("migrate", help="migrate service databases to head")
     migrate.add_argument("services", nargs="*", choices=[[], *settings.SERVICES])
     migrate.set_defaults(run=cmd_migrate)
 
-    secrets = sub.add_parser("secrets", help="create development secrets under var/")
+    secrets = sub.add_parser("secrets", help="create development secrets and keys under var/")
     secrets.set_defaults(run=cmd_secrets)
+
+    keys = sub.add_parser("keys", help="issuers' signing keys: init, rotate, retire, list")
+    keys.add_argument("action", choices=["list", "init", "rotate", "retire"])
+    keys.add_argument("issuer", nargs="?", default="")
+    keys.add_argument("kid", nargs="?", default="")
+    keys.set_defaults(run=cmd_keys)
+
+    clients = sub.add_parser("clients", help="list and check the client registry")
+    clients.set_defaults(run=cmd_clients)
+
+    matrix = sub.add_parser("access", help="print the authorization matrix (Markdown)")
+    matrix.set_defaults(run=cmd_access)
 
     clock = sub.add_parser("clock", help="read or move the suite's test clock")
     clock.add_argument("action", choices=["show", "advance", "set", "reset"])

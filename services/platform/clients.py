@@ -1,25 +1,25 @@
 """What every typed client port to another sscard service shares.
 
-A service calls another with its own credential (channel INTERNAL, role `service`), minted from
-the shared secret and renewed before it expires; every call has a deadline; a refusal comes
-back as the DomainError the other side raised (reason and rule intact), and a transport failure
-as an UNAVAILABLE DomainError that sagas and relays retry.
+A service calls another with its own credential (client `<name>-service`, channel INTERNAL,
+role `service`): read from a token file the deployment renews or, in development, signed with
+the service's own key. Every call has a deadline; a refusal comes back as the DomainError the
+other side raised (reason and rule intact), and a transport failure as an UNAVAILABLE
+DomainError that sagas and relays retry.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from services.platform.auth import Channel, Role, mint_token
-from services.platform.config import ServiceConfig
+from services.platform.config import ConfigError, ServiceConfig
 from services.platform.errors import DomainError, Kind
 from services.platform.grpc_errors import from_rpc_error, is_retryable
+from services.platform.tokens import CredentialSource, Signer, SigningSource, TokenFileSource
 
 M = TypeVar("M", bound=Message)
 
@@ -27,29 +27,32 @@ DEFAULT_DEADLINE = 5.0
 
 
 class ServiceCredential:
-    """This service's own bearer credential, renewed well before it expires."""
+    """This service's own bearer credential (``tokens.CredentialSource``)."""
 
     def __init__(self, config: ServiceConfig) -> None:
-        self._secret = config.auth_secret
-        self._caller = f"{config.name}-service"
-        self._ttl = dt.timedelta(seconds=config.token_ttl_seconds)
-        self._lock = threading.Lock()
-        self._token = ""
-        self._renew_at = dt.datetime.min.replace(tzinfo=dt.UTC)
+        self._source = credential_source(config)
 
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        now = dt.datetime.now(dt.UTC)
-        with self._lock:
-            if now >= self._renew_at:
-                self._token = mint_token(
-                    self._secret,
-                    self._caller,
-                    Channel.INTERNAL,
-                    roles={Role.SERVICE},
-                    ttl=self._ttl,
-                )
-                self._renew_at = now + self._ttl / 2
-            return (("authorization", f"Bearer {self._token}"),)
+        return (("authorization", f"Bearer {self._source.token()}"),)
+
+
+def credential_source(config: ServiceConfig) -> CredentialSource:
+    """A token file the deployment renews, else (development) the service's own signing key."""
+    if config.token_file is not None:
+        return TokenFileSource(config.token_file)
+    if config.environment == "production":
+        raise ConfigError(
+            f"SSCARD_{config.name.upper()}_TOKEN_FILE is required in production: a service "
+            "holds no key that can sign"
+        )
+    if config.signing_key_file is None or not config.signing_key_file.exists():
+        raise ConfigError(
+            f"{config.name}: no credential: set SSCARD_{config.name.upper()}_TOKEN_FILE "
+            "(`make run` creates development keys under var/)"
+        )
+    signer = Signer(config.issuer, config.signing_key_file)
+    ttl = dt.timedelta(seconds=config.token_ttl_seconds)
+    return SigningSource(signer, config.client_id, ttl)
 
 
 def open_channel(target: str) -> grpc.Channel:

@@ -37,7 +37,11 @@ class ServiceConfig:
     threads: int
     grace_seconds: float
     max_message_bytes: int
-    auth_secret: bytes
+    trust_dir: Path
+    client_registry: Path
+    trust_reload_seconds: float
+    signing_key_file: Path | None
+    token_file: Path | None
     token_ttl_seconds: int
     idempotency_ttl_hours: int
     environment: str
@@ -60,6 +64,16 @@ class ServiceConfig:
             return SharedTestClock(self.test_clock_file)
         return SystemClock()
 
+    @property
+    def client_id(self) -> str:
+        """This service's id in the client registry."""
+        return f"{self.name}-service"
+
+    @property
+    def issuer(self) -> str:
+        """The issuer a development service signs its own credential as."""
+        return f"sscard-{self.name}"
+
     def target(self, service: str) -> str:
         """Address of another service, for clients."""
         return target_of(service, self.env)
@@ -79,6 +93,34 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
     if value < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {value}")
     return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = _env(env, key, str(default))
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"{key} must not be negative, got {value}")
+    return value
+
+
+def _own_credential(
+    env: Mapping[str, str], prefix: str, name: str, environment: str
+) -> tuple[Path | None, Path | None]:
+    """Where the service's own credential comes from: a token file the deployment renews, or
+    (development only) a signing key of the service's own issuer."""
+    token_file = env.get(prefix + "TOKEN_FILE", "").strip()
+    key_file = env.get(prefix + "SIGNING_KEY_FILE", "").strip()
+    if environment == "production" and key_file:
+        raise ConfigError(
+            f"{prefix}SIGNING_KEY_FILE must not be set in production: a service holds no "
+            f"key that can sign; give it {prefix}TOKEN_FILE"
+        )
+    if token_file:
+        return None, Path(token_file)
+    return Path(key_file or VAR_DIR / "keys" / f"{name}-service.pem"), None
 
 
 def target_of(service: str, env: Mapping[str, str] | None = None) -> str:
@@ -121,6 +163,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
             "SSCARD_TEST_CLOCK_FILE must not be set when SSCARD_ENVIRONMENT=production"
         )
     ttl_hours = _int(env, "SSCARD_IDEMPOTENCY_TTL_HOURS", 48, minimum=24)
+    signing_key_file, token_file = _own_credential(env, prefix, name, environment)
     return ServiceConfig(
         name=name,
         host=_env(env, prefix + "HOST", "127.0.0.1"),
@@ -130,7 +173,13 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         threads=_int(env, prefix + "THREADS", 8, minimum=1),
         grace_seconds=float(_env(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", "5")),
         max_message_bytes=_int(env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024),
-        auth_secret=read_secret(env, "AUTH_SECRET", VAR_DIR / "auth.secret"),
+        trust_dir=Path(_env(env, "SSCARD_TRUST_DIR", str(VAR_DIR / "trust"))),
+        client_registry=Path(
+            _env(env, "SSCARD_CLIENT_REGISTRY", str(REPO_ROOT / "deploy" / "clients.toml"))
+        ),
+        trust_reload_seconds=_float(env, "SSCARD_TRUST_RELOAD_SECONDS", 2.0),
+        signing_key_file=signing_key_file,
+        token_file=token_file,
         token_ttl_seconds=_int(env, "SSCARD_SERVICE_TOKEN_TTL_SECONDS", 3600, minimum=60),
         idempotency_ttl_hours=ttl_hours,
         environment=environment,

@@ -1,7 +1,9 @@
 """The call guard: the one server interceptor every sscard service runs.
 
 For every call except health checks and reflection it verifies the caller credential (missing,
-expired or forged: UNAUTHENTICATED), makes the caller available to the servicer through
+expired, forged or outside its client's registration: UNAUTHENTICATED / PERMISSION_DENIED),
+asks the authorization matrix (``access``) whether the credential's roles may call the method,
+makes the caller available to the servicer through
 ``auth.current_caller()``, refuses text carrying NUL characters (no field of the suite accepts
 them, and PostgreSQL cannot store them) and a value the database cannot hold, answers a lost
 database connection UNAVAILABLE (retryable with the same request_id), turns a
@@ -22,9 +24,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
-from services.platform import auth
+from services.platform import access, auth
 from services.platform.errors import DomainError, FieldViolation, Kind
 from services.platform.grpc_errors import CODES, internal_status, to_status
+from services.platform.trust import Verifier
 
 log = logging.getLogger("sscard.calls")
 
@@ -32,14 +35,21 @@ OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
-    for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            raise auth.unauthenticated("the authorization header is not a bearer token")
-    raise auth.unauthenticated("the call carries no credential")
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if not values:
+        raise auth.unauthenticated("the call carries no credential", "CREDENTIAL_MISSING")
+    if len(values) > 1:
+        raise auth.unauthenticated(
+            "the call carries more than one authorization header", "DUPLICATE_CREDENTIAL"
+        )
+    value = values[0]
+    text = value.decode() if isinstance(value, bytes) else value
+    scheme, _, token = text.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise auth.unauthenticated(
+            "the authorization header is not a bearer token", "CREDENTIAL_MALFORMED"
+        )
+    return token.strip()
 
 
 def _nul_field(message: Message, prefix: str = "") -> str | None:
@@ -86,7 +96,7 @@ def _not_storable() -> DomainError:
 class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Authentication, error mapping and call logging for one service."""
 
-    def __init__(self, verifier: auth.TokenVerifier, error_domain: str) -> None:
+    def __init__(self, verifier: Verifier, error_domain: str) -> None:
         self._verifier = verifier
         self._domain = error_domain
 
@@ -125,8 +135,10 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             handler.response_serializer,
         )
 
-    def _enter(self, metadata: Any) -> Any:
-        return auth.bind_caller(self._verifier.verify(_bearer(metadata)))
+    def _enter(self, method: str, metadata: Any) -> Any:
+        caller = self._verifier.verify(_bearer(metadata))
+        access.authorize(method, caller)
+        return auth.bind_caller(caller)
 
     def _refuse(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, DataError):
@@ -149,7 +161,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             token = None
             try:
-                token = self._enter(metadata)
+                token = self._enter(method, metadata)
                 _check_text(request)
                 response = behaviour(request, context)
             except Exception as exc:  # every failure leaves as a mapped status
@@ -168,7 +180,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             token = None
             try:
-                token = self._enter(metadata)
+                token = self._enter(method, metadata)
                 yield from behaviour(request, context)
             except Exception as exc:
                 self._refuse(method, context, exc)

@@ -28,7 +28,6 @@ from sqlalchemy import Table
 
 from services.platform import config as settings
 from services.platform import logs, migrations
-from services.platform.auth import HS256Verifier
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
@@ -36,6 +35,7 @@ from services.platform.errors import DomainError
 from services.platform.idempotency import IdempotencyStore
 from services.platform.interceptors import CallGuard
 from services.platform.pii import PiiCipher
+from services.platform.trust import TrustError, Verifier
 
 log = logging.getLogger("sscard.server")
 
@@ -64,11 +64,17 @@ class Server:
         self.deps = deps
         self._stopping = threading.Event()
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        try:
+            verifier = Verifier(
+                config.trust_dir, config.client_registry, config.trust_reload_seconds
+            )
+        except TrustError as exc:
+            raise settings.ConfigError(str(exc)) from exc
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
             ),
-            interceptors=[CallGuard(HS256Verifier(config.auth_secret), f"{config.name}.sscard")],
+            interceptors=[CallGuard(verifier, f"{config.name}.sscard")],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),

@@ -16,11 +16,11 @@ import grpc
 from google.protobuf.message import Message
 
 from services.platform import channels
-from services.platform.auth import Caller, Role, current_caller, require_role
+from services.platform.auth import Caller, Role, current_caller
 from services.platform.channels import Operation
 from services.platform.clock import Clock
 from services.platform.db import Database
-from services.platform.errors import DomainError, Violations
+from services.platform.errors import DomainError, Kind, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.protoconv import to_date, to_timestamp
 from services.transit import service
@@ -77,6 +77,14 @@ def _may_read(caller: Caller, operation: Operation) -> None:
     if caller.has_any(Role.SERVICE, Role.OPS):
         return
     channels.check(operation, caller)
+
+
+def _check_own(caller: Caller, card: CardFacts) -> CardFacts:
+    """A person's own credential reaches only their own card's wallet and pass: another
+    person's card answers exactly as a card that does not exist (the card service's answer)."""
+    if caller.person_id and card.person_id != caller.person_id:
+        raise DomainError("CARD_NOT_FOUND", "no such card", kind=Kind.NOT_FOUND)
+    return card
 
 
 _MOVE_REASONS = {
@@ -179,6 +187,10 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             raise
         return None
 
+    def _own(self, caller: Caller, card_id: str) -> None:
+        if caller.person_id:
+            _check_own(caller, self._cards.card(card_id))
+
     # -- wallet
 
     def TopUp(self, request: pb.TopUpRequest, context: grpc.ServicerContext) -> pb.Entry:
@@ -186,9 +198,14 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         channels.check(Operation.TOP_UP, caller)
         _card_id(request.card_id)
         found: list[CardFacts] = []
-        stored = self._ask(
-            "TopUp", request, pb.Entry, lambda: found.append(self._cards.status(request.card_id))
-        )
+
+        def ask() -> None:
+            if caller.person_id:  # the holder's own app: the card's holder is needed too
+                found.append(_check_own(caller, self._cards.card(request.card_id)))
+            else:
+                found.append(self._cards.status(request.card_id))
+
+        stored = self._ask("TopUp", request, pb.Entry, ask)
         if stored is not None:
             return stored
         card = found[0]
@@ -202,16 +219,20 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         return self._once.call("TopUp", request, pb.Entry, work)
 
     def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.ServicerContext) -> pb.Wallet:
-        _may_read(current_caller(), Operation.TOP_UP)
+        caller = current_caller()
+        _may_read(caller, Operation.TOP_UP)
         _card_id(request.card_id)
+        self._own(caller, request.card_id)
         with self._uow(readonly=True) as uow:
             return wallet_pb(service.get_wallet(uow, request.card_id))
 
     def ListTransactions(
         self, request: pb.ListTransactionsRequest, context: grpc.ServicerContext
     ) -> pb.ListTransactionsResponse:
-        _may_read(current_caller(), Operation.TOP_UP)
+        caller = current_caller()
+        _may_read(caller, Operation.TOP_UP)
         before, size = _page(request)
+        self._own(caller, request.card_id)
         with self._uow(readonly=True) as uow:
             found = service.list_entries(uow, request.card_id, before, size + 1)
         answer = pb.ListTransactionsResponse(entries=[entry_pb(e) for e in found[:size]])
@@ -246,7 +267,6 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         self, request: pb.RefundBalanceRequest, context: grpc.ServicerContext
     ) -> pb.BalanceRefund:
         caller = current_caller()
-        require_role(caller, Role.SERVICE)
         channels.check(Operation.TRANSIT_REFUND, caller)
         v = Violations()
         _required_id(request.card_id, "card_id", v)
@@ -305,8 +325,10 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
     def GetParkPass(
         self, request: pb.GetParkPassRequest, context: grpc.ServicerContext
     ) -> pb.ParkPass:
-        _may_read(current_caller(), Operation.PARK_PASS)
+        caller = current_caller()
+        _may_read(caller, Operation.PARK_PASS)
         _card_id(request.card_id)
+        self._own(caller, request.card_id)
         if request.year < 0 or request.year > 9999:
             v = Violations()
             v.add("year", "a calendar year, or 0 for this year", "OUT_OF_RANGE")
@@ -317,7 +339,6 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
     def TransferParkPass(
         self, request: pb.TransferParkPassRequest, context: grpc.ServicerContext
     ) -> pb.TransferParkPassResponse:
-        require_role(current_caller(), Role.SERVICE)
         v = Violations()
         _required_id(request.from_card_id, "from_card_id", v)
         _required_id(request.to_card_id, "to_card_id", v)

@@ -82,7 +82,7 @@ def main() -> None:
                     for p in people
                 ],
             ),
-            metadata=suite.metadata(Role.COUNTER, channel=Channel.ONLINE),
+            metadata=suite.metadata(Role.EMPLOYER, channel=Channel.ONLINE, caller=EMPLOYER_ID),
             timeout=300,
         )
         print(

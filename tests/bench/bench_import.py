@@ -22,16 +22,18 @@ import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.platform.auth import Channel, Role, mint_token
+from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
 from tests.support import PersonSpec, resident_id, wait_serving
+from tests.trust import TestTrust
 
 SLICE = 1000
 
@@ -55,11 +57,15 @@ def _free_port() -> int:
 
 
 def run(db_url: str, records: list[pb.ImportPersonsRequest], label: str) -> None:
-    secret = secrets.token_bytes(32)
+    with tempfile.TemporaryDirectory(prefix="sscard-bench-trust-") as keys:
+        _run(TestTrust(Path(keys)), db_url, records, label)
+
+
+def _run(trust: TestTrust, db_url: str, records: list[pb.ImportPersonsRequest], label: str) -> None:
     port = _free_port()
     env = {
         **os.environ,
-        "SSCARD_AUTH_SECRET": base64.b64encode(secret).decode(),
+        **trust.env(),
         "SSCARD_IDENTITY_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "SSCARD_IDENTITY_PORT": str(port),
         "SSCARD_IDENTITY_DB_URL": db_url,
@@ -78,7 +84,7 @@ def run(db_url: str, records: list[pb.ImportPersonsRequest], label: str) -> None
             f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)]
         )
         wait_serving(channel)
-        token = mint_token(secret, "bench", Channel.INTERNAL, roles={Role.REGISTRY})
+        token = trust.token(Channel.INTERNAL, (Role.REGISTRY,), "bench-hr-feed")
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         started = time.perf_counter()
         answer = stub.ImportPersons(

@@ -19,28 +19,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import datetime as dt
 import itertools
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from services.platform import migrations
-from services.platform.auth import Channel, Role, mint_token
+from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from services.platform.db import make_engine
 from services.transit.store import wallets
@@ -48,6 +48,7 @@ from sscard.transit.v1 import transit_pb2 as pb
 from sscard.transit.v1 import transit_pb2_grpc
 from tests.conftest import free_port
 from tests.support import wait_serving
+from tests.trust import TestTrust
 
 CARDS = 4096
 LOW = 16  # calls in flight for the latency figure
@@ -203,17 +204,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes, both servers")
     args = parser.parse_args()
 
-    secret = secrets.token_bytes(32)
+    with tempfile.TemporaryDirectory(prefix="sscard-bench-trust-") as keys:
+        _bench(args, TestTrust(Path(keys)))
+
+
+def _bench(args: argparse.Namespace, trust: TestTrust) -> None:
     env = {
         **os.environ,
-        "SSCARD_AUTH_SECRET": base64.b64encode(secret).decode(),
+        **trust.env(),
         "SSCARD_LOG_LEVEL": "WARNING",
         "SSCARD_CARD_PORT": str(free_port()),
         "SSCARD_TRANSIT_WORKERS": str(args.workers),
     }
-    kiosk = mint_token(
-        secret, "bench-kiosk", Channel.TRANSIT_OUTLET, roles={Role.COUNTER}, outlet_id="K-1"
-    )
+    kiosk = trust.token(Channel.TRANSIT_OUTLET, (Role.COUNTER,), "bench-kiosk", outlet_id="K-1")
     metadata = [("authorization", f"Bearer {kiosk}")]
     run = uuid.uuid4().hex[:6]
     serial = itertools.count()

@@ -9,21 +9,24 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 
-from services.platform.auth import Channel, Role, mint_token
+from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from tests.conftest import free_port
 from tests.support import wait_serving
+from tests.trust import TestTrust
 
 
 class Launched:
-    def __init__(self, env: dict[str, str], secret: bytes) -> None:
+    def __init__(self, env: dict[str, str], trust: TestTrust) -> None:
         self.env = env
-        self._secret = secret
+        self._trust = trust
 
     def channel(self, service: str) -> grpc.Channel:
         port = self.env[f"SSCARD_{service.upper()}_PORT"]
@@ -31,20 +34,30 @@ class Launched:
             f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)]
         )
 
-    def metadata(self, *roles: Role, channel: Channel = Channel.INTERNAL, **claims: str) -> Any:
-        token = mint_token(self._secret, "bench", channel, roles=set(roles), **claims)
+    def metadata(
+        self, *roles: Role, channel: Channel = Channel.INTERNAL, caller: str = "", **claims: str
+    ) -> Any:
+        """A credential of a client registered for exactly these claims (``caller``: the
+        person or employer for a person's or employer's credential, else the client)."""
+        caller = caller or "bench-" + "-".join(sorted(r.value for r in roles))
+        token = self._trust.token(channel, roles, caller, **claims)  # type: ignore[arg-type]
         return [("authorization", f"Bearer {token}")]
 
 
 @contextlib.contextmanager
 def launch(services: Sequence[str], db_urls: dict[str, str]) -> Iterator[Launched]:
     """Migrate each service's database, start the services, stop them all afterwards."""
-    secret = secrets.token_bytes(32)
-    env = {
-        **os.environ,
-        "SSCARD_AUTH_SECRET": base64.b64encode(secret).decode(),
-        "SSCARD_LOG_LEVEL": "WARNING",
-    }
+    with tempfile.TemporaryDirectory(prefix="sscard-bench-trust-") as keys:
+        trust = TestTrust(Path(keys))
+        with _launch(services, db_urls, trust) as launched:
+            yield launched
+
+
+@contextlib.contextmanager
+def _launch(
+    services: Sequence[str], db_urls: dict[str, str], trust: TestTrust
+) -> Iterator[Launched]:
+    env = {**os.environ, **trust.env(), "SSCARD_LOG_LEVEL": "WARNING"}
     for name in services:
         upper = name.upper()
         env[f"SSCARD_{upper}_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -61,7 +74,7 @@ def launch(services: Sequence[str], db_urls: dict[str, str]) -> Iterator[Launche
         subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=REPO_ROOT, env=env)
         for name in services
     ]
-    launched = Launched(env, secret)
+    launched = Launched(env, trust)
     try:
         for name in services:
             with launched.channel(name) as channel:

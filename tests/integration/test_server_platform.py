@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,8 +20,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.identity.main import build
 from services.platform import config as settings
-from services.platform import migrations
-from services.platform.auth import Channel, Role, mint_token
+from services.platform import migrations, tokens
+from services.platform.access import MATRIX
+from services.platform.auth import Channel, Role
 from services.platform.db import make_engine
 from services.platform.errors import DomainError, Kind
 from services.platform.server import ServiceDeps
@@ -28,8 +30,10 @@ from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
 from tests.conftest import PG_URL, expired_token
 from tests.support import refusal, wait_serving
+from tests.trust import TEST_ISSUER, TestTrust
 
 IDENTITY = "sscard.identity.v1.IdentityService"
+BOOM = "/test.Boom/Fail"
 
 
 def _status(channel: grpc.Channel, service: str = "") -> int:
@@ -61,49 +65,58 @@ class TestCredentials:
         )
 
     @pytest.mark.parametrize(
-        "metadata",
+        ("metadata", "reason"),
         [
-            None,
-            [("authorization", "Basic dXNlcjpwYXNz")],
-            [("authorization", "Bearer not-a-token")],
+            (None, "CREDENTIAL_MISSING"),
+            ([("authorization", "Basic dXNlcjpwYXNz")], "CREDENTIAL_MALFORMED"),
+            ([("authorization", "Bearer not-a-token")], "CREDENTIAL_MALFORMED"),
         ],
         ids=["missing", "not-bearer", "garbage"],
     )
     def test_a_call_without_a_valid_credential_is_unauthenticated(
-        self, start_service: Callable[..., Any], metadata: Any
+        self, start_service: Callable[..., Any], metadata: Any, reason: str
     ) -> None:
         running = start_service("identity", build)
         with pytest.raises(grpc.RpcError) as excinfo:
             self._call(running.channel, metadata)
         code, error = refusal(excinfo)
         assert code == grpc.StatusCode.UNAUTHENTICATED
-        assert error.reason == "UNAUTHENTICATED"
+        assert error.reason == reason
 
     def test_a_forged_credential_is_unauthenticated(
-        self, start_service: Callable[..., Any]
+        self, start_service: Callable[..., Any], trust: TestTrust, tmp_path: Path
     ) -> None:
+        """Signed in the test issuer's name, for a registered client, by a key the issuer
+        never published."""
         running = start_service("identity", build)
-        forged = mint_token(b"x" * 32, "mallory", Channel.INTERNAL, roles={Role.OPS})
+        trust.token(Channel.INTERNAL, (Role.OPS,), "ops")  # the client is registered
+        mallory = tmp_path / "mallory.pem"
+        tokens.ensure_issuer(mallory, tmp_path / "mallory-trust", TEST_ISSUER)
+        forged = tokens.Signer(TEST_ISSUER, mallory).mint("ops", Channel.INTERNAL, roles={Role.OPS})
         with pytest.raises(grpc.RpcError) as excinfo:
             self._call(running.channel, [("authorization", f"Bearer {forged}")])
-        assert refusal(excinfo)[0] == grpc.StatusCode.UNAUTHENTICATED
+        code, error = refusal(excinfo)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert error.reason == "UNKNOWN_KEY"
 
     def test_an_expired_credential_is_unauthenticated(
-        self, start_service: Callable[..., Any], auth_secret: bytes
+        self, start_service: Callable[..., Any], trust: TestTrust
     ) -> None:
         running = start_service("identity", build)
         with pytest.raises(grpc.RpcError) as excinfo:
-            self._call(running.channel, [("authorization", f"Bearer {expired_token(auth_secret)}")])
+            self._call(running.channel, [("authorization", f"Bearer {expired_token(trust)}")])
         code, error = refusal(excinfo)
         assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert error.reason == "CREDENTIAL_EXPIRED"
         assert "expired" in error.message
 
     def test_a_valid_credential_without_the_role_is_permission_denied(
         self, start_service: Callable[..., Any], token: Callable[..., Any]
     ) -> None:
         running = start_service("identity", build)
+        counter = token(channel=Channel.DISTRICT_OUTLET, roles=(Role.COUNTER,))
         with pytest.raises(grpc.RpcError) as excinfo:
-            self._call(running.channel, token(channel=Channel.ONLINE, roles=(Role.COUNTER,)))
+            self._call(running.channel, counter)
         code, error = refusal(excinfo)
         assert code == grpc.StatusCode.PERMISSION_DENIED
         assert error.reason == "ROLE_NOT_ALLOWED"
@@ -119,6 +132,31 @@ def _boom_service(fail: Exception) -> Callable[[grpc.Server], None]:
     return lambda server: server.add_generic_rpc_handlers((handler,))
 
 
+@pytest.fixture
+def boom_authorized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call guard denies a method without a row in the authorization matrix: give the
+    failing test method one (services may call it)."""
+    monkeypatch.setitem(MATRIX, BOOM, frozenset({Role.SERVICE}))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_method_without_a_row_in_the_authorization_matrix_is_denied_to_everyone(
+    start_service: Callable[..., Any], token: Callable[..., Any]
+) -> None:
+    def build_boom(config: settings.ServiceConfig) -> ServiceDeps:
+        deps = build(config)
+        deps.register = _boom_service(ValueError("never reached"))
+        return deps
+
+    channel = start_service("identity", build_boom).channel
+    for role in (Role.SERVICE, Role.OPS):
+        with pytest.raises(grpc.RpcError) as excinfo:
+            channel.unary_unary(BOOM)(b"", metadata=token(roles=(role,), caller=role), timeout=5)
+        code, error = refusal(excinfo)
+        assert (code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "METHOD_NOT_AUTHORIZED")
+
+
+@pytest.mark.usefixtures("boom_authorized")
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 class TestErrorMapping:
     def _start(self, start_service: Callable[..., Any], fail: Exception) -> grpc.Channel:
@@ -133,7 +171,7 @@ class TestErrorMapping:
         self, start_service: Callable[..., Any], token: Callable[..., Any]
     ) -> None:
         channel = self._start(start_service, ValueError("secret 110105199003070011 13812345678"))
-        call = channel.unary_unary("/test.Boom/Fail")
+        call = channel.unary_unary(BOOM)
         with pytest.raises(grpc.RpcError) as excinfo:
             call(b"", metadata=token(), timeout=5)
         error = excinfo.value
@@ -150,13 +188,14 @@ class TestErrorMapping:
         )
         channel = self._start(start_service, refused)
         with pytest.raises(grpc.RpcError) as excinfo:
-            channel.unary_unary("/test.Boom/Fail")(b"", metadata=token(), timeout=5)
+            channel.unary_unary(BOOM)(b"", metadata=token(), timeout=5)
         code, error = refusal(excinfo)
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         assert (error.reason, error.rule) == ("ALREADY_HAS_CARD", "A4.2")
         assert "110105********0011" in error.message
 
 
+@pytest.mark.usefixtures("boom_authorized")
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_lost_database_connection_is_unavailable_and_worth_a_retry(
     start_service: Callable[..., Any], token: Callable[..., Any]
@@ -164,7 +203,7 @@ def test_a_lost_database_connection_is_unavailable_and_worth_a_retry(
     dropped = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
     channel = TestErrorMapping()._start(start_service, dropped)
     with pytest.raises(grpc.RpcError) as excinfo:
-        channel.unary_unary("/test.Boom/Fail")(b"", metadata=token(), timeout=5)
+        channel.unary_unary(BOOM)(b"", metadata=token(), timeout=5)
     code, error = refusal(excinfo)
     assert code == grpc.StatusCode.UNAVAILABLE
     assert error.reason == "DATABASE_UNAVAILABLE"

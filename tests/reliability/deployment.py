@@ -52,10 +52,13 @@ class Deployment:
                 request_id="branch",
                 branch=bank_pb2.Branch(bank_code=BANK, branch_id=BRANCH, name="Xidan"),
             ),
-            metadata=token(roles=(Role.OPS,)),
+            metadata=token(roles=(Role.OPS,), caller="ops"),
         )
-        self.online = token(channel=Channel.ONLINE, roles=(Role.COUNTER,))
-        self.ops = token(roles=(Role.OPS,))
+        self.ops = token(roles=(Role.OPS,), caller="ops")
+
+    def online(self, person: PersonSpec) -> Any:
+        """The person's own online credential."""
+        return self.token(channel=Channel.ONLINE, roles=(Role.PERSON,), caller=person.person_id)
 
     def card_process(
         self, port: int | None = None, crash_after: str = "", crash_point: str = ""
@@ -75,7 +78,7 @@ class Deployment:
 
     def people(self, count: int) -> list[PersonSpec]:
         people = [PersonSpec() for _ in range(count)]
-        self.identity.ImportPersons(
+        imported = self.identity.ImportPersons(
             iter(
                 [
                     identity_pb2.ImportPersonsRequest(
@@ -83,8 +86,11 @@ class Deployment:
                     )
                 ]
             ),
-            metadata=self.token(roles=(Role.REGISTRY,)),
+            metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
         )
+        for result in imported.results:
+            people[result.index].person_id = result.person_id
+        assert all(p.person_id for p in people), imported
         return people
 
     def apply(self, card: Any, person: PersonSpec, pickup: str = BRANCH) -> str:
@@ -103,7 +109,7 @@ class Deployment:
                 delivery=pb.BRANCH_PICKUP,
                 pickup_branch_id=pickup,
             ),
-            metadata=self.online,
+            metadata=self.online(person),
             timeout=10,
         )
         return str(answer.card_id)
@@ -138,7 +144,7 @@ class Deployment:
             identity_pb2.GetPersonRequest(
                 person=identity_pb2.PersonRef(document=person.document())
             ),
-            metadata=self.token(roles=(Role.SERVICE,)),
+            metadata=self.token(roles=(Role.SERVICE,), caller="test-service"),
         )
         return str(answer.person.registered_card_id)
 

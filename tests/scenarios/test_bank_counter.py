@@ -173,7 +173,6 @@ class TestActivation:
         card_id, person = counter.collected_card()
         suite = counter.suite
         for metadata in (
-            suite.at(Channel.ONLINE),
             suite.at(Channel.DISTRICT_OUTLET, outlet_id="dongcheng-01"),
             suite.branch(OTHER_BANK, OTHER_INSTANT),
         ):
@@ -182,6 +181,10 @@ class TestActivation:
                 "CHANNEL_NOT_ALLOWED",
                 "A9.1",
             )
+        # Online the holder acts for themself, and a person never reaches a bank's counter.
+        assert refused(
+            lambda: counter.activate(card_id, person, suite.at(Channel.ONLINE, person))
+        ) == (DENIED, "ROLE_NOT_ALLOWED", "")
         stranger = suite.person()
         assert refused(lambda: counter.activate(card_id, person, document=stranger.document())) == (
             PRECONDITION,
@@ -291,7 +294,7 @@ class TestFinancialPassword:
                 document=person.document(),
                 new_password="246813",
             ),
-            metadata=suite.at(Channel.ONLINE),
+            metadata=suite.at(Channel.ONLINE, person),
         )
         counter.set_password(card_id, person, "583920")
         assert counter.verify_service_password(card_id, "246813")
@@ -308,7 +311,7 @@ class TestFinancialPassword:
                 old_password="246813",
                 new_password="135792",
             ),
-            metadata=suite.at(Channel.ONLINE),
+            metadata=suite.at(Channel.ONLINE, person),
         )
         assert counter.verify(card_id, "602817").valid
         assert not counter.verify(card_id, "135792").valid
@@ -337,10 +340,16 @@ class TestLossAndPhone:
         # The financial function only: the SS function is untouched.
         assert suite.get(card_id).status == card_pb2.ACTIVE
 
-        assert refused(lambda: counter.unlock(card_id, person, suite.at(Channel.ONLINE))) == (
+        assert refused(lambda: counter.unlock(card_id, person, district)) == (
             DENIED,
             "CHANNEL_NOT_ALLOWED",
             "A20.1",
+        )
+        online = suite.at(Channel.ONLINE, person)
+        assert refused(lambda: counter.unlock(card_id, person, online)) == (
+            DENIED,
+            "ROLE_NOT_ALLOWED",
+            "",
         )
         unlocked = counter.unlock(card_id, person)
         assert unlocked.loss == bank_pb2.LOSS_KIND_UNSPECIFIED
@@ -369,7 +378,10 @@ class TestLossAndPhone:
         assert counter.state(card_id).reserved_phone_masked == "139****5678"
         code, reason, _ = refused(lambda: change("139123"))
         assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
-        assert refused(lambda: change("13700000000", counter.suite.at(Channel.ONLINE)))[1:] == (
+        district = counter.suite.at(Channel.DISTRICT_OUTLET, outlet_id="dongcheng-01")
+        assert refused(lambda: change("13700000000", district))[1:] == (
             "CHANNEL_NOT_ALLOWED",
             "A20.1",
         )
+        online = counter.suite.at(Channel.ONLINE, person)
+        assert refused(lambda: change("13700000000", online)) == (DENIED, "ROLE_NOT_ALLOWED", "")

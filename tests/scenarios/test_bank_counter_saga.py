@@ -14,13 +14,15 @@ import grpc
 import pytest
 
 from services.bank.main import build
-from services.platform.auth import Caller, Channel, HS256Verifier, Role
+from services.platform.auth import Caller, Channel, Role
+from services.platform.trust import Verifier
 from sscard.bank.v1 import counter_pb2 as cpb
 from sscard.bank.v1 import counter_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.common.v1 import common_pb2
 from tests.scenarios.test_bank_first_card import Bank, facts
 from tests.support import refusal, resident_id, wait_serving
+from tests.trust import TestTrust
 
 
 class FakeCard(card_pb2_grpc.CardServiceServicer):
@@ -28,8 +30,8 @@ class FakeCard(card_pb2_grpc.CardServiceServicer):
     UNAVAILABLE, before activating or (``lose_answers``) after activating, as when the answer
     is lost on the way back. Like the real service, a request id activates once."""
 
-    def __init__(self, auth_secret: bytes) -> None:
-        self._verifier = HS256Verifier(auth_secret)
+    def __init__(self, trust: TestTrust) -> None:
+        self._verifier = Verifier(trust.trust_dir, trust.registry, 0)
         self._lock = threading.Lock()
         self.failures = 0
         self.lose_answers = False
@@ -59,8 +61,8 @@ class FakeCard(card_pb2_grpc.CardServiceServicer):
 
 
 @pytest.fixture
-def card(service_env: dict[str, str], auth_secret: bytes) -> Iterator[FakeCard]:
-    fake = FakeCard(auth_secret)
+def card(service_env: dict[str, str], trust: TestTrust) -> Iterator[FakeCard]:
+    fake = FakeCard(trust)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     card_pb2_grpc.add_CardServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -139,19 +141,21 @@ def test_A9_1_a_refusal_at_the_counter_never_reaches_the_card_service(
     number = resident_id()
     account = client.open("card-2", verified=facts(number))
     order = client.order("card-2", at_branch="icbc-instant", account_id=account.account_id)
-    online = token(Channel.ONLINE, caller="web", roles=(Role.COUNTER,))
+    district = token(Channel.DISTRICT_OUTLET, caller="dongcheng-01", roles=(Role.COUNTER,))
+    other_bank = token(Channel.BANK_BRANCH, (Role.COUNTER,), caller="boc-clerk", bank_code="BOC")
     request = cpb.ActivateFinancialRequest(
         request_id="activate-2",
         card_id="card-2",
         document=common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=number),
         card_number=order.card_number,
     )
-    with pytest.raises(grpc.RpcError) as excinfo:
-        counter.ActivateFinancial(request, metadata=online)
-    code, error = refusal(excinfo)
-    assert (code, error.reason, error.rule) == (
-        grpc.StatusCode.PERMISSION_DENIED,
-        "CHANNEL_NOT_ALLOWED",
-        "A9.1",
-    )
+    for metadata in (district, other_bank):
+        with pytest.raises(grpc.RpcError) as excinfo:
+            counter.ActivateFinancial(request, metadata=metadata)
+        code, error = refusal(excinfo)
+        assert (code, error.reason, error.rule) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CHANNEL_NOT_ALLOWED",
+            "A9.1",
+        )
     assert card.calls == []

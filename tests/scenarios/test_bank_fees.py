@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 
 import sscard
-from services.platform.auth import Channel, Role
+from services.platform.auth import Channel
 from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from tests.cardsuite import Suite
@@ -74,16 +74,16 @@ def test_A23_1_application_mailing_and_replacement_charge_nothing(
     started = suite.apply(person, delivery=pb.MAIL)
     assert suite.settle(started.card_id).state == pb.COMPLETED
     suite.produce(started.card_id)
-    post = suite.at(Channel.INTERNAL, roles=(Role.SERVICE,))
     for method in (pb.MAIL_SENT, pb.MAIL_DELIVERED):
         suite.card.RecordCollection(
             pb.RecordCollectionRequest(
                 request_id=suite.rid("post"), card_id=started.card_id, method=method
             ),
-            metadata=post,
+            metadata=suite.factory,  # the factory reports the card posted and delivered
         )
     suite.activate(started.card_id, person)
-    replaced = replace(suite, started.card_id, person, pb.DAMAGED_FACE)
+    online = suite.at(Channel.ONLINE, person)
+    replaced = replace(suite, started.card_id, person, pb.DAMAGED_FACE, metadata=online)
     assert suite.settle(replaced.card_id).state == pb.COMPLETED
     hand_over(suite, replaced.card_id, person)
     assert suite.get(replaced.card_id).status == pb.ACTIVE

@@ -21,13 +21,15 @@ from sqlalchemy import inspect
 
 from services.bank.domain.card_number import luhn_valid
 from services.bank.main import build
-from services.platform.auth import Channel, HS256Verifier, Role
+from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
+from services.platform.trust import Verifier
 from sscard.bank.v1 import bank_pb2 as pb
 from sscard.bank.v1 import bank_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.common.v1 import common_pb2
 from tests.support import date_pb, refusal, resident_id, wait_serving
+from tests.trust import TestTrust
 
 VALID_UNTIL = dt.date(2036, 1, 1)
 
@@ -59,8 +61,8 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
 class FakeCardService(card_pb2_grpc.CardServiceServicer):
     """Records every RecordProduced call; the first ``failures`` calls answer UNAVAILABLE."""
 
-    def __init__(self, auth_secret: bytes) -> None:
-        self._verifier = HS256Verifier(auth_secret)
+    def __init__(self, trust: TestTrust) -> None:
+        self._verifier = Verifier(trust.trust_dir, trust.registry, 0)
         self._lock = threading.Lock()
         self.failures = 0
         self.calls: list[card_pb2.RecordProducedRequest] = []
@@ -83,8 +85,8 @@ class FakeCardService(card_pb2_grpc.CardServiceServicer):
 
 
 @pytest.fixture
-def card_service(service_env: dict[str, str], auth_secret: bytes) -> Iterator[FakeCardService]:
-    fake = FakeCardService(auth_secret)
+def card_service(service_env: dict[str, str], trust: TestTrust) -> Iterator[FakeCardService]:
+    fake = FakeCardService(trust)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     card_pb2_grpc.add_CardServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -98,12 +100,14 @@ def card_service(service_env: dict[str, str], auth_secret: bytes) -> Iterator[Fa
 
 
 class Bank:
-    """A client of the bank service as the card service, as bank ops, or at a branch counter."""
+    """A client of the bank service as the card service, as bank ops, as the card factory, or at
+    a branch counter."""
 
     def __init__(self, channel: grpc.Channel, token: Callable[..., Any]) -> None:
         self.stub = bank_pb2_grpc.BankServiceStub(channel)
         self.service = token(roles=(Role.SERVICE,), caller="card-service")
         self.ops = token(roles=(Role.OPS,), caller="bank-ops")
+        self.factory = token(roles=(Role.FACTORY,), caller="card-factory")
         self.counter = token(Channel.BANK_BRANCH, (Role.COUNTER,), bank_code="ICBC")
 
     def branch(self, branch_id: str, bank_code: str = "ICBC", instant: bool = False) -> pb.Branch:
@@ -158,7 +162,7 @@ class Bank:
         request = pb.MarkProducedRequest(
             request_id=request_id or f"made-{order_id}", order_id=order_id
         )
-        return self.stub.MarkProduced(request, metadata=self.service)
+        return self.stub.MarkProduced(request, metadata=self.factory)
 
 
 def start_bank(start_service: Callable[..., Any], token: Callable[..., Any]) -> Bank:

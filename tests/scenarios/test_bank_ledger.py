@@ -47,14 +47,15 @@ def activate_financial_in_store_for_test(db: Database, card_id: str, at: dt.date
 
 
 class Ledger(Bank):
-    """Clients of the ledger: the card service, online banking, a counter, operations."""
+    """Clients of the ledger: the card service, the bank's core system (online banking, ATM,
+    third-party payments), a counter, operations."""
 
     def __init__(self, running: Any, token: Callable[..., Any], clock: SharedTestClock) -> None:
         super().__init__(running.channel, token)
         self.db: Database = running.deps.db
         self.clock = clock
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(running.channel)
-        self.online = token(Channel.ONLINE, (Role.SERVICE,), caller="online-banking")
+        self.online = token(Channel.INTERNAL, (Role.BANK,), caller="icbc-core", bank_code="ICBC")
         self.counter = token(
             Channel.BANK_BRANCH, (Role.COUNTER,), bank_code="ICBC", outlet_id="icbc-plain"
         )
@@ -319,9 +320,17 @@ class TestLedger:
         assert ledger.ledger.GetBalance(
             pb.GetBalanceRequest(card_id="card-1"), metadata=ledger.counter
         ).balance_fen == (100 * YUAN)
-        app = token(Channel.ONLINE, (Role.COUNTER,), caller="someone")
+        app = token(Channel.ONLINE, (Role.PERSON,), caller="someone")
         code, reason, _, _ = rejected(lambda: ledger.debit("card-1", 1, metadata=app))
         assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+        # Another bank's core system does not see this bank's accounts at all.
+        other_core = token(Channel.INTERNAL, (Role.BANK,), caller="boc-core", bank_code="BOC")
+        for call in (
+            lambda: ledger.debit("card-1", 1, metadata=other_core),
+            lambda: ledger.credit("card-1", 1, pb.NON_COUNTER, metadata=other_core),
+        ):
+            code, reason, _, _ = rejected(call)
+            assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
         assert ledger.consistent("card-1") == 100 * YUAN
 
 

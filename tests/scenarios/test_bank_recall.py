@@ -17,7 +17,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.bank.main import build
-from services.platform.auth import Channel, Role
+from services.platform.auth import Role
 from services.platform.clock import SharedTestClock
 from sscard.bank.v1 import bank_pb2 as pb
 from tests.scenarios.test_bank_first_card import Bank, FakeCardService
@@ -33,13 +33,8 @@ class RecallBank(Bank):
     def __init__(self, channel: grpc.Channel, token: Callable[..., Any]) -> None:
         super().__init__(channel, token)
         self.operator = token(roles=(Role.OPS,), caller="bank-ops", operator_id="op-7")
-        self.branch_ops = token(
-            Channel.BANK_BRANCH,
-            (Role.OPS,),
-            caller="icbc-plain",
-            bank_code="ICBC",
-            operator_id="teller-3",
-        )
+        # A branch's staff take cards back through the bank's operations console (INTERNAL).
+        self.branch_ops = token(roles=(Role.OPS,), caller="icbc-plain", operator_id="teller-3")
 
     def recall(
         self,

@@ -45,7 +45,7 @@ def test_A22_4_a_card_made_in_time_is_not_flagged_however_slow_the_post(
         pb.RecordCollectionRequest(
             request_id=suite.rid("post"), card_id=started.card_id, method=pb.MAIL_SENT
         ),
-        metadata=suite.at(Channel.INTERNAL, roles=(Role.SERVICE,)),
+        metadata=suite.factory,  # the factory's system reports the card mailed
     )
     test_clock.advance(dt.timedelta(days=45))
     [deadline] = deadlines(suite, rule="A22.1")
@@ -58,6 +58,7 @@ def test_A7_4_cards_an_employer_has_not_handed_out_in_30_days_are_marked_for_ret
     suite: Suite, test_clock: SharedTestClock
 ) -> None:
     people = [suite.person(), suite.person()]
+    employer = suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID)
     answer = suite.card.ApplyBatch(
         pb.ApplyBatchRequest(
             request_id="batch-a74",
@@ -66,7 +67,7 @@ def test_A7_4_cards_an_employer_has_not_handed_out_in_30_days_are_marked_for_ret
             pickup_branch_id=INSTANT,
             applicants=[suite.applicant(p) for p in people],
         ),
-        metadata=suite.at(Channel.ONLINE),
+        metadata=employer,
     )
     card_ids = [r.card_id for r in answer.results]
     for card_id in card_ids:
@@ -85,7 +86,7 @@ def test_A7_4_cards_an_employer_has_not_handed_out_in_30_days_are_marked_for_ret
         )
     suite.card.RecordHandout(
         pb.RecordHandoutRequest(request_id=suite.rid("hand"), card_id=card_ids[0]),
-        metadata=suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID),
+        metadata=employer,
     )
     test_clock.advance(dt.timedelta(days=31))
     wait_until(lambda: suite.get(card_ids[1]).status == pb.RETURN_DUE)

@@ -175,7 +175,7 @@ def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
             delivery=pb.BRANCH_PICKUP,
             pickup_branch_id=OTHER_INSTANT,
         ),
-        metadata=suite.at(Channel.ONLINE),
+        metadata=suite.at(Channel.ONLINE, person),
     )
     [deadline] = deadlines(suite, rule="A16.7")
     assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
@@ -211,9 +211,15 @@ class TestCancellation:
 
     def test_A19_1_A3_1_cancellation_is_not_offered_online(self, suite: Suite) -> None:
         card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
-        error = rpc_error(lambda: cancel(suite, card_id, person, suite.at(Channel.ONLINE)))
+        # Online the holder has only their own credential, which cancels nothing ...
+        error = rpc_error(lambda: cancel(suite, card_id, person, suite.at(Channel.ONLINE, person)))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason_rule(error) == ("ROLE_NOT_ALLOWED", "")
+        # ... and an operator's counter off the A3.1 row (the hotline) is refused too.
+        error = rpc_error(lambda: cancel(suite, card_id, person, suite.at(Channel.HOTLINE)))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        assert status(suite, card_id) == pb.ACTIVE
 
     def test_A19_1_A19_2_at_a_district_outlet_SS_ends_and_non_counter_stops_six_months_on(
         self, suite: Suite, test_clock: SharedTestClock

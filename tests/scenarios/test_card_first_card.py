@@ -19,6 +19,7 @@ from sscard.card.v1 import card_pb2 as pb
 from sscard.common.v1 import common_pb2
 from tests.cardsuite import (
     BANK,
+    BRANCH,
     EMPLOYER_ID,
     INSTANT,
     OTHER_BANK,
@@ -97,8 +98,13 @@ class TestApplication:
         self, suite: Suite
     ) -> None:
         person = suite.person()
-        for channel in (Channel.HOTLINE, Channel.TRANSIT_APP, Channel.PARK_OUTLET):
-            error = rpc_error(lambda c=channel: suite.apply(person, metadata=suite.at(c)))
+        credentials = (
+            suite.at(Channel.HOTLINE),
+            suite.at(Channel.TRANSIT_APP, person),  # the person's own, in the transit app
+            suite.at(Channel.PARK_OUTLET),
+        )
+        for credential in credentials:
+            error = rpc_error(lambda c=credential: suite.apply(person, metadata=c))
             assert refusal(error) == (
                 grpc.StatusCode.PERMISSION_DENIED,
                 "CHANNEL_NOT_ALLOWED",
@@ -218,7 +224,7 @@ class TestProductionAndDelivery:
         started = suite.apply(person, delivery=pb.MAIL)
         suite.settle(started.card_id)
         suite.produce(started.card_id)
-        post = suite.at(Channel.INTERNAL, roles=(Role.SERVICE,))
+        post = suite.factory  # the factory's system reports the mailing and the delivery
         for method, status in ((pb.MAIL_SENT, pb.MAILED), (pb.MAIL_DELIVERED, pb.COLLECTED)):
             card = suite.card.RecordCollection(
                 pb.RecordCollectionRequest(
@@ -258,14 +264,20 @@ class TestStatusQueries:
             assert answer.progress.startswith("In production at ICBC")
 
     def test_A18_1_channels_without_the_service_cannot_query(self, suite: Suite) -> None:
-        started = suite.apply(suite.person())
+        person = suite.person()
+        started = suite.apply(person)
         error = rpc_error(
             lambda: suite.card.QueryStatus(
                 pb.QueryStatusRequest(card_id=started.card_id),
-                metadata=suite.at(Channel.TRANSIT_APP),
+                metadata=suite.at(Channel.TRANSIT_APP, person),
             )
         )
         assert refusal(error)[1:] == ("CHANNEL_NOT_ALLOWED", "A3.1")
+
+
+def employer(suite: Suite, channel: Channel = Channel.ONLINE, **claims: Any) -> Any:
+    """The employer's own credential (its credit code the subject)."""
+    return suite.token(channel=channel, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID, **claims)
 
 
 class TestEmployerBatches:
@@ -287,7 +299,7 @@ class TestEmployerBatches:
         holder = suite.person()
         suite.settle(suite.apply(holder).card_id)
         people = [suite.person(), suite.person(), holder, suite.person()]
-        answer = self._batch(suite, people, suite.at(Channel.ONLINE), "batch-1")
+        answer = self._batch(suite, people, employer(suite), "batch-1")
         assert (answer.accepted, answer.refused) == (3, 1)
         assert answer.results[1].reason == "INVALID_APPLICATION"
         assert answer.results[1].violations[0].field == "applicants[1].mobile"
@@ -303,7 +315,8 @@ class TestEmployerBatches:
         self, suite: Suite
     ) -> None:
         people = [suite.person() for _ in range(3)]
-        answer = self._batch(suite, people, suite.branch(), "batch-2")
+        at_branch = employer(suite, Channel.BANK_BRANCH, bank_code=BANK, outlet_id=BRANCH)
+        answer = self._batch(suite, people, at_branch, "batch-2")
         card_id = answer.results[0].card_id
         suite.settle(card_id)
         card = suite.produce(card_id)
@@ -333,18 +346,22 @@ class TestEmployerBatches:
             metadata=suite.branch(),
         )
         assert card.status == pb.WITH_EMPLOYER
-        employer = suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID)
         card = suite.card.RecordHandout(
             pb.RecordHandoutRequest(request_id=suite.rid("hand"), card_id=card_id),
-            metadata=employer,
+            metadata=employer(suite),
         )
         assert card.status == pb.COLLECTED
         assert suite.activate(card_id, people[0]).status == pb.ACTIVE
 
     def test_A3_1_a_batch_from_the_hotline_is_refused(self, suite: Suite) -> None:
         people = [suite.person() for _ in range(2)]
-        error = rpc_error(lambda: self._batch(suite, people, suite.at(Channel.HOTLINE), "b-3"))
-        assert refusal(error)[1:] == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        # The employer's own credential through the bank's phone service: not an A3.1 channel.
+        phone = employer(suite, Channel.BANK_HOTLINE, bank_code=BANK)
+        error = rpc_error(lambda: self._batch(suite, people, phone, "b-3"))
+        assert refusal(error) == (grpc.StatusCode.PERMISSION_DENIED, "CHANNEL_NOT_ALLOWED", "A3.1")
+        # A hotline operator holds no employer's credential at all.
+        error = rpc_error(lambda: self._batch(suite, people, suite.at(Channel.HOTLINE), "b-4"))
+        assert refusal(error) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED", "")
 
 
 def test_A23_1_no_card_or_bank_message_has_a_fee() -> None:

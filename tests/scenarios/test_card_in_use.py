@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from services.card.main import build as build_card
@@ -81,11 +82,18 @@ class TestLoss:
 
     def test_A13_1_a_formal_loss_needs_a_counter_and_the_id_document(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
-        for channel in (Channel.HOTLINE, Channel.ONLINE):
-            error = rpc_error(
-                lambda c=channel: loss(suite, "ReportFormalLoss", card_id, person, suite.at(c))
+        hotline = rpc_error(
+            lambda: loss(suite, "ReportFormalLoss", card_id, person, suite.at(Channel.HOTLINE))
+        )
+        assert reason_rule(hotline) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        # Online the holder acts with their own credential, which no formal loss accepts.
+        online = rpc_error(
+            lambda: loss(
+                suite, "ReportFormalLoss", card_id, person, suite.at(Channel.ONLINE, person)
             )
-            assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        )
+        assert online.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        assert reason_rule(online) == ("ROLE_NOT_ALLOWED", "")
         stranger = PersonSpec()
         error = rpc_error(
             lambda: loss(
@@ -98,7 +106,7 @@ class TestLoss:
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
         card_id, person = active_card(suite)
-        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
         test_clock.advance(dt.timedelta(days=14))
         suite_wait = 1.0  # several scheduler polls
         with pytest.raises(TimeoutError):
@@ -116,7 +124,7 @@ class TestLoss:
         token: Callable[..., Any],
     ) -> None:
         card_id, person = active_card(suite)
-        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
         suite.card_server.server.stop(0)
         test_clock.advance(dt.timedelta(days=16))
         restarted = start_service("card", build_card)
@@ -133,7 +141,7 @@ class TestLoss:
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
         card_id, person = active_card(suite)
-        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
         loss(suite, "ReportFormalLoss", card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         test_clock.advance(dt.timedelta(days=20))
         with pytest.raises(TimeoutError):
@@ -141,7 +149,7 @@ class TestLoss:
 
     def test_A13_4_a_district_outlet_reports_the_ss_function_only(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
-        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
         card = loss(suite, "ReportFormalLoss", card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         assert card.status == pb.FORMALLY_LOST
@@ -168,7 +176,7 @@ class TestUnlock:
             "NOT_FORMALLY_LOST",
             "A14.3",
         )
-        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
         assert reason_rule(rpc_error(lambda: unlock(suite, card_id, person, outlet)))[0] == (
             "NOT_FORMALLY_LOST"
         )
@@ -190,7 +198,7 @@ class TestUnlock:
         self, suite: Suite
     ) -> None:
         card_id, person = active_card(suite)
-        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
         outlet = suite.at(Channel.DISTRICT_OUTLET)
         loss(suite, "ReportFormalLoss", card_id, person, outlet)
@@ -222,7 +230,7 @@ class TestInformation:
             suite,
             card_id,
             person,
-            suite.at(Channel.ONLINE),
+            suite.at(Channel.ONLINE, person),
             mobile="13987654321",
             occupation="doctor",
         )
@@ -242,7 +250,9 @@ class TestInformation:
     def test_A17_2_the_card_service_refuses_to_change_basic_information(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
         error = rpc_error(
-            lambda: self._update(suite, card_id, person, suite.at(Channel.ONLINE), name="张四")
+            lambda: self._update(
+                suite, card_id, person, suite.at(Channel.ONLINE, person), name="张四"
+            )
         )
         assert reason_rule(error) == ("BASIC_INFO_CHANGE_VIA_IDENTITY", "A17.2")
 
@@ -272,7 +282,7 @@ class TestAgents:
                     new_password="135790",
                     agent=agent_for(person),
                 ),
-                metadata=suite.at(Channel.ONLINE),
+                metadata=suite.at(Channel.ONLINE, person),
             )
         )
         assert reason_rule(error) == ("AGENT_NOT_ALLOWED", "A24.1")
@@ -287,7 +297,7 @@ class TestAgents:
                 "ReportTemporaryLoss",
                 card_id,
                 person,
-                suite.at(Channel.ONLINE),
+                suite.at(Channel.ONLINE, person),
                 agent=agent_for(person, authorisation=""),
             )
         )
@@ -313,7 +323,9 @@ class TestServicePassword:
         )
         return bool(answer.valid)
 
-    def _change(self, suite: Suite, card_id: str, old: str, new: str, **extra: Any) -> Any:
+    def _change(
+        self, suite: Suite, person: PersonSpec, card_id: str, old: str, new: str, **extra: Any
+    ) -> Any:
         return suite.card.ChangeServicePassword(
             pb.ChangeServicePasswordRequest(
                 request_id=suite.rid("change"),
@@ -322,7 +334,7 @@ class TestServicePassword:
                 new_password=new,
                 **extra,
             ),
-            metadata=suite.at(Channel.ONLINE),
+            metadata=suite.at(Channel.ONLINE, person),
         )
 
     def test_A12_2_reset_with_id_and_card_then_change_with_the_old_password(
@@ -332,10 +344,10 @@ class TestServicePassword:
         answer = self._reset(suite, card_id, person, "135790")
         assert "135790" not in str(answer)
         assert self._verify(suite, card_id, "135790")
-        self._change(suite, card_id, "135790", "246802", agent=agent_for(person))
+        self._change(suite, person, card_id, "135790", "246802", agent=agent_for(person))
         assert not self._verify(suite, card_id, "135790")
         assert self._verify(suite, card_id, "246802")
-        weak = rpc_error(lambda: self._change(suite, card_id, "246802", "123456"))
+        weak = rpc_error(lambda: self._change(suite, person, card_id, "246802", "123456"))
         assert reason_rule(weak) == ("WEAK_SERVICE_PASSWORD", "A12.2")
 
     def test_A12_2_five_wrong_tries_lock_the_password_for_fifteen_minutes(
@@ -346,10 +358,12 @@ class TestServicePassword:
         for _ in range(5):
             assert not self._verify(suite, card_id, "000111")
         assert not self._verify(suite, card_id, "135790")  # locked, even with the right one
-        wrong = rpc_error(lambda: self._change(suite, card_id, "135790", "246802"))
+        wrong = rpc_error(lambda: self._change(suite, person, card_id, "135790", "246802"))
         test_clock.advance(dt.timedelta(minutes=16))
         assert self._verify(suite, card_id, "135790")
-        unknown = rpc_error(lambda: self._change(suite, "card-does-not-exist", "135790", "246802"))
+        unknown = rpc_error(
+            lambda: self._change(suite, person, "card-does-not-exist", "135790", "246802")
+        )
         assert reason_rule(wrong) == reason_rule(unknown) == ("SERVICE_PASSWORD_REJECTED", "A12.2")
 
     def test_A12_2_a_card_that_does_not_exist_gets_the_same_answer_as_a_wrong_password(
@@ -368,7 +382,7 @@ class TestServicePassword:
             bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
         )
         self._reset(suite, card_id, person, "135790")
-        self._change(suite, card_id, "135790", "246802")
+        self._change(suite, person, card_id, "135790", "246802")
         after = suite.bank.GetAccount(
             bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
         )
@@ -393,7 +407,7 @@ def test_a_database_dump_shows_no_id_or_phone_number_in_the_clear(
         pb.UpdateContactInfoRequest(
             request_id="dump-1", card_id=card_id, document=person.document(), mobile="13699887766"
         ),
-        metadata=suite.at(Channel.ONLINE),
+        metadata=suite.at(Channel.ONLINE, person),
     )
     for service in ("identity", "card", "bank"):
         path = service_env[f"SSCARD_{service.upper()}_DB_URL"].removeprefix("sqlite:///")

@@ -49,7 +49,7 @@ def reissue(
             delivery=pb.BRANCH_PICKUP,
             pickup_branch_id=INSTANT,
         ),
-        metadata=metadata or suite.at(Channel.ONLINE),
+        metadata=metadata or suite.at(Channel.ONLINE, person),
     )
 
 
@@ -73,7 +73,7 @@ def replace(
             pickup_branch_id=pickup,
             **extra,
         ),
-        metadata=metadata or suite.at(Channel.ONLINE),
+        metadata=metadata or suite.at(Channel.ONLINE, person),
     )
 
 
@@ -166,7 +166,7 @@ class TestReissue:
                 document=person.document(),
                 delivery=pb.MAIL,
             ),
-            metadata=suite.at(Channel.ONLINE),
+            metadata=suite.at(Channel.ONLINE, person),
         )
         suite.settle(started.card_id)
         card = suite.get(started.card_id, history=True)
@@ -232,7 +232,7 @@ class TestReplacement:
                 started.card_id,
                 person,
                 new_bank_code=BANK,
-                metadata=suite.at(Channel.ONLINE),
+                metadata=suite.at(Channel.ONLINE, person),
             )
         )
         assert reason_rule(soon) == ("BANK_CHANGE_TOO_SOON", "A16.7")
@@ -244,9 +244,20 @@ class TestReplacement:
         self, suite: Suite
     ) -> None:
         card_id, person = active_card(suite)
-        renamed = PersonSpec(number=resident_id(dt.date(1990, 3, 7), region="110108"), name="张珊")
-        refused = replace(suite, card_id, renamed, pb.BASIC_INFO_CHANGED)
-        assert suite.settle(refused.card_id).refusal_reason == "PERSON_NOT_FOUND"
+        renamed = PersonSpec(
+            number=resident_id(dt.date(1990, 3, 7), region="110108"),
+            name="张珊",
+            person_id=person.person_id,  # the same person, once the registry has the change
+        )
+        # Before the registry knows the new document, identity cannot confirm it is the holder's.
+        refused = suite.settle(replace(suite, card_id, renamed, pb.BASIC_INFO_CHANGED).card_id)
+        assert (refused.refusal_reason, refused.refusal_rule) == ("NOT_THE_APPLICANT", "A5.1")
+        # Nor does another person's document replace the holder's card.
+        other = suite.person()
+        other_id = replace(
+            suite, card_id, other, pb.BASIC_INFO_CHANGED, suite.at(Channel.ONLINE, person)
+        )
+        assert suite.settle(other_id.card_id).refusal_reason == "NOT_THE_APPLICANT"
         suite.identity.ChangeBasicInfo(
             identity_pb2.ChangeBasicInfoRequest(
                 request_id=suite.rid("rename"),

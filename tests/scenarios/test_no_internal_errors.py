@@ -17,7 +17,7 @@ from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from services.platform.auth import Channel, Role
 from services.platform.grpc_errors import from_rpc_error
 from sscard.card.v1 import card_pb2
-from tests.cardsuite import BANK, BRANCH, Suite, rpc_error
+from tests.cardsuite import BANK, BRANCH, EMPLOYER_ID, Suite, rpc_error
 
 DOMAINS = ("identity", "card", "bank", "transit")
 
@@ -76,12 +76,25 @@ def channels(suite: Suite) -> dict[str, grpc.Channel]:
 def test_no_rpc_answers_internal_to_bad_input(
     suite: Suite, channels: dict[str, grpc.Channel]
 ) -> None:
+    person = suite.person()
+    # One lawful credential of every role, so every method's body is reached by someone.
     callers = [
-        suite.token(roles=tuple(Role), caller="everyone"),
-        suite.at(Channel.ONLINE),
+        suite.service,
+        suite.ops,
+        suite.factory,
+        suite.token(roles=(Role.REGISTRY,), caller="hr-feed"),
+        suite.token(roles=(Role.BANK,), caller="icbc-core", bank_code=BANK),
+        suite.token(channel=Channel.ONLINE, roles=(Role.PORTAL,), caller="online-portal"),
+        suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID),
+        suite.at(Channel.ONLINE, person),
+        suite.at(Channel.TRANSIT_APP, person),
         suite.at(Channel.BANK_BRANCH, bank_code=BANK, outlet_id=BRANCH),
+        suite.at(Channel.DISTRICT_OUTLET),
+        suite.at(Channel.HOTLINE),
+        suite.at(Channel.TRANSIT_OUTLET),
+        suite.at(Channel.PARK_OUTLET),
     ]
-    internal = []
+    internal, unadmitted = [], []
     for domain, method in methods():
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
@@ -104,7 +117,10 @@ def test_no_rpc_answers_internal_to_bad_input(
                 except grpc.RpcError as error:
                     if error.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                         internal.append(f"{path}: {error.code().name} {error.details()}")
+                    elif error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                        unadmitted.append(f"{path}: {error.details()}")
     assert internal == []
+    assert unadmitted == []  # every credential above is a registered client's
 
 
 def test_text_with_a_nul_character_is_refused_naming_the_field(suite: Suite) -> None:

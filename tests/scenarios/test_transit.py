@@ -119,10 +119,11 @@ class TestTopUp:
     def test_A10_1_a_collected_card_is_topped_up_at_any_bank_an_outlet_or_the_app(
         self, suite: Suite
     ) -> None:
-        card_id, _ = active_card(suite)
+        card_id, person = active_card(suite)
         top_up(suite, card_id, 50 * YUAN, metadata=suite.branch(OTHER_BANK, OTHER_INSTANT))
         top_up(suite, card_id, 20 * YUAN)
-        last = top_up(suite, card_id, 10 * YUAN, metadata=suite.at(Channel.TRANSIT_APP))
+        app = suite.at(Channel.TRANSIT_APP, person)
+        last = top_up(suite, card_id, 10 * YUAN, metadata=app)
         assert last.balance_after_fen == 80 * YUAN
         assert wallet(suite, card_id).balance_fen == 80 * YUAN
         page = suite.transit.ListTransactions(
@@ -151,9 +152,13 @@ class TestTopUp:
         assert top_up(suite, started.card_id, 10 * YUAN).balance_after_fen == 10 * YUAN
 
     def test_A3_1_top_up_through_a_channel_not_in_the_matrix_is_refused(self, suite: Suite) -> None:
-        card_id, _ = active_card(suite)
-        for channel in (Channel.ONLINE, Channel.DISTRICT_OUTLET, Channel.PARK_OUTLET):
-            error = rpc_error(lambda c=channel: top_up(suite, card_id, 10 * YUAN, suite.at(c)))
+        card_id, person = active_card(suite)
+        for metadata in (
+            suite.at(Channel.ONLINE, person),  # the holder online, not in the transit app
+            suite.at(Channel.DISTRICT_OUTLET),
+            suite.at(Channel.PARK_OUTLET),
+        ):
+            error = rpc_error(lambda m=metadata: top_up(suite, card_id, 10 * YUAN, m))
             assert error.code() == grpc.StatusCode.PERMISSION_DENIED
             assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
         assert wallet(suite, card_id).balance_fen == 0
@@ -241,15 +246,24 @@ class TestRefund:
     def test_A3_1_a_refund_is_made_at_a_bank_branch(
         self, suite: Suite, ledger: ledger_pb2_grpc.LedgerServiceStub
     ) -> None:
-        card_id, _ = active_card(suite)
+        card_id, person = active_card(suite)
         top_up(suite, card_id, 100 * YUAN)
-        online = rpc_error(
-            lambda: suite.transit.Refund(
-                tpb.RefundRequest(request_id=suite.rid("refund"), card_id=card_id),
-                metadata=suite.at(Channel.TRANSIT_APP),
+
+        def refund_at(metadata: Any) -> grpc.RpcError:
+            return rpc_error(
+                lambda: suite.transit.Refund(
+                    tpb.RefundRequest(request_id=suite.rid("refund"), card_id=card_id),
+                    metadata=metadata,
+                )
             )
+
+        at_kiosk = refund_at(kiosk(suite))
+        assert reason_rule(at_kiosk) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        in_app = refund_at(suite.at(Channel.TRANSIT_APP, person))  # a refund is counter business
+        assert (in_app.code(), reason_rule(in_app)) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            ("ROLE_NOT_ALLOWED", ""),
         )
-        assert reason_rule(online) == ("CHANNEL_NOT_ALLOWED", "A3.1")
         too_much = rpc_error(
             lambda: suite.transit.Refund(
                 tpb.RefundRequest(
@@ -322,7 +336,9 @@ class TestReplacement:
     ) -> None:
         card_id, person = active_card(suite)
         top_up(suite, card_id, 300 * YUAN)
-        started = replace(suite, card_id, person, pb.CHIP_FAILURE)
+        started = replace(
+            suite, card_id, person, pb.CHIP_FAILURE, metadata=suite.at(Channel.ONLINE, person)
+        )
         assert suite.settle(started.card_id).state == pb.COMPLETED
         assert wallet(suite, card_id).balance_fen == 300 * YUAN  # not before collection
         before = bank_balance(suite, ledger, card_id)
@@ -350,7 +366,9 @@ class TestReplacement:
         suite.activate(started.card_id, person)
         card_id = started.card_id
         bought = buy_pass(suite, card_id)
-        new = replace(suite, card_id, person, pb.DAMAGED_FACE)
+        new = replace(
+            suite, card_id, person, pb.DAMAGED_FACE, metadata=suite.at(Channel.ONLINE, person)
+        )
         assert suite.settle(new.card_id).state == pb.COMPLETED
         moved = get_pass(suite, new.card_id)
         assert (moved.pass_id, moved.original_card_id, moved.year) == (
@@ -371,9 +389,13 @@ class TestParkPass:
         suite.settle(started.card_id)
         suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
         card_id = started.card_id
-        for channel in (Channel.TRANSIT_OUTLET, Channel.ONLINE):
-            refused = rpc_error(lambda c=channel: buy_pass(suite, card_id, suite.at(c)))
-            assert reason_rule(refused) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        refused = rpc_error(lambda: buy_pass(suite, card_id, kiosk(suite)))
+        assert reason_rule(refused) == ("CHANNEL_NOT_ALLOWED", "A3.1")
+        online = rpc_error(lambda: buy_pass(suite, card_id, suite.at(Channel.ONLINE, person)))
+        assert (online.code(), reason_rule(online)) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            ("ROLE_NOT_ALLOWED", ""),
+        )
         other_bank = rpc_error(
             lambda: buy_pass(suite, card_id, suite.branch(OTHER_BANK, OTHER_INSTANT))
         )

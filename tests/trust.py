@@ -1,0 +1,192 @@
+"""Issuers and a client registry for tests, as a deployment has them.
+
+One test issuer signs the clients' credentials; each service signs its own with a key of its
+own issuer. Clients are registered on first use with exactly the claims a test asks for, so a
+test states the credential it means and the registry backs it, as the real one would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from services.platform import tokens
+from services.platform.auth import SUBJECT_ROLES, Channel, ClientKind, Role
+from services.platform.config import SERVICES
+
+TEST_ISSUER = "sscard-test"
+
+_KIND_BY_ROLE = {
+    Role.SERVICE: ClientKind.SSCARD_SERVICE,
+    Role.OPS: ClientKind.OPS_CONSOLE,
+    Role.REGISTRY: ClientKind.REGISTRY_FEED,
+    Role.FACTORY: ClientKind.CARD_FACTORY,
+    Role.BANK: ClientKind.BANK_CORE,
+}
+_KIND_BY_CHANNEL = {
+    Channel.ONLINE: ClientKind.ONLINE_PORTAL,
+    Channel.TRANSIT_APP: ClientKind.TRANSIT_APP,
+    Channel.BANK_BRANCH: ClientKind.BANK_CORE,
+    Channel.BANK_HOTLINE: ClientKind.BANK_CORE,
+    Channel.DISTRICT_OUTLET: ClientKind.DISTRICT_OUTLET_SYSTEM,
+    Channel.HOTLINE: ClientKind.HOTLINE,
+    Channel.TRANSIT_OUTLET: ClientKind.KIOSK_FLEET,
+    Channel.PARK_OUTLET: ClientKind.PARK_OUTLET_SYSTEM,
+    Channel.INTERNAL: ClientKind.OPS_CONSOLE,
+}
+
+
+def kind_for(channel: Channel, roles: frozenset[Role]) -> ClientKind:
+    for role, kind in _KIND_BY_ROLE.items():
+        if role in roles:
+            return kind
+    return _KIND_BY_CHANNEL[channel]
+
+
+def _toml_list(values: Any) -> str:
+    return "[" + ", ".join(json.dumps(str(v)) for v in sorted(values)) + "]"
+
+
+class TestTrust:
+    __test__ = False  # a fixture, not a test class
+    """Keys under ``root``: ``keys/`` (private, the issuers') and ``trust/`` (public JWKS)."""
+
+    def __init__(self, root: Path) -> None:
+        self.keys = root / "keys"
+        self.trust_dir = root / "trust"
+        self.registry = root / "clients.toml"
+        self._lock = threading.Lock()
+        self._clients: dict[str, dict[str, Any]] = {}
+        tokens.ensure_issuer(self.key_file(TEST_ISSUER), self.trust_dir, TEST_ISSUER)
+        for name in SERVICES:
+            issuer = f"sscard-{name}"
+            tokens.ensure_issuer(self.key_file(issuer), self.trust_dir, issuer)
+            self.register(
+                f"{name}-service",
+                ClientKind.SSCARD_SERVICE,
+                {Channel.INTERNAL},
+                {Role.SERVICE},
+                issuers={issuer},
+            )
+        self.signer = tokens.Signer(TEST_ISSUER, self.key_file(TEST_ISSUER))
+
+    def key_file(self, issuer: str) -> Path:
+        return self.keys / f"{issuer}.pem"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "SSCARD_TRUST_DIR": str(self.trust_dir),
+            "SSCARD_CLIENT_REGISTRY": str(self.registry),
+            "SSCARD_TRUST_RELOAD_SECONDS": "0",
+        }
+        for name in SERVICES:
+            env[f"SSCARD_{name.upper()}_SIGNING_KEY_FILE"] = str(self.key_file(f"sscard-{name}"))
+        return env
+
+    def register(
+        self,
+        client_id: str,
+        kind: ClientKind,
+        channels: set[Channel],
+        roles: set[Role],
+        *,
+        bank_code: str = "",
+        outlets: set[str] | None = None,
+        issuers: set[str] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        """Register (or widen) a client and write the registry file."""
+        with self._lock:
+            entry = self._clients.setdefault(
+                client_id,
+                {
+                    "kind": kind,
+                    "channels": set(),
+                    "roles": set(),
+                    "bank_code": bank_code,
+                    "outlets": set(),
+                    "issuers": set(),
+                },
+            )
+            entry["channels"] |= channels
+            entry["roles"] |= roles
+            entry["outlets"] |= outlets or set()
+            entry["issuers"] |= issuers or {TEST_ISSUER}
+            entry["enabled"] = enabled
+            self._write()
+
+    def set_enabled(self, client_id: str, enabled: bool) -> None:
+        with self._lock:
+            self._clients[client_id]["enabled"] = enabled
+            self._write()
+
+    def _write(self) -> None:
+        lines = []
+        for client_id, e in self._clients.items():
+            lines += [
+                "[[client]]",
+                f"id = {json.dumps(client_id)}",
+                f"kind = {json.dumps(e['kind'].value)}",
+                f"issuers = {_toml_list(e['issuers'])}",
+                f"channels = {_toml_list(c.value for c in e['channels'])}",
+                f"roles = {_toml_list(r.value for r in e['roles'])}",
+                f"bank_code = {json.dumps(e['bank_code'])}",
+                f"outlets = {_toml_list(e['outlets'])}",
+                f"enabled = {'true' if e['enabled'] else 'false'}",
+                "",
+            ]
+        temporary = self.registry.with_suffix(".tmp")
+        temporary.write_text("\n".join(lines))
+        temporary.replace(self.registry)
+
+    def token(
+        self,
+        channel: Channel = Channel.INTERNAL,
+        roles: tuple[Role, ...] | set[Role] = (Role.SERVICE,),
+        caller: str = "test-client",
+        *,
+        client_id: str = "",
+        bank_code: str = "",
+        outlet_id: str = "",
+        operator_id: str = "",
+        ttl: dt.timedelta = dt.timedelta(minutes=30),
+        now: dt.datetime | None = None,
+        register: bool = True,
+    ) -> str:
+        """A credential of a client registered for exactly these claims.
+
+        For a person or employer credential ``caller`` is the subject (the person's id, the
+        employer's credit code) and the client is the channel's portal; otherwise ``caller``
+        is the client itself (with the bank in its id, as each bank's system is its own).
+        """
+        role_set = frozenset(roles)
+        acts_for = bool(role_set) and role_set <= SUBJECT_ROLES
+        kind = kind_for(channel, role_set)
+        if not client_id:
+            if acts_for:
+                client_id = f"{kind.value}-{bank_code}" if bank_code else kind.value
+            else:
+                client_id = f"{caller}-{bank_code}" if bank_code else caller
+        if register:
+            self.register(
+                client_id,
+                kind,
+                {channel},
+                set(role_set),
+                bank_code=bank_code,
+                outlets={outlet_id} if outlet_id else set(),
+            )
+        return self.signer.mint(
+            client_id,
+            channel,
+            roles=role_set,
+            subject=caller if acts_for else "",
+            bank_code=bank_code,
+            outlet_id=outlet_id,
+            operator_id=operator_id,
+            ttl=ttl,
+            now=now,
+        )
