@@ -26,6 +26,7 @@ from services.platform import migrations
 from services.platform.auth import Channel, Role, mint_token
 from services.platform.clock import SharedTestClock
 from services.platform.server import Server, ServiceDeps, create_server
+from tests.support import SUITE_START
 
 PG_URL = os.environ.get("SSCARD_TEST_PG_URL", "").strip()
 BACKENDS = ["sqlite", "postgresql"]
@@ -114,7 +115,11 @@ def auth_secret() -> bytes:
 
 @pytest.fixture
 def clock_file(tmp_path: Path) -> Path:
-    return tmp_path / "clock.json"
+    """The shared test clock's file, set to ``SUITE_START`` before any service reads it, so no
+    result depends on the day the tests run."""
+    path = tmp_path / "clock.json"
+    SharedTestClock(path).set(SUITE_START)
+    return path
 
 
 @pytest.fixture

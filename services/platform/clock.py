@@ -97,5 +97,9 @@ class SharedTestClock:
         tmp.write_text(json.dumps({"offset_seconds": offset.total_seconds()}))
         os.replace(tmp, self.path)
 
+    def set(self, moment: dt.datetime) -> None:
+        """Move the whole suite to ``moment``; time runs on from there."""
+        self.set_offset(moment - dt.datetime.now(dt.UTC))
+
     def advance(self, delta: dt.timedelta) -> None:
         self.set_offset(self.offset() + delta)

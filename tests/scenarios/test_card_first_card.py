@@ -156,7 +156,7 @@ class TestApplication:
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
         person = suite.person()
-        test_clock.set_offset(dt.datetime(2025, 12, 30, tzinfo=dt.UTC) - dt.datetime.now(dt.UTC))
+        test_clock.set(dt.datetime(2025, 12, 30, tzinfo=dt.UTC))
         error = rpc_error(lambda: suite.apply(person))
         assert refusal(error)[1:] == ("NOT_IN_FORCE", "A29.1")
 
