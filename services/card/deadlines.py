@@ -2,7 +2,9 @@
 does when it fires. Timers are kept and fired by the scheduler (``scheduler.py``); each handler
 runs in the transaction that marks its timer fired, and returns its outcome in words.
 
-- A13.3: a temporary loss expires after 15 natural days and the SS function restores itself.
+- A13.3: a temporary loss expires after 15 natural days and the SS function restores itself;
+  the holder is told, and that the financial function stays suspended until the issuing bank
+  unlocks it.
 - A22.1 / A22.2 / A22.4: a card still in production the day after its due date is flagged to
   operations with how late it is (mailing time does not count: only production is timed).
 - A7.4: a card an employer has not handed out 30 natural days after collecting it is flagged
@@ -29,7 +31,7 @@ from services.card.store import CardUnitOfWork, TimerRecord
 from services.card.tasks import start_bank_task, start_release_place
 from services.platform.auth import Caller, Channel
 from services.platform.calendar import WorkingDayCalendar
-from services.platform.clock import BEIJING, Clock, beijing_date
+from services.platform.clock import BEIJING, Clock, beijing_date, day_after
 
 TEMPORARY_LOSS_EXPIRY = "temporary_loss_expiry"
 PRODUCTION_OVERDUE = "production_overdue"
@@ -43,11 +45,11 @@ NON_COUNTER_SUSPENSION_MONTHS = 6  # A19.2
 SYSTEM = Caller("card-scheduler", Channel.INTERNAL)
 
 
-def day_after(day: dt.date) -> dt.datetime:
-    """Midnight in Beijing at the end of ``day``: a deadline of ``day`` is missed from then."""
-    following = day + dt.timedelta(days=1)
-    midnight = dt.datetime(following.year, following.month, following.day, tzinfo=BEIJING)
-    return midnight.astimezone(dt.UTC)
+def watch_temporary_loss(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
+    """A13.3: the SS function restores itself when the 15 natural days of a temporary loss run
+    out, at midnight (Beijing) ending the 15th day after the report."""
+    due = rules.temporary_loss_lapses(now)
+    uow.timers.add(new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", due), now)
 
 
 def watch_production(uow: CardUnitOfWork, card: Card, rule: str, now: dt.datetime) -> None:

@@ -20,6 +20,7 @@ from services.card.deadlines import (
     watch_handout,
     watch_non_counter,
     watch_not_handed_out,
+    watch_temporary_loss,
 )
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
@@ -46,7 +47,6 @@ from services.card.flows import (
     application_data,
 )
 from services.card.saga import new_saga_id, wall_clock
-from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
 from services.card.tasks import start_bank_task, start_release_place, start_saga
 from services.platform import channels
@@ -523,8 +523,7 @@ def report_temporary_loss(
     if change.card is card:
         return LossOutcome(card, False)
     uow.cards.record(change)
-    due = now + dt.timedelta(days=rules.TEMPORARY_LOSS_DAYS)
-    uow.timers.add(new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", due), now)
+    watch_temporary_loss(uow, change.card, now)
     _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
     return LossOutcome(change.card, True)
 

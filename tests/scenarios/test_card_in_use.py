@@ -14,7 +14,7 @@ import pytest
 
 from services.card.main import build as build_card
 from services.platform.auth import Channel, Role
-from services.platform.clock import SharedTestClock
+from services.platform.clock import BEIJING, SharedTestClock
 from services.platform.grpc_errors import from_rpc_error
 from sscard.bank.v1 import bank_pb2
 from sscard.card.v1 import card_pb2 as pb
@@ -94,19 +94,41 @@ class TestLoss:
         )
         assert reason_rule(error) == ("DOCUMENT_MISMATCH", "A13.1")
 
-    def test_A13_3_the_ss_function_restores_itself_after_fifteen_natural_days(
+    def test_A13_3_the_ss_function_restores_itself_at_midnight_ending_the_fifteenth_day(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """社会保障功能临时挂失的有效期为 15 个自然日。持卡人在临时挂失有效期内未办理正式挂失的,
+        有效期届满后社会保障卡原有社会保障功能自动恢复。
+
+        Reported at 23:50 on Monday 23 November 2026: that day does not count (Civil Code
+        art. 201), the 15th day is Tuesday 8 December and the period ends at its 24:00
+        (art. 203). The financial function is the issuing bank's to unlock."""
         card_id, person = active_card(suite)
+        test_clock.set(dt.datetime(2026, 11, 23, 23, 50, tzinfo=BEIJING))
         loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE))
-        test_clock.advance(dt.timedelta(days=14))
-        suite_wait = 1.0  # several scheduler polls
-        with pytest.raises(TimeoutError):
-            wait_until(lambda: suite.get(card_id).status == pb.ACTIVE, timeout=suite_wait)
-        test_clock.advance(dt.timedelta(days=2))
+        answer = suite.card.QueryStatus(
+            pb.QueryStatusRequest(card_id=card_id, document=person.document()),
+            metadata=suite.at(Channel.HOTLINE),
+        )
+        assert "works again from 00:00 on 2026-12-09" in answer.progress
+        assert (
+            f"financial function stays suspended until you have it unlocked at a branch of {BANK}"
+            in answer.progress
+        )
+
+        test_clock.set(dt.datetime(2026, 12, 8, 23, 59, tzinfo=BEIJING))
+        with pytest.raises(TimeoutError):  # several scheduler polls: still lost
+            wait_until(lambda: suite.get(card_id).status != pb.TEMPORARILY_LOST, timeout=1.0)
+
+        test_clock.set(dt.datetime(2026, 12, 9, 0, 0, tzinfo=BEIJING))
         wait_until(lambda: suite.get(card_id).status == pb.ACTIVE)
-        last = suite.get(card_id, history=True).transitions[-1]
+        card = suite.get(card_id, history=True)
+        last = card.transitions[-1]
         assert (last.rule, last.channel) == ("A13.3", common_pb2.INTERNAL)
+        [told] = [n.text for n in card.notices if (n.recipient, n.rule) == ("person", "A13.3")]
+        assert "social security function of your card works again" in told
+        assert "financial function stays suspended" in told
+        assert bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS
 
     def test_A13_3_the_expiry_survives_a_restart_of_the_card_service(
         self,

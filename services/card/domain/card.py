@@ -13,7 +13,7 @@ from calendar import monthrange
 from dataclasses import dataclass, field, replace
 
 from services.platform.auth import Caller, Channel
-from services.platform.clock import BEIJING
+from services.platform.clock import BEIJING, beijing_date, day_after
 from services.platform.errors import DomainError, Kind
 
 GENERATION = 3  # A27.1: cards issued under these rules carry SS, public-service and financial
@@ -340,11 +340,28 @@ def report_formal_loss(card: Card, financial_too: bool, who: Caller, now: dt.dat
     )
 
 
+def temporary_loss_lapses(reported: dt.datetime) -> dt.datetime:
+    """A13.3: when a temporary loss reported at ``reported`` runs out. Under the Civil Code
+    (art. 201, 203) a period of days does not count its first day and ends at 24:00 of its last:
+    a loss reported on 1 March lasts to the end of 16 March, Beijing time."""
+    return day_after(beijing_date(reported) + dt.timedelta(days=TEMPORARY_LOSS_DAYS))
+
+
+def _financial_stays_suspended(card: Card) -> str:
+    # A13.3 restores only the SS function by itself; the financial function, suspended with it
+    # (A13.2), is the issuing bank's to unlock (A20.1).
+    return (
+        f"The financial function stays suspended until you have it unlocked at a branch of "
+        f"{card.bank_code}."
+    )
+
+
 def expire_temporary_loss(card: Card, who: Caller, now: dt.datetime) -> Change:
-    """A13.3: 15 natural days without a formal loss: the SS function restores itself."""
+    """A13.3: 15 natural days without a formal loss: the SS function restores itself, and the
+    holder is told that the financial function does not."""
     if card.status is not Status.TEMPORARILY_LOST:
         return Change(card)  # a formal loss came, or the loss ended otherwise
-    return _move(
+    change = _move(
         card,
         card.status_before_loss or Status.ACTIVE,
         who,
@@ -353,6 +370,13 @@ def expire_temporary_loss(card: Card, who: Caller, now: dt.datetime) -> Change:
         "temporary loss expired after 15 natural days; SS function restored",
         status_before_loss=None,
     )
+    text = (
+        f"Your temporary loss report of {_day(card.status_since)} has run its "
+        f"{TEMPORARY_LOSS_DAYS} natural days without a formal loss: the social security "
+        f"function of your card works again. {_financial_stays_suspended(card)}"
+    )
+    change.notices.append(Notice(now, "person", text, "A13.3"))
+    return change
 
 
 def unlock(card: Card, who: Caller, now: dt.datetime) -> Change:
@@ -641,9 +665,11 @@ def progress(card: Card) -> str:
         case Status.ACTIVE:
             return f"Active since {since}."
         case Status.TEMPORARILY_LOST:
+            back = _day(card.status_since and temporary_loss_lapses(card.status_since))
             return (
-                f"Reported lost on {since}: the card is suspended. Without a formal loss report "
-                f"it works again {TEMPORARY_LOSS_DAYS} days after the report."
+                f"Reported lost on {since}: the social security and financial functions are "
+                f"suspended. Without a formal loss report the social security function works "
+                f"again from 00:00 on {back} (Beijing time). {_financial_stays_suspended(card)}"
             )
         case Status.FORMALLY_LOST:
             return (
