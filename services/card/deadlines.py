@@ -61,8 +61,9 @@ def watch_production(uow: CardUnitOfWork, card: Card, rule: str, now: dt.datetim
 
 
 def watch_handout(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
-    """A7.4: the employer hands the card out within 30 natural days of collecting it."""
-    due = now + dt.timedelta(days=rules.EMPLOYER_HANDOUT_DAYS)
+    """A7.4: the employer hands the card out within 30 natural days of collecting it: counted
+    from the day after collection, to 24:00 of the 30th day (Civil Code art. 201, 203)."""
+    due = day_after(beijing_date(now) + dt.timedelta(days=rules.EMPLOYER_HANDOUT_DAYS))
     uow.timers.add(new_timer(EMPLOYER_HANDOUT, card.card_id, "A7.4", due), now)
 
 

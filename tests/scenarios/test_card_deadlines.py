@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from services.platform.auth import Channel, Role
-from services.platform.clock import SharedTestClock
+from services.platform.clock import BEIJING, SharedTestClock
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from tests.cardsuite import BANK, EMPLOYER_ID, INSTANT, Suite, wait_until
@@ -57,6 +59,7 @@ def test_A22_4_a_card_made_in_time_is_not_flagged_however_slow_the_post(
 def test_A7_4_cards_an_employer_has_not_handed_out_in_30_days_are_marked_for_return(
     suite: Suite, test_clock: SharedTestClock
 ) -> None:
+    """用人单位未发放至单位职工的社会保障卡,应于30个自然日内退回发卡合作银行。"""
     people = [suite.person(), suite.person()]
     answer = suite.card.ApplyBatch(
         pb.ApplyBatchRequest(
@@ -87,7 +90,14 @@ def test_A7_4_cards_an_employer_has_not_handed_out_in_30_days_are_marked_for_ret
         pb.RecordHandoutRequest(request_id=suite.rid("hand"), card_id=card_ids[0]),
         metadata=suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID),
     )
-    test_clock.advance(dt.timedelta(days=31))
+    # Collected on Monday 23 November 2026: the 30 days run from the 24th to the end of
+    # Wednesday 23 December.
+    test_clock.set(dt.datetime(2026, 12, 23, 23, 59, tzinfo=BEIJING))
+    with pytest.raises(TimeoutError):  # several scheduler polls: still the employer's time
+        wait_until(lambda: suite.get(card_ids[1]).status == pb.RETURN_DUE, timeout=1.0)
+    assert {d.state for d in deadlines(suite, rule="A7.4")} == {pb.CANCELLED, pb.PENDING}
+
+    test_clock.set(dt.datetime(2026, 12, 24, 0, 0, tzinfo=BEIJING))
     wait_until(lambda: suite.get(card_ids[1]).status == pb.RETURN_DUE)
     assert suite.get(card_ids[0]).status == pb.COLLECTED
     late = suite.get(card_ids[1], history=True)

@@ -7,10 +7,13 @@ from __future__ import annotations
 import datetime as dt
 
 import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
 
 from services.platform.auth import Channel, Role
-from services.platform.clock import SharedTestClock
+from services.platform.calendar import WorkingDayCalendar
+from services.platform.clock import SharedTestClock, beijing_date, day_after
 from sscard.bank.v1 import bank_pb2, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -40,6 +43,14 @@ def record_death(suite: Suite, person: PersonSpec, request_id: str) -> None:
         ),
         metadata=suite.token(roles=(Role.REGISTRY,), caller="hr-feed"),
     )
+
+
+def due(deadline: pb.Deadline) -> dt.datetime:
+    return deadline.due_at.ToDatetime(dt.UTC)
+
+
+def beijing_day(stamp: Timestamp) -> dt.date:
+    return beijing_date(stamp.ToDatetime(dt.UTC))
 
 
 def status(suite: Suite, card_id: str) -> int:
@@ -75,6 +86,8 @@ class TestDeath:
     def test_A21_2_a_card_not_yet_handed_out_stops_and_the_bank_must_take_it_back(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """通过与相关业务系统对比确认的已死亡人员卡,合作银行应在收到社会保障卡管理系统提醒后终止发放,
+        并于10个工作日内完成回收工作。"""
         person = suite.person()
         started = suite.apply(person)
         suite.settle(started.card_id)  # in production at the bank
@@ -86,7 +99,16 @@ class TestDeath:
         notices = suite.get(started.card_id, history=True).notices
         assert ("operations", "A21.2") in [(n.recipient, n.rule) for n in notices]
 
-        test_clock.advance(dt.timedelta(days=16))  # more than 10 working days
+        # Recorded on Monday 23 November 2026: the 10th working day after it is 7 December.
+        last_day = WorkingDayCalendar.from_env().add_working_days(dt.date(2026, 11, 23), 10)
+        assert due(deadline) == day_after(last_day)
+
+        test_clock.set(day_after(last_day) - dt.timedelta(minutes=1))  # 23:59 on the 10th day
+        with pytest.raises(TimeoutError):  # several scheduler polls: still the bank's time
+            wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [], timeout=1.0)
+        assert [d.overdue for d in deadlines(suite, rule="A21.2")] == [False]
+
+        test_clock.set(day_after(last_day))
         wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "flagged: not taken back in time"
@@ -107,7 +129,8 @@ class TestDeath:
             ),
             metadata=suite.ops,
         )
-        test_clock.advance(dt.timedelta(days=16))
+        [deadline] = deadlines(suite, rule="A21.2")
+        test_clock.set(due(deadline))
         wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "taken back by the bank in time"
@@ -135,14 +158,20 @@ class TestNotHandedOut:
     def test_A21_1_a_card_not_handed_out_in_6_months_is_withdrawn_and_taken_back(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """具有金融功能的社会保障卡超过6个月未发放到个人的,由合作银行统一回收;"""
         person = suite.person()
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-        suite.settle(started.card_id)
+        suite.settle(started.card_id)  # made on Monday 23 November 2026
         [deadline] = deadlines(suite, rule="A21.1")
         assert deadline.state == pb.PENDING
-        test_clock.advance(dt.timedelta(days=150))
-        assert status(suite, started.card_id) == pb.READY
-        test_clock.advance(dt.timedelta(days=35))
+        assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)
+
+        test_clock.set(due(deadline) - dt.timedelta(days=1))
+        with pytest.raises(TimeoutError):  # several scheduler polls: nothing happens
+            wait_until(lambda: status(suite, started.card_id) != pb.READY, timeout=1.0)
+        assert [d.state for d in deadlines(suite, rule="A21.1")] == [pb.PENDING]
+
+        test_clock.set(due(deadline))
         wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
         wait_until(lambda: recall_reason(suite, started.card_id) == bank_pb2.NOT_HANDED_OUT)
         [fired] = deadlines(suite, rule="A21.1")
@@ -155,7 +184,8 @@ class TestNotHandedOut:
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
         card_id, _ = active_card(suite)
-        test_clock.advance(dt.timedelta(days=200))
+        [deadline] = deadlines(suite, rule="A21.1")
+        test_clock.set(due(deadline))
         wait_until(lambda: deadlines(suite, rule="A21.1", state=pb.FIRED) != [])
         assert status(suite, card_id) == pb.ACTIVE
 
@@ -163,6 +193,7 @@ class TestNotHandedOut:
 def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
     suite: Suite, test_clock: SharedTestClock
 ) -> None:
+    """持卡人更换合作银行后,原则上6个月内不允许再次变更合作银行。"""
     card_id, person = active_card(suite)
     started = suite.card.ReplaceCard(
         pb.ReplaceCardRequest(
@@ -179,10 +210,20 @@ def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
     )
     [deadline] = deadlines(suite, rule="A16.7")
     assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
-    test_clock.advance(dt.timedelta(days=186))
+    assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)  # changed 23 November 2026
+
+    def told() -> bool:
+        notices = suite.get(started.card_id, history=True).notices
+        return ("person", "A16.7") in [(n.recipient, n.rule) for n in notices]
+
+    test_clock.set(due(deadline) - dt.timedelta(days=1))
+    with pytest.raises(TimeoutError):  # several scheduler polls: the lock still holds
+        wait_until(told, timeout=1.0)
+    assert [d.state for d in deadlines(suite, rule="A16.7")] == [pb.PENDING]
+
+    test_clock.set(due(deadline))
     wait_until(lambda: deadlines(suite, rule="A16.7", state=pb.FIRED) != [])
-    notices = suite.get(started.card_id, history=True).notices
-    assert ("person", "A16.7") in [(n.recipient, n.rule) for n in notices]
+    assert told()
 
 
 def cancel(
@@ -218,6 +259,8 @@ class TestCancellation:
     def test_A19_1_A19_2_at_a_district_outlet_SS_ends_and_non_counter_stops_six_months_on(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """鼓励合作银行在社会保障卡社会保障功能注销6个月后,通过暂停社会保障卡金融账户非柜面业务等方式,
+        督促持卡人或其亲属办理社会保障卡金融账户注销。"""
         card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
         cancelled = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         assert cancelled.status == pb.SS_CANCELLED
@@ -234,7 +277,14 @@ class TestCancellation:
         error = rpc_error(lambda: suite.activate(card_id, person))
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-        test_clock.advance(dt.timedelta(days=185))
+        assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)  # cancelled 23 November
+
+        test_clock.set(due(deadline) - dt.timedelta(days=1))
+        with pytest.raises(TimeoutError):  # several scheduler polls: nothing is suspended
+            wait_until(lambda: non_counter_suspensions(suite, card_id) != [], timeout=1.0)
+        assert [d.state for d in deadlines(suite, rule="A19.2")] == [pb.PENDING]
+
+        test_clock.set(due(deadline))
         wait_until(lambda: deadlines(suite, rule="A19.2", state=pb.FIRED) != [])
         wait_until(lambda: non_counter_suspensions(suite, card_id) == [ledger_pb2.SS_CANCELLED])
 
