@@ -649,6 +649,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
                     outcome=t.outcome,
                     attempts=t.attempts,
                     fired_at=to_timestamp(t.fired_at),
+                    estimated_calendar=t.estimated_calendar,
                 )
                 for t in found
             ],

@@ -78,9 +78,13 @@ def watch_not_handed_out(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> N
 def watch_death_recall(
     uow: CardUnitOfWork, card: Card, calendar: WorkingDayCalendar, now: dt.datetime
 ) -> None:
-    """A21.2: the bank takes the card back within 10 working days."""
-    last_day = calendar.add_working_days(beijing_date(now), DEATH_RECALL_WORKING_DAYS)
-    uow.timers.add(new_timer(DEATH_RECALL, card.card_id, "A21.2", day_after(last_day)), now)
+    """A21.2: the bank takes the card back within 10 working days; a due date counted through a
+    year whose schedule is only estimated says so to operations."""
+    start = beijing_date(now)
+    last_day = calendar.add_working_days(start, DEATH_RECALL_WORKING_DAYS)
+    estimated = not all(calendar.is_confirmed(y) for y in range(start.year, last_day.year + 1))
+    timer = new_timer(DEATH_RECALL, card.card_id, "A21.2", day_after(last_day), estimated)
+    uow.timers.add(timer, now)
 
 
 def watch_bank_change_lock(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:

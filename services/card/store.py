@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    false,
     func,
     select,
     update,
@@ -191,6 +193,8 @@ timers = Table(
     Column("lease_until", DateTime(timezone=True)),  # wall-clock time
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("fired_at", DateTime(timezone=True)),
+    # Counted in working days through a year the calendar only estimates (A21.2, A22.2).
+    Column("estimated_calendar", Boolean, nullable=False, server_default=false()),
     Index("ix_timers_due", "state", "due_at"),
     Index("ix_timers_target", "kind", "target"),
 )
@@ -830,6 +834,8 @@ class TimerRecord:
     outcome: str = ""
     attempts: int = 0
     fired_at: dt.datetime | None = None
+    # The due date rests on working days of a year whose State Council schedule is estimated.
+    estimated_calendar: bool = False
 
 
 class TimerRepository:
@@ -855,6 +861,7 @@ class TimerRepository:
                 "lease_until": None,
                 "created_at": now,
                 "fired_at": None,
+                "estimated_calendar": timer.estimated_calendar,
             },
         )
 
@@ -877,6 +884,7 @@ class TimerRepository:
             row.outcome,
             row.attempts,
             as_utc(row.fired_at) if row.fired_at else None,
+            row.estimated_calendar,
         )
 
     def listing(

@@ -13,7 +13,7 @@ from google.type.date_pb2 import Date
 
 from services.platform.auth import Channel, Role
 from services.platform.calendar import WorkingDayCalendar
-from services.platform.clock import SharedTestClock, beijing_date, day_after
+from services.platform.clock import BEIJING, SharedTestClock, beijing_date, day_after
 from sscard.bank.v1 import bank_pb2, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -102,6 +102,7 @@ class TestDeath:
         # Recorded on Monday 23 November 2026: the 10th working day after it is 7 December.
         last_day = WorkingDayCalendar.from_env().add_working_days(dt.date(2026, 11, 23), 10)
         assert due(deadline) == day_after(last_day)
+        assert not deadline.estimated_calendar  # 2026's schedule is the State Council's
 
         test_clock.set(day_after(last_day) - dt.timedelta(minutes=1))  # 23:59 on the 10th day
         with pytest.raises(TimeoutError):  # several scheduler polls: still the bank's time
@@ -112,6 +113,26 @@ class TestDeath:
         wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "flagged: not taken back in time"
+
+    def test_A21_2_ten_working_days_counted_into_an_unconfirmed_year_are_shown_as_estimated(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        """并于10个工作日内完成回收工作。
+
+        Recorded on Thursday 24 December 2026, the ten working days run into 2027, whose
+        holiday schedule the calendar file only estimates: operations see the due date flagged."""
+        calendar = WorkingDayCalendar.from_env()
+        assert not calendar.is_confirmed(2027)
+        test_clock.set(dt.datetime(2026, 12, 24, 10, 0, tzinfo=BEIJING))
+        person = suite.person()
+        started = suite.apply(person)
+        suite.settle(started.card_id)
+        record_death(suite, person, "death-a212-2027")
+        wait_until(lambda: deadlines(suite, rule="A21.2") != [])
+        [deadline] = deadlines(suite, rule="A21.2")
+        last_day = calendar.add_working_days(dt.date(2026, 12, 24), 10)
+        assert last_day.year == 2027
+        assert (due(deadline), deadline.estimated_calendar) == (day_after(last_day), True)
 
     def test_A21_2_a_card_taken_back_in_time_is_not_flagged(
         self, suite: Suite, test_clock: SharedTestClock
