@@ -61,6 +61,13 @@ def test_the_shared_test_clock_moves_every_reader_together(tmp_path: Path) -> No
     assert dt.timedelta(days=16) <= moved < dt.timedelta(days=16, minutes=1)
 
 
+def test_the_shared_test_clock_is_set_to_an_instant_whatever_the_day(tmp_path: Path) -> None:
+    path = tmp_path / "clock.json"
+    start = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+    SharedTestClock(path).set(start)
+    assert dt.timedelta(0) <= SharedTestClock(path).now() - start < dt.timedelta(minutes=1)
+
+
 class TestCredentials:
     def test_a_minted_credential_verifies_with_its_claims(self) -> None:
         token = mint_token(
