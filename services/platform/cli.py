@@ -133,7 +133,7 @@ def cmd_clock(args: argparse.Namespace) -> int:
         target = dt.datetime.fromisoformat(args.value or "")
         if target.tzinfo is None:
             target = target.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
-        clock.set_offset(target - dt.datetime.now(dt.UTC))
+        clock.set(target)
     elif args.action == "reset":
         clock.set_offset(dt.timedelta(0))
     now = clock.now()
