@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from services.card.clients import card_account
 from services.card.deadlines import (
     EMPLOYER_HANDOUT,
     PRODUCTION_OVERDUE,
@@ -449,6 +450,9 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
             "bank_change": bool(data.get("bank_change")),
             "keep_old_account": bool(data.get("keep_old_account")),
             "old_account_id": old.account_id,
+            # The holder's direction at replacement time, by default the new card's account:
+            # the old account closes only with its balance paid there (A16.7, A20.1).
+            "payout_destination": data.get("old_account_payout") or card_account(card.card_id),
         },
     )
 
@@ -730,6 +734,7 @@ class SuccessorCommand:
     reason: rules.ReplacementReason | None = None
     new_bank_code: str = ""
     keep_old_account: bool = False
+    old_account_payout: str = ""  # "" for the new card's account (A16.7)
 
 
 def _successor(
@@ -786,6 +791,7 @@ def _successor(
             "bank_code": bank_code,
             "bank_change": bank_code != old.bank_code,
             "keep_old_account": cmd.keep_old_account,
+            "old_account_payout": cmd.old_account_payout,
             "delivery": cmd.delivery.value,
             "pickup_branch_id": pickup,
             "applied_at": now.isoformat(),
