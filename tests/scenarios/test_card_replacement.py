@@ -337,10 +337,9 @@ class TestMoneyOnBankChange:
         [told] = [n for n in suite.get(started.card_id, history=True).notices if n.rule == "A20.1"]
         assert told.recipient == "person" and "new card's account" in told.text
 
-    def test_A16_7_A19_1_the_old_balance_goes_where_the_holder_directed(self, suite: Suite) -> None:
-        """第十九条 到发卡合作银行服务网点一并办理社会保障卡社会保障功能注销、金融功能注销和交通出行
-        功能退资等手续。第二十条 持卡人办理社会保障卡金融功能挂失、解挂、注销、代办以及预留手机号码修改
-        的程序和时限等规则,按照发卡合作银行的规定执行。"""
+    def test_A16_7_A20_1_the_old_balance_goes_where_the_holder_directed(self, suite: Suite) -> None:
+        """第二十条 持卡人办理社会保障卡金融功能挂失、解挂、注销、代办以及预留手机号码修改的程序和
+        时限等规则,按照发卡合作银行的规定执行。"""
         card_id, person = active_card(suite)
         pay_in(suite, card_id, 300 * YUAN)
         started = replace(
