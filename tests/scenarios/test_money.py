@@ -1,5 +1,6 @@
 """Money that must never be stranded, over real gRPC on both databases (A19.1, A19.2): a
-cancellation waits for every refund still on its way."""
+cancellation waits for every refund still on its way, and a cancellation at the issuing bank
+after one at a district outlet finishes the financial half."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from services.bank.main import build as build_bank
+from services.platform.auth import Channel
 from services.platform.clock import SharedTestClock
-from sscard.bank.v1 import bank_pb2_grpc, ledger_pb2
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.transit.v1 import transit_pb2 as tpb
 from tests.cardsuite import Suite, active_card, wait_until
 from tests.money import YUAN, account_balance, ledger
+from tests.scenarios.test_card_deadlines import deadlines
 from tests.scenarios.test_card_endings import cancel, cancellation_saga
 from tests.scenarios.test_transit import refund_state, top_up, wallet
 from tests.support import wait_serving
@@ -85,3 +88,37 @@ class TestCancellation:
         assert (closed.balance_fen, closed.status) == (0, tpb.CLOSED)
         assert payouts(suite, card_id) == [(-300 * YUAN, "cash")]
         assert account_balance(suite, card_id).balance_fen == 0
+
+
+class TestDistrictThenBank:
+    def test_A19_1_A19_2_at_the_bank_after_a_district_cancellation_the_rest_is_done(
+        self, suite: Suite
+    ) -> None:
+        """第十九条 到区、街两级社会保障卡服务网点办理社会保障卡社会保障功能注销手续,或到发卡合作
+        银行服务网点一并办理社会保障卡社会保障功能注销、金融功能注销和交通出行功能退资等手续。"""
+        card_id, person = active_card(suite, settled=SETTLED)
+        top_up(suite, card_id, 80 * YUAN)
+        cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        [watch] = deadlines(suite, rule="A19.2")
+        assert watch.state == pb.PENDING
+        done = cancel(suite, card_id, person, suite.branch(), payout_destination="cash")
+        assert done.status == pb.SS_CANCELLED
+        wait_until(lambda: saga_state(suite, card_id) == pb.COMPLETED)
+        cancel(suite, card_id, person, suite.branch(), payout_destination="cash")  # nothing new
+
+        assert (wallet(suite, card_id).balance_fen, wallet(suite, card_id).status) == (
+            0,
+            tpb.CLOSED,
+        )
+        account = account_balance(suite, card_id)
+        assert (account.balance_fen, account.closed) == (0, True)
+        assert payouts(suite, card_id) == [(-80 * YUAN, "cash")]
+        assert deadlines(suite, rule="A19.2", state=pb.PENDING) == []
+        notices = suite.get(card_id, history=True).notices
+        assert ("person", "A19.1") in [(n.recipient, n.rule) for n in notices]
+        assert (
+            suite.bank.GetAccount(
+                bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.ops
+            ).status
+            == bank_pb2.CLOSED
+        )
