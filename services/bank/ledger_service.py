@@ -44,6 +44,11 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+# A counterparty naming a card of this suite: a transfer's other side, or a closing payout's
+# destination whose account is credited (A16.7).
+CARD_DESTINATION = "card:"
+
+
 @dataclass(frozen=True)
 class LedgerConfig:
     """What the ledger's use cases need besides the unit of work."""
@@ -309,7 +314,7 @@ def transfer(
         _receive(config, target, cmd.amount_fen)
     transfer_id = new_id()
     reference = cmd.reference or transfer_id
-    payee = f"card:{cmd.to_card_id}" if cmd.to_card_id else cmd.external_counterparty
+    payee = f"{CARD_DESTINATION}{cmd.to_card_id}" if cmd.to_card_id else cmd.external_counterparty
     out = _book(
         uow,
         config,
@@ -333,7 +338,7 @@ def transfer(
             cmd.channel.source,
             now,
             reference=reference,
-            counterparty=f"card:{cmd.from_card_id}",
+            counterparty=f"{CARD_DESTINATION}{cmd.from_card_id}",
             channel=cmd.channel,
             transfer_id=transfer_id,
             booked_by=by,
@@ -432,8 +437,17 @@ def close_financial(
     counter: Caller | None,
     by: str,
 ) -> Closed:
-    """Pay the whole balance out to the holder's destination, then close the account."""
-    held = _hold(uow, config, card_id)
+    """Pay the whole balance out to the holder's destination, then close the account.
+
+    A destination ``card:<card_id>`` is that card's account in this bank service (the new
+    card's account after a change of issuing bank, A16.7): it is credited in the same
+    transaction, so the money is never between the two accounts; an account that cannot
+    receive it refuses, and the closing account stays open with its balance."""
+    payee = destination[len(CARD_DESTINATION) :] if destination.startswith(CARD_DESTINATION) else ""
+    if payee == card_id:
+        raise same_card()
+    both = _hold_cards(uow, config, [card_id, payee] if payee else [card_id])
+    held = both[0]
     _check_counter(counter, held.account)
     rules.check_not_destroyed(held.destroyed)
     account = held.account
@@ -441,18 +455,36 @@ def close_financial(
         return Closed(_standing(uow, config, held), None, account.closed_at)
     now = config.clock.now()
     payout = None
-    if held.ledger.balance_fen > 0:
+    amount = held.ledger.balance_fen
+    if amount > 0:
+        target = both[1] if payee else None
+        if target is not None:
+            if target.account.account_id == account.account_id:
+                raise same_card()
+            _receive(config, target, amount)
         payout = _book(
             uow,
             config,
             held,
-            -held.ledger.balance_fen,
+            -amount,
             EntrySource.CLOSING_PAYOUT,
             now,
             reference=reference,
             counterparty=destination,
             booked_by=by,
         )
+        if target is not None:
+            _book(
+                uow,
+                config,
+                target,
+                amount,
+                EntrySource.CLOSING_PAYOUT,
+                now,
+                reference=reference,
+                counterparty=f"{CARD_DESTINATION}{card_id}",
+                booked_by=by,
+            )
     closed = close_account(account, now)
     uow.accounts.save_status(closed)
     held.account = closed

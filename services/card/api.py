@@ -474,6 +474,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             ),
             new_bank_code=request.new_bank_code,
             keep_old_account=request.keep_old_account,
+            old_account_payout=request.old_account_payout_destination.strip(),
         )
         return self._successor("ReplaceCard", request, service.replace_card, cmd)
 

@@ -144,6 +144,11 @@ class Order:
     card_number: str  # set when made on the spot (A22.3)
 
 
+def card_account(card_id: str) -> str:
+    """A payout destination naming a card's account in the bank service (CloseFinancial)."""
+    return f"card:{card_id}"
+
+
 class BankPort:
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
         channel = open_channel(config.target("bank"))

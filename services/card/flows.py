@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from services.card.clients import BankPort, IdentityPort, TransitPort
+from services.card.clients import BankPort, IdentityPort, TransitPort, card_account
 from services.card.deadlines import watch_not_handed_out, watch_production
 from services.card.domain import card as rules
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
@@ -318,9 +318,9 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
     """After a reissue or replacement is activated (A16.5): the person's place is final with
     identity; the old bank records the replaced card taken back (A16.6; a reissued card was
     lost, so there is none to take back, and the account it carried over to the new card is
-    no longer suspended for its loss); after a bank change the old bank's account closes
-    unless the holder keeps it (A16.7). The old card itself stopped in the activation's
-    transaction."""
+    no longer suspended for its loss); after a bank change the old bank's account is paid out
+    as the holder directed and closes, unless the holder keeps it (A16.7, A20.1). The old card
+    itself stopped in the activation's transaction."""
 
     def confirm(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         identity.confirm(request_id, saga.card_id)
@@ -335,14 +335,61 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
             bank.lift_loss(request_id, saga.data["old_card_id"])
         return {}
 
+    def closes_old_account(saga: SagaRecord) -> bool:
+        return bool(saga.data["bank_change"] and not saga.data["keep_old_account"])
+
     def close_old_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        d = saga.data
-        if d["bank_change"] and not d["keep_old_account"]:
-            bank.close_account(request_id, d["old_account_id"])
+        # Pension or subsidy money may sit in the old account: it closes through the same
+        # CloseFinancial as a cancellation, which pays the whole balance out as the holder
+        # directed when replacing the card (by default into the new card's account, credited
+        # in the bank's one transaction) and only then closes it. A status change alone would
+        # leave the money in an account nothing can debit any more.
+        if closes_old_account(saga):
+            bank.close_financial(
+                request_id,
+                saga.data["old_card_id"],
+                saga.data.get("payout_destination") or card_account(saga.card_id),
+                saga.saga_id,
+            )
         return {}
 
     def done(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        """Nothing more: the old card is retired."""
+        """The old card is retired; after a bank change the holder is told where the old
+        account's balance went and to give the paying bodies the new account (A20.1, A15.2)."""
+        if not closes_old_account(saga):
+            return
+        destination = saga.data.get("payout_destination") or card_account(saga.card_id)
+        where = (
+            "your new card's account" if destination == card_account(saga.card_id) else destination
+        )
+        _tell(
+            uow,
+            saga,
+            clock,
+            "person",
+            "A20.1",
+            lambda card: (
+                f"Your account at your former bank is closed, its balance paid to {where}. "
+                "Where pension, subsidies or allowances were paid into it, register your new "
+                f"card's account at {card.bank_code} with the paying agency."
+            ),
+        )
+
+    def not_closed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        if not closes_old_account(saga):
+            return
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            saga.refusal_rule or "A16.7",
+            lambda card: (
+                f"The retirement of card {saga.data['old_card_id']} stopped: "
+                f"{saga.refusal_message} ({saga.refusal_reason}); its account at the former "
+                "bank stays open with its balance until it is paid out as the holder directs."
+            ),
+        )
 
     return SagaDefinition(
         RETIREMENT,
@@ -352,7 +399,7 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
             RemoteStep("close_old_account", close_old_account),
         ],
         done,
-        done,
+        not_closed,
     )
 
 

@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from services.card.clients import card_account
 from services.card.deadlines import (
     EMPLOYER_HANDOUT,
+    NON_COUNTER_SUSPENSION,
     PRODUCTION_OVERDUE,
     TEMPORARY_LOSS_EXPIRY,
     watch_bank_change_lock,
@@ -449,6 +451,9 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
             "bank_change": bool(data.get("bank_change")),
             "keep_old_account": bool(data.get("keep_old_account")),
             "old_account_id": old.account_id,
+            # The holder's direction at replacement time, by default the new card's account:
+            # the old account closes only with its balance paid there (A16.7, A20.1).
+            "payout_destination": data.get("old_account_payout") or card_account(card.card_id),
         },
     )
 
@@ -589,17 +594,18 @@ def cancel_card(
     card = _card(uow, card_id, for_update=True)
     reach = channels.check(Operation.CANCEL, caller, card.bank_code)
     _holder(uow, card, presented, Operation.CANCEL, "A19.1")
-    if card.status is rules.Status.SS_CANCELLED:
-        return LossOutcome(card, False)
     financial_too = reach is channels.Reach.ISSUING_BANK
-    if financial_too and not payout_destination.strip():
-        v = Violations()
-        v.add(
-            "payout_destination",
-            "say where the account's balance is paid (an account elsewhere, or cash)",
-            "REQUIRED",
-        )
-        v.raise_if_any("INVALID_REQUEST", rule="A19.1")
+    if card.status is rules.Status.SS_CANCELLED:
+        # Cancelled at a district outlet, the SS function only: at the issuing bank the rest
+        # is done now, the transit refund then the account's payout and close, by the one
+        # cancellation saga (A19.1); once started, a repeat changes nothing.
+        if not financial_too or uow.sagas.for_card(card.card_id, [CANCELLATION]) is not None:
+            return LossOutcome(card, False)
+        _payout_destination_given(payout_destination)
+        _start_cancellation(uow, card, payout_destination)
+        return LossOutcome(card, True)
+    if financial_too:
+        _payout_destination_given(payout_destination)
     if not settled(card.person_id):
         raise business_not_settled()
     now = clock.now()
@@ -607,12 +613,33 @@ def cancel_card(
     uow.cards.record(change)
     uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "the card was cancelled (A19.1)")
     if financial_too:
-        destination = {"payout_destination": payout_destination.strip(), "refund_id": ""}
-        start_saga(uow, CANCELLATION, card.card_id, destination)
+        _start_cancellation(uow, card, payout_destination)
     elif card.account_id:
         watch_non_counter(uow, card, now)
     start_release_place(uow, card.card_id)
     return LossOutcome(change.card, True)
+
+
+def _payout_destination_given(payout_destination: str) -> None:
+    if not payout_destination.strip():
+        v = Violations()
+        v.add(
+            "payout_destination",
+            "say where the account's balance is paid (an account elsewhere, or cash)",
+            "REQUIRED",
+        )
+        v.raise_if_any("INVALID_REQUEST", rule="A19.1")
+
+
+def _start_cancellation(uow: CardUnitOfWork, card: Card, payout_destination: str) -> None:
+    """The financial half of A19.1: the saga refunds the transit balance into the account,
+    pays the account out as the holder directs and closes it. The A19.2 suspension a district
+    cancellation scheduled has nothing left to prompt."""
+    uow.timers.cancel(
+        NON_COUNTER_SUSPENSION, card.card_id, "the account is closed at the bank (A19.1)"
+    )
+    destination = {"payout_destination": payout_destination.strip(), "refund_id": ""}
+    start_saga(uow, CANCELLATION, card.card_id, destination)
 
 
 @dataclass(frozen=True)
@@ -729,6 +756,7 @@ class SuccessorCommand:
     reason: rules.ReplacementReason | None = None
     new_bank_code: str = ""
     keep_old_account: bool = False
+    old_account_payout: str = ""  # "" for the new card's account (A16.7)
 
 
 def _successor(
@@ -785,6 +813,7 @@ def _successor(
             "bank_code": bank_code,
             "bank_change": bank_code != old.bank_code,
             "keep_old_account": cmd.keep_old_account,
+            "old_account_payout": cmd.old_account_payout,
             "delivery": cmd.delivery.value,
             "pickup_branch_id": pickup,
             "applied_at": now.isoformat(),

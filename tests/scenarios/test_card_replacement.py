@@ -11,7 +11,7 @@ import grpc
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
-from sscard.bank.v1 import bank_pb2
+from sscard.bank.v1 import bank_pb2, ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2
@@ -26,6 +26,7 @@ from tests.cardsuite import (
     rpc_error,
     wait_until,
 )
+from tests.money import YUAN, account_balance, ledger, pay_in
 from tests.support import PersonSpec, resident_id
 
 
@@ -305,3 +306,58 @@ class TestOldCards:
         older = [n for n in notices if n.rule == "A27.3"]
         assert len(older) == 1
         assert "generation-2" in older[0].text
+
+
+class TestMoneyOnBankChange:
+    def test_A16_7_A20_1_the_old_account_closes_only_with_its_balance_paid_into_the_new_one(
+        self, suite: Suite
+    ) -> None:
+        """第十六条 持卡人因根据实际需要变更合作银行的,发卡合作银行应当予以配合。
+        第二十条 若涉及相关补贴、津贴等资金发放,需尽快到原业务办理渠道变更银行卡号,确保补贴、
+        津贴等资金顺利发放。"""
+        card_id, person = active_card(suite)
+        pay_in(suite, card_id, 1234_56)
+        old_account = account(suite, card_id).account_id
+        flip = rpc_error(
+            lambda: suite.bank.CloseAccount(
+                bank_pb2.CloseAccountRequest(request_id=suite.rid("flip"), account_id=old_account),
+                metadata=suite.service,
+            )
+        )
+        assert reason_rule(flip) == ("ACCOUNT_HAS_BALANCE", "A20.1")
+        started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
+        suite.settle(started.card_id)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT)
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        assert account_balance(suite, card_id).balance_fen == 0
+        assert account_balance(suite, started.card_id).balance_fen == 1234_56
+        wait_until(
+            lambda: "A20.1" in [n.rule for n in suite.get(started.card_id, history=True).notices]
+        )
+        [told] = [n for n in suite.get(started.card_id, history=True).notices if n.rule == "A20.1"]
+        assert told.recipient == "person" and "new card's account" in told.text
+
+    def test_A16_7_A20_1_the_old_balance_goes_where_the_holder_directed(self, suite: Suite) -> None:
+        """第二十条 持卡人办理社会保障卡金融功能挂失、解挂、注销、代办以及预留手机号码修改的程序和
+        时限等规则,按照发卡合作银行的规定执行。"""
+        card_id, person = active_card(suite)
+        pay_in(suite, card_id, 300 * YUAN)
+        started = replace(
+            suite,
+            card_id,
+            person,
+            new_bank_code=OTHER_BANK,
+            pickup=OTHER_INSTANT,
+            old_account_payout_destination="6222020000000000@CCB",
+        )
+        suite.settle(started.card_id)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT)
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        entries = ledger(suite).ListEntries(
+            ledger_pb2.ListEntriesRequest(card_id=card_id), metadata=suite.ops
+        )
+        payout = [e for e in entries.entries if e.source == ledger_pb2.CLOSING_PAYOUT]
+        assert [(e.amount_fen, e.counterparty) for e in payout] == [
+            (-300 * YUAN, "6222020000000000@CCB")
+        ]
+        assert account_balance(suite, started.card_id).balance_fen == 0
