@@ -157,9 +157,6 @@ def _issuance_steps(
             watch_not_handed_out(uow, change.card, now)
         watch_production(uow, change.card, rule, now)
         if d["old_card_id"]:
-            old = uow.cards.get(d["old_card_id"], for_update=True)
-            assert old is not None
-            uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
             notice = rules.subsidy_notice(now, "A15.2" if d["kind"] == "REISSUE" else "A16.8")
             uow.cards.record(rules.Change(change.card, notices=[notice]))
         return {}
@@ -177,6 +174,11 @@ def _issuance_steps(
                 clock.now(),
             )
         )
+        old = saga.data["old_card_id"] and uow.cards.get(saga.data["old_card_id"], for_update=True)
+        if old:
+            # The reissue or replacement was undone: the old card may be unlocked (A14.1) or
+            # reissued or replaced again.
+            uow.cards.record(rules.Change(rules.successor_refused(old, saga.card_id)))
 
     return {
         "reserve_issuance": RemoteStep("reserve_issuance", reserve, release),

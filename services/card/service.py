@@ -768,7 +768,9 @@ def _successor(
     caller: Caller,
     now: dt.datetime,
 ) -> Started:
-    """Record the new card and start the replacement saga (A4.2 moves the person's place)."""
+    """Record the new card, mark the old one superseded (A14.2: a reissued card is never
+    unlocked, from the moment the reissue is accepted) and start the replacement saga (A4.2
+    moves the person's place)."""
     v = Violations()
     check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
     v.raise_if_any("INVALID_REQUEST")
@@ -796,6 +798,7 @@ def _successor(
         reason="reissue applied for" if kind == "REISSUE" else "replacement applied for",
     )
     uow.cards.add_many([(card, new_contact, transition)], caller.channel, caller.outlet_id)
+    uow.cards.record(rules.Change(rules.superseded(old, card.card_id)))
     saga = SagaRecord(
         saga_id=new_saga_id(),
         kind=REPLACEMENT,

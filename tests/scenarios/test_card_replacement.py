@@ -27,6 +27,7 @@ from tests.cardsuite import (
     wait_until,
 )
 from tests.money import YUAN, account_balance, ledger, pay_in
+from tests.scenarios.test_card_in_use import unlock
 from tests.support import PersonSpec, resident_id
 
 
@@ -40,7 +41,7 @@ def formal_loss(suite: Suite, card_id: str, person: PersonSpec) -> None:
 
 
 def reissue(
-    suite: Suite, card_id: str, person: PersonSpec, metadata: Any = None
+    suite: Suite, card_id: str, person: PersonSpec, metadata: Any = None, pickup: str = INSTANT
 ) -> pb.ApplyResponse:
     return suite.card.ReissueCard(
         pb.ReissueCardRequest(
@@ -48,7 +49,7 @@ def reissue(
             card_id=card_id,
             document=person.document(),
             delivery=pb.BRANCH_PICKUP,
-            pickup_branch_id=INSTANT,
+            pickup_branch_id=pickup,
         ),
         metadata=metadata or suite.at(Channel.ONLINE),
     )
@@ -105,17 +106,48 @@ class TestReissue:
         started = reissue(suite, card_id, person)
         assert suite.settle(started.card_id).state == pb.COMPLETED
         assert suite.registered_card(person) == started.card_id
-        unlock = rpc_error(
-            lambda: suite.card.UnlockCard(
-                pb.UnlockCardRequest(
-                    request_id=suite.rid("unlock"), card_id=card_id, document=person.document()
-                ),
-                metadata=suite.at(Channel.DISTRICT_OUTLET),
-            )
+        assert reason_rule(
+            rpc_error(lambda: unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)))
+        ) == (
+            "CARD_REISSUED",
+            "A14.2",
         )
-        assert reason_rule(unlock) == ("CARD_REISSUED", "A14.2")
         again = rpc_error(lambda: reissue(suite, card_id, person))
         assert reason_rule(again) == ("ALREADY_REISSUED", "A15.1")
+
+    def test_A14_2_the_lost_card_cannot_be_unlocked_once_the_reissue_is_accepted(
+        self, suite: Suite
+    ) -> None:
+        """已办理补领业务的,旧卡不再办理解挂业务。
+
+        The reissue's saga cannot finish while the transit service is down (the park pass
+        moves to the new card first); the lost card is already out of reach of an unlock."""
+        card_id, person = active_card(suite)
+        formal_loss(suite, card_id, person)
+        suite.transit_server.server.stop(0)
+        started = reissue(suite, card_id, person)
+        refused = rpc_error(
+            lambda: unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        )
+        assert reason_rule(refused) == ("CARD_REISSUED", "A14.2")
+        assert suite.get(card_id).status == pb.FORMALLY_LOST
+        application = suite.card.GetApplication(
+            pb.GetApplicationRequest(card_id=started.card_id), metadata=suite.ops
+        )
+        assert application.state == pb.RUNNING  # the reissue's saga had not finished
+
+    def test_A14_1_a_refused_reissue_leaves_the_lost_card_to_be_unlocked(
+        self, suite: Suite
+    ) -> None:
+        """持卡人正式挂失后找回原卡的,应持本人有效身份证件和社会保障卡原件到区、街两级社会保障卡服务网点或发卡合作银行服务网点办理解挂手续。
+
+        A reissue the bank refuses is undone: no reissue was made, so the found card is
+        unlocked."""
+        card_id, person = active_card(suite)
+        formal_loss(suite, card_id, person)
+        started = reissue(suite, card_id, person, pickup="ICBC-NOWHERE")
+        assert suite.settle(started.card_id).state == pb.FAILED
+        assert unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)).status == pb.ACTIVE
 
     def test_A15_1_A14_1_the_reissued_card_works_the_account_the_lost_one_suspended(
         self, suite: Suite

@@ -450,8 +450,16 @@ def check_bank_change(last_change: dt.datetime | None, now: dt.datetime) -> None
 
 
 def superseded(old: Card, new_card_id: str) -> Card:
-    """The old card has a successor on order: a reissued card can no longer be unlocked (A14.2)."""
+    """The old card has a successor from the moment it is applied for: a reissued card can no
+    longer be unlocked (A14.2), a card is not reissued or replaced twice (A15.1, A16.1)."""
     return replace(old, replaced_by=new_card_id)
+
+
+def successor_refused(old: Card, new_card_id: str) -> Card:
+    """The successor's issuance was refused and undone: the old card is as it was before."""
+    if old.replaced_by != new_card_id:
+        return old
+    return replace(old, replaced_by="")
 
 
 def retire(old: Card, who: Caller, now: dt.datetime) -> Change:
