@@ -100,6 +100,7 @@ class Suite:
             "occupation": "teacher",
             "mobile": "13812345678",
             "address": "1 Chang'an Avenue, Dongcheng, Beijing",
+            "document_valid_until": person.document_valid_until(),
         }
         fields.update(overrides)
         return pb.Applicant(**fields)

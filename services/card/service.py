@@ -150,6 +150,7 @@ def _start(
             doc_type=contact.document_type,
             doc_number=contact.document_number,
             name=card.holder_name,
+            doc_valid_until=applicant.document_valid_until,
             bank_code=bank_code,
             delivery=delivery.value,
             pickup_branch_id=pickup_branch_id,
