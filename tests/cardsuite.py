@@ -179,6 +179,13 @@ class Suite:
             metadata=metadata or self.at(Channel.ONLINE),
         )
 
+    def card_number(self, card_id: str) -> str:
+        """The number the bank made the card with, as a counter reads it from the chip."""
+        order = self.bank.GetProductionOrder(
+            bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=self.service
+        )
+        return str(order.card_number)
+
     def registered_card(self, person: PersonSpec) -> str:
         answer = self.identity.GetPerson(
             identity_pb2.GetPersonRequest(

@@ -495,7 +495,8 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.may_set_password(
                 uow,
                 request.card_id,
-                service.Presented("", "", _agent(request)),
+                _presented(request),
+                request.card_number,
                 caller,
                 Operation.SERVICE_PASSWORD_CHANGE,
             )
@@ -522,7 +523,12 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         check_new_password(request.new_password)
         with self._uow(readonly=True) as uow:
             service.may_set_password(
-                uow, request.card_id, _presented(request), caller, Operation.SERVICE_PASSWORD_RESET
+                uow,
+                request.card_id,
+                _presented(request),
+                request.card_number,
+                caller,
+                Operation.SERVICE_PASSWORD_RESET,
             )
             seen = service.password_state(uow, request.card_id)
         return self._set_password("ResetServicePassword", request, seen.hash)
