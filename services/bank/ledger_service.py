@@ -17,10 +17,11 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
+from services.bank.domain import financial, monitoring, tiers
 from services.bank.domain import ledger as rules
-from services.bank.domain import monitoring, tiers
 from services.bank.domain.account import Account, AccountStatus
 from services.bank.domain.account import close as close_account
+from services.bank.domain.financial import Presented
 from services.bank.domain.ledger import (
     AccountLedger,
     Alert,
@@ -430,11 +431,15 @@ def close_financial(
     destination: str,
     reference: str,
     counter: Caller | None,
+    holder: Presented | None,
     by: str,
 ) -> Closed:
-    """Pay the whole balance out to the holder's destination, then close the account."""
+    """Pay the whole balance out to the holder's destination, then close the account. At a
+    counter the holder's document is presented (A20.1)."""
     held = _hold(uow, config, card_id)
     _check_counter(counter, held.account)
+    if holder is not None:
+        financial.check_holder(held.account, holder, financial.COUNTER_RULE)
     rules.check_not_destroyed(held.destroyed)
     account = held.account
     if account.status is AccountStatus.CLOSED and account.closed_at is not None:
