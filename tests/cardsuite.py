@@ -100,6 +100,7 @@ class Suite:
             "occupation": "teacher",
             "mobile": "13812345678",
             "address": "1 Chang'an Avenue, Dongcheng, Beijing",
+            "document_valid_until": person.document_valid_until(),
         }
         fields.update(overrides)
         return pb.Applicant(**fields)
@@ -177,6 +178,13 @@ class Suite:
             ),
             metadata=metadata or self.at(Channel.ONLINE),
         )
+
+    def card_number(self, card_id: str) -> str:
+        """The number the bank made the card with, as a counter reads it from the chip."""
+        order = self.bank.GetProductionOrder(
+            bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=self.service
+        )
+        return str(order.card_number)
 
     def registered_card(self, person: PersonSpec) -> str:
         answer = self.identity.GetPerson(

@@ -56,6 +56,10 @@ class PersonSpec:
     def document(self) -> common_pb2.IdentityDocument:
         return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=self.number)
 
+    def document_valid_until(self) -> Date | None:
+        """The validity printed on the document the person presents (None: long-term)."""
+        return date_pb(self.valid_until) if self.valid_until else None
+
     def record(self) -> ipb.PersonRecord:
         record = ipb.PersonRecord(
             document=self.document(),

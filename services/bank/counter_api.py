@@ -47,7 +47,7 @@ MAX_PAGE = 100
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def _presented(
+def presented_document(
     document: common_pb2.IdentityDocument, v: Violations, card_number: str = ""
 ) -> Presented:
     doc_type = enum_name(common_pb2.DocumentType, document.type)
@@ -170,7 +170,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
             return replayed
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v, request.card_number)
+        presented = presented_document(request.document, v, request.card_number)
         if not request.card_number or len(request.card_number) > MAX_CARD_NUMBER:
             v.add("card_number", "the number read from the card's chip is required", "REQUIRED")
         v.raise_if_any(rule=financial.ACTIVATION_RULE)
@@ -215,7 +215,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     def _counter_request(self, request: pb.FinancialCounterRequest, rule: str) -> Presented:
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v)
+        presented = presented_document(request.document, v)
         v.raise_if_any(rule=rule)
         return presented
 
@@ -252,7 +252,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         require_role(caller, Role.COUNTER)
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v)
+        presented = presented_document(request.document, v)
         financial.check_phone(request.phone, "phone", v)
         v.raise_if_any(rule=financial.COUNTER_RULE)
 
@@ -283,7 +283,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     ) -> tuple[Presented | None, Violations]:
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v) if with_document else None
+        presented = presented_document(request.document, v) if with_document else None
         if not request.new_password:
             v.add("new_password", "the new password is required", "REQUIRED")
         return presented, v

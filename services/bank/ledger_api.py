@@ -17,6 +17,7 @@ import grpc
 
 from services.bank import ledger_service as ledger
 from services.bank.api import MAX_ID, required_id
+from services.bank.counter_api import presented_document
 from services.bank.domain.ledger import (
     MAX_AMOUNT_FEN,
     Alert,
@@ -406,6 +407,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         required_id(request.card_id, "card_id", v)
         _text(request.payout_destination, "payout_destination", v, required=True)
         _text(request.reference, "reference", v)
+        holder = presented_document(request.document, v) if counter is not None else None
         v.raise_if_any(rule="A19.1")
         by = _by(caller)
 
@@ -417,6 +419,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 request.payout_destination,
                 request.reference,
                 counter,
+                holder,
                 by,
             )
             return pb.CloseFinancialResponse(

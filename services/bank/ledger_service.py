@@ -17,10 +17,11 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
+from services.bank.domain import financial, monitoring, tiers
 from services.bank.domain import ledger as rules
-from services.bank.domain import monitoring, tiers
 from services.bank.domain.account import Account, AccountStatus
 from services.bank.domain.account import close as close_account
+from services.bank.domain.financial import Presented
 from services.bank.domain.ledger import (
     AccountLedger,
     Alert,
@@ -435,6 +436,7 @@ def close_financial(
     destination: str,
     reference: str,
     counter: Caller | None,
+    holder: Presented | None,
     by: str,
 ) -> Closed:
     """Pay the whole balance out to the holder's destination, then close the account.
@@ -442,13 +444,16 @@ def close_financial(
     A destination ``card:<card_id>`` is that card's account in this bank service (the new
     card's account after a change of issuing bank, A16.7): it is credited in the same
     transaction, so the money is never between the two accounts; an account that cannot
-    receive it refuses, and the closing account stays open with its balance."""
+    receive it refuses, and the closing account stays open with its balance. At a counter the
+    holder's document is presented (A20.1)."""
     payee = destination[len(CARD_DESTINATION) :] if destination.startswith(CARD_DESTINATION) else ""
     if payee == card_id:
         raise same_card()
     both = _hold_cards(uow, config, [card_id, payee] if payee else [card_id])
     held = both[0]
     _check_counter(counter, held.account)
+    if holder is not None:
+        financial.check_holder(held.account, holder, financial.COUNTER_RULE)
     rules.check_not_destroyed(held.destroyed)
     account = held.account
     if account.status is AccountStatus.CLOSED and account.closed_at is not None:

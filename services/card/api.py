@@ -25,11 +25,11 @@ from services.platform.auth import Role, current_caller, require_role
 from services.platform.channels import Operation
 from services.platform.clock import Clock
 from services.platform.db import Database
-from services.platform.errors import DomainError, FieldViolation, Kind
+from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, to_date, to_timestamp
+from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -66,6 +66,9 @@ def _presented(request: Any) -> service.Presented:
 
 
 def _applicant(msg: pb.Applicant) -> Applicant:
+    v = Violations()
+    valid_until = from_date(msg.document_valid_until, "applicant.document_valid_until", v)
+    v.raise_if_any(rule="A5.1")
     return Applicant(
         document_type=_doc_type(msg.document),
         document_number=msg.document.number,
@@ -74,6 +77,7 @@ def _applicant(msg: pb.Applicant) -> Applicant:
         occupation=msg.occupation,
         mobile=msg.mobile,
         address=msg.address,
+        document_valid_until=valid_until,
     )
 
 
@@ -492,7 +496,8 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.may_set_password(
                 uow,
                 request.card_id,
-                service.Presented("", "", _agent(request)),
+                _presented(request),
+                request.card_number,
                 caller,
                 Operation.SERVICE_PASSWORD_CHANGE,
             )
@@ -519,7 +524,12 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         check_new_password(request.new_password)
         with self._uow(readonly=True) as uow:
             service.may_set_password(
-                uow, request.card_id, _presented(request), caller, Operation.SERVICE_PASSWORD_RESET
+                uow,
+                request.card_id,
+                _presented(request),
+                request.card_number,
+                caller,
+                Operation.SERVICE_PASSWORD_RESET,
             )
             seen = service.password_state(uow, request.card_id)
         return self._set_password("ResetServicePassword", request, seen.hash)

@@ -38,6 +38,7 @@ def application_data(
     doc_type: str,
     doc_number: str,
     name: str,
+    doc_valid_until: dt.date | None,
     bank_code: str,
     delivery: str,
     pickup_branch_id: str,
@@ -49,6 +50,8 @@ def application_data(
         "doc_type": doc_type,
         "doc_number": doc_number,
         "name": name,
+        # As presented (None: long-term), for the bank's compare with the verified identity.
+        "doc_valid_until": _date_facts(doc_valid_until),
         "bank_code": bank_code,
         "delivery": delivery,
         "pickup_branch_id": pickup_branch_id,
@@ -58,6 +61,11 @@ def application_data(
         "old_card_id": "",
         "bank_change": True,
     }
+
+
+def _date_facts(day: dt.date | None) -> dict[str, int] | None:
+    """A date as the fields of ``google.type.Date``, the form identity facts keep in a saga."""
+    return None if day is None else {"year": day.year, "month": day.month, "day": day.day}
 
 
 def _issuance_steps(
@@ -100,8 +108,12 @@ def _issuance_steps(
             "name": d["name"],
             "document": {"type": d["doc_type"], "number": d["doc_number"]},
         }
-        if "document_valid_until" in verified:
-            # The applicant's document is the one verified; its validity is the registry's.
+        if "doc_valid_until" in d:
+            # The document as the applicant presented it, which the bank compares (A4.4).
+            if d["doc_valid_until"] is not None:
+                presented["document_valid_until"] = d["doc_valid_until"]
+        elif "document_valid_until" in verified:
+            # A reissue or replacement presents no validity: the registry's stands for it.
             presented["document_valid_until"] = verified["document_valid_until"]
         account_id = bank.open_account(
             request_id, saga.card_id, d["bank_code"], presented, verified

@@ -152,6 +152,7 @@ def _start(
             doc_type=contact.document_type,
             doc_number=contact.document_number,
             name=card.holder_name,
+            doc_valid_until=applicant.document_valid_until,
             bank_code=bank_code,
             delivery=delivery.value,
             pickup_branch_id=pickup_branch_id,
@@ -688,28 +689,39 @@ def update_contact(
     return card
 
 
+# A12.2: at these counters the holder presents the ID document and the card itself.
+PASSWORD_COUNTERS = frozenset({Channel.DISTRICT_OUTLET, Channel.BANK_BRANCH})
+
+
 def may_set_password(
     uow: CardUnitOfWork,
     card_id: str,
     presented: Presented,
+    card_number: str,
     caller: Caller,
     operation: Operation,
 ) -> Card | None:
-    """A12.2 channels; A24.1 agents may change, never reset; a reset needs ID and card.
+    """A12.2 channels; A24.1 agents may change, never reset. A reset needs the holder's ID
+    document, and so does a change at a counter; at a counter the card is presented too. An
+    agent presents the holder's document as the principal's (A24.2).
 
-    A change for a card that does not exist answers None rather than NOT_FOUND: the caller then
-    refuses it exactly like a wrong password, so the answer never tells whether a card exists.
+    A change online for a card that does not exist answers None rather than NOT_FOUND: the
+    caller then refuses it exactly like a wrong password, so the answer never tells whether a
+    card exists.
     """
     check_agent(operation, presented.agent)
+    at_counter = caller.channel in PASSWORD_COUNTERS
     card = uow.cards.get(card_id)
-    if card is None and operation is Operation.SERVICE_PASSWORD_CHANGE:
+    if card is None and operation is Operation.SERVICE_PASSWORD_CHANGE and not at_counter:
         channels.check(operation, caller)
         return None
     if card is None:
         raise card_not_found()
     channels.check(operation, caller, card.bank_code)
-    if operation is Operation.SERVICE_PASSWORD_RESET:
+    if at_counter or presented.agent is not None or operation is Operation.SERVICE_PASSWORD_RESET:
         _holder(uow, card, presented, operation, "A12.2")
+    if at_counter:
+        rules.check_card_presented(card, card_number, "A12.2")
     return card
 
 

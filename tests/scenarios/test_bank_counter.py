@@ -44,12 +44,6 @@ class Counter:
         self.suite.collect(card_id, person, metadata=self.counter())
         return card_id, person
 
-    def card_number(self, card_id: str) -> str:
-        order = self.suite.bank.GetProductionOrder(
-            bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=self.suite.service
-        )
-        return str(order.card_number)
-
     def activate(
         self,
         card_id: str,
@@ -64,7 +58,7 @@ class Counter:
                 request_id=request_id or self.suite.rid("fin"),
                 card_id=card_id,
                 document=document or person.document(),
-                card_number=card_number or self.card_number(card_id),
+                card_number=card_number or self.suite.card_number(card_id),
             ),
             metadata=metadata or self.counter(),
         )

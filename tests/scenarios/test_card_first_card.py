@@ -26,6 +26,7 @@ from tests.cardsuite import (
     Suite,
     rpc_error,
 )
+from tests.support import date_pb
 
 
 def refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, str]:
@@ -142,6 +143,43 @@ class TestApplication:
         assert suite.registered_card(person) == ""
         retry = suite.apply(person)
         assert suite.settle(retry.card_id).state == pb.COMPLETED
+
+    def test_A4_4_the_bank_refuses_a_document_presented_that_differs_from_the_verified_one(
+        self, suite: Suite
+    ) -> None:
+        """合作银行在开立社会保障卡金融账户时,严格核查比对申请人员身份信息的准确性、有效性和一致性。
+        合作银行比对信息无误后方可为申请人开立社会保障卡金融账户。"""
+        person = suite.person(valid_until=dt.date(2036, 1, 1))
+        # The applicant shows a document whose validity is not the one the registry holds.
+        started = suite.apply(person, document_valid_until=date_pb(dt.date(2031, 5, 1)))
+        application = suite.settle(started.card_id)
+        assert (application.state, application.refusal_reason, application.refusal_rule) == (
+            pb.FAILED,
+            "IDENTITY_MISMATCH",
+            "A4.4",
+        )
+        assert suite.get(started.card_id).status == pb.REFUSED
+        assert suite.registered_card(person) == ""  # the reservation was given back
+
+    def test_A4_4_the_bank_refuses_an_expired_document_presented(self, suite: Suite) -> None:
+        """合作银行在开立社会保障卡金融账户时,严格核查比对申请人员身份信息的准确性、有效性和一致性。"""
+        person = suite.person(valid_until=dt.date(2036, 1, 1))
+        # The registry knows the renewed document; the applicant shows the old, expired one.
+        started = suite.apply(person, document_valid_until=date_pb(dt.date(2024, 3, 1)))
+        application = suite.settle(started.card_id)
+        assert (application.state, application.refusal_reason, application.refusal_rule) == (
+            pb.FAILED,
+            "DOCUMENT_EXPIRED",
+            "A4.4",
+        )
+        assert suite.registered_card(person) == ""
+        # With the valid document the same person is issued a card.
+        assert suite.settle(suite.apply(person).card_id).state == pb.COMPLETED
+
+    def test_A4_4_a_long_term_document_matches_a_long_term_registration(self, suite: Suite) -> None:
+        """合作银行比对信息无误后方可为申请人开立社会保障卡金融账户。"""
+        person = suite.person(valid_until=None)
+        assert suite.settle(suite.apply(person).card_id).state == pb.COMPLETED
 
     def test_A4_2_a_replayed_request_id_gives_the_same_answer_and_one_card(
         self, suite: Suite

@@ -324,6 +324,7 @@ class TestServicePassword:
                 card_id=card_id,
                 document=person.document(),
                 new_password=password,
+                card_number=suite.card_number(card_id),
             ),
             metadata=suite.at(Channel.DISTRICT_OUTLET),
         )
@@ -335,7 +336,9 @@ class TestServicePassword:
         )
         return bool(answer.valid)
 
-    def _change(self, suite: Suite, card_id: str, old: str, new: str, **extra: Any) -> Any:
+    def _change(
+        self, suite: Suite, card_id: str, old: str, new: str, metadata: Any = None, **extra: Any
+    ) -> Any:
         return suite.card.ChangeServicePassword(
             pb.ChangeServicePasswordRequest(
                 request_id=suite.rid("change"),
@@ -344,8 +347,88 @@ class TestServicePassword:
                 new_password=new,
                 **extra,
             ),
-            metadata=suite.at(Channel.ONLINE),
+            metadata=metadata or suite.at(Channel.ONLINE),
         )
+
+    def test_A12_2_a_change_at_a_counter_needs_the_holders_id_document_and_the_card(
+        self, suite: Suite
+    ) -> None:
+        """持卡人可通过线上渠道,或持本人有效身份证件和社会保障卡原件到区、街两级社会保障卡服务网点或
+        发卡合作银行服务网点办理服务密码修改或重置。"""
+        card_id, person = active_card(suite)
+        other_id, other = active_card(suite)
+        self._reset(suite, card_id, person, "135790")
+        outlet = suite.at(Channel.DISTRICT_OUTLET)
+        number = suite.card_number(card_id)
+        for extra, refused_for in (
+            ({"card_number": number}, "DOCUMENT_MISMATCH"),  # no ID document
+            ({"document": other.document(), "card_number": number}, "DOCUMENT_MISMATCH"),
+            ({"document": person.document()}, "CARD_MISMATCH"),  # no card
+            (
+                {"document": person.document(), "card_number": suite.card_number(other_id)},
+                "CARD_MISMATCH",
+            ),
+        ):
+            error = rpc_error(
+                lambda extra=extra: self._change(
+                    suite, card_id, "135790", "246802", outlet, **extra
+                )
+            )
+            assert reason_rule(error) == (refused_for, "A12.2")
+        assert self._verify(suite, card_id, "135790")
+        branch = suite.branch(BANK, INSTANT)
+        self._change(
+            suite,
+            card_id,
+            "135790",
+            "246802",
+            branch,
+            document=person.document(),
+            card_number=number,
+        )
+        assert self._verify(suite, card_id, "246802")
+
+    def test_A12_2_a_reset_at_a_counter_needs_the_card(self, suite: Suite) -> None:
+        """持卡人可通过线上渠道,或持本人有效身份证件和社会保障卡原件到区、街两级社会保障卡服务网点或
+        发卡合作银行服务网点办理服务密码修改或重置。"""
+        card_id, person = active_card(suite)
+        other_id, _ = active_card(suite)
+        for card_number in ("", suite.card_number(other_id)):
+            error = rpc_error(
+                lambda card_number=card_number: suite.card.ResetServicePassword(
+                    pb.ResetServicePasswordRequest(
+                        request_id=suite.rid("reset"),
+                        card_id=card_id,
+                        document=person.document(),
+                        new_password="135790",
+                        card_number=card_number,
+                    ),
+                    metadata=suite.branch(BANK, INSTANT),
+                )
+            )
+            assert reason_rule(error) == ("CARD_MISMATCH", "A12.2")
+        assert not self._verify(suite, card_id, "135790")
+        self._reset(suite, card_id, person, "135790")
+        assert self._verify(suite, card_id, "135790")
+
+    def test_A24_2_an_agent_changes_the_password_only_for_the_principals_card(
+        self, suite: Suite
+    ) -> None:
+        """代理人代为办理时,应当提交代理人和被代理人的有效身份证件原件,以及被代理人书面授权委托书。"""
+        card_id, person = active_card(suite)
+        self._reset(suite, card_id, person, "135790")
+        stranger = suite.person()
+        error = rpc_error(
+            lambda: self._change(suite, card_id, "135790", "246802", agent=agent_for(stranger))
+        )
+        assert reason_rule(error) == ("DOCUMENT_MISMATCH", "A24.2")
+        assert self._verify(suite, card_id, "135790")
+        outlet = suite.at(Channel.DISTRICT_OUTLET)
+        number = suite.card_number(card_id)
+        self._change(
+            suite, card_id, "135790", "246802", outlet, agent=agent_for(person), card_number=number
+        )
+        assert self._verify(suite, card_id, "246802")
 
     def test_A12_2_reset_with_id_and_card_then_change_with_the_old_password(
         self, suite: Suite

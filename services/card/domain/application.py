@@ -31,6 +31,8 @@ class Applicant:
     occupation: str
     mobile: str
     address: str
+    # As printed on the document presented; None for a long-term one (compared by the bank, A4.4).
+    document_valid_until: dt.date | None = None
 
 
 def photo_kind(photo: bytes) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from services.platform.auth import Caller, Channel
 from services.platform.clock import BEIJING, beijing_date, day_after
-from services.platform.errors import DomainError, Kind
+from services.platform.errors import DomainError, FieldViolation, Kind
 
 GENERATION = 3  # A27.1: cards issued under these rules carry SS, public-service and financial
 
@@ -629,6 +629,18 @@ def bank_change_lock_ended(card: Card, now: dt.datetime) -> Change:
         "may change it again when you next replace your card."
     )
     return Change(card, notices=[Notice(now, "person", text, "A16.7")])
+
+
+def check_card_presented(card: Card, card_number: str, rule: str) -> None:
+    """The card presented at a counter is this card: its chip reads the number it was made with."""
+    if not card.card_number or card_number.strip() != card.card_number:
+        raise DomainError(
+            "CARD_MISMATCH",
+            "the card presented is not this card",
+            kind=Kind.PERMISSION,
+            rule=rule,
+            violations=(FieldViolation("card_number", "is not this card's number", "MISMATCH"),),
+        )
 
 
 # --- words ------------------------------------------------------------------------------------
