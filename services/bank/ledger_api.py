@@ -73,13 +73,13 @@ def _reader(caller: Caller) -> Caller | None:
 
 
 def _payer(caller: Caller, channel: PaymentChannel) -> Caller | None:
-    """A counter payment only at a counter; a non-counter one only from the bank's systems."""
-    counter = _counter_or_service(caller)
+    """A counter payment only at a counter; a non-counter one only from the bank's systems. The
+    channel is checked first, so a channel without the service is told so (A3.1)."""
     channels.check(
         Operation.NON_COUNTER_PAYMENT if channel.non_counter else Operation.COUNTER_PAYMENT,
         caller,
     )
-    return counter
+    return _counter_or_service(caller)
 
 
 def _by(caller: Caller) -> str:
@@ -261,7 +261,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
 
     def Debit(self, request: pb.DebitRequest, context: grpc.ServicerContext) -> pb.LedgerEntry:
         caller = current_caller()
-        _counter_or_service(caller)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         _amount(request.amount_fen, v)

@@ -174,7 +174,7 @@ class TestActivation:
             assert refused(lambda m=metadata: counter.activate(card_id, person, m)) == (
                 DENIED,
                 "CHANNEL_NOT_ALLOWED",
-                "A9.1",
+                "A3.1",
             )
         stranger = suite.person()
         assert refused(lambda: counter.activate(card_id, person, document=stranger.document())) == (
@@ -318,12 +318,12 @@ class TestLossAndPhone:
         assert refused(lambda: counter.loss(card_id, person, district)) == (
             DENIED,
             "CHANNEL_NOT_ALLOWED",
-            "A13.4",
+            "A3.1",
         )
         other = suite.branch(OTHER_BANK, OTHER_INSTANT)
         assert refused(lambda: counter.loss(card_id, person, other))[1:] == (
             "CHANNEL_NOT_ALLOWED",
-            "A13.4",
+            "A3.1",
         )
         lost = counter.loss(card_id, person)
         assert (lost.loss, lost.HasField("suspended_at")) == (bank_pb2.FORMAL_LOSS, True)
@@ -334,7 +334,7 @@ class TestLossAndPhone:
         assert refused(lambda: counter.unlock(card_id, person, suite.at(Channel.ONLINE))) == (
             DENIED,
             "CHANNEL_NOT_ALLOWED",
-            "A20.1",
+            "A3.1",
         )
         unlocked = counter.unlock(card_id, person)
         assert unlocked.loss == bank_pb2.LOSS_KIND_UNSPECIFIED
@@ -365,5 +365,5 @@ class TestLossAndPhone:
         assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
         assert refused(lambda: change("13700000000", counter.suite.at(Channel.ONLINE)))[1:] == (
             "CHANNEL_NOT_ALLOWED",
-            "A20.1",
+            "A3.1",
         )
