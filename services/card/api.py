@@ -317,12 +317,16 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             legal_representative=request.employer.legal_representative,
             authorisation_letter_ref=request.employer.authorisation_letter_ref,
             agent=_agent(request),
+            old_card_id=request.old_card_id,
+            move_park_pass=request.move_park_pass,
         )
 
         def work(uow: CardUnitOfWork) -> pb.Card:
             return self._card_answer(uow, service.record_collection(uow, cmd, caller, self._clock))
 
-        return self._once.call("RecordCollection", request, pb.Card, work)
+        answer = self._once.call("RecordCollection", request, pb.Card, work)
+        self._orchestrator.poke()  # a replacement's collection starts its follow-up sagas
+        return answer
 
     def RecordHandout(
         self, request: pb.RecordHandoutRequest, context: grpc.ServicerContext

@@ -40,6 +40,7 @@ from services.card.domain.password import PasswordState, after_check, set_passwo
 from services.card.flows import (
     APPLICATION,
     CANCELLATION,
+    PARK_PASS_MOVE,
     REPLACEMENT,
     RETIREMENT,
     TRANSIT_REFUND,
@@ -353,12 +354,26 @@ class CollectionCommand:
     legal_representative: bool = False
     authorisation_letter_ref: str = ""
     agent: AgentPresence | None = None
+    # A16.2 / A16.6: the old card the holder hands in to collect a replacement.
+    old_card_id: str = ""
+    # A16.4: the holder asks for the old card's park pass to move to this card on the spot.
+    move_park_pass: bool = False
+
+
+def _successor_kind(uow: CardUnitOfWork, card: Card) -> str:
+    """ "REISSUE" or "REPLACEMENT" for a card that replaces another one, "" otherwise."""
+    if not card.replaces_card_id:
+        return ""
+    application = uow.sagas.for_card(card.card_id, [REPLACEMENT])
+    return str(application.data.get("kind", "REPLACEMENT")) if application else "REPLACEMENT"
 
 
 def record_collection(
     uow: CardUnitOfWork, cmd: CollectionCommand, caller: Caller, clock: Clock
 ) -> Card:
-    """A7.2 (branch or mail) and A7.3 (the employer, with its documents)."""
+    """A7.2 (branch or mail) and A7.3 (the employer, with its documents). The new card of a
+    replacement is handed over only against the old card, which the bank takes back on the spot
+    (A16.2, A16.6); the holder may have the old card's park pass moved to it (A16.4)."""
     if cmd.method is None:
         raise DomainError(
             "INVALID_REQUEST",
@@ -384,11 +399,20 @@ def record_collection(
                 "REQUIRED",
             )
         v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule="A7.3")
+    successor = _successor_kind(uow, card)
+    if successor == "REPLACEMENT":
+        rules.check_old_card_presented(card, cmd.old_card_id)
+    if cmd.move_park_pass:
+        rules.check_park_pass_move(card)
     change = rules.collect(card, cmd.method, caller, clock.now())
     if change.card is not card and change.card.status is Status.WITH_EMPLOYER:
         watch_handout(uow, change.card, clock.now())
     if change.card is not card and change.card.status is Status.COLLECTED:
         _refund_old_transit_balance(uow, change.card)
+        if successor == "REPLACEMENT":
+            start_bank_task(uow, card.replaces_card_id, action="recall", reason="REPLACED")
+        if cmd.move_park_pass:
+            start_saga(uow, PARK_PASS_MOVE, card.card_id, {"old_card_id": card.replaces_card_id})
     uow.cards.record(change)
     return change.card
 
@@ -815,6 +839,7 @@ def replace_card(
     channels.check(Operation.REPLACE, caller, old.bank_code)
     check_agent(Operation.REPLACE, cmd.presented.agent)
     rules.check_replacement(old, cmd.reason)
+    rules.check_replacement_delivery(cmd.delivery)
     if cmd.reason is not rules.ReplacementReason.BASIC_INFO_CHANGED:
         _same_document(uow, old, cmd.presented.doc_type, cmd.presented.doc_number, "A16.2")
     now = clock.now()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from services.platform.auth import Caller, Channel
 from services.platform.clock import BEIJING
-from services.platform.errors import DomainError, Kind
+from services.platform.errors import DomainError, FieldViolation, Kind
 
 GENERATION = 3  # A27.1: cards issued under these rules carry SS, public-service and financial
 
@@ -405,6 +405,44 @@ def check_replacement(old: Card, reason: ReplacementReason | None) -> None:
         )
     if old.status not in IN_HAND:
         raise wrong_state(old, "replace the card", "NOT_IN_HOLDERS_HANDS", "A16.1")
+
+
+def check_replacement_delivery(delivery: Delivery | None) -> None:
+    """A16.2: a replacement card is collected at the issuing bank's branch, where the holder
+    hands in the old card; it is never mailed."""
+    if delivery is Delivery.MAIL:
+        raise DomainError(
+            "REPLACEMENT_COLLECTED_AT_BRANCH",
+            "a replacement card is collected at a branch of the issuing bank, with the ID "
+            "document and the old card; it is not mailed",
+            kind=Kind.INVALID,
+            rule="A16.2",
+        )
+
+
+def check_old_card_presented(card: Card, presented_old_card_id: str) -> None:
+    """A16.2 / A16.6: the new card of a replacement is handed over only against the old card,
+    which the bank takes back on the spot."""
+    if presented_old_card_id.strip() != card.replaces_card_id:
+        raise DomainError(
+            "OLD_CARD_NOT_PRESENTED",
+            "the new card is handed over only against the old card it replaces",
+            rule="A16.2",
+            violations=(FieldViolation("old_card_id", "must be the card this one replaces"),),
+        )
+
+
+def check_park_pass_move(card: Card) -> None:
+    """A16.4: only the new card of a replacement (or reissue) takes over an old card's park
+    pass, when it is collected."""
+    if not card.replaces_card_id:
+        raise DomainError(
+            "NO_OLD_CARD",
+            "this card replaces no other card: there is no park pass to move",
+            kind=Kind.INVALID,
+            rule="A16.4",
+            violations=(FieldViolation("move_park_pass", "only for a replacing card"),),
+        )
 
 
 def months_later(moment: dt.datetime, months: int) -> dt.datetime:
