@@ -5,8 +5,8 @@ runs in the transaction that marks its timer fired, and returns its outcome in w
 - A13.3: a temporary loss expires after 15 natural days and the SS function restores itself.
 - A22.1 / A22.2 / A22.4: a card still in production the day after its due date is flagged to
   operations with how late it is (mailing time does not count: only production is timed).
-- A7.4: a card an employer has not handed out 30 natural days after collecting it is flagged
-  and marked for return to the issuing bank.
+- A7.4: a card an employer has not handed out by the end (24:00 Beijing) of the 30th natural
+  day after the day it collected it is flagged and marked for return to the issuing bank.
 - A21.1: a card with a financial function not handed to its holder 6 months after it was made
   is withdrawn and the bank takes it back.
 - A21.2: the bank takes back the card of a holder who died before receiving it within 10
@@ -59,9 +59,10 @@ def watch_production(uow: CardUnitOfWork, card: Card, rule: str, now: dt.datetim
 
 
 def watch_handout(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
-    """A7.4: the employer hands the card out within 30 natural days of collecting it."""
-    due = now + dt.timedelta(days=rules.EMPLOYER_HANDOUT_DAYS)
-    uow.timers.add(new_timer(EMPLOYER_HANDOUT, card.card_id, "A7.4", due), now)
+    """A7.4: the employer hands the card out within 30 natural days of collecting it: natural
+    days counted from the day after the collection, the last one ending at 24:00 Beijing."""
+    last_day = beijing_date(now) + dt.timedelta(days=rules.EMPLOYER_HANDOUT_DAYS)
+    uow.timers.add(new_timer(EMPLOYER_HANDOUT, card.card_id, "A7.4", day_after(last_day)), now)
 
 
 def watch_not_handed_out(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:

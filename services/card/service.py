@@ -345,14 +345,36 @@ def _same_document(uow: CardUnitOfWork, card: Card, doc_type: str, number: str, 
 
 
 @dataclass(frozen=True)
+class EmployerDocuments:
+    """What an employer presents at the bank's counter (A7.3, A7.4)."""
+
+    licence_number: str = ""
+    legal_representative: bool = False
+    authorisation_letter_ref: str = ""
+
+
+def _employer_documents(card: Card, documents: EmployerDocuments, rule: str) -> None:
+    """The applying employer's licence, and an authorisation letter unless the legal
+    representative comes."""
+    v = Violations()
+    if documents.licence_number != card.employer_id:
+        v.add("employer.licence_number", "must be the applying employer's credit code")
+    if not documents.legal_representative and not documents.authorisation_letter_ref:
+        v.add(
+            "employer.authorisation_letter_ref",
+            "an authorisation letter is needed unless the legal representative comes",
+            "REQUIRED",
+        )
+    v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule=rule)
+
+
+@dataclass(frozen=True)
 class CollectionCommand:
     card_id: str
     method: CollectionMethod | None
     doc_type: str = ""
     doc_number: str = ""
-    licence_number: str = ""
-    legal_representative: bool = False
-    authorisation_letter_ref: str = ""
+    employer: EmployerDocuments = EmployerDocuments()
     agent: AgentPresence | None = None
     # A16.2 / A16.6: the old card the holder hands in to collect a replacement.
     old_card_id: str = ""
@@ -389,16 +411,7 @@ def record_collection(
     if cmd.method is CollectionMethod.AT_BRANCH:
         _same_document(uow, card, cmd.doc_type, cmd.doc_number, "A7.2")
     if cmd.method is CollectionMethod.BY_EMPLOYER:
-        v = Violations()
-        if cmd.licence_number != card.employer_id:
-            v.add("employer.licence_number", "must be the applying employer's credit code")
-        if not cmd.legal_representative and not cmd.authorisation_letter_ref:
-            v.add(
-                "employer.authorisation_letter_ref",
-                "an authorisation letter is needed unless the legal representative collects",
-                "REQUIRED",
-            )
-        v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule="A7.3")
+        _employer_documents(card, cmd.employer, "A7.3")
     successor = _successor_kind(uow, card)
     if successor == "REPLACEMENT":
         rules.check_old_card_presented(card, cmd.old_card_id)
@@ -423,6 +436,22 @@ def _refund_old_transit_balance(uow: CardUnitOfWork, card: Card) -> None:
     if not card.replaces_card_id:
         return
     start_saga(uow, TRANSIT_REFUND, card.card_id, {"old_card_id": card.replaces_card_id})
+
+
+def record_employer_return(
+    uow: CardUnitOfWork, card_id: str, documents: EmployerDocuments, caller: Caller, clock: Clock
+) -> Card:
+    """A7.4: the employer returns a card it did not hand out to a branch of the issuing bank,
+    which takes it back (the bank's recall, reason RETURNED_BY_EMPLOYER); the holder collects
+    it there with the ID document."""
+    card = _card(uow, card_id, for_update=True)
+    channels.check(Operation.RECORD_EMPLOYER_RETURN, caller, card.bank_code)
+    _employer_documents(card, documents, "A7.4")
+    change = rules.returned_by_employer(card, caller.outlet_id, caller, clock.now())
+    uow.timers.cancel(EMPLOYER_HANDOUT, card_id, "returned to the bank")
+    start_bank_task(uow, card_id, action="recall", reason="RETURNED_BY_EMPLOYER")
+    uow.cards.record(change)
+    return change.card
 
 
 def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clock) -> Card:

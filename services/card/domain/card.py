@@ -544,6 +544,30 @@ def handout_overdue(card: Card, who: Caller, now: dt.datetime) -> Change:
     return change
 
 
+def returned_by_employer(card: Card, branch_id: str, who: Caller, now: dt.datetime) -> Change:
+    """A7.4: the employer returns a card it did not hand out to the issuing bank, before or
+    after its 30 days ran out; the holder then collects it at that branch with the ID document
+    (A7.2), as any card waiting at a branch."""
+    if card.status not in (Status.WITH_EMPLOYER, Status.RETURN_DUE):
+        raise wrong_state(card, "record the employer's return", "NOT_WITH_EMPLOYER", "A7.4")
+    change = _move(
+        card,
+        Status.READY,
+        who,
+        now,
+        "A7.4",
+        f"returned to the issuing bank by the employer; waiting at branch {branch_id}",
+        delivery=Delivery.BRANCH_PICKUP,
+        pickup_branch_id=branch_id,
+    )
+    text = (
+        f"Your employer returned your social security card to {card.bank_code}: collect it at "
+        f"branch {branch_id} with your ID document."
+    )
+    change.notices.append(Notice(now, "person", text, "A7.4"))
+    return change
+
+
 # --- endings (A19, A21) ------------------------------------------------------------------------
 
 
@@ -663,6 +687,11 @@ def progress(card: Card) -> str:
             return f"In production at {card.bank_code}; due by {due}."
         case Status.READY if card.delivery is Delivery.MAIL:
             return f"Made on {since}; it will be mailed to the address on file."
+        case Status.READY if card.employer_id and card.delivery is Delivery.BRANCH_PICKUP:
+            return (
+                f"Returned to {card.bank_code} by the employer on {since}; ready for collection "
+                f"at branch {card.pickup_branch_id}."
+            )
         case Status.READY if card.delivery is Delivery.EMPLOYER:
             return f"Made on {since}; ready for the employer to collect at {card.pickup_branch_id}."
         case Status.READY:
@@ -691,7 +720,7 @@ def progress(card: Card) -> str:
         case Status.RETURN_DUE:
             return (
                 f"Not handed out by the employer within {EMPLOYER_HANDOUT_DAYS} days; it is to "
-                f"be returned to {card.bank_code}."
+                f"be returned to {card.bank_code}, where the holder can then collect it."
             )
         case Status.REPLACED:
             return f"Stopped for good on {since}: replaced by a new card."
