@@ -307,11 +307,13 @@ def release_place_saga(identity: IdentityPort, clock: Clock) -> SagaDefinition:
 
 
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
-    """After a reissue or replacement is activated (A16.5): the person's place is final with
-    identity; for a reissue, the account the lost card carried over to the new card is no
-    longer suspended for its loss (a replaced card was taken back when the new one was
-    collected, A16.6); after a bank change the old bank's account closes unless the holder
-    keeps it (A16.7). The old card itself stopped in the activation's transaction."""
+    """After a reissue or replacement is activated (A16.5), or a first card whose holder has a
+    1st / 2nd generation card (A27.3): the person's place is final with identity, which then
+    stops the older card's SS function; for a reissue, the account the lost card carried over
+    to the new card is no longer suspended for its loss (a replaced card was taken back when
+    the new one was collected, A16.6); after a bank change the old bank's account closes
+    unless the holder keeps it (A16.7). An old 3rd-generation card itself stopped in the
+    activation's transaction."""
 
     def confirm(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         identity.confirm(request_id, saga.card_id)

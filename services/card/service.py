@@ -482,6 +482,7 @@ def activate(
         legacy = int(application.data.get("legacy_generation", 0)) if application else 0
         if legacy:
             change.notices.append(rules.older_generation_notice(card, legacy, clock.now()))
+            _stop_older_generation(uow, card)
     uow.cards.record(change)
     return change.card
 
@@ -502,6 +503,24 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
             "bank_change": bool(data.get("bank_change")),
             "keep_old_account": bool(data.get("keep_old_account")),
             "old_account_id": old.account_id,
+        },
+    )
+
+
+def _stop_older_generation(uow: CardUnitOfWork, card: Card) -> None:
+    """A27.3: the holder's 1st / 2nd generation card loses its SS function now; the identity
+    register records it when the retirement saga confirms this card (nothing else to retire:
+    the older card is not recalled and its account is not this suite's)."""
+    start_saga(
+        uow,
+        RETIREMENT,
+        card.card_id,
+        {
+            "kind": "FIRST",
+            "old_card_id": "",
+            "bank_change": False,
+            "keep_old_account": False,
+            "old_account_id": "",
         },
     )
 

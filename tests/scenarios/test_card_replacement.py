@@ -338,14 +338,29 @@ class TestOldCards:
         suite.activate(started.card_id, person)
         assert suite.get(card_id).status == pb.REPLACED
 
-    def test_A27_2_A27_3_a_holder_of_an_older_card_gets_a_3rd_generation_card(
+    def test_A27_2_A27_3_the_older_cards_ss_function_stops_when_the_3rd_generation_is_active(
         self, suite: Suite
     ) -> None:
+        """第二十七条：申领第三代社会保障卡后,原第一、二代社会保障卡不回收,其原有社会保障功能
+        自持卡人启用新卡时失效,原有金融功能可自行选择是否注销。"""
         person = suite.person(legacy_generation=2)
+
+        def registry() -> identity_pb2.Person:
+            return suite.identity.GetPerson(
+                identity_pb2.GetPersonRequest(
+                    person=identity_pb2.PersonRef(document=person.document())
+                ),
+                metadata=suite.service,
+            ).person
+
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
         assert suite.settle(started.card_id).state == pb.COMPLETED
         suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
+        # Collected but not yet activated: the generation-2 card still works.
+        assert not registry().HasField("legacy_card_ss_stopped_at")
         suite.activate(started.card_id, person)
+        wait_until(lambda: registry().HasField("legacy_card_ss_stopped_at"))
+        assert registry().legacy_card_generation == 2  # not recalled: still on record
         notices = suite.get(started.card_id, history=True).notices
         older = [n for n in notices if n.rule == "A27.3"]
         assert len(older) == 1
