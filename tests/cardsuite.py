@@ -160,13 +160,16 @@ class Suite:
             time.sleep(0.05)
         return card
 
-    def collect(self, card_id: str, person: PersonSpec, metadata: Any = None) -> pb.Card:
+    def collect(
+        self, card_id: str, person: PersonSpec, metadata: Any = None, **extra: Any
+    ) -> pb.Card:
         return self.card.RecordCollection(
             pb.RecordCollectionRequest(
                 request_id=self.rid("collect"),
                 card_id=card_id,
                 method=pb.AT_BRANCH,
                 document=person.document(),
+                **extra,
             ),
             metadata=metadata or self.branch(),
         )

@@ -47,6 +47,14 @@ def _doc_type(document: common_pb2.IdentityDocument) -> str:
     return enum_name(common_pb2.DocumentType, document.type)
 
 
+def _employer_documents(documents: pb.EmployerDocuments) -> service.EmployerDocuments:
+    return service.EmployerDocuments(
+        documents.licence_number,
+        documents.legal_representative,
+        documents.authorisation_letter_ref,
+    )
+
+
 def _agent(request: Any) -> AgentPresence | None:
     if not request.HasField("agent"):
         return None
@@ -317,16 +325,34 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             method=_COLLECTION_FROM_PB.get(request.method),
             doc_type=_doc_type(request.document),
             doc_number=request.document.number,
-            licence_number=request.employer.licence_number,
-            legal_representative=request.employer.legal_representative,
-            authorisation_letter_ref=request.employer.authorisation_letter_ref,
+            employer=_employer_documents(request.employer),
             agent=_agent(request),
+            old_card_id=request.old_card_id,
+            move_park_pass=request.move_park_pass,
         )
 
         def work(uow: CardUnitOfWork) -> pb.Card:
             return self._card_answer(uow, service.record_collection(uow, cmd, caller, self._clock))
 
-        return self._once.call("RecordCollection", request, pb.Card, work)
+        answer = self._once.call("RecordCollection", request, pb.Card, work)
+        self._orchestrator.poke()  # a replacement's collection starts its follow-up sagas
+        return answer
+
+    def RecordEmployerReturn(
+        self, request: pb.RecordEmployerReturnRequest, context: grpc.ServicerContext
+    ) -> pb.Card:
+        caller = current_caller()
+        documents = _employer_documents(request.employer)
+
+        def work(uow: CardUnitOfWork) -> pb.Card:
+            card = service.record_employer_return(
+                uow, request.card_id, documents, caller, self._clock
+            )
+            return self._card_answer(uow, card)
+
+        answer = self._once.call("RecordEmployerReturn", request, pb.Card, work)
+        self._orchestrator.poke()  # the bank records the card taken back
+        return answer
 
     def RecordHandout(
         self, request: pb.RecordHandoutRequest, context: grpc.ServicerContext

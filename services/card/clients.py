@@ -287,9 +287,9 @@ class BankPort:
 
 class TransitPort:
     """The transit service's wallet and park pass, as the card service's sagas move them: the
-    park pass to the new card of a replacement (A16.4) and back (its compensation), and a card's
-    transit balance to a bank account when a replacement is collected (A16.3) or a card is
-    cancelled at the issuing bank (A19.1)."""
+    park pass to the new card of a replacement when the holder asks at collection (A16.4), and
+    a card's transit balance to a bank account when a replacement is collected (A16.3) or a card
+    is cancelled at the issuing bank (A19.1)."""
 
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
         self._stub = transit_pb2_grpc.TransitServiceStub(open_channel(config.target("transit")))
@@ -301,16 +301,6 @@ class TransitPort:
             self._stub.TransferParkPass,
             transit_pb2.TransferParkPassRequest(
                 request_id=request_id, from_card_id=old_card_id, to_card_id=new_card_id
-            ),
-            self._credential,
-        )
-
-    def return_park_pass(self, request_id: str, old_card_id: str, new_card_id: str) -> None:
-        """Compensation of move_park_pass: the pass goes back to the old card."""
-        call(
-            self._stub.TransferParkPass,
-            transit_pb2.TransferParkPassRequest(
-                request_id=request_id, from_card_id=new_card_id, to_card_id=old_card_id
             ),
             self._credential,
         )

@@ -7,8 +7,8 @@ runs in the transaction that marks its timer fired, and returns its outcome in w
   unlocks it.
 - A22.1 / A22.2 / A22.4: a card still in production the day after its due date is flagged to
   operations with how late it is (mailing time does not count: only production is timed).
-- A7.4: a card an employer has not handed out 30 natural days after collecting it is flagged
-  and marked for return to the issuing bank.
+- A7.4: a card an employer has not handed out by the end (24:00 Beijing) of the 30th natural
+  day after the day it collected it is flagged and marked for return to the issuing bank.
 - A21.1: a card with a financial function not handed to its holder 6 months after it was made
   is withdrawn and the bank takes it back.
 - A21.2: the bank takes back the card of a holder who died before receiving it within 10

@@ -5,7 +5,8 @@ is one sequence: identity reserves the person's place, or moves it from the old 
 the card records the verified identity -> the bank opens the account after its identity
 compare (A4.4; a reissue or same-bank replacement carries the old card's account instead) ->
 the bank orders the card (30 natural days A22.1, 4 working days A22.2, on the spot at an instant
-branch A22.3) -> for a successor, the park pass moves (A16.4) -> the card is in production. A
+branch A22.3) -> the card is in production. The old card keeps its park pass (and everything
+else) meanwhile: the pass moves only when the holder asks for it at collection (A16.4). A
 refusal at any step undoes the completed ones in reverse, so no reservation, account or order is
 left behind, and the card ends REFUSED with the refusal's reason and rule.
 """
@@ -146,13 +147,6 @@ def _issuance_steps(
     def cancel_order(saga: SagaRecord, request_id: str) -> None:
         bank.cancel_order(request_id, saga.data["order_id"])
 
-    def move_park_pass(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        transit.move_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
-        return {}
-
-    def return_park_pass(saga: SagaRecord, request_id: str) -> None:
-        transit.return_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
-
     def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
         d = saga.data
         card = uow.cards.get(saga.card_id, for_update=True)
@@ -197,7 +191,6 @@ def _issuance_steps(
         "record_verified": LocalStep("record_verified", record_verified),
         "open_account": RemoteStep("open_account", open_account, close_account),
         "order_card": RemoteStep("order_card", order, cancel_order),
-        "move_park_pass": RemoteStep("move_park_pass", move_park_pass, return_park_pass),
         "in_production": LocalStep("in_production", in_production),
         "failed": failed,
     }
@@ -241,7 +234,6 @@ def replacement_saga(
         "record_verified",
         "open_account",
         "order_card",
-        "move_park_pass",
         "in_production",
     ]
     return SagaDefinition(REPLACEMENT, [s[n] for n in names], _waiting, s["failed"])
@@ -329,21 +321,20 @@ def release_place_saga(identity: IdentityPort, clock: Clock) -> SagaDefinition:
 
 
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
-    """After a reissue or replacement is activated (A16.5): the person's place is final with
-    identity; the old bank records the replaced card taken back (A16.6; a reissued card was
-    lost, so there is none to take back, and the account it carried over to the new card is
-    no longer suspended for its loss); after a bank change the old bank's account is paid out
-    as the holder directed and closes, unless the holder keeps it (A16.7, A20.1). The old card
-    itself stopped in the activation's transaction."""
+    """After a reissue or replacement is activated (A16.5), or a first card whose holder has a
+    1st / 2nd generation card (A27.3): the person's place is final with identity, which then
+    stops the older card's SS function; for a reissue, the account the lost card carried over
+    to the new card is no longer suspended for its loss (a replaced card was taken back when
+    the new one was collected, A16.6); after a bank change the old bank's account is paid
+    out as the holder directed and closes, unless the holder keeps it (A16.7, A20.1). An old
+    3rd-generation card itself stopped in the activation's transaction."""
 
     def confirm(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         identity.confirm(request_id, saga.card_id)
         return {}
 
-    def take_back(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        if saga.data["kind"] == "REPLACEMENT":
-            bank.recall(request_id, saga.data["old_card_id"], "REPLACED")
-        else:
+    def lift_old_loss(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        if saga.data["kind"] == "REISSUE":
             # The lost card is dead for good: the account it carried over to the reissued card
             # no longer needs the loss suspension (A14.1's lift, for the new card's sake).
             bank.lift_loss(request_id, saga.data["old_card_id"])
@@ -409,7 +400,7 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
         RETIREMENT,
         [
             RemoteStep("confirm_issuance", confirm),
-            RemoteStep("take_back_old_card", take_back),
+            RemoteStep("lift_lost_card_suspension", lift_old_loss),
             RemoteStep("close_old_account", close_old_account),
         ],
         done,
@@ -449,6 +440,38 @@ def transit_refund_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
     return SagaDefinition(
         TRANSIT_REFUND, [RemoteStep("refund_old_transit_balance", refund)], completed, failed
     )
+
+
+PARK_PASS_MOVE = "park_pass_move"
+
+
+def park_pass_move_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
+    """A16.4: the holder collecting a replacing card asked for the old card's park pass to move
+    to it on the spot. Started in the collection's transaction and retried until the transit
+    service answers; an old card with no pass moves nothing. A refusal (the new card already
+    holds a pass for the year) is kept as a notice for operations on the card."""
+
+    def move(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        transit.move_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """The pass, if any, is on the new card."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            "A16.4",
+            lambda card: (
+                f"The old card's park pass could not move to card {card.card_id}: "
+                f"{saga.refusal_message} ({saga.refusal_reason})."
+            ),
+        )
+
+    return SagaDefinition(PARK_PASS_MOVE, [RemoteStep("move_park_pass", move)], completed, failed)
 
 
 CANCELLATION = "cancellation"

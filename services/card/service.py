@@ -43,6 +43,7 @@ from services.card.domain.password import PasswordState, after_check, set_passwo
 from services.card.flows import (
     APPLICATION,
     CANCELLATION,
+    PARK_PASS_MOVE,
     REPLACEMENT,
     RETIREMENT,
     TRANSIT_REFUND,
@@ -347,21 +348,57 @@ def _same_document(uow: CardUnitOfWork, card: Card, doc_type: str, number: str, 
 
 
 @dataclass(frozen=True)
+class EmployerDocuments:
+    """What an employer presents at the bank's counter (A7.3, A7.4)."""
+
+    licence_number: str = ""
+    legal_representative: bool = False
+    authorisation_letter_ref: str = ""
+
+
+def _employer_documents(card: Card, documents: EmployerDocuments, rule: str) -> None:
+    """The applying employer's licence, and an authorisation letter unless the legal
+    representative comes."""
+    v = Violations()
+    if documents.licence_number != card.employer_id:
+        v.add("employer.licence_number", "must be the applying employer's credit code")
+    if not documents.legal_representative and not documents.authorisation_letter_ref:
+        v.add(
+            "employer.authorisation_letter_ref",
+            "an authorisation letter is needed unless the legal representative comes",
+            "REQUIRED",
+        )
+    v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule=rule)
+
+
+@dataclass(frozen=True)
 class CollectionCommand:
     card_id: str
     method: CollectionMethod | None
     doc_type: str = ""
     doc_number: str = ""
-    licence_number: str = ""
-    legal_representative: bool = False
-    authorisation_letter_ref: str = ""
+    employer: EmployerDocuments = EmployerDocuments()
     agent: AgentPresence | None = None
+    # A16.2 / A16.6: the old card the holder hands in to collect a replacement.
+    old_card_id: str = ""
+    # A16.4: the holder asks for the old card's park pass to move to this card on the spot.
+    move_park_pass: bool = False
+
+
+def _successor_kind(uow: CardUnitOfWork, card: Card) -> str:
+    """ "REISSUE" or "REPLACEMENT" for a card that replaces another one, "" otherwise."""
+    if not card.replaces_card_id:
+        return ""
+    application = uow.sagas.for_card(card.card_id, [REPLACEMENT])
+    return str(application.data.get("kind", "REPLACEMENT")) if application else "REPLACEMENT"
 
 
 def record_collection(
     uow: CardUnitOfWork, cmd: CollectionCommand, caller: Caller, clock: Clock
 ) -> Card:
-    """A7.2 (branch or mail) and A7.3 (the employer, with its documents)."""
+    """A7.2 (branch or mail) and A7.3 (the employer, with its documents). The new card of a
+    replacement is handed over only against the old card, which the bank takes back on the spot
+    (A16.2, A16.6); the holder may have the old card's park pass moved to it (A16.4)."""
     if cmd.method is None:
         raise DomainError(
             "INVALID_REQUEST",
@@ -377,21 +414,21 @@ def record_collection(
     if cmd.method is CollectionMethod.AT_BRANCH:
         _same_document(uow, card, cmd.doc_type, cmd.doc_number, "A7.2")
     if cmd.method is CollectionMethod.BY_EMPLOYER:
-        v = Violations()
-        if cmd.licence_number != card.employer_id:
-            v.add("employer.licence_number", "must be the applying employer's credit code")
-        if not cmd.legal_representative and not cmd.authorisation_letter_ref:
-            v.add(
-                "employer.authorisation_letter_ref",
-                "an authorisation letter is needed unless the legal representative collects",
-                "REQUIRED",
-            )
-        v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule="A7.3")
+        _employer_documents(card, cmd.employer, "A7.3")
+    successor = _successor_kind(uow, card)
+    if successor == "REPLACEMENT":
+        rules.check_old_card_presented(card, cmd.old_card_id)
+    if cmd.move_park_pass:
+        rules.check_park_pass_move(card)
     change = rules.collect(card, cmd.method, caller, clock.now())
     if change.card is not card and change.card.status is Status.WITH_EMPLOYER:
         watch_handout(uow, change.card, clock.now())
     if change.card is not card and change.card.status is Status.COLLECTED:
         _refund_old_transit_balance(uow, change.card)
+        if successor == "REPLACEMENT":
+            start_bank_task(uow, card.replaces_card_id, action="recall", reason="REPLACED")
+        if cmd.move_park_pass:
+            start_saga(uow, PARK_PASS_MOVE, card.card_id, {"old_card_id": card.replaces_card_id})
     uow.cards.record(change)
     return change.card
 
@@ -402,6 +439,22 @@ def _refund_old_transit_balance(uow: CardUnitOfWork, card: Card) -> None:
     if not card.replaces_card_id:
         return
     start_saga(uow, TRANSIT_REFUND, card.card_id, {"old_card_id": card.replaces_card_id})
+
+
+def record_employer_return(
+    uow: CardUnitOfWork, card_id: str, documents: EmployerDocuments, caller: Caller, clock: Clock
+) -> Card:
+    """A7.4: the employer returns a card it did not hand out to a branch of the issuing bank,
+    which takes it back (the bank's recall, reason RETURNED_BY_EMPLOYER); the holder collects
+    it there with the ID document."""
+    card = _card(uow, card_id, for_update=True)
+    channels.check(Operation.RECORD_EMPLOYER_RETURN, caller, card.bank_code)
+    _employer_documents(card, documents, "A7.4")
+    change = rules.returned_by_employer(card, caller.outlet_id, caller, clock.now())
+    uow.timers.cancel(EMPLOYER_HANDOUT, card_id, "returned to the bank")
+    start_bank_task(uow, card_id, action="recall", reason="RETURNED_BY_EMPLOYER")
+    uow.cards.record(change)
+    return change.card
 
 
 def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clock) -> Card:
@@ -432,6 +485,7 @@ def activate(
         legacy = int(application.data.get("legacy_generation", 0)) if application else 0
         if legacy:
             change.notices.append(rules.older_generation_notice(card, legacy, clock.now()))
+            _stop_older_generation(uow, card)
     uow.cards.record(change)
     return change.card
 
@@ -455,6 +509,24 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
             # The holder's direction at replacement time, by default the new card's account:
             # the old account closes only with its balance paid there (A16.7, A20.1).
             "payout_destination": data.get("old_account_payout") or card_account(card.card_id),
+        },
+    )
+
+
+def _stop_older_generation(uow: CardUnitOfWork, card: Card) -> None:
+    """A27.3: the holder's 1st / 2nd generation card loses its SS function now; the identity
+    register records it when the retirement saga confirms this card (nothing else to retire:
+    the older card is not recalled and its account is not this suite's)."""
+    start_saga(
+        uow,
+        RETIREMENT,
+        card.card_id,
+        {
+            "kind": "FIRST",
+            "old_card_id": "",
+            "bank_change": False,
+            "keep_old_account": False,
+            "old_account_id": "",
         },
     )
 
@@ -858,6 +930,7 @@ def replace_card(
     channels.check(Operation.REPLACE, caller, old.bank_code)
     check_agent(Operation.REPLACE, cmd.presented.agent)
     rules.check_replacement(old, cmd.reason)
+    rules.check_replacement_delivery(cmd.delivery)
     if cmd.reason is not rules.ReplacementReason.BASIC_INFO_CHANGED:
         _same_document(uow, old, cmd.presented.doc_type, cmd.presented.doc_number, "A16.2")
     now = clock.now()

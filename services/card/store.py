@@ -274,6 +274,8 @@ _CARD_STATE = (
     "refusal_reason",
     "refusal_rule",
     "refusal_message",
+    "delivery",
+    "pickup_branch_id",
 )
 _CARD = select(cards).where(cards.c.card_id == bindparam("b_card_id"))
 _CARD_FOR_UPDATE = _CARD.with_for_update()
@@ -523,6 +525,8 @@ class CardRepository:
                 "refusal_reason": card.refusal_reason,
                 "refusal_rule": card.refusal_rule,
                 "refusal_message": card.refusal_message[:300],
+                "delivery": card.delivery.value,
+                "pickup_branch_id": card.pickup_branch_id,
             },
         )
         if change.transitions:

@@ -174,6 +174,7 @@ def person_pb(person: Person, full: bool) -> pb.Person:
         registered_card_id=person.registration.card_id if person.registration else "",
         updated_at=to_timestamp(person.updated_at),
         business_settled_on=to_date(a.business_settled_on),
+        legacy_card_ss_stopped_at=to_timestamp(person.legacy_ss_stopped_at),
     )
 
 

@@ -33,6 +33,7 @@ class Operation(enum.Enum):
     RECORD_COLLECTION = "hand a card over at the counter"
     RECORD_MAILING = "record a card mailed or delivered by the post"
     RECORD_HANDOUT = "employer hands a card to its employee"
+    RECORD_EMPLOYER_RETURN = "employer returns a card it did not hand out (退回)"
     # transit (A10, A11, A16.3, A19.1)
     TOP_UP = "transit top-up (充值)"
     TRANSIT_REFUND = "transit balance refund (退资)"
@@ -89,6 +90,8 @@ MATRIX: dict[Operation, dict[Channel, Reach]] = {
     # ... or its mailing is reported by the bank or by the post through an internal system.
     Operation.RECORD_MAILING: {BRANCH: ISSUING, INTERNAL: ANY},
     Operation.RECORD_HANDOUT: {ONLINE: ANY, BRANCH: ANY},  # A7.3: the employer's credential
+    # A7.4: a card the employer did not hand out goes back to the issuing bank's counter.
+    Operation.RECORD_EMPLOYER_RETURN: {BRANCH: ISSUING},
     # A10.1: any cooperating bank's branch, a transit outlet or the transit app.
     Operation.TOP_UP: {BRANCH: ANY, TRANSIT_OUTLET: ANY, TRANSIT_APP: ANY},
     # 退资 is done at a bank branch; replacement (A16.3) and cancellation (A19.1) refund through

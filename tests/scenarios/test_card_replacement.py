@@ -80,12 +80,18 @@ def replace(
 
 
 def hand_over(
-    suite: Suite, card_id: str, person: PersonSpec, bank: str = BANK, branch: str = INSTANT
+    suite: Suite,
+    card_id: str,
+    person: PersonSpec,
+    bank: str = BANK,
+    branch: str = INSTANT,
+    old_card_id: str = "",
 ) -> None:
-    """Make (if not made on the spot), collect at the branch and activate the new card."""
+    """Make (if not made on the spot), collect at the branch (against the old card, for a
+    replacement) and activate the new card."""
     if suite.get(card_id).status == pb.IN_PRODUCTION:
         suite.produce(card_id)
-    suite.collect(card_id, person, metadata=suite.branch(bank, branch))
+    suite.collect(card_id, person, metadata=suite.branch(bank, branch), old_card_id=old_card_id)
     suite.activate(card_id, person)
 
 
@@ -233,6 +239,30 @@ class TestReplacement:
         )
         assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
 
+    def test_A16_2_a_replacement_is_collected_at_the_branch_never_mailed(
+        self, suite: Suite
+    ) -> None:
+        """第十六条：持卡人应持本人有效身份证件原件和旧卡原件到发卡合作银行服务网点换领新卡。"""
+        card_id, person = active_card(suite)
+        mailed = rpc_error(
+            lambda: suite.card.ReplaceCard(
+                pb.ReplaceCardRequest(
+                    request_id=suite.rid("replace"),
+                    card_id=card_id,
+                    document=person.document(),
+                    name=person.name,
+                    reason=pb.DAMAGED_FACE,
+                    delivery=pb.MAIL,
+                ),
+                metadata=suite.at(Channel.ONLINE),
+            )
+        )
+        assert mailed.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason_rule(mailed) == ("REPLACEMENT_COLLECTED_AT_BRANCH", "A16.2")
+        assert suite.get(card_id).status == pb.ACTIVE
+        started = replace(suite, card_id, person, pb.DAMAGED_FACE)
+        assert suite.settle(started.card_id).state == pb.COMPLETED
+
     def test_A16_5_A16_8_the_old_card_works_until_the_new_one_is_activated(
         self, suite: Suite
     ) -> None:
@@ -243,7 +273,7 @@ class TestReplacement:
         new = suite.get(started.card_id, history=True)
         assert "A16.8" in [n.rule for n in new.notices]
         assert suite.get(started.card_id).status != pb.ACTIVE  # never two active cards
-        hand_over(suite, started.card_id, person)
+        hand_over(suite, started.card_id, person, old_card_id=card_id)
         old = suite.get(card_id, history=True)
         assert old.status == pb.REPLACED
         assert old.transitions[-1].rule == "A16.5"
@@ -256,7 +286,7 @@ class TestReplacement:
         started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
         assert suite.settle(started.card_id).state == pb.COMPLETED
         assert account(suite, started.card_id).bank_code == OTHER_BANK
-        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, card_id)
         # The old bank's account closes once the new card is active (the holder kept none).
         wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
         soon = rpc_error(
@@ -299,13 +329,25 @@ class TestReplacement:
 
 
 class TestOldCards:
-    def test_A16_6_the_bank_takes_the_replaced_card_back_and_records_its_destruction(
+    def test_A16_2_A16_6_the_new_card_is_handed_over_against_the_old_one_taken_back_on_the_spot(
         self, suite: Suite
     ) -> None:
+        """第十六条：持卡人应持本人有效身份证件原件和旧卡原件到发卡合作银行服务网点换领新卡。
+        ……旧卡由发卡合作银行现场收回,统一销毁。"""
         card_id, person = active_card(suite)
         started = replace(suite, card_id, person, pb.DAMAGED_FACE)
         suite.settle(started.card_id)
-        hand_over(suite, started.card_id, person)
+        suite.produce(started.card_id)
+        at_branch = suite.branch(BANK, INSTANT)
+        for presented in ("", started.card_id):
+            refused = rpc_error(
+                lambda p=presented: suite.collect(  # type: ignore[misc]
+                    started.card_id, person, metadata=at_branch, old_card_id=p
+                )
+            )
+            assert reason_rule(refused) == ("OLD_CARD_NOT_PRESENTED", "A16.2")
+        assert suite.get(started.card_id).status == pb.READY
+        suite.collect(started.card_id, person, metadata=at_branch, old_card_id=card_id)
 
         def recalled() -> bool:
             try:
@@ -318,22 +360,40 @@ class TestOldCards:
             except grpc.RpcError:
                 return False
 
-        wait_until(recalled)
+        wait_until(recalled)  # taken back at collection, before the new card is activated
+        assert suite.get(card_id).status == pb.ACTIVE  # its functions end at activation (A16.5)
         destroyed = suite.bank.DestroyCard(
             bank_pb2.DestroyCardRequest(request_id=suite.rid("destroy"), card_id=card_id),
             metadata=suite.token(roles=(Role.OPS,), caller="branch-ops", operator_id="T-07"),
         )
         assert destroyed.destroyed_at.seconds > 0
         assert "T-07" in destroyed.destroyed_by
+        suite.activate(started.card_id, person)
+        assert suite.get(card_id).status == pb.REPLACED
 
-    def test_A27_2_A27_3_a_holder_of_an_older_card_gets_a_3rd_generation_card(
+    def test_A27_2_A27_3_the_older_cards_ss_function_stops_when_the_3rd_generation_is_active(
         self, suite: Suite
     ) -> None:
+        """第二十七条：申领第三代社会保障卡后,原第一、二代社会保障卡不回收,其原有社会保障功能
+        自持卡人启用新卡时失效,原有金融功能可自行选择是否注销。"""
         person = suite.person(legacy_generation=2)
+
+        def registry() -> identity_pb2.Person:
+            return suite.identity.GetPerson(
+                identity_pb2.GetPersonRequest(
+                    person=identity_pb2.PersonRef(document=person.document())
+                ),
+                metadata=suite.service,
+            ).person
+
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
         assert suite.settle(started.card_id).state == pb.COMPLETED
         suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
+        # Collected but not yet activated: the generation-2 card still works.
+        assert not registry().HasField("legacy_card_ss_stopped_at")
         suite.activate(started.card_id, person)
+        wait_until(lambda: registry().HasField("legacy_card_ss_stopped_at"))
+        assert registry().legacy_card_generation == 2  # not recalled: still on record
         notices = suite.get(started.card_id, history=True).notices
         older = [n for n in notices if n.rule == "A27.3"]
         assert len(older) == 1

@@ -431,6 +431,44 @@ def check_replacement(old: Card, reason: ReplacementReason | None) -> None:
         raise wrong_state(old, "replace the card", "NOT_IN_HOLDERS_HANDS", "A16.1")
 
 
+def check_replacement_delivery(delivery: Delivery | None) -> None:
+    """A16.2: a replacement card is collected at the issuing bank's branch, where the holder
+    hands in the old card; it is never mailed."""
+    if delivery is Delivery.MAIL:
+        raise DomainError(
+            "REPLACEMENT_COLLECTED_AT_BRANCH",
+            "a replacement card is collected at a branch of the issuing bank, with the ID "
+            "document and the old card; it is not mailed",
+            kind=Kind.INVALID,
+            rule="A16.2",
+        )
+
+
+def check_old_card_presented(card: Card, presented_old_card_id: str) -> None:
+    """A16.2 / A16.6: the new card of a replacement is handed over only against the old card,
+    which the bank takes back on the spot."""
+    if presented_old_card_id.strip() != card.replaces_card_id:
+        raise DomainError(
+            "OLD_CARD_NOT_PRESENTED",
+            "the new card is handed over only against the old card it replaces",
+            rule="A16.2",
+            violations=(FieldViolation("old_card_id", "must be the card this one replaces"),),
+        )
+
+
+def check_park_pass_move(card: Card) -> None:
+    """A16.4: only the new card of a replacement (or reissue) takes over an old card's park
+    pass, when it is collected."""
+    if not card.replaces_card_id:
+        raise DomainError(
+            "NO_OLD_CARD",
+            "this card replaces no other card: there is no park pass to move",
+            kind=Kind.INVALID,
+            rule="A16.4",
+            violations=(FieldViolation("move_park_pass", "only for a replacing card"),),
+        )
+
+
 def months_later(moment: dt.datetime, months: int) -> dt.datetime:
     """The same day ``months`` later, or the month's last day if it is shorter."""
     index = moment.month - 1 + months
@@ -535,6 +573,30 @@ def handout_overdue(card: Card, who: Caller, now: dt.datetime) -> Change:
         f"days: return it to the issuing bank {card.bank_code}."
     )
     change.notices.append(Notice(now, "employer", text, "A7.4"))
+    return change
+
+
+def returned_by_employer(card: Card, branch_id: str, who: Caller, now: dt.datetime) -> Change:
+    """A7.4: the employer returns a card it did not hand out to the issuing bank, before or
+    after its 30 days ran out; the holder then collects it at that branch with the ID document
+    (A7.2), as any card waiting at a branch."""
+    if card.status not in (Status.WITH_EMPLOYER, Status.RETURN_DUE):
+        raise wrong_state(card, "record the employer's return", "NOT_WITH_EMPLOYER", "A7.4")
+    change = _move(
+        card,
+        Status.READY,
+        who,
+        now,
+        "A7.4",
+        f"returned to the issuing bank by the employer; waiting at branch {branch_id}",
+        delivery=Delivery.BRANCH_PICKUP,
+        pickup_branch_id=branch_id,
+    )
+    text = (
+        f"Your employer returned your social security card to {card.bank_code}: collect it at "
+        f"branch {branch_id} with your ID document."
+    )
+    change.notices.append(Notice(now, "person", text, "A7.4"))
     return change
 
 
@@ -669,6 +731,11 @@ def progress(card: Card) -> str:
             return f"In production at {card.bank_code}; due by {due}."
         case Status.READY if card.delivery is Delivery.MAIL:
             return f"Made on {since}; it will be mailed to the address on file."
+        case Status.READY if card.employer_id and card.delivery is Delivery.BRANCH_PICKUP:
+            return (
+                f"Returned to {card.bank_code} by the employer on {since}; ready for collection "
+                f"at branch {card.pickup_branch_id}."
+            )
         case Status.READY if card.delivery is Delivery.EMPLOYER:
             return f"Made on {since}; ready for the employer to collect at {card.pickup_branch_id}."
         case Status.READY:
@@ -699,7 +766,7 @@ def progress(card: Card) -> str:
         case Status.RETURN_DUE:
             return (
                 f"Not handed out by the employer within {EMPLOYER_HANDOUT_DAYS} days; it is to "
-                f"be returned to {card.bank_code}."
+                f"be returned to {card.bank_code}, where the holder can then collect it."
             )
         case Status.REPLACED:
             return f"Stopped for good on {since}: replaced by a new card."

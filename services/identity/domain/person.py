@@ -95,6 +95,9 @@ class Person:
     attributes: Attributes
     registration: Registration | None = None
     updated_at: dt.datetime | None = None
+    # When the SS function of the person's 1st / 2nd generation card stopped: their
+    # 3rd-generation card was activated (A27.3).
+    legacy_ss_stopped_at: dt.datetime | None = None
 
     @property
     def document(self) -> Document:
@@ -420,11 +423,21 @@ def release(person: Person, card_id: str, now: dt.datetime) -> Person:
 
 
 def confirm(person: Person, now: dt.datetime) -> Person:
-    """The card holding the place is issued: a replaced card no longer has a claim on it."""
+    """The card holding the place is activated: a replaced card no longer has a claim on it,
+    and the SS function of a 1st / 2nd generation card the person holds stops (A27.3; that card
+    is not recalled, and its financial function is the holder's affair with its bank)."""
     current = person.registration
-    if current is None or current.previous_card_id is None:
+    if current is None:
         return person
-    return replace(person, registration=replace(current, previous_card_id=None), updated_at=now)
+    confirmed = person
+    if current.previous_card_id is not None:
+        confirmed = replace(
+            confirmed, registration=replace(current, previous_card_id=None), updated_at=now
+        )
+    legacy = person.attributes.legacy_card_generation in (1, 2)
+    if legacy and person.legacy_ss_stopped_at is None:
+        confirmed = replace(confirmed, legacy_ss_stopped_at=now, updated_at=now)
+    return confirmed
 
 
 # --- basic information and death ----------------------------------------------------------------
