@@ -419,7 +419,7 @@ class TestMoneyOnBankChange:
         assert reason_rule(flip) == ("ACCOUNT_HAS_BALANCE", "A20.1")
         started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
         suite.settle(started.card_id)
-        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, old_card_id=card_id)
         wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
         assert account_balance(suite, card_id).balance_fen == 0
         assert account_balance(suite, started.card_id).balance_fen == 1234_56
@@ -443,7 +443,7 @@ class TestMoneyOnBankChange:
             old_account_payout_destination="6222020000000000@CCB",
         )
         suite.settle(started.card_id)
-        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, old_card_id=card_id)
         wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
         entries = ledger(suite).ListEntries(
             ledger_pb2.ListEntriesRequest(card_id=card_id), metadata=suite.ops

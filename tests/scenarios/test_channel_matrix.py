@@ -143,6 +143,15 @@ def handout(c: Cards, md: Any) -> Any:
     )
 
 
+def employer_return(c: Cards, md: Any) -> Any:
+    request = pb.RecordEmployerReturnRequest(
+        request_id=c.rid(),
+        card_id=c.card_id,
+        employer=pb.EmployerDocuments(licence_number=EMPLOYER_ID, legal_representative=True),
+    )
+    return _card(c, md, "RecordEmployerReturn", request)
+
+
 def top_up(c: Cards, md: Any) -> Any:
     request = transit_pb2.TopUpRequest(request_id=c.rid(), card_id=c.card_id, amount_fen=100)
     return c.suite.transit.TopUp(request, metadata=md)
@@ -262,6 +271,7 @@ CELLS: dict[Operation, tuple[Callable[[Cards, Any], Any], tuple[Role, ...]]] = {
         (Role.COUNTER,),
     ),
     Operation.RECORD_HANDOUT: (handout, (Role.EMPLOYER,)),
+    Operation.RECORD_EMPLOYER_RETURN: (employer_return, (Role.COUNTER,)),
     Operation.TOP_UP: (top_up, (Role.COUNTER,)),
     Operation.TRANSIT_REFUND: (transit_refund, (Role.COUNTER,)),
     Operation.PARK_PASS: (park_pass, (Role.COUNTER,)),
