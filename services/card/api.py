@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from services.card import service
-from services.card.clients import IdentityPort
+from services.card.clients import BankPort, IdentityPort
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant
@@ -153,9 +153,11 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         orchestrator: Orchestrator,
         hasher: Argon2Hasher,
         identity: IdentityPort,
+        bank: BankPort,
     ) -> None:
         self._hasher = hasher
         self._identity = identity
+        self._bank = bank
         self._db = db
         self._cipher = cipher
         self._clock = clock
@@ -387,6 +389,22 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             return self._card_answer(uow, done.card)
 
         answer = self._once.call(method, request, pb.Card, work)
+        if outcome and outcome[0].suspension is not None:
+            pending = service.suspend_financial_at_once(
+                self._uow,
+                self._bank.suspend_for_loss,
+                outcome[0].card,
+                outcome[0].suspension,
+                self._clock,
+            )
+            if pending is not None:
+                answer.status_text = f"{answer.status_text}; {pending.text}"
+                answer.notices.add(
+                    at=to_timestamp(pending.at),
+                    recipient=pending.recipient,
+                    text=pending.text,
+                    rule=pending.rule,
+                )
         if outcome and outcome[0].starts_saga:
             self._orchestrator.poke()
         return answer

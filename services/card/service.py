@@ -499,15 +499,62 @@ def _holder(
     _same_document(uow, card, presented.doc_type, presented.doc_number, rule)
 
 
-def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> None:
-    """The bank's half of a loss or unlock, run by the orchestrator after this commit."""
-    start_bank_task(uow, card.card_id, action=action, loss=loss)
+def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> str:
+    """The bank's half of a loss or unlock, run by the orchestrator after this commit; returns
+    the idempotency key of its call to the bank."""
+    return start_bank_task(uow, card.card_id, action=action, loss=loss)
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """The bank's suspension of the financial function for a loss (A13.2), asked for with the
+    same idempotency key as the bank task saga that retries it."""
+
+    request_id: str
+    loss: str  # TEMPORARY_LOSS or FORMAL_LOSS
 
 
 @dataclass(frozen=True)
 class LossOutcome:
     card: Card
     starts_saga: bool
+    suspension: Suspension | None = None
+
+
+# How long a loss report waits for the bank's suspension before it answers "pending".
+SUSPENSION_DEADLINE_SECONDS = 2.0
+
+
+def suspend_financial_at_once(
+    new_uow: Callable[[], CardUnitOfWork],
+    suspend_for_loss: Callable[[str, str, str, float], None],
+    card: Card,
+    suspension: Suspension,
+    clock: Clock,
+) -> rules.Notice | None:
+    """A13.2: a loss takes effect on the financial function before it is acknowledged. The bank
+    is asked here, after the loss is recorded and before the answer; if it does not confirm in
+    time, the bank task saga keeps asking, and the holder is told, in a notice returned and kept
+    on the card, that payments may still go through until it does."""
+    try:
+        suspend_for_loss(
+            suspension.request_id, card.card_id, suspension.loss, SUSPENSION_DEADLINE_SECONDS
+        )
+    except DomainError as exc:
+        notice = rules.Notice(
+            clock.now(),
+            "person",
+            f"The bank {card.bank_code} has not yet confirmed that the card's financial function "
+            f"is suspended ({exc.reason}); it is being asked again until it does. Until then "
+            f"payments with the card may still go through: call {card.bank_code} to stop them.",
+            "A13.2",
+        )
+        with new_uow() as uow:
+            now_card = _card(uow, card.card_id, for_update=True)
+            uow.cards.record(rules.Change(now_card, notices=[notice]))
+            uow.commit()
+        return notice
+    return None
 
 
 def report_temporary_loss(
@@ -525,8 +572,8 @@ def report_temporary_loss(
     uow.cards.record(change)
     due = now + dt.timedelta(days=rules.TEMPORARY_LOSS_DAYS)
     uow.timers.add(new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", due), now)
-    _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
-    return LossOutcome(change.card, True)
+    key = _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
+    return LossOutcome(change.card, True, Suspension(key, "TEMPORARY_LOSS"))
 
 
 def report_formal_loss(
@@ -543,9 +590,10 @@ def report_formal_loss(
         return LossOutcome(card, False)
     uow.cards.record(change)
     uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "superseded by a formal loss (A13.3)")
-    if financial_too:
-        _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
-    return LossOutcome(change.card, financial_too)
+    if not financial_too:
+        return LossOutcome(change.card, False)
+    key = _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
+    return LossOutcome(change.card, True, Suspension(key, "FORMAL_LOSS"))
 
 
 def unlock(
