@@ -564,7 +564,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             seen.hash, request.password
         )
         with self._uow() as uow:
-            stands = service.count_try(uow, request.card_id, correct, seen.hash, self._clock)
+            stands = service.verify_password(uow, request.card_id, correct, seen.hash, self._clock)
             uow.commit()
         return pb.VerifyServicePasswordResponse(valid=stands)
 

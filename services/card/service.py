@@ -751,6 +751,16 @@ def count_try(
     return stands
 
 
+def verify_password(
+    uow: CardUnitOfWork, card_id: str, correct: bool, seen_hash: str | None, clock: Clock
+) -> bool:
+    """A12.1: another service checks the holder's service password. Counted like every try,
+    and valid only for a card in use: a card lost, replaced, cancelled or whose holder died
+    answers as a wrong password or an unknown card does (A12.2)."""
+    stands = count_try(uow, card_id, correct, seen_hash, clock)
+    return stands and rules.in_use(uow.cards.get(card_id))
+
+
 def store_password(
     uow: CardUnitOfWork, card_id: str, new_hash: str, seen_hash: str | None, clock: Clock
 ) -> PasswordState:
