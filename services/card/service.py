@@ -25,6 +25,7 @@ from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
     Applicant,
+    application_refusal,
     check_address,
     check_applicant,
     check_bank,
@@ -33,7 +34,6 @@ from services.card.domain.application import (
     check_in_force,
     check_mobile,
     check_occupation,
-    invalid_application,
 )
 from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
@@ -173,10 +173,12 @@ def apply(
     now = clock.now()
     check_in_force(beijing_date(now))
     v = Violations()
-    check_applicant(cmd.applicant, v)
+    check_applicant(cmd.applicant, v, beijing_date(now))
     check_bank(cmd.bank_code, v)
     check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
-    invalid_application(v)
+    refusal = application_refusal(v)
+    if refusal is not None:
+        raise refusal
     assert cmd.delivery is not None
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
     card, contact, transition, saga = _start(
@@ -234,15 +236,10 @@ def apply_batch(
     rows, sagas = [], []
     for index, applicant in enumerate(cmd.applicants):
         person = Violations()
-        check_applicant(applicant, person, prefix=f"applicants[{index}]")
-        if person.items:
-            refusal = DomainError(
-                "INVALID_APPLICATION",
-                "the employee's data is incomplete or malformed",
-                kind=Kind.INVALID,
-                rule="A5.1",
-                violations=tuple(person.items),
-            )
+        prefix = f"applicants[{index}]"
+        check_applicant(applicant, person, beijing_date(now), prefix)
+        refusal = application_refusal(person, prefix)
+        if refusal is not None:
             outcome.items.append(BatchItem(index, refusal=refusal))
             continue
         card, contact, transition, saga = _start(
