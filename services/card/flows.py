@@ -240,6 +240,8 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
     retried until the bank answers:
 
     - ``suspend`` / ``lift``: the bank's half of a loss report or an unlock (A13.2, A13.4, A14.1);
+      a loss report asks the bank itself first, with this saga's key, and the saga is its
+      durable retry (``service.suspend_financial_at_once``);
     - ``stop_issuing``: the holder died before receiving the card: the production order is
       cancelled, a card already made is set aside for destruction (A21.2);
     - ``recall``: a card not handed out within 6 months is taken back (A21.1).
