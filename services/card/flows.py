@@ -157,6 +157,11 @@ def _issuance_steps(
             watch_not_handed_out(uow, change.card, now)
         watch_production(uow, change.card, rule, now)
         if d["old_card_id"]:
+            old = uow.cards.get(d["old_card_id"], for_update=True)
+            if old is not None and not old.replaced_by:
+                # Marked when the reissue or replacement was accepted; a saga accepted by an
+                # earlier release, which marked it only here, is still running.
+                uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
             notice = rules.subsidy_notice(now, "A15.2" if d["kind"] == "REISSUE" else "A16.8")
             uow.cards.record(rules.Change(change.card, notices=[notice]))
         return {}
