@@ -11,8 +11,8 @@ import grpc
 from google.type.date_pb2 import Date
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.identity.domain.documents import gb11643_check_char
 from services.platform.clock import BEIJING
+from services.platform.documents import gb11643_check_char
 from services.platform.errors import DomainError
 from services.platform.grpc_errors import from_rpc_error
 from sscard.common.v1 import common_pb2

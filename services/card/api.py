@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from services.card import service
-from services.card.clients import IdentityPort
+from services.card.clients import BankPort, IdentityPort
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant
@@ -21,9 +21,10 @@ from services.card.domain.card import Card, CollectionMethod, Delivery
 from services.card.domain.password import check_new_password, wrong_password
 from services.card.saga import Orchestrator
 from services.card.store import CardUnitOfWork, SagaRecord, SagaSummary
+from services.platform import documents
 from services.platform.auth import Role, current_caller, require_role
 from services.platform.channels import Operation
-from services.platform.clock import Clock
+from services.platform.clock import Clock, beijing_date
 from services.platform.db import Database
 from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
@@ -55,22 +56,36 @@ def _employer_documents(documents: pb.EmployerDocuments) -> service.EmployerDocu
     )
 
 
-def _agent(request: Any) -> AgentPresence | None:
+def _document(document: common_pb2.IdentityDocument, field: str, today: dt.date) -> tuple[str, str]:
+    """A presented document's type and number. A malformed one is refused at the door as the
+    identity service refuses it (INVALID_DOCUMENT, A4.1); an absent one is the use case's to
+    judge."""
+    doc_type = _doc_type(document)
+    if document.number:
+        v = Violations()
+        documents.parse_document_into(
+            documents.known_type(doc_type), document.number, today, v, field
+        )
+        documents.invalid_document(v)
+    return doc_type, document.number
+
+
+def _agent(request: Any, today: dt.date) -> AgentPresence | None:
     if not request.HasField("agent"):
         return None
     a = request.agent
     return AgentPresence(
-        _doc_type(a.agent_document),
-        a.agent_document.number,
+        *_document(a.agent_document, "agent.agent_document", today),
         a.agent_name,
-        _doc_type(a.principal_document),
-        a.principal_document.number,
+        *_document(a.principal_document, "agent.principal_document", today),
         a.authorisation_ref,
     )
 
 
-def _presented(request: Any) -> service.Presented:
-    return service.Presented(_doc_type(request.document), request.document.number, _agent(request))
+def _presented(request: Any, today: dt.date) -> service.Presented:
+    return service.Presented(
+        *_document(request.document, "document", today), _agent(request, today)
+    )
 
 
 def _applicant(msg: pb.Applicant) -> Applicant:
@@ -165,9 +180,11 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         orchestrator: Orchestrator,
         hasher: Argon2Hasher,
         identity: IdentityPort,
+        bank: BankPort,
     ) -> None:
         self._hasher = hasher
         self._identity = identity
+        self._bank = bank
         self._db = db
         self._cipher = cipher
         self._clock = clock
@@ -176,6 +193,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
 
     def _uow(self, readonly: bool = False) -> CardUnitOfWork:
         return CardUnitOfWork(self._db, self._cipher, readonly)
+
+    def _today(self) -> dt.date:
+        return beijing_date(self._clock.now())
 
     def _card_answer(self, uow: CardUnitOfWork, card: Card, history: bool = False) -> pb.Card:
         view = uow.cards.view(card.card_id)
@@ -193,7 +213,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         )
 
         def work(uow: CardUnitOfWork) -> pb.ApplyResponse:
-            started = service.apply(uow, cmd, caller, self._clock, _agent(request))
+            started = service.apply(uow, cmd, caller, self._clock, _agent(request, self._today()))
             return pb.ApplyResponse(
                 card_id=started.card.card_id,
                 saga_id=started.saga_id,
@@ -290,10 +310,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.query_status(
                 uow,
                 request.card_id,
-                _doc_type(request.document),
-                request.document.number,
+                *_document(request.document, "document", self._today()),
                 caller,
-                _agent(request),
+                _agent(request, self._today()),
             )
         return pb.QueryStatusResponse(
             card_id=card.card_id,
@@ -320,13 +339,14 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         self, request: pb.RecordCollectionRequest, context: grpc.ServicerContext
     ) -> pb.Card:
         caller = current_caller()
+        doc_type, doc_number = _document(request.document, "document", self._today())
         cmd = service.CollectionCommand(
             card_id=request.card_id,
             method=_COLLECTION_FROM_PB.get(request.method),
-            doc_type=_doc_type(request.document),
-            doc_number=request.document.number,
+            doc_type=doc_type,
+            doc_number=doc_number,
             employer=_employer_documents(request.employer),
-            agent=_agent(request),
+            agent=_agent(request, self._today()),
             old_card_id=request.old_card_id,
             move_park_pass=request.move_park_pass,
         )
@@ -371,7 +391,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         caller = current_caller()
 
         def work(uow: CardUnitOfWork) -> pb.Card:
-            card = service.activate(uow, request.card_id, _presented(request), caller, self._clock)
+            card = service.activate(
+                uow, request.card_id, _presented(request, self._today()), caller, self._clock
+            )
             return self._card_answer(uow, card)
 
         return self._once.call("ActivateCard", request, pb.Card, work)
@@ -380,7 +402,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
 
     def CancelCard(self, request: pb.CancelCardRequest, context: grpc.ServicerContext) -> pb.Card:
         caller = current_caller()
-        presented = _presented(request)
+        presented = _presented(request, self._today())
         outcome: list[service.LossOutcome] = []
 
         def work(uow: CardUnitOfWork) -> pb.Card:
@@ -408,7 +430,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         use_case: Callable[..., service.LossOutcome],
     ) -> pb.Card:
         caller = current_caller()
-        presented = _presented(request)
+        presented = _presented(request, self._today())
         outcome: list[service.LossOutcome] = []
 
         def work(uow: CardUnitOfWork) -> pb.Card:
@@ -417,6 +439,22 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             return self._card_answer(uow, done.card)
 
         answer = self._once.call(method, request, pb.Card, work)
+        if outcome and outcome[0].suspension is not None:
+            pending = service.suspend_financial_at_once(
+                self._uow,
+                self._bank.suspend_for_loss,
+                outcome[0].card,
+                outcome[0].suspension,
+                self._clock,
+            )
+            if pending is not None:
+                answer.status_text = f"{answer.status_text}; {pending.text}"
+                answer.notices.add(
+                    at=to_timestamp(pending.at),
+                    recipient=pending.recipient,
+                    text=pending.text,
+                    rule=pending.rule,
+                )
         if outcome and outcome[0].starts_saga:
             self._orchestrator.poke()
         return answer
@@ -447,7 +485,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         )
 
         def work(uow: CardUnitOfWork) -> pb.Card:
-            card = service.update_contact(uow, request.card_id, _presented(request), change, caller)
+            card = service.update_contact(
+                uow, request.card_id, _presented(request, self._today()), change, caller
+            )
             return self._card_answer(uow, card)
 
         return self._once.call("UpdateContactInfo", request, pb.Card, work)
@@ -480,7 +520,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
     ) -> pb.ApplyResponse:
         cmd = service.SuccessorCommand(
             old_card_id=request.card_id,
-            presented=_presented(request),
+            presented=_presented(request, self._today()),
             name="",
             delivery=_DELIVERY_FROM_PB.get(request.delivery),
             pickup_branch_id=request.pickup_branch_id,
@@ -493,7 +533,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         reason_name = enum_name(pb.ReplacementReason, request.reason)
         cmd = service.SuccessorCommand(
             old_card_id=request.card_id,
-            presented=_presented(request),
+            presented=_presented(request, self._today()),
             name=request.name,
             delivery=_DELIVERY_FROM_PB.get(request.delivery),
             pickup_branch_id=request.pickup_branch_id,
@@ -522,7 +562,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.may_set_password(
                 uow,
                 request.card_id,
-                _presented(request),
+                _presented(request, self._today()),
                 request.card_number,
                 caller,
                 Operation.SERVICE_PASSWORD_CHANGE,
@@ -552,7 +592,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             service.may_set_password(
                 uow,
                 request.card_id,
-                _presented(request),
+                _presented(request, self._today()),
                 request.card_number,
                 caller,
                 Operation.SERVICE_PASSWORD_RESET,
@@ -583,7 +623,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             seen.hash, request.password
         )
         with self._uow() as uow:
-            stands = service.count_try(uow, request.card_id, correct, seen.hash, self._clock)
+            stands = service.verify_password(uow, request.card_id, correct, seen.hash, self._clock)
             uow.commit()
         return pb.VerifyServicePasswordResponse(valid=stands)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from google.type.date_pb2 import Date
 
-from services.platform.clients import ServiceCredential, call, open_channel
+from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call, open_channel
 from services.platform.config import ServiceConfig
 from services.platform.errors import DomainError, Kind
 from services.platform.protoconv import to_timestamp
@@ -242,11 +242,14 @@ class BankPort:
         number = answer.card_number if answer.status == bank_pb2.PRODUCED else ""
         return Order(answer.order_id, due_date, number)
 
-    def suspend_for_loss(self, request_id: str, card_id: str, loss: str) -> None:
+    def suspend_for_loss(
+        self, request_id: str, card_id: str, loss: str, deadline: float = DEFAULT_DEADLINE
+    ) -> None:
         call(
             self._stub.SuspendForLoss,
             bank_pb2.SuspendForLossRequest(request_id=request_id, card_id=card_id, kind=loss),
             self._credential,
+            deadline,
         )
 
     def lift_loss(self, request_id: str, card_id: str) -> None:

@@ -163,6 +163,11 @@ def _issuance_steps(
             watch_not_handed_out(uow, change.card, now)
         watch_production(uow, change.card, rule, now)
         if d["old_card_id"]:
+            old = uow.cards.get(d["old_card_id"], for_update=True)
+            if old is not None and not old.replaced_by:
+                # Marked when the reissue or replacement was accepted; a saga accepted by an
+                # earlier release, which marked it only here, is still running.
+                uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
             notice = rules.subsidy_notice(now, "A15.2" if d["kind"] == "REISSUE" else "A16.8")
             uow.cards.record(rules.Change(change.card, notices=[notice]))
         return {}
@@ -244,6 +249,8 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
     retried until the bank answers:
 
     - ``suspend`` / ``lift``: the bank's half of a loss report or an unlock (A13.2, A13.4, A14.1);
+      a loss report asks the bank itself first, with this saga's key, and the saga is its
+      durable retry (``service.suspend_financial_at_once``);
     - ``stop_issuing``: the holder died before receiving the card: the production order is
       cancelled, a card already made is set aside for destruction (A21.2);
     - ``recall``: a card not handed out within 6 months is taken back (A21.1).

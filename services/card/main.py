@@ -85,7 +85,9 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     )
     calendar = WorkingDayCalendar.from_file(config.calendar_file)
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)
-    api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity)
+    api = CardApi(
+        base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity, bank
+    )
     ops = OpsApi(base.db, cipher, base.clock, orchestrator)
 
     def register(server: grpc.Server) -> None:

@@ -28,6 +28,7 @@ from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
     Applicant,
+    application_refusal,
     check_address,
     check_applicant,
     check_bank,
@@ -36,7 +37,6 @@ from services.card.domain.application import (
     check_in_force,
     check_mobile,
     check_occupation,
-    invalid_application,
 )
 from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
@@ -177,10 +177,12 @@ def apply(
     now = clock.now()
     check_in_force(beijing_date(now))
     v = Violations()
-    check_applicant(cmd.applicant, v)
+    check_applicant(cmd.applicant, v, beijing_date(now))
     check_bank(cmd.bank_code, v)
     check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
-    invalid_application(v)
+    refusal = application_refusal(v)
+    if refusal is not None:
+        raise refusal
     assert cmd.delivery is not None
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
     card, contact, transition, saga = _start(
@@ -238,15 +240,10 @@ def apply_batch(
     rows, sagas = [], []
     for index, applicant in enumerate(cmd.applicants):
         person = Violations()
-        check_applicant(applicant, person, prefix=f"applicants[{index}]")
-        if person.items:
-            refusal = DomainError(
-                "INVALID_APPLICATION",
-                "the employee's data is incomplete or malformed",
-                kind=Kind.INVALID,
-                rule="A5.1",
-                violations=tuple(person.items),
-            )
+        prefix = f"applicants[{index}]"
+        check_applicant(applicant, person, beijing_date(now), prefix)
+        refusal = application_refusal(person, prefix)
+        if refusal is not None:
             outcome.items.append(BatchItem(index, refusal=refusal))
             continue
         card, contact, transition, saga = _start(
@@ -577,15 +574,62 @@ def _holder(
     _same_document(uow, card, presented.doc_type, presented.doc_number, rule)
 
 
-def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> None:
-    """The bank's half of a loss or unlock, run by the orchestrator after this commit."""
-    start_bank_task(uow, card.card_id, action=action, loss=loss)
+def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> str:
+    """The bank's half of a loss or unlock, run by the orchestrator after this commit; returns
+    the idempotency key of its call to the bank."""
+    return start_bank_task(uow, card.card_id, action=action, loss=loss)
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """The bank's suspension of the financial function for a loss (A13.2), asked for with the
+    same idempotency key as the bank task saga that retries it."""
+
+    request_id: str
+    loss: str  # TEMPORARY_LOSS or FORMAL_LOSS
 
 
 @dataclass(frozen=True)
 class LossOutcome:
     card: Card
     starts_saga: bool
+    suspension: Suspension | None = None
+
+
+# How long a loss report waits for the bank's suspension before it answers "pending".
+SUSPENSION_DEADLINE_SECONDS = 2.0
+
+
+def suspend_financial_at_once(
+    new_uow: Callable[[], CardUnitOfWork],
+    suspend_for_loss: Callable[[str, str, str, float], None],
+    card: Card,
+    suspension: Suspension,
+    clock: Clock,
+) -> rules.Notice | None:
+    """A13.2: a loss takes effect on the financial function before it is acknowledged. The bank
+    is asked here, after the loss is recorded and before the answer; if it does not confirm in
+    time, the bank task saga keeps asking, and the holder is told, in a notice returned and kept
+    on the card, that payments may still go through until it does."""
+    try:
+        suspend_for_loss(
+            suspension.request_id, card.card_id, suspension.loss, SUSPENSION_DEADLINE_SECONDS
+        )
+    except DomainError as exc:
+        notice = rules.Notice(
+            clock.now(),
+            "person",
+            f"The bank {card.bank_code} has not yet confirmed that the card's financial function "
+            f"is suspended ({exc.reason}); it is being asked again until it does. Until then "
+            f"payments with the card may still go through: call {card.bank_code} to stop them.",
+            "A13.2",
+        )
+        with new_uow() as uow:
+            now_card = _card(uow, card.card_id, for_update=True)
+            uow.cards.record(rules.Change(now_card, notices=[notice]))
+            uow.commit()
+        return notice
+    return None
 
 
 def report_temporary_loss(
@@ -602,8 +646,8 @@ def report_temporary_loss(
         return LossOutcome(card, False)
     uow.cards.record(change)
     watch_temporary_loss(uow, change.card, now)
-    _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
-    return LossOutcome(change.card, True)
+    key = _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
+    return LossOutcome(change.card, True, Suspension(key, "TEMPORARY_LOSS"))
 
 
 def report_formal_loss(
@@ -620,9 +664,10 @@ def report_formal_loss(
         return LossOutcome(card, False)
     uow.cards.record(change)
     uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "superseded by a formal loss (A13.3)")
-    if financial_too:
-        _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
-    return LossOutcome(change.card, financial_too)
+    if not financial_too:
+        return LossOutcome(change.card, False)
+    key = _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
+    return LossOutcome(change.card, True, Suspension(key, "FORMAL_LOSS"))
 
 
 def unlock(
@@ -811,6 +856,16 @@ def count_try(
     if not state.locked(now):
         uow.passwords.save(after_check(state, stands, now))
     return stands
+
+
+def verify_password(
+    uow: CardUnitOfWork, card_id: str, correct: bool, seen_hash: str | None, clock: Clock
+) -> bool:
+    """A12.1: another service checks the holder's service password. Counted like every try,
+    and valid only for a card in use: a card lost, replaced, cancelled or whose holder died
+    answers as a wrong password or an unknown card does (A12.2)."""
+    stands = count_try(uow, card_id, correct, seen_hash, clock)
+    return stands and rules.in_use(uow.cards.get(card_id))
 
 
 def store_password(

@@ -30,7 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from services.identity.domain.documents import Document, DocumentType, Sex
 from services.identity.domain.person import (
     Attributes,
     BasicInfoChange,
@@ -44,6 +43,7 @@ from services.identity.domain.person import (
 )
 from services.platform import idempotency
 from services.platform.db import Database, Serial, UnitOfWork, advisory_key, as_utc
+from services.platform.documents import Document, DocumentType, Sex
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 

@@ -31,6 +31,8 @@ from tests.cardsuite import (
     wait_until,
 )
 from tests.scenarios.test_card_deadlines import deadlines
+from tests.scenarios.test_card_in_use import loss
+from tests.scenarios.test_card_replacement import hand_over, replace
 from tests.support import PersonSpec
 
 
@@ -375,3 +377,55 @@ def test_A19_1_a_cancellation_at_another_banks_branch_is_refused(suite: Suite) -
     )
     assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
     assert status(suite, card_id) == pb.ACTIVE
+
+
+def _out_of_use(suite: Suite, card_id: str, person: PersonSpec, ending: str) -> None:
+    """Take the card out of use in one of the ways its life ends or pauses."""
+    outlet = suite.at(Channel.DISTRICT_OUTLET)
+    if ending == "temporarily-lost":
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+    elif ending == "formally-lost":
+        loss(suite, "ReportFormalLoss", card_id, person, outlet)
+    elif ending == "replaced":
+        successor = replace(suite, card_id, person).card_id
+        suite.settle(successor)
+        hand_over(suite, successor, person)
+    elif ending == "cancelled":
+        cancel(suite, card_id, person, outlet)
+    else:
+        record_death(suite, person, suite.rid("death"))
+    wait_until(lambda: status(suite, card_id) not in (pb.ACTIVE, pb.COLLECTED))
+
+
+@pytest.mark.parametrize(
+    "ending", ["temporarily-lost", "formally-lost", "replaced", "cancelled", "deceased"]
+)
+def test_A12_1_the_service_password_of_a_card_out_of_use_is_never_valid(
+    suite: Suite, ending: str
+) -> None:
+    """服务密码为持卡人使用社会保障卡相关服务的验证密码。
+
+    A card lost (临时挂失后,社会保障卡的社会保障功能和金融功能即时暂停), replaced (旧卡原有
+    功能自持卡人启用新卡时失效), cancelled or whose holder died serves no one: its right
+    password answers as a wrong one, or as a card that does not exist."""
+    card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
+    suite.card.ResetServicePassword(
+        pb.ResetServicePasswordRequest(
+            request_id=suite.rid("reset"),
+            card_id=card_id,
+            document=person.document(),
+            new_password="135790",
+        ),
+        metadata=suite.at(Channel.DISTRICT_OUTLET),
+    )
+
+    def valid(card: str, password: str) -> bool:
+        answer = suite.card.VerifyServicePassword(
+            pb.VerifyServicePasswordRequest(card_id=card, password=password),
+            metadata=suite.service,
+        )
+        return bool(answer.valid)
+
+    assert valid(card_id, "135790")
+    _out_of_use(suite, card_id, person, ending)
+    assert valid(card_id, "135790") is valid("card-does-not-exist", "135790") is False

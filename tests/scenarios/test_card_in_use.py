@@ -10,13 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from services.bank.main import build as build_bank
 from services.card.main import build as build_card
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
 from services.platform.grpc_errors import from_rpc_error
-from sscard.bank.v1 import bank_pb2
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -31,6 +33,7 @@ from tests.cardsuite import (
     rpc_error,
     wait_until,
 )
+from tests.scenarios.test_bank_ledger import activate_financial_in_store_for_test
 from tests.support import PersonSpec, wait_serving
 
 
@@ -78,6 +81,74 @@ class TestLoss:
         assert card.status == pb.TEMPORARILY_LOST
         assert "suspended" in card.status_text
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+
+    @pytest.mark.parametrize("method", ["ReportTemporaryLoss", "ReportFormalLoss"])
+    def test_A13_2_a_loss_stops_payments_before_it_is_acknowledged(
+        self, suite: Suite, test_clock: SharedTestClock, method: str
+    ) -> None:
+        """临时挂失后,社会保障卡的社会保障功能和金融功能即时暂停。
+
+        The first online payment after the loss report's answer is refused."""
+        card_id, person = active_card(suite)
+        ledger = ledger_pb2_grpc.LedgerServiceStub(suite.bank_server.channel)
+        activate_financial_in_store_for_test(suite.bank_server.deps.db, card_id, test_clock.now())
+        ledger.Credit(
+            ledger_pb2.CreditRequest(
+                request_id=suite.rid("credit"),
+                card_id=card_id,
+                amount_fen=100_00,
+                source=ledger_pb2.TRANSIT_REFUND,
+                counterparty="transit",
+            ),
+            metadata=suite.service,
+        )
+        online = suite.token(Channel.ONLINE, (Role.SERVICE,), caller="online-banking")
+
+        def pay() -> ledger_pb2.LedgerEntry:
+            return ledger.Debit(
+                ledger_pb2.DebitRequest(
+                    request_id=suite.rid("pay"),
+                    card_id=card_id,
+                    amount_fen=10_00,
+                    channel=ledger_pb2.ONLINE_BANKING,
+                    counterparty="shop",
+                ),
+                metadata=online,
+            )
+
+        assert pay().balance_after_fen == 90_00
+        loss(suite, method, card_id, person, suite.branch(BANK, INSTANT))
+        refused = rpc_error(pay)
+        assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_rule(refused)[1] in {"A13.2", "A13.4"}
+
+    def test_A13_2_with_the_bank_down_the_answer_says_the_suspension_is_pending(
+        self, suite: Suite, start_service: Callable[..., Any]
+    ) -> None:
+        """临时挂失后,社会保障卡的社会保障功能和金融功能即时暂停。
+
+        The bank does not answer: the SS function stops, the answer says the financial
+        function is not yet suspended, and the suspension follows once the bank is back."""
+        card_id, person = active_card(suite)
+        suite.bank_server.server.stop(0)
+        card = loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+        assert card.status == pb.TEMPORARILY_LOST
+        assert "not yet confirmed" in card.status_text
+        assert [n.rule for n in card.notices] == ["A13.2"]
+        history = suite.get(card_id, history=True)
+        assert any("not yet confirmed" in n.text for n in history.notices)
+        bank = start_service("bank", build_bank)
+        wait_serving(bank.channel)
+        stub = bank_pb2_grpc.BankServiceStub(bank.channel)
+        wait_until(
+            lambda: (
+                stub.GetAccount(
+                    bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
+                ).loss
+                == bank_pb2.TEMPORARY_LOSS
+            ),
+            timeout=30,
+        )
 
     def test_A13_1_a_formal_loss_needs_a_counter_and_the_id_document(self, suite: Suite) -> None:
         card_id, person = active_card(suite)

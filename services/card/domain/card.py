@@ -379,6 +379,13 @@ def expire_temporary_loss(card: Card, who: Caller, now: dt.datetime) -> Change:
     return change
 
 
+def in_use(card: Card | None) -> bool:
+    """The card serves its holder: a service password check (A12.1) stands only for such a
+    card, never for one lost (A13.2), replaced (A16.5), cancelled (A19.1) or whose holder died
+    (A21.2)."""
+    return card is not None and card.status in IN_HAND
+
+
 def unlock(card: Card, who: Caller, now: dt.datetime) -> Change:
     """A14.1: a found card is unlocked at once, only from formal loss (A14.3), never after a
     reissue (A14.2)."""

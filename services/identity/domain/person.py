@@ -12,7 +12,12 @@ import enum
 import unicodedata
 from dataclasses import dataclass, field, replace
 
-from services.identity.domain.documents import Document, DocumentType, Sex, parse_document
+from services.platform.documents import (
+    Document,
+    DocumentType,
+    Sex,
+    parse_document_into,
+)
 from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 
 MAX_NAME = 100
@@ -179,24 +184,6 @@ def check_name(name: str, violations: Violations, field_name: str = "name") -> s
     elif len(clean) > MAX_NAME:
         violations.add(field_name, f"the name is longer than {MAX_NAME} characters", "TOO_LONG")
     return clean
-
-
-def parse_document_into(
-    doc_type: DocumentType | None,
-    number: str,
-    today: dt.date,
-    violations: Violations,
-    prefix: str = "document",
-) -> Document | None:
-    """Validate a document, adding a violation instead of raising (A4.1)."""
-    if doc_type is None:
-        violations.add(f"{prefix}.type", "the document type is required", "REQUIRED")
-        return None
-    try:
-        return parse_document(doc_type, number, today, field=f"{prefix}.number")
-    except DomainError as exc:
-        violations.items.extend(exc.violations)
-        return None
 
 
 def validate_record(record: RecordInput, today: dt.date) -> Attributes:
