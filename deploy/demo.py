@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.type.date_pb2 import Date
 
-from services.identity.domain.documents import gb11643_check_char
+from services.platform.documents import gb11643_check_char
 from services.platform import config as settings
 from services.platform.auth import Channel, Role, mint_token
 from services.platform.grpc_errors import from_rpc_error
