@@ -389,7 +389,7 @@ def _out_of_use(suite: Suite, card_id: str, person: PersonSpec, ending: str) -> 
     elif ending == "replaced":
         successor = replace(suite, card_id, person).card_id
         suite.settle(successor)
-        hand_over(suite, successor, person)
+        hand_over(suite, successor, person, old_card_id=card_id)
     elif ending == "cancelled":
         cancel(suite, card_id, person, outlet)
     else:
@@ -415,6 +415,7 @@ def test_A12_1_the_service_password_of_a_card_out_of_use_is_never_valid(
             card_id=card_id,
             document=person.document(),
             new_password="135790",
+            card_number=suite.card_number(card_id),
         ),
         metadata=suite.at(Channel.DISTRICT_OUTLET),
     )
