@@ -22,9 +22,9 @@ from typing import Any
 import grpc
 from google.type.date_pb2 import Date
 
-from services.identity.domain.documents import gb11643_check_char
 from services.platform import config as settings
 from services.platform.cli import dev_credential
+from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
 from sscard.bank.v1 import (
     bank_pb2,

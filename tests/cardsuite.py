@@ -112,6 +112,7 @@ class Suite:
             "occupation": "teacher",
             "mobile": "13812345678",
             "address": "1 Chang'an Avenue, Dongcheng, Beijing",
+            "document_valid_until": person.document_valid_until(),
         }
         fields.update(overrides)
         return pb.Applicant(**fields)
@@ -171,13 +172,16 @@ class Suite:
             time.sleep(0.05)
         return card
 
-    def collect(self, card_id: str, person: PersonSpec, metadata: Any = None) -> pb.Card:
+    def collect(
+        self, card_id: str, person: PersonSpec, metadata: Any = None, **extra: Any
+    ) -> pb.Card:
         return self.card.RecordCollection(
             pb.RecordCollectionRequest(
                 request_id=self.rid("collect"),
                 card_id=card_id,
                 method=pb.AT_BRANCH,
                 document=person.document(),
+                **extra,
             ),
             metadata=metadata or self.branch(),
         )
@@ -189,6 +193,13 @@ class Suite:
             ),
             metadata=metadata or self.at(Channel.ONLINE, person),
         )
+
+    def card_number(self, card_id: str) -> str:
+        """The number the bank made the card with, as a counter reads it from the chip."""
+        order = self.bank.GetProductionOrder(
+            bank_pb2.GetProductionOrderRequest(card_id=card_id), metadata=self.service
+        )
+        return str(order.card_number)
 
     def registered_card(self, person: PersonSpec) -> str:
         answer = self.identity.GetPerson(

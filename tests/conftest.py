@@ -26,6 +26,7 @@ from services.platform import migrations
 from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock
 from services.platform.server import Server, ServiceDeps, create_server
+from tests.support import SUITE_START
 from tests.trust import TestTrust
 
 PG_URL = os.environ.get("SSCARD_TEST_PG_URL", "").strip()
@@ -116,7 +117,11 @@ def trust(tmp_path: Path) -> TestTrust:
 
 @pytest.fixture
 def clock_file(tmp_path: Path) -> Path:
-    return tmp_path / "clock.json"
+    """The shared test clock's file, set to ``SUITE_START`` before any service reads it, so no
+    result depends on the day the tests run."""
+    path = tmp_path / "clock.json"
+    SharedTestClock(path).set(SUITE_START)
+    return path
 
 
 @pytest.fixture

@@ -11,13 +11,21 @@ import grpc
 from google.type.date_pb2 import Date
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.identity.domain.documents import gb11643_check_char
+from services.platform.clock import BEIJING
+from services.platform.documents import gb11643_check_char
 from services.platform.errors import DomainError
 from services.platform.grpc_errors import from_rpc_error
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2 as ipb
 
 _serial = itertools.count(1)
+
+# Where the shared test clock stands when a test starts: Monday 23 November 2026, 10:00 in
+# Beijing, whatever day the tests run. Every deadline the tests count from here falls on a
+# confirmed 2026 working day (ten working days on is Monday 7 December) unless a test moves the
+# clock to the dates it means; it lies after the dates of death (20 November) and of settled
+# business (1 November) the scenarios record.
+SUITE_START = dt.datetime(2026, 11, 23, 10, 0, tzinfo=BEIJING)
 
 
 def resident_id(birth: dt.date = dt.date(1990, 3, 7), region: str = "110105", seq: int = 0) -> str:
@@ -48,6 +56,10 @@ class PersonSpec:
 
     def document(self) -> common_pb2.IdentityDocument:
         return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=self.number)
+
+    def document_valid_until(self) -> Date | None:
+        """The validity printed on the document the person presents (None: long-term)."""
+        return date_pb(self.valid_until) if self.valid_until else None
 
     def record(self) -> ipb.PersonRecord:
         record = ipb.PersonRecord(

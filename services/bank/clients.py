@@ -12,6 +12,7 @@ rules to the counter. ``IdentityPort`` reads a person's preferential-treatment f
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -98,10 +99,18 @@ class GrpcCounterCardPort:
         call(self._stub.ActivateCard, request, ForwardedCredential(authorization), self._deadline)
 
 
+@dataclass(frozen=True)
+class PersonFacts:
+    """What the bank asks the registry of a card's holder."""
+
+    person_id: str
+    preferential: frozenset[str]
+
+
 class IdentityPort(Protocol):
-    def preferential(self, document_type: str, document_number: str) -> frozenset[str]:
-        """The person's preferential-treatment flags (e.g. ELDERLY, DISABLED); raises
-        DomainError (PERSON_NOT_FOUND, ...) on any failure."""
+    def person(self, document_type: str, document_number: str) -> PersonFacts:
+        """The holder's registry id and preferential-treatment flags (e.g. ELDERLY, DISABLED);
+        raises DomainError (PERSON_NOT_FOUND, ...) on any failure."""
         ...
 
 
@@ -116,13 +125,14 @@ class GrpcIdentityPort:
         self._credential = credential
         self._deadline = deadline
 
-    def preferential(self, document_type: str, document_number: str) -> frozenset[str]:
+    def person(self, document_type: str, document_number: str) -> PersonFacts:
         request = identity_pb2.GetPersonRequest(
             person=identity_pb2.PersonRef(
                 document=common_pb2.IdentityDocument(type=document_type, number=document_number)
             )
         )
         answer = call(self._stub.GetPerson, request, self._credential, self._deadline)
-        return frozenset(
+        flags = frozenset(
             identity_pb2.PreferentialTreatment.Name(flag) for flag in answer.person.preferential
         )
+        return PersonFacts(answer.person.person_id, flags)

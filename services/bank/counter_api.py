@@ -22,6 +22,7 @@ from services.bank.domain.account import Account
 from services.bank.domain.branch import check_branch_id
 from services.bank.domain.financial import Presented
 from services.bank.domain.home_service import Booking, Business, Slot, Status
+from services.bank.service import account_not_found
 from services.bank.store import BankUnitOfWork
 from services.platform.auth import current_caller
 from services.platform.clock import Clock
@@ -47,7 +48,7 @@ MAX_PAGE = 100
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def _presented(
+def presented_document(
     document: common_pb2.IdentityDocument, v: Violations, card_number: str = ""
 ) -> Presented:
     doc_type = enum_name(common_pb2.DocumentType, document.type)
@@ -169,7 +170,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
             return replayed
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v, request.card_number)
+        presented = presented_document(request.document, v, request.card_number)
         if not request.card_number or len(request.card_number) > MAX_CARD_NUMBER:
             v.add("card_number", "the number read from the card's chip is required", "REQUIRED")
         v.raise_if_any(rule=financial.ACTIVATION_RULE)
@@ -214,7 +215,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     def _counter_request(self, request: pb.FinancialCounterRequest, rule: str) -> Presented:
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v)
+        presented = presented_document(request.document, v)
         v.raise_if_any(rule=rule)
         return presented
 
@@ -248,7 +249,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         caller = current_caller()
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v)
+        presented = presented_document(request.document, v)
         financial.check_phone(request.phone, "phone", v)
         v.raise_if_any(rule=financial.COUNTER_RULE)
 
@@ -278,7 +279,7 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
     ) -> tuple[Presented | None, Violations]:
         v = Violations()
         required_id(request.card_id, "card_id", v)
-        presented = _presented(request.document, v) if with_document else None
+        presented = presented_document(request.document, v) if with_document else None
         if not request.new_password:
             v.add("new_password", "the new password is required", "REQUIRED")
         return presented, v
@@ -428,7 +429,10 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         def eligibility() -> frozenset[str]:
             with self._uow(readonly=True) as uow:
                 holder = uc.home_holder(uow, cmd.card_id, caller).holder
-            return self._identity.preferential(holder.document_type, holder.document_number)
+            facts = self._identity.person(holder.document_type, holder.document_number)
+            if caller.person_id and facts.person_id != caller.person_id:
+                raise account_not_found()  # a person books for their own card only
+            return facts.preferential
 
         flags: frozenset[str] = self._checked(method, request, answer, eligibility)
 

@@ -16,10 +16,10 @@ from services.bank.domain.financial import (
     ActivationRequest,
     PasswordState,
     Presented,
-    check_counter,
 )
 from services.bank.domain.home_service import Booking, Business, Slot, Status
 from services.bank.store import BankUnitOfWork
+from services.platform import channels
 from services.platform.auth import Caller, Channel, Role
 from services.platform.channels import Operation
 from services.platform.clock import Clock, today
@@ -58,9 +58,9 @@ def _at_counter(
     for_update: bool = True,
 ) -> Account:
     """The card's account, for a counter of its issuing bank, with the holder's document."""
-    check_counter(operation, caller, None, rule)  # the channel first, before anything is read
+    channels.check(operation, caller)  # the channel first, before anything is read
     account = _account(uow, card_id, for_update)
-    check_counter(operation, caller, account.bank_code, rule)
+    channels.check(operation, caller, account.bank_code)
     financial.check_open(account, rule)
     if presented is not None:
         financial.check_holder(account, presented, rule)
@@ -352,7 +352,7 @@ def update_home_service(
     booking = uow.home_services.get(home_service_id, for_update=True)
     if booking is None:
         raise _booking_not_found()
-    check_counter(Operation.HOME_SERVICE, caller, booking.bank_code, home_service.RULE)
+    channels.check(Operation.HOME_SERVICE, caller, booking.bank_code)
     if not _staff_of(caller, booking.branch_id):
         raise branch_staff_only()
     moved = home_service.move(booking, to, staff_id, note, clock.now())

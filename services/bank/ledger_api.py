@@ -17,6 +17,7 @@ import grpc
 
 from services.bank import ledger_service as ledger
 from services.bank.api import MAX_ID, required_id
+from services.bank.counter_api import presented_document
 from services.bank.domain.ledger import (
     MAX_AMOUNT_FEN,
     Alert,
@@ -74,13 +75,13 @@ def _reader(caller: Caller) -> Caller | None:
 
 
 def _payer(caller: Caller, channel: PaymentChannel) -> Caller | None:
-    """A counter payment only at a counter; a non-counter one only from the bank's systems."""
-    counter = _counter_or_service(caller)
+    """A counter payment only at a counter; a non-counter one only from the bank's systems. The
+    channel is checked first, so a channel without the service is told so (A3.1)."""
     channels.check(
         Operation.NON_COUNTER_PAYMENT if channel.non_counter else Operation.COUNTER_PAYMENT,
         caller,
     )
-    return counter
+    return _counter_or_service(caller)
 
 
 def _by(caller: Caller) -> str:
@@ -264,7 +265,6 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
 
     def Debit(self, request: pb.DebitRequest, context: grpc.ServicerContext) -> pb.LedgerEntry:
         caller = current_caller()
-        _counter_or_service(caller)
         v = Violations()
         required_id(request.card_id, "card_id", v)
         _amount(request.amount_fen, v)
@@ -408,6 +408,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         required_id(request.card_id, "card_id", v)
         _text(request.payout_destination, "payout_destination", v, required=True)
         _text(request.reference, "reference", v)
+        holder = presented_document(request.document, v) if counter is not None else None
         v.raise_if_any(rule="A19.1")
         by = _by(caller)
 
@@ -419,6 +420,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 request.payout_destination,
                 request.reference,
                 counter,
+                holder,
                 by,
             )
             return pb.CloseFinancialResponse(

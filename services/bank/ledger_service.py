@@ -17,10 +17,11 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
+from services.bank.domain import financial, monitoring, tiers
 from services.bank.domain import ledger as rules
-from services.bank.domain import monitoring, tiers
 from services.bank.domain.account import Account, AccountStatus
 from services.bank.domain.account import close as close_account
+from services.bank.domain.financial import Presented
 from services.bank.domain.ledger import (
     AccountLedger,
     Alert,
@@ -42,6 +43,11 @@ from services.platform.errors import DomainError, Kind
 
 def new_id() -> str:
     return secrets.token_hex(16)
+
+
+# A counterparty naming a card of this suite: a transfer's other side, or a closing payout's
+# destination whose account is credited (A16.7).
+CARD_DESTINATION = "card:"
 
 
 @dataclass(frozen=True)
@@ -315,7 +321,7 @@ def transfer(
         _receive(config, target, cmd.amount_fen)
     transfer_id = new_id()
     reference = cmd.reference or transfer_id
-    payee = f"card:{cmd.to_card_id}" if cmd.to_card_id else cmd.external_counterparty
+    payee = f"{CARD_DESTINATION}{cmd.to_card_id}" if cmd.to_card_id else cmd.external_counterparty
     out = _book(
         uow,
         config,
@@ -339,7 +345,7 @@ def transfer(
             cmd.channel.source,
             now,
             reference=reference,
-            counterparty=f"card:{cmd.from_card_id}",
+            counterparty=f"{CARD_DESTINATION}{cmd.from_card_id}",
             channel=cmd.channel,
             transfer_id=transfer_id,
             booked_by=by,
@@ -436,29 +442,60 @@ def close_financial(
     destination: str,
     reference: str,
     counter: Caller | None,
+    holder: Presented | None,
     by: str,
 ) -> Closed:
-    """Pay the whole balance out to the holder's destination, then close the account."""
-    held = _hold(uow, config, card_id)
+    """Pay the whole balance out to the holder's destination, then close the account.
+
+    A destination ``card:<card_id>`` is that card's account in this bank service (the new
+    card's account after a change of issuing bank, A16.7): it is credited in the same
+    transaction, so the money is never between the two accounts; an account that cannot
+    receive it refuses, and the closing account stays open with its balance. At a counter the
+    holder's document is presented (A20.1)."""
+    payee = destination[len(CARD_DESTINATION) :] if destination.startswith(CARD_DESTINATION) else ""
+    if payee == card_id:
+        raise same_card()
+    both = _hold_cards(uow, config, [card_id, payee] if payee else [card_id])
+    held = both[0]
     _check_counter(counter, held.account)
+    if holder is not None:
+        financial.check_holder(held.account, holder, financial.COUNTER_RULE)
     rules.check_not_destroyed(held.destroyed)
     account = held.account
     if account.status is AccountStatus.CLOSED and account.closed_at is not None:
         return Closed(_standing(uow, config, held), None, account.closed_at)
     now = config.clock.now()
     payout = None
-    if held.ledger.balance_fen > 0:
+    amount = held.ledger.balance_fen
+    if amount > 0:
+        target = both[1] if payee else None
+        if target is not None:
+            if target.account.account_id == account.account_id:
+                raise same_card()
+            _receive(config, target, amount)
         payout = _book(
             uow,
             config,
             held,
-            -held.ledger.balance_fen,
+            -amount,
             EntrySource.CLOSING_PAYOUT,
             now,
             reference=reference,
             counterparty=destination,
             booked_by=by,
         )
+        if target is not None:
+            _book(
+                uow,
+                config,
+                target,
+                amount,
+                EntrySource.CLOSING_PAYOUT,
+                now,
+                reference=reference,
+                counterparty=f"{CARD_DESTINATION}{card_id}",
+                booked_by=by,
+            )
     closed = close_account(account, now)
     uow.accounts.save_status(closed)
     held.account = closed

@@ -96,6 +96,15 @@ def close_account(uow: BankUnitOfWork, account_id: str, clock: Clock) -> Account
     if account is None:
         raise account_not_found()
     closed = accounts.close(account, clock.now())
+    held = uow.ledger.find(account_id)
+    if closed is not account and held is not None and held.balance_fen > 0:
+        # Closing by a status change alone would strand the money: an account with a balance
+        # closes only through CloseFinancial, which pays it out (A19.1, A20.1).
+        raise DomainError(
+            "ACCOUNT_HAS_BALANCE",
+            "the account holds money: close it with its balance paid out (CloseFinancial)",
+            rule="A20.1",
+        )
     if closed is not account:
         uow.accounts.save_status(closed)
     return closed

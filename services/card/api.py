@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from services.card import service
-from services.card.clients import IdentityPort
+from services.card.clients import BankPort, IdentityPort
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant
@@ -21,15 +21,16 @@ from services.card.domain.card import Card, CollectionMethod, Delivery
 from services.card.domain.password import check_new_password, wrong_password
 from services.card.saga import Orchestrator
 from services.card.store import CardUnitOfWork, SagaRecord, SagaSummary
+from services.platform import documents
 from services.platform.auth import current_caller
 from services.platform.channels import Operation
-from services.platform.clock import Clock
+from services.platform.clock import Clock, beijing_date
 from services.platform.db import Database
-from services.platform.errors import DomainError, FieldViolation, Kind
+from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, to_date, to_timestamp
+from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -47,25 +48,50 @@ def _doc_type(document: common_pb2.IdentityDocument) -> str:
     return enum_name(common_pb2.DocumentType, document.type)
 
 
-def _agent(request: Any) -> AgentPresence | None:
+def _employer_documents(documents: pb.EmployerDocuments) -> service.EmployerDocuments:
+    return service.EmployerDocuments(
+        documents.licence_number,
+        documents.legal_representative,
+        documents.authorisation_letter_ref,
+    )
+
+
+def _document(document: common_pb2.IdentityDocument, field: str, today: dt.date) -> tuple[str, str]:
+    """A presented document's type and number. A malformed one is refused at the door as the
+    identity service refuses it (INVALID_DOCUMENT, A4.1); an absent one is the use case's to
+    judge."""
+    doc_type = _doc_type(document)
+    if document.number:
+        v = Violations()
+        documents.parse_document_into(
+            documents.known_type(doc_type), document.number, today, v, field
+        )
+        documents.invalid_document(v)
+    return doc_type, document.number
+
+
+def _agent(request: Any, today: dt.date) -> AgentPresence | None:
     if not request.HasField("agent"):
         return None
     a = request.agent
     return AgentPresence(
-        _doc_type(a.agent_document),
-        a.agent_document.number,
+        *_document(a.agent_document, "agent.agent_document", today),
         a.agent_name,
-        _doc_type(a.principal_document),
-        a.principal_document.number,
+        *_document(a.principal_document, "agent.principal_document", today),
         a.authorisation_ref,
     )
 
 
-def _presented(request: Any) -> service.Presented:
-    return service.Presented(_doc_type(request.document), request.document.number, _agent(request))
+def _presented(request: Any, today: dt.date) -> service.Presented:
+    return service.Presented(
+        *_document(request.document, "document", today), _agent(request, today)
+    )
 
 
 def _applicant(msg: pb.Applicant) -> Applicant:
+    v = Violations()
+    valid_until = from_date(msg.document_valid_until, "applicant.document_valid_until", v)
+    v.raise_if_any(rule="A5.1")
     return Applicant(
         document_type=_doc_type(msg.document),
         document_number=msg.document.number,
@@ -74,6 +100,7 @@ def _applicant(msg: pb.Applicant) -> Applicant:
         occupation=msg.occupation,
         mobile=msg.mobile,
         address=msg.address,
+        document_valid_until=valid_until,
     )
 
 
@@ -153,9 +180,11 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         orchestrator: Orchestrator,
         hasher: Argon2Hasher,
         identity: IdentityPort,
+        bank: BankPort,
     ) -> None:
         self._hasher = hasher
         self._identity = identity
+        self._bank = bank
         self._db = db
         self._cipher = cipher
         self._clock = clock
@@ -164,6 +193,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
 
     def _uow(self, readonly: bool = False) -> CardUnitOfWork:
         return CardUnitOfWork(self._db, self._cipher, readonly)
+
+    def _today(self) -> dt.date:
+        return beijing_date(self._clock.now())
 
     def _card_answer(self, uow: CardUnitOfWork, card: Card, history: bool = False) -> pb.Card:
         view = uow.cards.view(card.card_id)
@@ -181,7 +213,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         )
 
         def work(uow: CardUnitOfWork) -> pb.ApplyResponse:
-            started = service.apply(uow, cmd, caller, self._clock, _agent(request))
+            started = service.apply(uow, cmd, caller, self._clock, _agent(request, self._today()))
             return pb.ApplyResponse(
                 card_id=started.card.card_id,
                 saga_id=started.saga_id,
@@ -278,10 +310,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.query_status(
                 uow,
                 request.card_id,
-                _doc_type(request.document),
-                request.document.number,
+                *_document(request.document, "document", self._today()),
                 caller,
-                _agent(request),
+                _agent(request, self._today()),
             )
         return pb.QueryStatusResponse(
             card_id=card.card_id,
@@ -308,21 +339,40 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         self, request: pb.RecordCollectionRequest, context: grpc.ServicerContext
     ) -> pb.Card:
         caller = current_caller()
+        doc_type, doc_number = _document(request.document, "document", self._today())
         cmd = service.CollectionCommand(
             card_id=request.card_id,
             method=_COLLECTION_FROM_PB.get(request.method),
-            doc_type=_doc_type(request.document),
-            doc_number=request.document.number,
-            licence_number=request.employer.licence_number,
-            legal_representative=request.employer.legal_representative,
-            authorisation_letter_ref=request.employer.authorisation_letter_ref,
-            agent=_agent(request),
+            doc_type=doc_type,
+            doc_number=doc_number,
+            employer=_employer_documents(request.employer),
+            agent=_agent(request, self._today()),
+            old_card_id=request.old_card_id,
+            move_park_pass=request.move_park_pass,
         )
 
         def work(uow: CardUnitOfWork) -> pb.Card:
             return self._card_answer(uow, service.record_collection(uow, cmd, caller, self._clock))
 
-        return self._once.call("RecordCollection", request, pb.Card, work)
+        answer = self._once.call("RecordCollection", request, pb.Card, work)
+        self._orchestrator.poke()  # a replacement's collection starts its follow-up sagas
+        return answer
+
+    def RecordEmployerReturn(
+        self, request: pb.RecordEmployerReturnRequest, context: grpc.ServicerContext
+    ) -> pb.Card:
+        caller = current_caller()
+        documents = _employer_documents(request.employer)
+
+        def work(uow: CardUnitOfWork) -> pb.Card:
+            card = service.record_employer_return(
+                uow, request.card_id, documents, caller, self._clock
+            )
+            return self._card_answer(uow, card)
+
+        answer = self._once.call("RecordEmployerReturn", request, pb.Card, work)
+        self._orchestrator.poke()  # the bank records the card taken back
+        return answer
 
     def RecordHandout(
         self, request: pb.RecordHandoutRequest, context: grpc.ServicerContext
@@ -341,7 +391,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         caller = current_caller()
 
         def work(uow: CardUnitOfWork) -> pb.Card:
-            card = service.activate(uow, request.card_id, _presented(request), caller, self._clock)
+            card = service.activate(
+                uow, request.card_id, _presented(request, self._today()), caller, self._clock
+            )
             return self._card_answer(uow, card)
 
         return self._once.call("ActivateCard", request, pb.Card, work)
@@ -350,7 +402,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
 
     def CancelCard(self, request: pb.CancelCardRequest, context: grpc.ServicerContext) -> pb.Card:
         caller = current_caller()
-        presented = _presented(request)
+        presented = _presented(request, self._today())
         outcome: list[service.LossOutcome] = []
 
         def work(uow: CardUnitOfWork) -> pb.Card:
@@ -378,7 +430,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         use_case: Callable[..., service.LossOutcome],
     ) -> pb.Card:
         caller = current_caller()
-        presented = _presented(request)
+        presented = _presented(request, self._today())
         outcome: list[service.LossOutcome] = []
 
         def work(uow: CardUnitOfWork) -> pb.Card:
@@ -387,6 +439,22 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             return self._card_answer(uow, done.card)
 
         answer = self._once.call(method, request, pb.Card, work)
+        if outcome and outcome[0].suspension is not None:
+            pending = service.suspend_financial_at_once(
+                self._uow,
+                self._bank.suspend_for_loss,
+                outcome[0].card,
+                outcome[0].suspension,
+                self._clock,
+            )
+            if pending is not None:
+                answer.status_text = f"{answer.status_text}; {pending.text}"
+                answer.notices.add(
+                    at=to_timestamp(pending.at),
+                    recipient=pending.recipient,
+                    text=pending.text,
+                    rule=pending.rule,
+                )
         if outcome and outcome[0].starts_saga:
             self._orchestrator.poke()
         return answer
@@ -417,7 +485,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         )
 
         def work(uow: CardUnitOfWork) -> pb.Card:
-            card = service.update_contact(uow, request.card_id, _presented(request), change, caller)
+            card = service.update_contact(
+                uow, request.card_id, _presented(request, self._today()), change, caller
+            )
             return self._card_answer(uow, card)
 
         return self._once.call("UpdateContactInfo", request, pb.Card, work)
@@ -450,7 +520,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
     ) -> pb.ApplyResponse:
         cmd = service.SuccessorCommand(
             old_card_id=request.card_id,
-            presented=_presented(request),
+            presented=_presented(request, self._today()),
             name="",
             delivery=_DELIVERY_FROM_PB.get(request.delivery),
             pickup_branch_id=request.pickup_branch_id,
@@ -463,7 +533,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         reason_name = enum_name(pb.ReplacementReason, request.reason)
         cmd = service.SuccessorCommand(
             old_card_id=request.card_id,
-            presented=_presented(request),
+            presented=_presented(request, self._today()),
             name=request.name,
             delivery=_DELIVERY_FROM_PB.get(request.delivery),
             pickup_branch_id=request.pickup_branch_id,
@@ -474,6 +544,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             ),
             new_bank_code=request.new_bank_code,
             keep_old_account=request.keep_old_account,
+            old_account_payout=request.old_account_payout_destination.strip(),
         )
         return self._successor("ReplaceCard", request, service.replace_card, cmd)
 
@@ -491,7 +562,8 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.may_set_password(
                 uow,
                 request.card_id,
-                service.Presented("", "", _agent(request)),
+                _presented(request, self._today()),
+                request.card_number,
                 caller,
                 Operation.SERVICE_PASSWORD_CHANGE,
             )
@@ -518,7 +590,12 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         check_new_password(request.new_password)
         with self._uow(readonly=True) as uow:
             service.may_set_password(
-                uow, request.card_id, _presented(request), caller, Operation.SERVICE_PASSWORD_RESET
+                uow,
+                request.card_id,
+                _presented(request, self._today()),
+                request.card_number,
+                caller,
+                Operation.SERVICE_PASSWORD_RESET,
             )
             seen = service.password_state(uow, request.card_id)
         return self._set_password("ResetServicePassword", request, seen.hash)
@@ -545,7 +622,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             seen.hash, request.password
         )
         with self._uow() as uow:
-            stands = service.count_try(uow, request.card_id, correct, seen.hash, self._clock)
+            stands = service.verify_password(uow, request.card_id, correct, seen.hash, self._clock)
             uow.commit()
         return pb.VerifyServicePasswordResponse(valid=stands)
 
@@ -648,6 +725,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
                     outcome=t.outcome,
                     attempts=t.attempts,
                     fired_at=to_timestamp(t.fired_at),
+                    estimated_calendar=t.estimated_calendar,
                 )
                 for t in found
             ],

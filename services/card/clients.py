@@ -14,7 +14,7 @@ from typing import Any
 
 from google.type.date_pb2 import Date
 
-from services.platform.clients import ServiceCredential, call, open_channel
+from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call, open_channel
 from services.platform.config import ServiceConfig
 from services.platform.errors import DomainError, Kind
 from services.platform.protoconv import to_timestamp
@@ -146,6 +146,11 @@ class Order:
     card_number: str  # set when made on the spot (A22.3)
 
 
+def card_account(card_id: str) -> str:
+    """A payout destination naming a card's account in the bank service (CloseFinancial)."""
+    return f"card:{card_id}"
+
+
 class BankPort:
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
         channel = open_channel(config.target("bank"))
@@ -239,11 +244,14 @@ class BankPort:
         number = answer.card_number if answer.status == bank_pb2.PRODUCED else ""
         return Order(answer.order_id, due_date, number)
 
-    def suspend_for_loss(self, request_id: str, card_id: str, loss: str) -> None:
+    def suspend_for_loss(
+        self, request_id: str, card_id: str, loss: str, deadline: float = DEFAULT_DEADLINE
+    ) -> None:
         call(
             self._stub.SuspendForLoss,
             bank_pb2.SuspendForLossRequest(request_id=request_id, card_id=card_id, kind=loss),
             self._credential,
+            deadline,
         )
 
     def lift_loss(self, request_id: str, card_id: str) -> None:
@@ -284,9 +292,9 @@ class BankPort:
 
 class TransitPort:
     """The transit service's wallet and park pass, as the card service's sagas move them: the
-    park pass to the new card of a replacement (A16.4) and back (its compensation), and a card's
-    transit balance to a bank account when a replacement is collected (A16.3) or a card is
-    cancelled at the issuing bank (A19.1)."""
+    park pass to the new card of a replacement when the holder asks at collection (A16.4), and
+    a card's transit balance to a bank account when a replacement is collected (A16.3) or a card
+    is cancelled at the issuing bank (A19.1)."""
 
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
         self._stub = transit_pb2_grpc.TransitServiceStub(open_channel(config.target("transit")))
@@ -298,16 +306,6 @@ class TransitPort:
             self._stub.TransferParkPass,
             transit_pb2.TransferParkPassRequest(
                 request_id=request_id, from_card_id=old_card_id, to_card_id=new_card_id
-            ),
-            self._credential,
-        )
-
-    def return_park_pass(self, request_id: str, old_card_id: str, new_card_id: str) -> None:
-        """Compensation of move_park_pass: the pass goes back to the old card."""
-        call(
-            self._stub.TransferParkPass,
-            transit_pb2.TransferParkPassRequest(
-                request_id=request_id, from_card_id=new_card_id, to_card_id=old_card_id
             ),
             self._credential,
         )

@@ -2,11 +2,13 @@
 does when it fires. Timers are kept and fired by the scheduler (``scheduler.py``); each handler
 runs in the transaction that marks its timer fired, and returns its outcome in words.
 
-- A13.3: a temporary loss expires after 15 natural days and the SS function restores itself.
+- A13.3: a temporary loss expires after 15 natural days and the SS function restores itself;
+  the holder is told, and that the financial function stays suspended until the issuing bank
+  unlocks it.
 - A22.1 / A22.2 / A22.4: a card still in production the day after its due date is flagged to
   operations with how late it is (mailing time does not count: only production is timed).
-- A7.4: a card an employer has not handed out 30 natural days after collecting it is flagged
-  and marked for return to the issuing bank.
+- A7.4: a card an employer has not handed out by the end (24:00 Beijing) of the 30th natural
+  day after the day it collected it is flagged and marked for return to the issuing bank.
 - A21.1: a card with a financial function not handed to its holder 6 months after it was made
   is withdrawn and the bank takes it back.
 - A21.2: the bank takes back the card of a holder who died before receiving it within 10
@@ -29,7 +31,7 @@ from services.card.store import CardUnitOfWork, TimerRecord
 from services.card.tasks import start_bank_task, start_release_place
 from services.platform.auth import Caller, Channel
 from services.platform.calendar import WorkingDayCalendar
-from services.platform.clock import BEIJING, Clock, beijing_date
+from services.platform.clock import BEIJING, Clock, beijing_date, day_after
 
 TEMPORARY_LOSS_EXPIRY = "temporary_loss_expiry"
 PRODUCTION_OVERDUE = "production_overdue"
@@ -43,11 +45,11 @@ NON_COUNTER_SUSPENSION_MONTHS = 6  # A19.2
 SYSTEM = Caller("card-scheduler", Channel.INTERNAL)
 
 
-def day_after(day: dt.date) -> dt.datetime:
-    """Midnight in Beijing at the end of ``day``: a deadline of ``day`` is missed from then."""
-    following = day + dt.timedelta(days=1)
-    midnight = dt.datetime(following.year, following.month, following.day, tzinfo=BEIJING)
-    return midnight.astimezone(dt.UTC)
+def watch_temporary_loss(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
+    """A13.3: the SS function restores itself when the 15 natural days of a temporary loss run
+    out, at midnight (Beijing) ending the 15th day after the report."""
+    due = rules.temporary_loss_lapses(now)
+    uow.timers.add(new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", due), now)
 
 
 def watch_production(uow: CardUnitOfWork, card: Card, rule: str, now: dt.datetime) -> None:
@@ -59,8 +61,9 @@ def watch_production(uow: CardUnitOfWork, card: Card, rule: str, now: dt.datetim
 
 
 def watch_handout(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
-    """A7.4: the employer hands the card out within 30 natural days of collecting it."""
-    due = now + dt.timedelta(days=rules.EMPLOYER_HANDOUT_DAYS)
+    """A7.4: the employer hands the card out within 30 natural days of collecting it: counted
+    from the day after collection, to 24:00 of the 30th day (Civil Code art. 201, 203)."""
+    due = day_after(beijing_date(now) + dt.timedelta(days=rules.EMPLOYER_HANDOUT_DAYS))
     uow.timers.add(new_timer(EMPLOYER_HANDOUT, card.card_id, "A7.4", due), now)
 
 
@@ -75,9 +78,13 @@ def watch_not_handed_out(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> N
 def watch_death_recall(
     uow: CardUnitOfWork, card: Card, calendar: WorkingDayCalendar, now: dt.datetime
 ) -> None:
-    """A21.2: the bank takes the card back within 10 working days."""
-    last_day = calendar.add_working_days(beijing_date(now), DEATH_RECALL_WORKING_DAYS)
-    uow.timers.add(new_timer(DEATH_RECALL, card.card_id, "A21.2", day_after(last_day)), now)
+    """A21.2: the bank takes the card back within 10 working days; a due date counted through a
+    year whose schedule is only estimated says so to operations."""
+    start = beijing_date(now)
+    last_day = calendar.add_working_days(start, DEATH_RECALL_WORKING_DAYS)
+    estimated = not all(calendar.is_confirmed(y) for y in range(start.year, last_day.year + 1))
+    timer = new_timer(DEATH_RECALL, card.card_id, "A21.2", day_after(last_day), estimated)
+    uow.timers.add(timer, now)
 
 
 def watch_bank_change_lock(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:

@@ -5,7 +5,8 @@ is one sequence: identity reserves the person's place, or moves it from the old 
 the card records the verified identity -> the bank opens the account after its identity
 compare (A4.4; a reissue or same-bank replacement carries the old card's account instead) ->
 the bank orders the card (30 natural days A22.1, 4 working days A22.2, on the spot at an instant
-branch A22.3) -> for a successor, the park pass moves (A16.4) -> the card is in production. A
+branch A22.3) -> the card is in production. The old card keeps its park pass (and everything
+else) meanwhile: the pass moves only when the holder asks for it at collection (A16.4). A
 refusal at any step undoes the completed ones in reverse, so no reservation, account or order is
 left behind, and the card ends REFUSED with the refusal's reason and rule.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from services.card.clients import BankPort, IdentityPort, TransitPort
+from services.card.clients import BankPort, IdentityPort, TransitPort, card_account
 from services.card.deadlines import watch_not_handed_out, watch_production
 from services.card.domain import card as rules
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
@@ -38,6 +39,7 @@ def application_data(
     doc_type: str,
     doc_number: str,
     name: str,
+    doc_valid_until: dt.date | None,
     bank_code: str,
     delivery: str,
     pickup_branch_id: str,
@@ -50,6 +52,8 @@ def application_data(
         "doc_type": doc_type,
         "doc_number": doc_number,
         "name": name,
+        # As presented (None: long-term), for the bank's compare with the verified identity.
+        "doc_valid_until": _date_facts(doc_valid_until),
         "bank_code": bank_code,
         "delivery": delivery,
         "pickup_branch_id": pickup_branch_id,
@@ -61,6 +65,11 @@ def application_data(
         # A person applying with their own credential: identity refuses another's document.
         "applicant_person": applicant_person,
     }
+
+
+def _date_facts(day: dt.date | None) -> dict[str, int] | None:
+    """A date as the fields of ``google.type.Date``, the form identity facts keep in a saga."""
+    return None if day is None else {"year": day.year, "month": day.month, "day": day.day}
 
 
 def _issuance_steps(
@@ -104,8 +113,12 @@ def _issuance_steps(
             "name": d["name"],
             "document": {"type": d["doc_type"], "number": d["doc_number"]},
         }
-        if "document_valid_until" in verified:
-            # The applicant's document is the one verified; its validity is the registry's.
+        if "doc_valid_until" in d:
+            # The document as the applicant presented it, which the bank compares (A4.4).
+            if d["doc_valid_until"] is not None:
+                presented["document_valid_until"] = d["doc_valid_until"]
+        elif "document_valid_until" in verified:
+            # A reissue or replacement presents no validity: the registry's stands for it.
             presented["document_valid_until"] = verified["document_valid_until"]
         account_id = bank.open_account(
             request_id, saga.card_id, d["bank_code"], presented, verified
@@ -138,13 +151,6 @@ def _issuance_steps(
     def cancel_order(saga: SagaRecord, request_id: str) -> None:
         bank.cancel_order(request_id, saga.data["order_id"])
 
-    def move_park_pass(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        transit.move_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
-        return {}
-
-    def return_park_pass(saga: SagaRecord, request_id: str) -> None:
-        transit.return_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
-
     def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
         d = saga.data
         card = uow.cards.get(saga.card_id, for_update=True)
@@ -162,8 +168,10 @@ def _issuance_steps(
         watch_production(uow, change.card, rule, now)
         if d["old_card_id"]:
             old = uow.cards.get(d["old_card_id"], for_update=True)
-            assert old is not None
-            uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
+            if old is not None and not old.replaced_by:
+                # Marked when the reissue or replacement was accepted; a saga accepted by an
+                # earlier release, which marked it only here, is still running.
+                uow.cards.record(rules.Change(rules.superseded(old, saga.card_id)))
             notice = rules.subsidy_notice(now, "A15.2" if d["kind"] == "REISSUE" else "A16.8")
             uow.cards.record(rules.Change(change.card, notices=[notice]))
         return {}
@@ -181,13 +189,17 @@ def _issuance_steps(
                 clock.now(),
             )
         )
+        old = saga.data["old_card_id"] and uow.cards.get(saga.data["old_card_id"], for_update=True)
+        if old:
+            # The reissue or replacement was undone: the old card may be unlocked (A14.1) or
+            # reissued or replaced again.
+            uow.cards.record(rules.Change(rules.successor_refused(old, saga.card_id)))
 
     return {
         "reserve_issuance": RemoteStep("reserve_issuance", reserve, release),
         "record_verified": LocalStep("record_verified", record_verified),
         "open_account": RemoteStep("open_account", open_account, close_account),
         "order_card": RemoteStep("order_card", order, cancel_order),
-        "move_park_pass": RemoteStep("move_park_pass", move_park_pass, return_park_pass),
         "in_production": LocalStep("in_production", in_production),
         "failed": failed,
     }
@@ -231,7 +243,6 @@ def replacement_saga(
         "record_verified",
         "open_account",
         "order_card",
-        "move_park_pass",
         "in_production",
     ]
     return SagaDefinition(REPLACEMENT, [s[n] for n in names], _waiting, s["failed"])
@@ -242,6 +253,8 @@ def bank_task_saga(bank: BankPort, clock: Clock) -> SagaDefinition:
     retried until the bank answers:
 
     - ``suspend`` / ``lift``: the bank's half of a loss report or an unlock (A13.2, A13.4, A14.1);
+      a loss report asks the bank itself first, with this saga's key, and the saga is its
+      durable retry (``service.suspend_financial_at_once``);
     - ``stop_issuing``: the holder died before receiving the card: the production order is
       cancelled, a card already made is set aside for destruction (A21.2);
     - ``recall``: a card not handed out within 6 months is taken back (A21.1).
@@ -319,44 +332,90 @@ def release_place_saga(identity: IdentityPort, clock: Clock) -> SagaDefinition:
 
 
 def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> SagaDefinition:
-    """After a reissue or replacement is activated (A16.5): the person's place is final with
-    identity; the old bank records the replaced card taken back (A16.6; a reissued card was
-    lost, so there is none to take back, and the account it carried over to the new card is
-    no longer suspended for its loss); after a bank change the old bank's account closes
-    unless the holder keeps it (A16.7). The old card itself stopped in the activation's
-    transaction."""
+    """After a reissue or replacement is activated (A16.5), or a first card whose holder has a
+    1st / 2nd generation card (A27.3): the person's place is final with identity, which then
+    stops the older card's SS function; for a reissue, the account the lost card carried over
+    to the new card is no longer suspended for its loss (a replaced card was taken back when
+    the new one was collected, A16.6); after a bank change the old bank's account is paid
+    out as the holder directed and closes, unless the holder keeps it (A16.7, A20.1). An old
+    3rd-generation card itself stopped in the activation's transaction."""
 
     def confirm(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         identity.confirm(request_id, saga.card_id)
         return {}
 
-    def take_back(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        if saga.data["kind"] == "REPLACEMENT":
-            bank.recall(request_id, saga.data["old_card_id"], "REPLACED")
-        else:
+    def lift_old_loss(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        if saga.data["kind"] == "REISSUE":
             # The lost card is dead for good: the account it carried over to the reissued card
             # no longer needs the loss suspension (A14.1's lift, for the new card's sake).
             bank.lift_loss(request_id, saga.data["old_card_id"])
         return {}
 
+    def closes_old_account(saga: SagaRecord) -> bool:
+        return bool(saga.data["bank_change"] and not saga.data["keep_old_account"])
+
     def close_old_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
-        d = saga.data
-        if d["bank_change"] and not d["keep_old_account"]:
-            bank.close_account(request_id, d["old_account_id"])
+        # Pension or subsidy money may sit in the old account: it closes through the same
+        # CloseFinancial as a cancellation, which pays the whole balance out as the holder
+        # directed when replacing the card (by default into the new card's account, credited
+        # in the bank's one transaction) and only then closes it. A status change alone would
+        # leave the money in an account nothing can debit any more.
+        if closes_old_account(saga):
+            bank.close_financial(
+                request_id,
+                saga.data["old_card_id"],
+                saga.data.get("payout_destination") or card_account(saga.card_id),
+                saga.saga_id,
+            )
         return {}
 
     def done(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        """Nothing more: the old card is retired."""
+        """The old card is retired; after a bank change the holder is told where the old
+        account's balance went and to give the paying bodies the new account (A20.1, A15.2)."""
+        if not closes_old_account(saga):
+            return
+        destination = saga.data.get("payout_destination") or card_account(saga.card_id)
+        where = (
+            "your new card's account" if destination == card_account(saga.card_id) else destination
+        )
+        _tell(
+            uow,
+            saga,
+            clock,
+            "person",
+            "A20.1",
+            lambda card: (
+                f"Your account at your former bank is closed, its balance paid to {where}. "
+                "Where pension, subsidies or allowances were paid into it, register your new "
+                f"card's account at {card.bank_code} with the paying agency."
+            ),
+        )
+
+    def not_closed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        if not closes_old_account(saga):
+            return
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            saga.refusal_rule or "A16.7",
+            lambda card: (
+                f"The retirement of card {saga.data['old_card_id']} stopped: "
+                f"{saga.refusal_message} ({saga.refusal_reason}); its account at the former "
+                "bank stays open with its balance until it is paid out as the holder directs."
+            ),
+        )
 
     return SagaDefinition(
         RETIREMENT,
         [
             RemoteStep("confirm_issuance", confirm),
-            RemoteStep("take_back_old_card", take_back),
+            RemoteStep("lift_lost_card_suspension", lift_old_loss),
             RemoteStep("close_old_account", close_old_account),
         ],
         done,
-        done,
+        not_closed,
     )
 
 
@@ -392,6 +451,38 @@ def transit_refund_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
     return SagaDefinition(
         TRANSIT_REFUND, [RemoteStep("refund_old_transit_balance", refund)], completed, failed
     )
+
+
+PARK_PASS_MOVE = "park_pass_move"
+
+
+def park_pass_move_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
+    """A16.4: the holder collecting a replacing card asked for the old card's park pass to move
+    to it on the spot. Started in the collection's transaction and retried until the transit
+    service answers; an old card with no pass moves nothing. A refusal (the new card already
+    holds a pass for the year) is kept as a notice for operations on the card."""
+
+    def move(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        transit.move_park_pass(request_id, saga.data["old_card_id"], saga.card_id)
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """The pass, if any, is on the new card."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            "A16.4",
+            lambda card: (
+                f"The old card's park pass could not move to card {card.card_id}: "
+                f"{saga.refusal_message} ({saga.refusal_reason})."
+            ),
+        )
+
+    return SagaDefinition(PARK_PASS_MOVE, [RemoteStep("move_park_pass", move)], completed, failed)
 
 
 CANCELLATION = "cancellation"

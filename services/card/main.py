@@ -14,6 +14,7 @@ from services.card.flows import (
     application_saga,
     bank_task_saga,
     cancellation_saga,
+    park_pass_move_saga,
     release_place_saga,
     replacement_saga,
     retirement_saga,
@@ -69,6 +70,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
             retirement_saga(identity, bank, base.clock),
             transit_refund_saga(transit, base.clock),
             cancellation_saga(bank, transit, base.clock),
+            park_pass_move_saga(transit, base.clock),
             release_place_saga(identity, base.clock),
         ],
         saga_tuning(config),
@@ -83,7 +85,9 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     )
     calendar = WorkingDayCalendar.from_file(config.calendar_file)
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)
-    api = CardApi(base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity)
+    api = CardApi(
+        base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity, bank
+    )
     ops = OpsApi(base.db, cipher, base.clock, orchestrator)
 
     def register(server: grpc.Server) -> None:

@@ -28,8 +28,17 @@ log = logging.getLogger("sscard.scheduler")
 Handler = Callable[[CardUnitOfWork, TimerRecord], str]  # returns the outcome, in words
 
 
-def new_timer(kind: str, target: str, rule: str, due_at: dt.datetime) -> TimerRecord:
-    return TimerRecord(f"timer-{secrets.token_hex(10)}", kind, target, rule, due_at)
+def new_timer(
+    kind: str, target: str, rule: str, due_at: dt.datetime, estimated_calendar: bool = False
+) -> TimerRecord:
+    return TimerRecord(
+        f"timer-{secrets.token_hex(10)}",
+        kind,
+        target,
+        rule,
+        due_at,
+        estimated_calendar=estimated_calendar,
+    )
 
 
 class Scheduler:

@@ -12,19 +12,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from services.card.clients import card_account
 from services.card.deadlines import (
     EMPLOYER_HANDOUT,
+    NON_COUNTER_SUSPENSION,
     PRODUCTION_OVERDUE,
     TEMPORARY_LOSS_EXPIRY,
     watch_bank_change_lock,
     watch_handout,
     watch_non_counter,
     watch_not_handed_out,
+    watch_temporary_loss,
 )
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
     Applicant,
+    application_refusal,
     check_address,
     check_applicant,
     check_bank,
@@ -33,20 +37,19 @@ from services.card.domain.application import (
     check_in_force,
     check_mobile,
     check_occupation,
-    invalid_application,
 )
 from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
 from services.card.flows import (
     APPLICATION,
     CANCELLATION,
+    PARK_PASS_MOVE,
     REPLACEMENT,
     RETIREMENT,
     TRANSIT_REFUND,
     application_data,
 )
 from services.card.saga import new_saga_id, wall_clock
-from services.card.scheduler import new_timer
 from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
 from services.card.tasks import start_bank_task, start_release_place, start_saga
 from services.platform import channels
@@ -166,6 +169,7 @@ def _start(
             doc_type=contact.document_type,
             doc_number=contact.document_number,
             name=card.holder_name,
+            doc_valid_until=applicant.document_valid_until,
             bank_code=bank_code,
             delivery=delivery.value,
             pickup_branch_id=pickup_branch_id,
@@ -190,10 +194,12 @@ def apply(
     now = clock.now()
     check_in_force(beijing_date(now))
     v = Violations()
-    check_applicant(cmd.applicant, v)
+    check_applicant(cmd.applicant, v, beijing_date(now))
     check_bank(cmd.bank_code, v)
     check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
-    invalid_application(v)
+    refusal = application_refusal(v)
+    if refusal is not None:
+        raise refusal
     assert cmd.delivery is not None
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
     card, contact, transition, saga = _start(
@@ -258,15 +264,10 @@ def apply_batch(
     rows, sagas = [], []
     for index, applicant in enumerate(cmd.applicants):
         person = Violations()
-        check_applicant(applicant, person, prefix=f"applicants[{index}]")
-        if person.items:
-            refusal = DomainError(
-                "INVALID_APPLICATION",
-                "the employee's data is incomplete or malformed",
-                kind=Kind.INVALID,
-                rule="A5.1",
-                violations=tuple(person.items),
-            )
+        prefix = f"applicants[{index}]"
+        check_applicant(applicant, person, beijing_date(now), prefix)
+        refusal = application_refusal(person, prefix)
+        if refusal is not None:
             outcome.items.append(BatchItem(index, refusal=refusal))
             continue
         card, contact, transition, saga = _start(
@@ -367,21 +368,57 @@ def _same_document(uow: CardUnitOfWork, card: Card, doc_type: str, number: str, 
 
 
 @dataclass(frozen=True)
+class EmployerDocuments:
+    """What an employer presents at the bank's counter (A7.3, A7.4)."""
+
+    licence_number: str = ""
+    legal_representative: bool = False
+    authorisation_letter_ref: str = ""
+
+
+def _employer_documents(card: Card, documents: EmployerDocuments, rule: str) -> None:
+    """The applying employer's licence, and an authorisation letter unless the legal
+    representative comes."""
+    v = Violations()
+    if documents.licence_number != card.employer_id:
+        v.add("employer.licence_number", "must be the applying employer's credit code")
+    if not documents.legal_representative and not documents.authorisation_letter_ref:
+        v.add(
+            "employer.authorisation_letter_ref",
+            "an authorisation letter is needed unless the legal representative comes",
+            "REQUIRED",
+        )
+    v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule=rule)
+
+
+@dataclass(frozen=True)
 class CollectionCommand:
     card_id: str
     method: CollectionMethod | None
     doc_type: str = ""
     doc_number: str = ""
-    licence_number: str = ""
-    legal_representative: bool = False
-    authorisation_letter_ref: str = ""
+    employer: EmployerDocuments = EmployerDocuments()
     agent: AgentPresence | None = None
+    # A16.2 / A16.6: the old card the holder hands in to collect a replacement.
+    old_card_id: str = ""
+    # A16.4: the holder asks for the old card's park pass to move to this card on the spot.
+    move_park_pass: bool = False
+
+
+def _successor_kind(uow: CardUnitOfWork, card: Card) -> str:
+    """ "REISSUE" or "REPLACEMENT" for a card that replaces another one, "" otherwise."""
+    if not card.replaces_card_id:
+        return ""
+    application = uow.sagas.for_card(card.card_id, [REPLACEMENT])
+    return str(application.data.get("kind", "REPLACEMENT")) if application else "REPLACEMENT"
 
 
 def record_collection(
     uow: CardUnitOfWork, cmd: CollectionCommand, caller: Caller, clock: Clock
 ) -> Card:
-    """A7.2 (branch or mail) and A7.3 (the employer, with its documents)."""
+    """A7.2 (branch or mail) and A7.3 (the employer, with its documents). The new card of a
+    replacement is handed over only against the old card, which the bank takes back on the spot
+    (A16.2, A16.6); the holder may have the old card's park pass moved to it (A16.4)."""
     if cmd.method is None:
         raise DomainError(
             "INVALID_REQUEST",
@@ -397,21 +434,21 @@ def record_collection(
     if cmd.method is CollectionMethod.AT_BRANCH:
         _same_document(uow, card, cmd.doc_type, cmd.doc_number, "A7.2")
     if cmd.method is CollectionMethod.BY_EMPLOYER:
-        v = Violations()
-        if cmd.licence_number != card.employer_id:
-            v.add("employer.licence_number", "must be the applying employer's credit code")
-        if not cmd.legal_representative and not cmd.authorisation_letter_ref:
-            v.add(
-                "employer.authorisation_letter_ref",
-                "an authorisation letter is needed unless the legal representative collects",
-                "REQUIRED",
-            )
-        v.raise_if_any("EMPLOYER_DOCUMENTS_MISSING", rule="A7.3")
+        _employer_documents(card, cmd.employer, "A7.3")
+    successor = _successor_kind(uow, card)
+    if successor == "REPLACEMENT":
+        rules.check_old_card_presented(card, cmd.old_card_id)
+    if cmd.move_park_pass:
+        rules.check_park_pass_move(card)
     change = rules.collect(card, cmd.method, caller, clock.now())
     if change.card is not card and change.card.status is Status.WITH_EMPLOYER:
         watch_handout(uow, change.card, clock.now())
     if change.card is not card and change.card.status is Status.COLLECTED:
         _refund_old_transit_balance(uow, change.card)
+        if successor == "REPLACEMENT":
+            start_bank_task(uow, card.replaces_card_id, action="recall", reason="REPLACED")
+        if cmd.move_park_pass:
+            start_saga(uow, PARK_PASS_MOVE, card.card_id, {"old_card_id": card.replaces_card_id})
     uow.cards.record(change)
     return change.card
 
@@ -422,6 +459,23 @@ def _refund_old_transit_balance(uow: CardUnitOfWork, card: Card) -> None:
     if not card.replaces_card_id:
         return
     start_saga(uow, TRANSIT_REFUND, card.card_id, {"old_card_id": card.replaces_card_id})
+
+
+def record_employer_return(
+    uow: CardUnitOfWork, card_id: str, documents: EmployerDocuments, caller: Caller, clock: Clock
+) -> Card:
+    """A7.4: the employer returns a card it did not hand out to a branch of the issuing bank,
+    which takes it back (the bank's recall, reason RETURNED_BY_EMPLOYER); the holder collects
+    it there with the ID document."""
+    channels.check(Operation.RECORD_EMPLOYER_RETURN, caller)
+    card = _card(uow, card_id, for_update=True)
+    channels.check(Operation.RECORD_EMPLOYER_RETURN, caller, card.bank_code)
+    _employer_documents(card, documents, "A7.4")
+    change = rules.returned_by_employer(card, caller.outlet_id, caller, clock.now())
+    uow.timers.cancel(EMPLOYER_HANDOUT, card_id, "returned to the bank")
+    start_bank_task(uow, card_id, action="recall", reason="RETURNED_BY_EMPLOYER")
+    uow.cards.record(change)
+    return change.card
 
 
 def record_handout(uow: CardUnitOfWork, card_id: str, caller: Caller, clock: Clock) -> Card:
@@ -440,6 +494,7 @@ def activate(
 ) -> Card:
     """A8.1: online, at a district outlet, or at the issuing bank, after collection; the holder
     or an agent (A24.1)."""
+    channels.check(Operation.ACTIVATE, caller)
     card = _card(uow, card_id, for_update=True)
     channels.check(Operation.ACTIVATE, caller, card.bank_code)
     _holder(uow, card, presented, Operation.ACTIVATE, "A8.1")
@@ -451,6 +506,7 @@ def activate(
         legacy = int(application.data.get("legacy_generation", 0)) if application else 0
         if legacy:
             change.notices.append(rules.older_generation_notice(card, legacy, clock.now()))
+            _stop_older_generation(uow, card)
     uow.cards.record(change)
     return change.card
 
@@ -471,6 +527,27 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
             "bank_change": bool(data.get("bank_change")),
             "keep_old_account": bool(data.get("keep_old_account")),
             "old_account_id": old.account_id,
+            # The holder's direction at replacement time, by default the new card's account:
+            # the old account closes only with its balance paid there (A16.7, A20.1).
+            "payout_destination": data.get("old_account_payout") or card_account(card.card_id),
+        },
+    )
+
+
+def _stop_older_generation(uow: CardUnitOfWork, card: Card) -> None:
+    """A27.3: the holder's 1st / 2nd generation card loses its SS function now; the identity
+    register records it when the retirement saga confirms this card (nothing else to retire:
+    the older card is not recalled and its account is not this suite's)."""
+    start_saga(
+        uow,
+        RETIREMENT,
+        card.card_id,
+        {
+            "kind": "FIRST",
+            "old_card_id": "",
+            "bank_change": False,
+            "keep_old_account": False,
+            "old_account_id": "",
         },
     )
 
@@ -522,15 +599,62 @@ def _holder(
     _same_document(uow, card, presented.doc_type, presented.doc_number, rule)
 
 
-def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> None:
-    """The bank's half of a loss or unlock, run by the orchestrator after this commit."""
-    start_bank_task(uow, card.card_id, action=action, loss=loss)
+def _bank_saga(uow: CardUnitOfWork, card: Card, action: str, loss: str = "") -> str:
+    """The bank's half of a loss or unlock, run by the orchestrator after this commit; returns
+    the idempotency key of its call to the bank."""
+    return start_bank_task(uow, card.card_id, action=action, loss=loss)
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """The bank's suspension of the financial function for a loss (A13.2), asked for with the
+    same idempotency key as the bank task saga that retries it."""
+
+    request_id: str
+    loss: str  # TEMPORARY_LOSS or FORMAL_LOSS
 
 
 @dataclass(frozen=True)
 class LossOutcome:
     card: Card
     starts_saga: bool
+    suspension: Suspension | None = None
+
+
+# How long a loss report waits for the bank's suspension before it answers "pending".
+SUSPENSION_DEADLINE_SECONDS = 2.0
+
+
+def suspend_financial_at_once(
+    new_uow: Callable[[], CardUnitOfWork],
+    suspend_for_loss: Callable[[str, str, str, float], None],
+    card: Card,
+    suspension: Suspension,
+    clock: Clock,
+) -> rules.Notice | None:
+    """A13.2: a loss takes effect on the financial function before it is acknowledged. The bank
+    is asked here, after the loss is recorded and before the answer; if it does not confirm in
+    time, the bank task saga keeps asking, and the holder is told, in a notice returned and kept
+    on the card, that payments may still go through until it does."""
+    try:
+        suspend_for_loss(
+            suspension.request_id, card.card_id, suspension.loss, SUSPENSION_DEADLINE_SECONDS
+        )
+    except DomainError as exc:
+        notice = rules.Notice(
+            clock.now(),
+            "person",
+            f"The bank {card.bank_code} has not yet confirmed that the card's financial function "
+            f"is suspended ({exc.reason}); it is being asked again until it does. Until then "
+            f"payments with the card may still go through: call {card.bank_code} to stop them.",
+            "A13.2",
+        )
+        with new_uow() as uow:
+            now_card = _card(uow, card.card_id, for_update=True)
+            uow.cards.record(rules.Change(now_card, notices=[notice]))
+            uow.commit()
+        return notice
+    return None
 
 
 def report_temporary_loss(
@@ -538,18 +662,17 @@ def report_temporary_loss(
 ) -> LossOutcome:
     """A13.1 / A13.2: SS stops now, the bank suspends the financial function, and A13.3's
     15 natural days start."""
-    card = _card(uow, card_id, for_update=True)
     channels.check(Operation.TEMPORARY_LOSS, caller)
+    card = _card(uow, card_id, for_update=True)
     _holder(uow, card, presented, Operation.TEMPORARY_LOSS, "A13.1")
     now = clock.now()
     change = rules.report_temporary_loss(card, caller, now)
     if change.card is card:
         return LossOutcome(card, False)
     uow.cards.record(change)
-    due = now + dt.timedelta(days=rules.TEMPORARY_LOSS_DAYS)
-    uow.timers.add(new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", due), now)
-    _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
-    return LossOutcome(change.card, True)
+    watch_temporary_loss(uow, change.card, now)
+    key = _bank_saga(uow, card, "suspend", "TEMPORARY_LOSS")
+    return LossOutcome(change.card, True, Suspension(key, "TEMPORARY_LOSS"))
 
 
 def report_formal_loss(
@@ -557,6 +680,7 @@ def report_formal_loss(
 ) -> LossOutcome:
     """A13.1 / A13.4: at a district outlet the SS function only; at the issuing bank the
     financial function too."""
+    channels.check(Operation.FORMAL_LOSS, caller)
     card = _card(uow, card_id, for_update=True)
     reach = channels.check(Operation.FORMAL_LOSS, caller, card.bank_code)
     _holder(uow, card, presented, Operation.FORMAL_LOSS, "A13.1")
@@ -566,15 +690,17 @@ def report_formal_loss(
         return LossOutcome(card, False)
     uow.cards.record(change)
     uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "superseded by a formal loss (A13.3)")
-    if financial_too:
-        _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
-    return LossOutcome(change.card, financial_too)
+    if not financial_too:
+        return LossOutcome(change.card, False)
+    key = _bank_saga(uow, card, "suspend", "FORMAL_LOSS")
+    return LossOutcome(change.card, True, Suspension(key, "FORMAL_LOSS"))
 
 
 def unlock(
     uow: CardUnitOfWork, card_id: str, presented: Presented, caller: Caller, clock: Clock
 ) -> LossOutcome:
     """A14.1: restored at once; at the issuing bank the financial function too."""
+    channels.check(Operation.UNLOCK, caller)
     card = _card(uow, card_id, for_update=True)
     reach = channels.check(Operation.UNLOCK, caller, card.bank_code)
     _holder(uow, card, presented, Operation.UNLOCK, "A14.1")
@@ -610,20 +736,22 @@ def cancel_card(
     non-counter business six months later, A19.2); at the issuing bank the financial function
     and the transit balance too, by the cancellation saga. ``settled(person_id)``: the identity
     service shows the holder's business settled."""
+    channels.check(Operation.CANCEL, caller)
     card = _card(uow, card_id, for_update=True)
     reach = channels.check(Operation.CANCEL, caller, card.bank_code)
     _holder(uow, card, presented, Operation.CANCEL, "A19.1")
-    if card.status is rules.Status.SS_CANCELLED:
-        return LossOutcome(card, False)
     financial_too = reach is channels.Reach.ISSUING_BANK
-    if financial_too and not payout_destination.strip():
-        v = Violations()
-        v.add(
-            "payout_destination",
-            "say where the account's balance is paid (an account elsewhere, or cash)",
-            "REQUIRED",
-        )
-        v.raise_if_any("INVALID_REQUEST", rule="A19.1")
+    if card.status is rules.Status.SS_CANCELLED:
+        # Cancelled at a district outlet, the SS function only: at the issuing bank the rest
+        # is done now, the transit refund then the account's payout and close, by the one
+        # cancellation saga (A19.1); once started, a repeat changes nothing.
+        if not financial_too or uow.sagas.for_card(card.card_id, [CANCELLATION]) is not None:
+            return LossOutcome(card, False)
+        _payout_destination_given(payout_destination)
+        _start_cancellation(uow, card, payout_destination)
+        return LossOutcome(card, True)
+    if financial_too:
+        _payout_destination_given(payout_destination)
     if not settled(card.person_id):
         raise business_not_settled()
     now = clock.now()
@@ -631,12 +759,33 @@ def cancel_card(
     uow.cards.record(change)
     uow.timers.cancel(TEMPORARY_LOSS_EXPIRY, card.card_id, "the card was cancelled (A19.1)")
     if financial_too:
-        destination = {"payout_destination": payout_destination.strip(), "refund_id": ""}
-        start_saga(uow, CANCELLATION, card.card_id, destination)
+        _start_cancellation(uow, card, payout_destination)
     elif card.account_id:
         watch_non_counter(uow, card, now)
     start_release_place(uow, card.card_id)
     return LossOutcome(change.card, True)
+
+
+def _payout_destination_given(payout_destination: str) -> None:
+    if not payout_destination.strip():
+        v = Violations()
+        v.add(
+            "payout_destination",
+            "say where the account's balance is paid (an account elsewhere, or cash)",
+            "REQUIRED",
+        )
+        v.raise_if_any("INVALID_REQUEST", rule="A19.1")
+
+
+def _start_cancellation(uow: CardUnitOfWork, card: Card, payout_destination: str) -> None:
+    """The financial half of A19.1: the saga refunds the transit balance into the account,
+    pays the account out as the holder directs and closes it. The A19.2 suspension a district
+    cancellation scheduled has nothing left to prompt."""
+    uow.timers.cancel(
+        NON_COUNTER_SUSPENSION, card.card_id, "the account is closed at the bank (A19.1)"
+    )
+    destination = {"payout_destination": payout_destination.strip(), "refund_id": ""}
+    start_saga(uow, CANCELLATION, card.card_id, destination)
 
 
 @dataclass(frozen=True)
@@ -656,8 +805,8 @@ def update_contact(
     caller: Caller,
 ) -> Card:
     """A17.1: mobile, occupation, address; A17.2: basic information goes through identity."""
-    card = _card(uow, card_id, for_update=True)
     channels.check(Operation.INFO_CHANGE, caller)
+    card = _card(uow, card_id, for_update=True)
     if change.name or change.new_document:
         raise DomainError(
             "BASIC_INFO_CHANGE_VIA_IDENTITY",
@@ -685,30 +834,41 @@ def update_contact(
     return card
 
 
+# A12.2: at these counters the holder presents the ID document and the card itself.
+PASSWORD_COUNTERS = frozenset({Channel.DISTRICT_OUTLET, Channel.BANK_BRANCH})
+
+
 def may_set_password(
     uow: CardUnitOfWork,
     card_id: str,
     presented: Presented,
+    card_number: str,
     caller: Caller,
     operation: Operation,
 ) -> Card | None:
-    """A12.2 channels; A24.1 agents may change, never reset; a reset needs ID and card.
+    """A12.2 channels; A24.1 agents may change, never reset. A reset needs the holder's ID
+    document, and so does a change at a counter; at a counter the card is presented too. An
+    agent presents the holder's document as the principal's (A24.2).
 
-    A change for a card that does not exist answers None rather than NOT_FOUND: the caller then
-    refuses it exactly like a wrong password, so the answer never tells whether a card exists.
+    A change online for a card that does not exist answers None rather than NOT_FOUND: the
+    caller then refuses it exactly like a wrong password, so the answer never tells whether a
+    card exists.
     """
     check_agent(operation, presented.agent)
+    at_counter = caller.channel in PASSWORD_COUNTERS
     card = uow.cards.get(card_id)
     if card is not None and not visible_to(caller, card):
         card = None
-    if card is None and operation is Operation.SERVICE_PASSWORD_CHANGE:
+    if card is None and operation is Operation.SERVICE_PASSWORD_CHANGE and not at_counter:
         channels.check(operation, caller)
         return None
     if card is None:
         raise card_not_found()
     channels.check(operation, caller, card.bank_code)
-    if operation is Operation.SERVICE_PASSWORD_RESET:
+    if at_counter or presented.agent is not None or operation is Operation.SERVICE_PASSWORD_RESET:
         _holder(uow, card, presented, operation, "A12.2")
+    if at_counter:
+        rules.check_card_presented(card, card_number, "A12.2")
     return card
 
 
@@ -726,6 +886,16 @@ def count_try(
     if not state.locked(now):
         uow.passwords.save(after_check(state, stands, now))
     return stands
+
+
+def verify_password(
+    uow: CardUnitOfWork, card_id: str, correct: bool, seen_hash: str | None, clock: Clock
+) -> bool:
+    """A12.1: another service checks the holder's service password. Counted like every try,
+    and valid only for a card in use: a card lost, replaced, cancelled or whose holder died
+    answers as a wrong password or an unknown card does (A12.2)."""
+    stands = count_try(uow, card_id, correct, seen_hash, clock)
+    return stands and rules.in_use(uow.cards.get(card_id))
 
 
 def store_password(
@@ -755,6 +925,7 @@ class SuccessorCommand:
     reason: rules.ReplacementReason | None = None
     new_bank_code: str = ""
     keep_old_account: bool = False
+    old_account_payout: str = ""  # "" for the new card's account (A16.7)
 
 
 def _successor(
@@ -766,7 +937,9 @@ def _successor(
     caller: Caller,
     now: dt.datetime,
 ) -> Started:
-    """Record the new card and start the replacement saga (A4.2 moves the person's place)."""
+    """Record the new card, mark the old one superseded (A14.2: a reissued card is never
+    unlocked, from the moment the reissue is accepted) and start the replacement saga (A4.2
+    moves the person's place)."""
     v = Violations()
     check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
     v.raise_if_any("INVALID_REQUEST")
@@ -794,6 +967,7 @@ def _successor(
         reason="reissue applied for" if kind == "REISSUE" else "replacement applied for",
     )
     uow.cards.add_many([(card, new_contact, transition)], caller.channel, caller.outlet_id)
+    uow.cards.record(rules.Change(rules.superseded(old, card.card_id)))
     saga = SagaRecord(
         saga_id=new_saga_id(),
         kind=REPLACEMENT,
@@ -811,6 +985,7 @@ def _successor(
             "bank_code": bank_code,
             "bank_change": bank_code != old.bank_code,
             "keep_old_account": cmd.keep_old_account,
+            "old_account_payout": cmd.old_account_payout,
             "delivery": cmd.delivery.value,
             "pickup_branch_id": pickup,
             "applied_at": now.isoformat(),
@@ -827,6 +1002,7 @@ def _successor(
 
 def reissue(uow: CardUnitOfWork, cmd: SuccessorCommand, caller: Caller, clock: Clock) -> Started:
     """A15.1: after a formal loss, online or at the issuing bank, with the ID document."""
+    channels.check(Operation.REISSUE, caller)
     old = _card(uow, cmd.old_card_id, for_update=True)
     channels.check(Operation.REISSUE, caller, old.bank_code)
     _holder(uow, old, cmd.presented, Operation.REISSUE, "A15.1")
@@ -838,10 +1014,12 @@ def replace_card(
     uow: CardUnitOfWork, cmd: SuccessorCommand, caller: Caller, clock: Clock
 ) -> Started:
     """A16.1 / A16.2 / A16.7: replacement for a lawful reason, possibly to another bank."""
+    channels.check(Operation.REPLACE, caller)
     old = _card(uow, cmd.old_card_id, for_update=True)
     channels.check(Operation.REPLACE, caller, old.bank_code)
     check_agent(Operation.REPLACE, cmd.presented.agent)
     rules.check_replacement(old, cmd.reason)
+    rules.check_replacement_delivery(cmd.delivery)
     if cmd.reason is not rules.ReplacementReason.BASIC_INFO_CHANGED:
         _same_document(uow, old, cmd.presented.doc_type, cmd.presented.doc_number, "A16.2")
     elif not (cmd.presented.doc_type and cmd.presented.doc_number.strip()):

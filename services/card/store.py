@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    false,
     func,
     select,
     update,
@@ -191,6 +193,8 @@ timers = Table(
     Column("lease_until", DateTime(timezone=True)),  # wall-clock time
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("fired_at", DateTime(timezone=True)),
+    # Counted in working days through a year the calendar only estimates (A21.2, A22.2).
+    Column("estimated_calendar", Boolean, nullable=False, server_default=false()),
     Index("ix_timers_due", "state", "due_at"),
     Index("ix_timers_target", "kind", "target"),
 )
@@ -270,6 +274,8 @@ _CARD_STATE = (
     "refusal_reason",
     "refusal_rule",
     "refusal_message",
+    "delivery",
+    "pickup_branch_id",
 )
 _CARD = select(cards).where(cards.c.card_id == bindparam("b_card_id"))
 _CARD_FOR_UPDATE = _CARD.with_for_update()
@@ -519,6 +525,8 @@ class CardRepository:
                 "refusal_reason": card.refusal_reason,
                 "refusal_rule": card.refusal_rule,
                 "refusal_message": card.refusal_message[:300],
+                "delivery": card.delivery.value,
+                "pickup_branch_id": card.pickup_branch_id,
             },
         )
         if change.transitions:
@@ -830,6 +838,8 @@ class TimerRecord:
     outcome: str = ""
     attempts: int = 0
     fired_at: dt.datetime | None = None
+    # The due date rests on working days of a year whose State Council schedule is estimated.
+    estimated_calendar: bool = False
 
 
 class TimerRepository:
@@ -855,6 +865,7 @@ class TimerRepository:
                 "lease_until": None,
                 "created_at": now,
                 "fired_at": None,
+                "estimated_calendar": timer.estimated_calendar,
             },
         )
 
@@ -877,6 +888,7 @@ class TimerRepository:
             row.outcome,
             row.attempts,
             as_utc(row.fired_at) if row.fired_at else None,
+            row.estimated_calendar,
         )
 
     def listing(

@@ -20,7 +20,6 @@ from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 
 from services.identity import service
-from services.identity.domain.documents import Document, DocumentType, Sex, parse_document
 from services.identity.domain.person import (
     MOVES_PLACE,
     BasicInfoChange,
@@ -38,6 +37,7 @@ from services.identity.store import IdentityUnitOfWork
 from services.platform.auth import Role, current_caller
 from services.platform.clock import Clock, beijing_date
 from services.platform.db import Database
+from services.platform.documents import Document, DocumentType, Sex, known_type, parse_document_into
 from services.platform.errors import DomainError, Kind, Violations, invalid
 from services.platform.idempotency import (
     IdempotencyStore,
@@ -82,22 +82,13 @@ _SOURCE_FROM_PB = {pb.HR: Source.HR, pb.MEDICAL_INSURANCE: Source.MEDICAL_INSURA
 
 
 def _doc_type(value: int) -> DocumentType | None:
-    name = enum_name(common_pb2.DocumentType, value)
-    return DocumentType(name) if name in DocumentType.__members__ else None
+    return known_type(enum_name(common_pb2.DocumentType, value))
 
 
 def _document(
     doc: common_pb2.IdentityDocument, today: dt.date, v: Violations, prefix: str = "document"
 ) -> Document | None:
-    doc_type = _doc_type(doc.type)
-    if doc_type is None:
-        v.add(f"{prefix}.type", "a known document type is required", "REQUIRED")
-        return None
-    try:
-        return parse_document(doc_type, doc.number, today, field=f"{prefix}.number")
-    except DomainError as exc:
-        v.items.extend(exc.violations)
-        return None
+    return parse_document_into(_doc_type(doc.type), doc.number, today, v, prefix)
 
 
 def _record(msg: pb.PersonRecord, v: Violations) -> RecordInput:
@@ -174,6 +165,7 @@ def person_pb(person: Person, full: bool) -> pb.Person:
         registered_card_id=person.registration.card_id if person.registration else "",
         updated_at=to_timestamp(person.updated_at),
         business_settled_on=to_date(a.business_settled_on),
+        legacy_card_ss_stopped_at=to_timestamp(person.legacy_ss_stopped_at),
     )
 
 

@@ -16,7 +16,6 @@ from typing import TypeVar
 from sqlalchemy.exc import IntegrityError
 
 from services.identity.domain import person as rules
-from services.identity.domain.documents import Document, DocumentType, parse_document
 from services.identity.domain.person import (
     BasicInfoChange,
     Basis,
@@ -29,6 +28,7 @@ from services.identity.domain.person import (
 )
 from services.identity.store import IdentityUnitOfWork
 from services.platform.clock import Clock, beijing_date
+from services.platform.documents import Document, DocumentType, parse_document
 from services.platform.errors import DomainError, Kind
 
 IMPORT_CHUNK = 1000

@@ -30,7 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from services.identity.domain.documents import Document, DocumentType, Sex
 from services.identity.domain.person import (
     Attributes,
     BasicInfoChange,
@@ -44,6 +43,7 @@ from services.identity.domain.person import (
 )
 from services.platform import idempotency
 from services.platform.db import Database, Serial, UnitOfWork, advisory_key, as_utc
+from services.platform.documents import Document, DocumentType, Sex
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 
@@ -69,6 +69,7 @@ persons = Table(
     Column("legacy_card_generation", SmallInteger, nullable=False),
     Column("source", String(24), nullable=False),
     Column("business_settled_on", Date),  # A19.1
+    Column("legacy_ss_stopped_at", DateTime(timezone=True)),  # A27.3
     Column("registered_card_id", String(64), unique=True),
     Column("registration_kind", String(16)),
     Column("registered_since", DateTime(timezone=True)),
@@ -149,7 +150,13 @@ class PersonRepository:
                 _utc(row.registered_since),
                 row.previous_card_id,
             )
-        return Person(row.person_id, attrs, registration, _utc(row.updated_at))
+        return Person(
+            row.person_id,
+            attrs,
+            registration,
+            _utc(row.updated_at),
+            _utc(row.legacy_ss_stopped_at) if row.legacy_ss_stopped_at else None,
+        )
 
     def _one(self, *where: Any, for_update: bool) -> Person | None:
         query = select(persons).where(*where)
@@ -243,6 +250,7 @@ class PersonRepository:
             "registered_since": reg.since if reg else None,
             "previous_card_id": reg.previous_card_id if reg else None,
             "updated_at": person.updated_at,
+            "legacy_ss_stopped_at": person.legacy_ss_stopped_at,
         }
 
     def add_many(self, new: Mapping[str, Person], now: dt.datetime) -> None:

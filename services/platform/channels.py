@@ -33,6 +33,7 @@ class Operation(enum.Enum):
     RECORD_COLLECTION = "hand a card over at the counter"
     RECORD_MAILING = "record a card mailed or delivered by the post"
     RECORD_HANDOUT = "employer hands a card to its employee"
+    RECORD_EMPLOYER_RETURN = "employer returns a card it did not hand out (退回)"
     # transit (A10, A11, A16.3, A19.1)
     TOP_UP = "transit top-up (充值)"
     TRANSIT_REFUND = "transit balance refund (退资)"
@@ -89,6 +90,8 @@ MATRIX: dict[Operation, dict[Channel, Reach]] = {
     # ... or its mailing is reported by the bank or by the post through an internal system.
     Operation.RECORD_MAILING: {BRANCH: ISSUING, INTERNAL: ANY},
     Operation.RECORD_HANDOUT: {ONLINE: ANY, BRANCH: ANY},  # A7.3: the employer's credential
+    # A7.4: a card the employer did not hand out goes back to the issuing bank's counter.
+    Operation.RECORD_EMPLOYER_RETURN: {BRANCH: ISSUING},
     # A10.1: any cooperating bank's branch, a transit outlet or the transit app.
     Operation.TOP_UP: {BRANCH: ANY, TRANSIT_OUTLET: ANY, TRANSIT_APP: ANY},
     # 退资 is done at a bank branch; replacement (A16.3) and cancellation (A19.1) refund through
@@ -103,8 +106,9 @@ MATRIX: dict[Operation, dict[Channel, Reach]] = {
     # A20.1: money moved at a counter is the issuing bank's own counter business ...
     Operation.COUNTER_PAYMENT: {BRANCH: ISSUING},
     # ... while online banking, ATM and third-party payments reach the ledger from the bank's
-    # own systems (and the suite's services), never from a counter (A4.5, A19.2).
-    Operation.NON_COUNTER_PAYMENT: {INTERNAL: ANY, ONLINE: ANY, BANK_HOTLINE: ANY},
+    # own core system (and the suite's services), never from a counter nor from the HR bureau's
+    # online channel (A4.5, A19.2).
+    Operation.NON_COUNTER_PAYMENT: {INTERNAL: ANY, BANK_HOTLINE: ANY},
     # A25.1: booked at the issuing bank's branch, its phone service, or online.
     Operation.HOME_SERVICE: {BRANCH: ISSUING, BANK_HOTLINE: ANY, ONLINE: ANY},
 }

@@ -235,7 +235,19 @@ def cmd_clients(args: argparse.Namespace) -> int:
 
 
 def cmd_access(args: argparse.Namespace) -> int:
-    print(access.markdown())
+    table = access.markdown()
+    if not args.update:
+        print(table)
+        return 0
+    path = Path(args.update)
+    start, end = "<!-- access-matrix:start -->", "<!-- access-matrix:end -->"
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        print(f"{path} has no {start} ... {end} block")
+        return 2
+    head, rest = text.split(start, 1)
+    path.write_text(f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+    print(f"{path}: authorization matrix updated")
     return 0
 
 
@@ -284,7 +296,7 @@ def cmd_clock(args: argparse.Namespace) -> int:
         target = dt.datetime.fromisoformat(args.value or "")
         if target.tzinfo is None:
             target = target.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
-        clock.set_offset(target - dt.datetime.now(dt.UTC))
+        clock.set(target)
     elif args.action == "reset":
         clock.set_offset(dt.timedelta(0))
     now = clock.now()
@@ -402,6 +414,7 @@ def parser() -> argparse.ArgumentParser:
     clients.set_defaults(run=cmd_clients)
 
     matrix = sub.add_parser("access", help="print the authorization matrix (Markdown)")
+    matrix.add_argument("--update", default="", help="rewrite the matrix block of this file")
     matrix.set_defaults(run=cmd_access)
 
     clock = sub.add_parser("clock", help="read or move the suite's test clock")

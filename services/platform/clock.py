@@ -37,6 +37,14 @@ def today(clock: Clock) -> dt.date:
     return beijing_date(clock.now())
 
 
+def day_after(day: dt.date) -> dt.datetime:
+    """Midnight in Beijing at the end of ``day`` (24:00, Civil Code art. 203): a period whose
+    last day is ``day`` has run out from then, and a deadline of ``day`` is missed."""
+    following = day + dt.timedelta(days=1)
+    midnight = dt.datetime(following.year, following.month, following.day, tzinfo=BEIJING)
+    return midnight.astimezone(dt.UTC)
+
+
 class SystemClock:
     """Wall-clock time."""
 
@@ -96,6 +104,10 @@ class SharedTestClock:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"offset_seconds": offset.total_seconds()}))
         os.replace(tmp, self.path)
+
+    def set(self, moment: dt.datetime) -> None:
+        """Move the whole suite to ``moment``; time runs on from there."""
+        self.set_offset(moment - dt.datetime.now(dt.UTC))
 
     def advance(self, delta: dt.timedelta) -> None:
         self.set_offset(self.offset() + delta)

@@ -5,9 +5,13 @@ answer (response or refusal) comes back and nothing runs twice. Same id + differ
 INVALID_ARGUMENT ``REQUEST_ID_REUSED``. Same id while the first call is still running:
 ABORTED ``REQUEST_IN_PROGRESS`` (on PostgreSQL, through a transaction-scoped advisory lock; on
 SQLite the write lock already serialises the two calls and the second gets the stored answer).
+These refusals carry the rule ``IDEMPOTENCY`` (README, "Idempotency").
 
 The key is written in the same transaction as the use case's effects, so a crash either keeps
-both or neither. Keys are scoped by method and caller and kept for ``ttl`` (at least 24 hours).
+both or neither. A refusal undoes the use case's effects (a savepoint) and is stored in that
+same transaction: the key stays held until its answer is stored, so a concurrent retry of a
+refused request gets the refusal back (or ABORTED while it is being stored), never a second run.
+Keys are scoped by method and caller and kept for ``ttl`` (at least 24 hours).
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.platform.auth import current_caller
@@ -48,6 +51,8 @@ U = TypeVar("U", bound=UnitOfWork)
 # Refusals that depend on the moment, not on the request: never stored, a retry runs again.
 TRANSIENT = frozenset({Kind.CONFLICT, Kind.UNAVAILABLE, Kind.UNAUTHENTICATED, Kind.EXHAUSTED})
 MAX_REQUEST_ID = 128
+# The rule a refusal about the request_id itself carries (README, "Idempotency").
+RULE = "IDEMPOTENCY"
 
 
 def define_table(metadata: MetaData) -> Table:
@@ -116,6 +121,7 @@ def check_request_id(request_id: str) -> None:
                     f"a client-chosen id of 1 to {MAX_REQUEST_ID} characters is required",
                 )
             ],
+            rule=RULE,
         )
 
 
@@ -123,6 +129,7 @@ def reused() -> DomainError:
     return invalid(
         "REQUEST_ID_REUSED",
         [FieldViolation("request_id", "this request_id was already used for a different request")],
+        rule=RULE,
     )
 
 
@@ -166,6 +173,7 @@ class IdempotencyStore:
                     "REQUEST_IN_PROGRESS",
                     "a call with this request_id is still running; retry shortly",
                     kind=Kind.CONFLICT,
+                    rule=RULE,
                 )
         found = self.find(session, scope, request_id)
         if found is None:
@@ -253,33 +261,25 @@ class Idempotent(Generic[U]):
     ) -> M:
         check_request_id(request_id)
         fp = fingerprint(request)
-        refusal: DomainError
         with self._new_uow() as uow:
             postgres = not uow.db.is_sqlite
             stored = self.store.claim(uow.session, scope, request_id, fp, postgres)
             if stored is not None:
                 return stored.replay(response_type)
+            attempt = uow.session.begin_nested()
             try:
                 response = work(uow)
             except DomainError as exc:
                 if exc.kind in TRANSIENT:
                     raise
-                refusal = exc
-            else:
-                self.store.remember(
-                    uow.session, scope, request_id, fp, "response", response.SerializeToString()
-                )
+                # Undo the work but keep the key held until its refusal is stored.
+                attempt.rollback()
+                self.store.remember(uow.session, scope, request_id, fp, "error", _encode_error(exc))
                 uow.commit()
-                return response
-        self._remember_refusal(scope, request_id, fp, refusal)
-        raise refusal
-
-    def _remember_refusal(self, scope: str, request_id: str, fp: str, refusal: DomainError) -> None:
-        with self._new_uow() as uow:
-            try:
-                self.store.remember(
-                    uow.session, scope, request_id, fp, "error", _encode_error(refusal)
-                )
-                uow.commit()
-            except IntegrityError:
-                pass  # a concurrent call with the same key stored its answer first
+                raise
+            attempt.commit()
+            self.store.remember(
+                uow.session, scope, request_id, fp, "response", response.SerializeToString()
+            )
+            uow.commit()
+            return response

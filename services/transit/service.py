@@ -108,9 +108,11 @@ def refund(
 ) -> Refund:
     """Debit the wallet and queue the credit to ``to_card_id``'s account, in one transaction:
     the relay delivers it. ``amount_fen`` 0 is the whole balance; a zero balance moves
-    nothing. A replacement or cancellation closes the wallet."""
+    nothing. A replacement or cancellation closes the wallet, once no earlier refund of the
+    card is still on its way (``check_nothing_in_flight``)."""
     now = clock.now()
     wallet = uow.wallets.lock(card_id, now)
+    wallets.check_nothing_in_flight(reason, uow.refunds.in_flight_from(card_id))
     amount = wallets.refund_amount(wallet, amount_fen)
     movement, refunded, after = wallets.pay_out(
         wallet,

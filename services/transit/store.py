@@ -353,6 +353,17 @@ class RefundRepository:
         row = self.session.execute(query).one_or_none()
         return None if row is None else self._to_refund(row)
 
+    def in_flight_from(self, card_id: str) -> int:
+        """How many of the card's refunds are still on their way to the bank."""
+        t = refunds
+        return int(
+            self.session.execute(
+                select(func.count())
+                .select_from(t)
+                .where(t.c.card_id == card_id, t.c.state == RefundState.SENDING.value)
+            ).scalar_one()
+        )
+
     def claim(self, now: dt.datetime, lease: dt.timedelta, limit: int) -> list[Refund]:
         """Lease up to ``limit`` refunds still SENDING that are due and leased by no one."""
         t = refunds

@@ -73,6 +73,7 @@ def main() -> None:
                 applicants=[
                     card_pb2.Applicant(
                         document=p.document(),
+                        document_valid_until=p.document_valid_until(),
                         name=p.name,
                         photo=JPEG,
                         occupation="engineer",

@@ -70,7 +70,12 @@ def test_same_id_with_a_different_request_is_refused(once: Idempotent[UnitOfWork
     once.run("M:c", "r-1", StringValue(value="a"), StringValue, lambda uow: StringValue())
     with pytest.raises(DomainError) as excinfo:
         once.run("M:c", "r-1", StringValue(value="b"), StringValue, lambda uow: StringValue())
-    assert (excinfo.value.reason, excinfo.value.kind) == ("REQUEST_ID_REUSED", Kind.INVALID)
+    error = excinfo.value
+    assert (error.reason, error.kind, error.rule) == (
+        "REQUEST_ID_REUSED",
+        Kind.INVALID,
+        "IDEMPOTENCY",
+    )
 
 
 def test_keys_are_scoped_by_method_and_caller(once: Idempotent[UnitOfWork]) -> None:

@@ -99,6 +99,7 @@ class Deployment:
                 request_id=f"apply-{person.number}-{pickup}",
                 applicant=pb.Applicant(
                     document=person.document(),
+                    document_valid_until=person.document_valid_until(),
                     name=person.name,
                     photo=JPEG,
                     occupation="nurse",

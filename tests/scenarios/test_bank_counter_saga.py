@@ -156,6 +156,6 @@ def test_A9_1_a_refusal_at_the_counter_never_reaches_the_card_service(
         assert (code, error.reason, error.rule) == (
             grpc.StatusCode.PERMISSION_DENIED,
             "CHANNEL_NOT_ALLOWED",
-            "A9.1",
+            "A3.1",
         )
     assert card.calls == []

@@ -85,7 +85,7 @@ def test_A23_1_application_mailing_and_replacement_charge_nothing(
     online = suite.at(Channel.ONLINE, person)
     replaced = replace(suite, started.card_id, person, pb.DAMAGED_FACE, metadata=online)
     assert suite.settle(replaced.card_id).state == pb.COMPLETED
-    hand_over(suite, replaced.card_id, person)
+    hand_over(suite, replaced.card_id, person, old_card_id=started.card_id)
     assert suite.get(replaced.card_id).status == pb.ACTIVE
 
     for card_id in (started.card_id, replaced.card_id):

@@ -275,7 +275,7 @@ class TestProductionTime:
         self, bank: Bank, card_service: FakeCardService, test_clock: SharedTestClock
     ) -> None:
         test_clock.advance(dt.timedelta(days=40))
-        applied = dt.datetime.now(dt.UTC) + dt.timedelta(days=40)
+        applied = test_clock.now()
         stamp = Timestamp()
         stamp.FromDatetime(applied)
         order = bank.order("card-1", applied_at=stamp, at_branch="icbc-instant")

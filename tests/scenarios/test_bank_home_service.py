@@ -174,7 +174,7 @@ def test_A25_1_the_visit_is_not_in_the_past_and_comes_from_the_issuing_bank(
     assert refused(lambda: _book(counter, card_id, today, metadata=district)) == (
         grpc.StatusCode.PERMISSION_DENIED,
         "CHANNEL_NOT_ALLOWED",
-        "A25.1",
+        "A3.1",
     )
     ops = counter.suite.token(roles=(Role.OPS,), caller="ops")
     listed = counter.stub.ListHomeServices(

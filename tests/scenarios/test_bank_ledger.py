@@ -24,8 +24,9 @@ from services.platform.db import Database
 from sscard.bank.v1 import bank_pb2 as bpb
 from sscard.bank.v1 import ledger_pb2 as pb
 from sscard.bank.v1 import ledger_pb2_grpc
-from tests.scenarios.test_bank_first_card import Bank
-from tests.support import refusal, wait_serving
+from sscard.common.v1 import common_pb2
+from tests.scenarios.test_bank_first_card import Bank, facts
+from tests.support import refusal, resident_id, wait_serving
 
 _ids = itertools.count(1)
 YUAN = 100
@@ -62,9 +63,12 @@ class Ledger(Bank):
         self.other_bank = token(
             Channel.BANK_BRANCH, (Role.COUNTER,), bank_code="BOC", outlet_id="boc-1"
         )
+        self.holders: dict[str, common_pb2.IdentityDocument] = {}
 
     def account(self, card_id: str, activated: bool = True) -> str:
-        account_id = self.open(card_id).account_id
+        holder = facts(resident_id())
+        account_id = self.open(card_id, verified=holder).account_id
+        self.holders[card_id] = holder.document
         if activated:
             activate_financial_in_store_for_test(self.db, card_id, self.clock.now())
         return str(account_id)
@@ -169,13 +173,21 @@ class Ledger(Bank):
         return self.ledger.SetAccountTier(request, metadata=self.ops)
 
     def close(
-        self, card_id: str, request_id: str = "", metadata: Any = None
+        self,
+        card_id: str,
+        request_id: str = "",
+        metadata: Any = None,
+        document: common_pb2.IdentityDocument | None = None,
     ) -> pb.CloseFinancialResponse:
+        """Close at the counter with the holder's document (or as ``metadata`` with none)."""
+        if document is None and metadata is None:
+            document = self.holders[card_id]
         request = pb.CloseFinancialRequest(
             request_id=request_id or rid("close"),
             card_id=card_id,
             payout_destination="6222020000000000@BOC",
             reference="cancellation-1",
+            document=document,
         )
         return self.ledger.CloseFinancial(request, metadata=metadata or self.counter)
 
@@ -621,10 +633,38 @@ class TestClose:
         code, reason, _, _ = rejected(lambda: ledger.credit("card-1", 1))
         assert (code, reason) == (PRECONDITION, "ACCOUNT_CLOSED")
 
+    def test_A20_1_closing_at_the_counter_needs_the_account_holders_document(
+        self, ledger: Ledger
+    ) -> None:
+        """持卡人办理社会保障卡金融功能挂失、解挂、注销、代办以及预留手机号码修改的程序和时限等规则,按照
+        发卡合作银行的规定执行。"""
+        ledger.account("card-1")
+        ledger.credit("card-1", 50_00)
+        stranger = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        for document, refused_with in (
+            (stranger, (PRECONDITION, "IDENTITY_MISMATCH", "A20.1")),
+            (
+                common_pb2.IdentityDocument(),
+                (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "A19.1"),
+            ),
+        ):
+            code, reason, rule, _ = rejected(
+                lambda document=document: ledger.close(
+                    "card-1", metadata=ledger.counter, document=document
+                )
+            )
+            assert (code, reason, rule) == refused_with
+        assert ledger.balance("card-1").balance_fen == 50_00  # nothing paid out, still open
+        closed = ledger.close("card-1")
+        assert closed.account.closed and closed.payout.amount_fen == -50_00
+
     def test_A20_1_only_the_issuing_banks_counter_or_the_suite_closes(self, ledger: Ledger) -> None:
         """A20.1: financial cancellation follows the issuing bank, at its counter."""
         ledger.account("card-1")
-        code, reason, rule, _ = rejected(lambda: ledger.close("card-1", metadata=ledger.other_bank))
+        holder = ledger.holders["card-1"]
+        code, reason, rule, _ = rejected(
+            lambda: ledger.close("card-1", metadata=ledger.other_bank, document=holder)
+        )
         assert (code, reason, rule) == (
             grpc.StatusCode.PERMISSION_DENIED,
             "CHANNEL_NOT_ALLOWED",

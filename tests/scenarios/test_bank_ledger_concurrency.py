@@ -154,3 +154,47 @@ def test_concurrent_credits_debits_and_transfers_keep_every_balance_exact(
             assert times == 0
         else:
             assert times == (2 if op.kind == "transfer" else 1)  # executed once
+
+
+ROUNDS = 40
+
+
+def race_a_refused_debit(ledger: Ledger, card: str, n: int) -> list[tuple[str, Any]]:
+    """Send one debit twice at once while the credit that would cover it arrives."""
+    debit = Op(f"refused-{n}", "debit", card, 10 * YUAN)
+    start = threading.Barrier(3)
+    answers: list[tuple[str, Any]] = []
+
+    def retry() -> None:
+        start.wait(10)
+        answers.append(send(ledger, debit))
+
+    def cover() -> None:
+        start.wait(10)
+        ledger.credit(card, 10 * YUAN, request_id=f"cover-{n}")
+
+    threads = [threading.Thread(target=t) for t in (retry, retry, cover)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
+def test_two_concurrent_retries_of_a_refused_debit_answer_alike_and_book_once(
+    ledger: Ledger,
+) -> None:
+    """A debit the balance cannot cover is sent twice at once under one request_id while the
+    money that would cover it arrives. Whatever the order, both sends get the same answer (the
+    first run's), never INTERNAL, and the debit is booked at most once: a refusal is stored
+    before its request_id is free again, so the retry never runs the debit a second time."""
+    card = "card-retried-refusal"
+    ledger.account(card)
+    outcomes: Counter[str] = Counter()
+    for n in range(ROUNDS):
+        answers = race_a_refused_debit(ledger, card, n)
+        assert len(answers) == 2 and answers[0] == answers[1], answers
+        outcomes[answers[0][0]] += 1
+    booked = [e for e in ledger.entries(card, page_size=500) if e.reference.startswith("refused")]
+    assert len(booked) == outcomes["ok"]
+    assert ledger.balance(card).balance_fen == (ROUNDS - outcomes["ok"]) * 10 * YUAN

@@ -7,10 +7,13 @@ from __future__ import annotations
 import datetime as dt
 
 import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.date_pb2 import Date
 
 from services.platform.auth import Channel, Role
-from services.platform.clock import SharedTestClock
+from services.platform.calendar import WorkingDayCalendar
+from services.platform.clock import BEIJING, SharedTestClock, beijing_date, day_after
 from sscard.bank.v1 import bank_pb2, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -28,6 +31,8 @@ from tests.cardsuite import (
     wait_until,
 )
 from tests.scenarios.test_card_deadlines import deadlines
+from tests.scenarios.test_card_in_use import loss
+from tests.scenarios.test_card_replacement import hand_over, replace
 from tests.support import PersonSpec
 
 
@@ -40,6 +45,14 @@ def record_death(suite: Suite, person: PersonSpec, request_id: str) -> None:
         ),
         metadata=suite.token(roles=(Role.REGISTRY,), caller="hr-feed"),
     )
+
+
+def due(deadline: pb.Deadline) -> dt.datetime:
+    return deadline.due_at.ToDatetime(dt.UTC)
+
+
+def beijing_day(stamp: Timestamp) -> dt.date:
+    return beijing_date(stamp.ToDatetime(dt.UTC))
 
 
 def status(suite: Suite, card_id: str) -> int:
@@ -75,6 +88,8 @@ class TestDeath:
     def test_A21_2_a_card_not_yet_handed_out_stops_and_the_bank_must_take_it_back(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """通过与相关业务系统对比确认的已死亡人员卡,合作银行应在收到社会保障卡管理系统提醒后终止发放,
+        并于10个工作日内完成回收工作。"""
         person = suite.person()
         started = suite.apply(person)
         suite.settle(started.card_id)  # in production at the bank
@@ -86,10 +101,40 @@ class TestDeath:
         notices = suite.get(started.card_id, history=True).notices
         assert ("operations", "A21.2") in [(n.recipient, n.rule) for n in notices]
 
-        test_clock.advance(dt.timedelta(days=16))  # more than 10 working days
+        # Recorded on Monday 23 November 2026: the 10th working day after it is 7 December.
+        last_day = WorkingDayCalendar.from_env().add_working_days(dt.date(2026, 11, 23), 10)
+        assert due(deadline) == day_after(last_day)
+        assert not deadline.estimated_calendar  # 2026's schedule is the State Council's
+
+        test_clock.set(day_after(last_day) - dt.timedelta(minutes=1))  # 23:59 on the 10th day
+        with pytest.raises(TimeoutError):  # several scheduler polls: still the bank's time
+            wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [], timeout=1.0)
+        assert [d.overdue for d in deadlines(suite, rule="A21.2")] == [False]
+
+        test_clock.set(day_after(last_day))
         wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "flagged: not taken back in time"
+
+    def test_A21_2_ten_working_days_counted_into_an_unconfirmed_year_are_shown_as_estimated(
+        self, suite: Suite, test_clock: SharedTestClock
+    ) -> None:
+        """并于10个工作日内完成回收工作。
+
+        Recorded on Thursday 24 December 2026, the ten working days run into 2027, whose
+        holiday schedule the calendar file only estimates: operations see the due date flagged."""
+        calendar = WorkingDayCalendar.from_env()
+        assert not calendar.is_confirmed(2027)
+        test_clock.set(dt.datetime(2026, 12, 24, 10, 0, tzinfo=BEIJING))
+        person = suite.person()
+        started = suite.apply(person)
+        suite.settle(started.card_id)
+        record_death(suite, person, "death-a212-2027")
+        wait_until(lambda: deadlines(suite, rule="A21.2") != [])
+        [deadline] = deadlines(suite, rule="A21.2")
+        last_day = calendar.add_working_days(dt.date(2026, 12, 24), 10)
+        assert last_day.year == 2027
+        assert (due(deadline), deadline.estimated_calendar) == (day_after(last_day), True)
 
     def test_A21_2_a_card_taken_back_in_time_is_not_flagged(
         self, suite: Suite, test_clock: SharedTestClock
@@ -107,7 +152,8 @@ class TestDeath:
             ),
             metadata=suite.ops,
         )
-        test_clock.advance(dt.timedelta(days=16))
+        [deadline] = deadlines(suite, rule="A21.2")
+        test_clock.set(due(deadline))
         wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "taken back by the bank in time"
@@ -135,14 +181,20 @@ class TestNotHandedOut:
     def test_A21_1_a_card_not_handed_out_in_6_months_is_withdrawn_and_taken_back(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """具有金融功能的社会保障卡超过6个月未发放到个人的,由合作银行统一回收;"""
         person = suite.person()
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-        suite.settle(started.card_id)
+        suite.settle(started.card_id)  # made on Monday 23 November 2026
         [deadline] = deadlines(suite, rule="A21.1")
         assert deadline.state == pb.PENDING
-        test_clock.advance(dt.timedelta(days=150))
-        assert status(suite, started.card_id) == pb.READY
-        test_clock.advance(dt.timedelta(days=35))
+        assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)
+
+        test_clock.set(due(deadline) - dt.timedelta(days=1))
+        with pytest.raises(TimeoutError):  # several scheduler polls: nothing happens
+            wait_until(lambda: status(suite, started.card_id) != pb.READY, timeout=1.0)
+        assert [d.state for d in deadlines(suite, rule="A21.1")] == [pb.PENDING]
+
+        test_clock.set(due(deadline))
         wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
         wait_until(lambda: recall_reason(suite, started.card_id) == bank_pb2.NOT_HANDED_OUT)
         [fired] = deadlines(suite, rule="A21.1")
@@ -155,7 +207,8 @@ class TestNotHandedOut:
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
         card_id, _ = active_card(suite)
-        test_clock.advance(dt.timedelta(days=200))
+        [deadline] = deadlines(suite, rule="A21.1")
+        test_clock.set(due(deadline))
         wait_until(lambda: deadlines(suite, rule="A21.1", state=pb.FIRED) != [])
         assert status(suite, card_id) == pb.ACTIVE
 
@@ -163,6 +216,7 @@ class TestNotHandedOut:
 def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
     suite: Suite, test_clock: SharedTestClock
 ) -> None:
+    """持卡人更换合作银行后,原则上6个月内不允许再次变更合作银行。"""
     card_id, person = active_card(suite)
     started = suite.card.ReplaceCard(
         pb.ReplaceCardRequest(
@@ -179,10 +233,20 @@ def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
     )
     [deadline] = deadlines(suite, rule="A16.7")
     assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
-    test_clock.advance(dt.timedelta(days=186))
+    assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)  # changed 23 November 2026
+
+    def told() -> bool:
+        notices = suite.get(started.card_id, history=True).notices
+        return ("person", "A16.7") in [(n.recipient, n.rule) for n in notices]
+
+    test_clock.set(due(deadline) - dt.timedelta(days=1))
+    with pytest.raises(TimeoutError):  # several scheduler polls: the lock still holds
+        wait_until(told, timeout=1.0)
+    assert [d.state for d in deadlines(suite, rule="A16.7")] == [pb.PENDING]
+
+    test_clock.set(due(deadline))
     wait_until(lambda: deadlines(suite, rule="A16.7", state=pb.FIRED) != [])
-    notices = suite.get(started.card_id, history=True).notices
-    assert ("person", "A16.7") in [(n.recipient, n.rule) for n in notices]
+    assert told()
 
 
 def cancel(
@@ -224,6 +288,8 @@ class TestCancellation:
     def test_A19_1_A19_2_at_a_district_outlet_SS_ends_and_non_counter_stops_six_months_on(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """鼓励合作银行在社会保障卡社会保障功能注销6个月后,通过暂停社会保障卡金融账户非柜面业务等方式,
+        督促持卡人或其亲属办理社会保障卡金融账户注销。"""
         card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
         cancelled = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         assert cancelled.status == pb.SS_CANCELLED
@@ -240,7 +306,14 @@ class TestCancellation:
         error = rpc_error(lambda: suite.activate(card_id, person))
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-        test_clock.advance(dt.timedelta(days=185))
+        assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)  # cancelled 23 November
+
+        test_clock.set(due(deadline) - dt.timedelta(days=1))
+        with pytest.raises(TimeoutError):  # several scheduler polls: nothing is suspended
+            wait_until(lambda: non_counter_suspensions(suite, card_id) != [], timeout=1.0)
+        assert [d.state for d in deadlines(suite, rule="A19.2")] == [pb.PENDING]
+
+        test_clock.set(due(deadline))
         wait_until(lambda: deadlines(suite, rule="A19.2", state=pb.FIRED) != [])
         wait_until(lambda: non_counter_suspensions(suite, card_id) == [ledger_pb2.SS_CANCELLED])
 
@@ -310,3 +383,56 @@ def test_A19_1_a_cancellation_at_another_banks_branch_is_refused(suite: Suite) -
     )
     assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
     assert status(suite, card_id) == pb.ACTIVE
+
+
+def _out_of_use(suite: Suite, card_id: str, person: PersonSpec, ending: str) -> None:
+    """Take the card out of use in one of the ways its life ends or pauses."""
+    outlet = suite.at(Channel.DISTRICT_OUTLET)
+    if ending == "temporarily-lost":
+        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+    elif ending == "formally-lost":
+        loss(suite, "ReportFormalLoss", card_id, person, outlet)
+    elif ending == "replaced":
+        successor = replace(suite, card_id, person).card_id
+        suite.settle(successor)
+        hand_over(suite, successor, person, old_card_id=card_id)
+    elif ending == "cancelled":
+        cancel(suite, card_id, person, outlet)
+    else:
+        record_death(suite, person, suite.rid("death"))
+    wait_until(lambda: status(suite, card_id) not in (pb.ACTIVE, pb.COLLECTED))
+
+
+@pytest.mark.parametrize(
+    "ending", ["temporarily-lost", "formally-lost", "replaced", "cancelled", "deceased"]
+)
+def test_A12_1_the_service_password_of_a_card_out_of_use_is_never_valid(
+    suite: Suite, ending: str
+) -> None:
+    """服务密码为持卡人使用社会保障卡相关服务的验证密码。
+
+    A card lost (临时挂失后,社会保障卡的社会保障功能和金融功能即时暂停), replaced (旧卡原有
+    功能自持卡人启用新卡时失效), cancelled or whose holder died serves no one: its right
+    password answers as a wrong one, or as a card that does not exist."""
+    card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
+    suite.card.ResetServicePassword(
+        pb.ResetServicePasswordRequest(
+            request_id=suite.rid("reset"),
+            card_id=card_id,
+            document=person.document(),
+            new_password="135790",
+            card_number=suite.card_number(card_id),
+        ),
+        metadata=suite.at(Channel.DISTRICT_OUTLET),
+    )
+
+    def valid(card: str, password: str) -> bool:
+        answer = suite.card.VerifyServicePassword(
+            pb.VerifyServicePasswordRequest(card_id=card, password=password),
+            metadata=suite.service,
+        )
+        return bool(answer.valid)
+
+    assert valid(card_id, "135790")
+    _out_of_use(suite, card_id, person, ending)
+    assert valid(card_id, "135790") is valid("card-does-not-exist", "135790") is False

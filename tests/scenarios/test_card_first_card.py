@@ -10,13 +10,16 @@ import datetime as dt
 from typing import Any
 
 import grpc
+import pytest
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock, beijing_date
+from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
 from sscard.bank.v1 import bank_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.common.v1 import common_pb2
+from sscard.identity.v1 import identity_pb2
 from tests.cardsuite import (
     BANK,
     BRANCH,
@@ -25,8 +28,22 @@ from tests.cardsuite import (
     OTHER_BANK,
     OTHER_INSTANT,
     Suite,
+    reason_rule,
     rpc_error,
 )
+from tests.support import PersonSpec, date_pb, resident_id
+
+
+def wrong_check_character() -> str:
+    """A resident ID number whose GB 11643 check character is not the right one."""
+    number = resident_id()
+    return number[:17] + next(c for c in "0123456789X" if c != number[17])
+
+
+def impossible_birth_date() -> str:
+    """A resident ID number, right check character included, born on 31 February."""
+    first17 = "11010519900231123"
+    return first17 + gb11643_check_char(first17)
 
 
 def refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, str]:
@@ -94,6 +111,89 @@ class TestApplication:
             "bank_code",
         }
 
+    @pytest.mark.parametrize(
+        ("number", "check"),
+        [(wrong_check_character(), "BAD_CHECK_DIGIT"), (impossible_birth_date(), "BAD_BIRTH_DATE")],
+        ids=["check-character", "birth-date"],
+    )
+    def test_A5_1_A4_1_a_malformed_id_number_is_refused_at_once_as_identity_refuses_it(
+        self, suite: Suite, number: str, check: str
+    ) -> None:
+        """申请人申领社会保障卡时,应当提供本人有效身份证件原件以及个人照片、职业、手机号码、常住地址等信息,并确定合作银行。
+
+        A resident ID number with a wrong GB 11643 check character or a birth date that does
+        not exist is no valid document: the application is refused before it starts, with the
+        identity service's own reason, rule and check."""
+        person = PersonSpec(number=number)
+        error = rpc_error(lambda: suite.apply(person))
+        assert refusal(error) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DOCUMENT", "A4.1")
+        [violation] = from_rpc_error(error).violations
+        assert (violation.field, violation.reason) == ("applicant.document.number", check)
+        by_identity = from_rpc_error(
+            rpc_error(
+                lambda: suite.identity.GetPerson(
+                    identity_pb2.GetPersonRequest(
+                        person=identity_pb2.PersonRef(document=person.document())
+                    ),
+                    metadata=suite.service,
+                )
+            )
+        )
+        assert (by_identity.reason, by_identity.rule) == ("INVALID_DOCUMENT", "A4.1")
+        assert [v.reason for v in by_identity.violations] == [check]
+
+    def test_A4_1_every_operation_refuses_a_malformed_document_at_once(self, suite: Suite) -> None:
+        """申请人申领社会保障卡时,应当提供本人有效身份证件原件。
+
+        A counter operation, an agent's document and one person of an employer's batch are
+        checked as the application is."""
+        holder = suite.person()
+        card_id = suite.apply(holder).card_id
+        bad = PersonSpec(number=wrong_check_character())
+        lost = rpc_error(
+            lambda: suite.card.ReportTemporaryLoss(
+                pb.ReportLossRequest(
+                    request_id=suite.rid("lost"), card_id=card_id, document=bad.document()
+                ),
+                metadata=suite.at(Channel.HOTLINE),
+            )
+        )
+        assert refusal(lost) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DOCUMENT", "A4.1")
+        assert [v.field for v in from_rpc_error(lost).violations] == ["document.number"]
+        agent = rpc_error(
+            lambda: suite.card.QueryStatus(
+                pb.QueryStatusRequest(
+                    card_id=card_id,
+                    agent=pb.Agent(
+                        agent_document=bad.document(),
+                        agent_name="王芳",
+                        principal_document=holder.document(),
+                        authorisation_ref="AUTH-0042",
+                    ),
+                ),
+                metadata=suite.at(Channel.HOTLINE),
+            )
+        )
+        assert reason_rule(agent) == ("INVALID_DOCUMENT", "A4.1")
+        assert [v.field for v in from_rpc_error(agent).violations] == [
+            "agent.agent_document.number"
+        ]
+        answer = suite.card.ApplyBatch(
+            pb.ApplyBatchRequest(
+                request_id=suite.rid("batch"),
+                employer=pb.Employer(employer_id=EMPLOYER_ID, name="北京示例有限公司"),
+                bank_code=BANK,
+                pickup_branch_id=INSTANT,
+                applicants=[suite.applicant(bad)],
+            ),
+            metadata=suite.token(
+                channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID
+            ),
+        )
+        [result] = answer.results
+        assert (result.reason, result.rule) == ("INVALID_DOCUMENT", "A4.1")
+        assert result.violations[0].field == "applicants[0].document.number"
+
     def test_A3_1_an_application_from_a_channel_without_the_service_is_refused(
         self, suite: Suite
     ) -> None:
@@ -149,6 +249,43 @@ class TestApplication:
         retry = suite.apply(person)
         assert suite.settle(retry.card_id).state == pb.COMPLETED
 
+    def test_A4_4_the_bank_refuses_a_document_presented_that_differs_from_the_verified_one(
+        self, suite: Suite
+    ) -> None:
+        """合作银行在开立社会保障卡金融账户时,严格核查比对申请人员身份信息的准确性、有效性和一致性。
+        合作银行比对信息无误后方可为申请人开立社会保障卡金融账户。"""
+        person = suite.person(valid_until=dt.date(2036, 1, 1))
+        # The applicant shows a document whose validity is not the one the registry holds.
+        started = suite.apply(person, document_valid_until=date_pb(dt.date(2031, 5, 1)))
+        application = suite.settle(started.card_id)
+        assert (application.state, application.refusal_reason, application.refusal_rule) == (
+            pb.FAILED,
+            "IDENTITY_MISMATCH",
+            "A4.4",
+        )
+        assert suite.get(started.card_id).status == pb.REFUSED
+        assert suite.registered_card(person) == ""  # the reservation was given back
+
+    def test_A4_4_the_bank_refuses_an_expired_document_presented(self, suite: Suite) -> None:
+        """合作银行在开立社会保障卡金融账户时,严格核查比对申请人员身份信息的准确性、有效性和一致性。"""
+        person = suite.person(valid_until=dt.date(2036, 1, 1))
+        # The registry knows the renewed document; the applicant shows the old, expired one.
+        started = suite.apply(person, document_valid_until=date_pb(dt.date(2024, 3, 1)))
+        application = suite.settle(started.card_id)
+        assert (application.state, application.refusal_reason, application.refusal_rule) == (
+            pb.FAILED,
+            "DOCUMENT_EXPIRED",
+            "A4.4",
+        )
+        assert suite.registered_card(person) == ""
+        # With the valid document the same person is issued a card.
+        assert suite.settle(suite.apply(person).card_id).state == pb.COMPLETED
+
+    def test_A4_4_a_long_term_document_matches_a_long_term_registration(self, suite: Suite) -> None:
+        """合作银行比对信息无误后方可为申请人开立社会保障卡金融账户。"""
+        person = suite.person(valid_until=None)
+        assert suite.settle(suite.apply(person).card_id).state == pb.COMPLETED
+
     def test_A4_2_a_replayed_request_id_gives_the_same_answer_and_one_card(
         self, suite: Suite
     ) -> None:
@@ -162,7 +299,7 @@ class TestApplication:
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
         person = suite.person()
-        test_clock.set_offset(dt.datetime(2025, 12, 30, tzinfo=dt.UTC) - dt.datetime.now(dt.UTC))
+        test_clock.set(dt.datetime(2025, 12, 30, tzinfo=dt.UTC))
         error = rpc_error(lambda: suite.apply(person))
         assert refusal(error)[1:] == ("NOT_IN_FORCE", "A29.1")
 

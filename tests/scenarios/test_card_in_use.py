@@ -13,11 +13,12 @@ from typing import Any
 import grpc
 import pytest
 
+from services.bank.main import build as build_bank
 from services.card.main import build as build_card
 from services.platform.auth import Channel, Role
-from services.platform.clock import SharedTestClock
+from services.platform.clock import BEIJING, SharedTestClock
 from services.platform.grpc_errors import from_rpc_error
-from sscard.bank.v1 import bank_pb2
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -32,6 +33,7 @@ from tests.cardsuite import (
     rpc_error,
     wait_until,
 )
+from tests.scenarios.test_bank_ledger import activate_financial_in_store_for_test
 from tests.support import PersonSpec, wait_serving
 
 
@@ -80,6 +82,74 @@ class TestLoss:
         assert "suspended" in card.status_text
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
 
+    @pytest.mark.parametrize("method", ["ReportTemporaryLoss", "ReportFormalLoss"])
+    def test_A13_2_a_loss_stops_payments_before_it_is_acknowledged(
+        self, suite: Suite, test_clock: SharedTestClock, method: str
+    ) -> None:
+        """临时挂失后,社会保障卡的社会保障功能和金融功能即时暂停。
+
+        The first online payment after the loss report's answer is refused."""
+        card_id, person = active_card(suite)
+        ledger = ledger_pb2_grpc.LedgerServiceStub(suite.bank_server.channel)
+        activate_financial_in_store_for_test(suite.bank_server.deps.db, card_id, test_clock.now())
+        ledger.Credit(
+            ledger_pb2.CreditRequest(
+                request_id=suite.rid("credit"),
+                card_id=card_id,
+                amount_fen=100_00,
+                source=ledger_pb2.TRANSIT_REFUND,
+                counterparty="transit",
+            ),
+            metadata=suite.service,
+        )
+        online = suite.token(Channel.INTERNAL, (Role.BANK,), caller="icbc-core", bank_code=BANK)
+
+        def pay() -> ledger_pb2.LedgerEntry:
+            return ledger.Debit(
+                ledger_pb2.DebitRequest(
+                    request_id=suite.rid("pay"),
+                    card_id=card_id,
+                    amount_fen=10_00,
+                    channel=ledger_pb2.ONLINE_BANKING,
+                    counterparty="shop",
+                ),
+                metadata=online,
+            )
+
+        assert pay().balance_after_fen == 90_00
+        loss(suite, method, card_id, person, suite.branch(BANK, INSTANT))
+        refused = rpc_error(pay)
+        assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_rule(refused)[1] in {"A13.2", "A13.4"}
+
+    def test_A13_2_with_the_bank_down_the_answer_says_the_suspension_is_pending(
+        self, suite: Suite, start_service: Callable[..., Any]
+    ) -> None:
+        """临时挂失后,社会保障卡的社会保障功能和金融功能即时暂停。
+
+        The bank does not answer: the SS function stops, the answer says the financial
+        function is not yet suspended, and the suspension follows once the bank is back."""
+        card_id, person = active_card(suite)
+        suite.bank_server.server.stop(0)
+        card = loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+        assert card.status == pb.TEMPORARILY_LOST
+        assert "not yet confirmed" in card.status_text
+        assert [n.rule for n in card.notices] == ["A13.2"]
+        history = suite.get(card_id, history=True)
+        assert any("not yet confirmed" in n.text for n in history.notices)
+        bank = start_service("bank", build_bank)
+        wait_serving(bank.channel)
+        stub = bank_pb2_grpc.BankServiceStub(bank.channel)
+        wait_until(
+            lambda: (
+                stub.GetAccount(
+                    bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
+                ).loss
+                == bank_pb2.TEMPORARY_LOSS
+            ),
+            timeout=30,
+        )
+
     def test_A13_1_a_formal_loss_needs_a_counter_and_the_id_document(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
         hotline = rpc_error(
@@ -102,19 +172,41 @@ class TestLoss:
         )
         assert reason_rule(error) == ("DOCUMENT_MISMATCH", "A13.1")
 
-    def test_A13_3_the_ss_function_restores_itself_after_fifteen_natural_days(
+    def test_A13_3_the_ss_function_restores_itself_at_midnight_ending_the_fifteenth_day(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
+        """社会保障功能临时挂失的有效期为 15 个自然日。持卡人在临时挂失有效期内未办理正式挂失的,
+        有效期届满后社会保障卡原有社会保障功能自动恢复。
+
+        Reported at 23:50 on Monday 23 November 2026: that day does not count (Civil Code
+        art. 201), the 15th day is Tuesday 8 December and the period ends at its 24:00
+        (art. 203). The financial function is the issuing bank's to unlock."""
         card_id, person = active_card(suite)
+        test_clock.set(dt.datetime(2026, 11, 23, 23, 50, tzinfo=BEIJING))
         loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
-        test_clock.advance(dt.timedelta(days=14))
-        suite_wait = 1.0  # several scheduler polls
-        with pytest.raises(TimeoutError):
-            wait_until(lambda: suite.get(card_id).status == pb.ACTIVE, timeout=suite_wait)
-        test_clock.advance(dt.timedelta(days=2))
+        answer = suite.card.QueryStatus(
+            pb.QueryStatusRequest(card_id=card_id, document=person.document()),
+            metadata=suite.at(Channel.HOTLINE),
+        )
+        assert "works again from 00:00 on 2026-12-09" in answer.progress
+        assert (
+            f"financial function stays suspended until you have it unlocked at a branch of {BANK}"
+            in answer.progress
+        )
+
+        test_clock.set(dt.datetime(2026, 12, 8, 23, 59, tzinfo=BEIJING))
+        with pytest.raises(TimeoutError):  # several scheduler polls: still lost
+            wait_until(lambda: suite.get(card_id).status != pb.TEMPORARILY_LOST, timeout=1.0)
+
+        test_clock.set(dt.datetime(2026, 12, 9, 0, 0, tzinfo=BEIJING))
         wait_until(lambda: suite.get(card_id).status == pb.ACTIVE)
-        last = suite.get(card_id, history=True).transitions[-1]
+        card = suite.get(card_id, history=True)
+        last = card.transitions[-1]
         assert (last.rule, last.channel) == ("A13.3", common_pb2.INTERNAL)
+        [told] = [n.text for n in card.notices if (n.recipient, n.rule) == ("person", "A13.3")]
+        assert "social security function of your card works again" in told
+        assert "financial function stays suspended" in told
+        assert bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS
 
     def test_A13_3_the_expiry_survives_a_restart_of_the_card_service(
         self,
@@ -312,6 +404,7 @@ class TestServicePassword:
                 card_id=card_id,
                 document=person.document(),
                 new_password=password,
+                card_number=suite.card_number(card_id),
             ),
             metadata=suite.at(Channel.DISTRICT_OUTLET),
         )
@@ -324,7 +417,14 @@ class TestServicePassword:
         return bool(answer.valid)
 
     def _change(
-        self, suite: Suite, person: PersonSpec, card_id: str, old: str, new: str, **extra: Any
+        self,
+        suite: Suite,
+        person: PersonSpec,
+        card_id: str,
+        old: str,
+        new: str,
+        metadata: Any = None,
+        **extra: Any,
     ) -> Any:
         return suite.card.ChangeServicePassword(
             pb.ChangeServicePasswordRequest(
@@ -334,8 +434,98 @@ class TestServicePassword:
                 new_password=new,
                 **extra,
             ),
-            metadata=suite.at(Channel.ONLINE, person),
+            metadata=metadata or suite.at(Channel.ONLINE, person),
         )
+
+    def test_A12_2_a_change_at_a_counter_needs_the_holders_id_document_and_the_card(
+        self, suite: Suite
+    ) -> None:
+        """持卡人可通过线上渠道,或持本人有效身份证件和社会保障卡原件到区、街两级社会保障卡服务网点或
+        发卡合作银行服务网点办理服务密码修改或重置。"""
+        card_id, person = active_card(suite)
+        other_id, other = active_card(suite)
+        self._reset(suite, card_id, person, "135790")
+        outlet = suite.at(Channel.DISTRICT_OUTLET)
+        number = suite.card_number(card_id)
+        for extra, refused_for in (
+            ({"card_number": number}, "DOCUMENT_MISMATCH"),  # no ID document
+            ({"document": other.document(), "card_number": number}, "DOCUMENT_MISMATCH"),
+            ({"document": person.document()}, "CARD_MISMATCH"),  # no card
+            (
+                {"document": person.document(), "card_number": suite.card_number(other_id)},
+                "CARD_MISMATCH",
+            ),
+        ):
+            error = rpc_error(
+                lambda extra=extra: self._change(
+                    suite, person, card_id, "135790", "246802", outlet, **extra
+                )
+            )
+            assert reason_rule(error) == (refused_for, "A12.2")
+        assert self._verify(suite, card_id, "135790")
+        branch = suite.branch(BANK, INSTANT)
+        self._change(
+            suite,
+            person,
+            card_id,
+            "135790",
+            "246802",
+            branch,
+            document=person.document(),
+            card_number=number,
+        )
+        assert self._verify(suite, card_id, "246802")
+
+    def test_A12_2_a_reset_at_a_counter_needs_the_card(self, suite: Suite) -> None:
+        """持卡人可通过线上渠道,或持本人有效身份证件和社会保障卡原件到区、街两级社会保障卡服务网点或
+        发卡合作银行服务网点办理服务密码修改或重置。"""
+        card_id, person = active_card(suite)
+        other_id, _ = active_card(suite)
+        for card_number in ("", suite.card_number(other_id)):
+            error = rpc_error(
+                lambda card_number=card_number: suite.card.ResetServicePassword(
+                    pb.ResetServicePasswordRequest(
+                        request_id=suite.rid("reset"),
+                        card_id=card_id,
+                        document=person.document(),
+                        new_password="135790",
+                        card_number=card_number,
+                    ),
+                    metadata=suite.branch(BANK, INSTANT),
+                )
+            )
+            assert reason_rule(error) == ("CARD_MISMATCH", "A12.2")
+        assert not self._verify(suite, card_id, "135790")
+        self._reset(suite, card_id, person, "135790")
+        assert self._verify(suite, card_id, "135790")
+
+    def test_A24_2_an_agent_changes_the_password_only_for_the_principals_card(
+        self, suite: Suite
+    ) -> None:
+        """代理人代为办理时,应当提交代理人和被代理人的有效身份证件原件,以及被代理人书面授权委托书。"""
+        card_id, person = active_card(suite)
+        self._reset(suite, card_id, person, "135790")
+        stranger = suite.person()
+        error = rpc_error(
+            lambda: self._change(
+                suite, person, card_id, "135790", "246802", agent=agent_for(stranger)
+            )
+        )
+        assert reason_rule(error) == ("DOCUMENT_MISMATCH", "A24.2")
+        assert self._verify(suite, card_id, "135790")
+        outlet = suite.at(Channel.DISTRICT_OUTLET)
+        number = suite.card_number(card_id)
+        self._change(
+            suite,
+            person,
+            card_id,
+            "135790",
+            "246802",
+            outlet,
+            agent=agent_for(person),
+            card_number=number,
+        )
+        assert self._verify(suite, card_id, "246802")
 
     def test_A12_2_reset_with_id_and_card_then_change_with_the_old_password(
         self, suite: Suite

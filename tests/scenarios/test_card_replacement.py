@@ -11,7 +11,7 @@ import grpc
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
-from sscard.bank.v1 import bank_pb2
+from sscard.bank.v1 import bank_pb2, ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2
@@ -26,6 +26,8 @@ from tests.cardsuite import (
     rpc_error,
     wait_until,
 )
+from tests.money import YUAN, account_balance, ledger, pay_in
+from tests.scenarios.test_card_in_use import unlock
 from tests.support import PersonSpec, resident_id
 
 
@@ -39,7 +41,7 @@ def formal_loss(suite: Suite, card_id: str, person: PersonSpec) -> None:
 
 
 def reissue(
-    suite: Suite, card_id: str, person: PersonSpec, metadata: Any = None
+    suite: Suite, card_id: str, person: PersonSpec, metadata: Any = None, pickup: str = INSTANT
 ) -> pb.ApplyResponse:
     return suite.card.ReissueCard(
         pb.ReissueCardRequest(
@@ -47,7 +49,7 @@ def reissue(
             card_id=card_id,
             document=person.document(),
             delivery=pb.BRANCH_PICKUP,
-            pickup_branch_id=INSTANT,
+            pickup_branch_id=pickup,
         ),
         metadata=metadata or suite.at(Channel.ONLINE, person),
     )
@@ -78,12 +80,18 @@ def replace(
 
 
 def hand_over(
-    suite: Suite, card_id: str, person: PersonSpec, bank: str = BANK, branch: str = INSTANT
+    suite: Suite,
+    card_id: str,
+    person: PersonSpec,
+    bank: str = BANK,
+    branch: str = INSTANT,
+    old_card_id: str = "",
 ) -> None:
-    """Make (if not made on the spot), collect at the branch and activate the new card."""
+    """Make (if not made on the spot), collect at the branch (against the old card, for a
+    replacement) and activate the new card."""
     if suite.get(card_id).status == pb.IN_PRODUCTION:
         suite.produce(card_id)
-    suite.collect(card_id, person, metadata=suite.branch(bank, branch))
+    suite.collect(card_id, person, metadata=suite.branch(bank, branch), old_card_id=old_card_id)
     suite.activate(card_id, person)
 
 
@@ -104,17 +112,48 @@ class TestReissue:
         started = reissue(suite, card_id, person)
         assert suite.settle(started.card_id).state == pb.COMPLETED
         assert suite.registered_card(person) == started.card_id
-        unlock = rpc_error(
-            lambda: suite.card.UnlockCard(
-                pb.UnlockCardRequest(
-                    request_id=suite.rid("unlock"), card_id=card_id, document=person.document()
-                ),
-                metadata=suite.at(Channel.DISTRICT_OUTLET),
-            )
+        assert reason_rule(
+            rpc_error(lambda: unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)))
+        ) == (
+            "CARD_REISSUED",
+            "A14.2",
         )
-        assert reason_rule(unlock) == ("CARD_REISSUED", "A14.2")
         again = rpc_error(lambda: reissue(suite, card_id, person))
         assert reason_rule(again) == ("ALREADY_REISSUED", "A15.1")
+
+    def test_A14_2_the_lost_card_cannot_be_unlocked_once_the_reissue_is_accepted(
+        self, suite: Suite
+    ) -> None:
+        """已办理补领业务的,旧卡不再办理解挂业务。
+
+        The reissue's saga cannot finish while the identity service is down (its first step
+        moves the person's place); the lost card is already out of reach of an unlock."""
+        card_id, person = active_card(suite)
+        formal_loss(suite, card_id, person)
+        suite.identity_server.server.stop(0)
+        started = reissue(suite, card_id, person)
+        refused = rpc_error(
+            lambda: unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        )
+        assert reason_rule(refused) == ("CARD_REISSUED", "A14.2")
+        assert suite.get(card_id).status == pb.FORMALLY_LOST
+        application = suite.card.GetApplication(
+            pb.GetApplicationRequest(card_id=started.card_id), metadata=suite.ops
+        )
+        assert application.state == pb.RUNNING  # the reissue's saga had not finished
+
+    def test_A14_1_a_refused_reissue_leaves_the_lost_card_to_be_unlocked(
+        self, suite: Suite
+    ) -> None:
+        """持卡人正式挂失后找回原卡的,应持本人有效身份证件和社会保障卡原件到区、街两级社会保障卡服务网点或发卡合作银行服务网点办理解挂手续。
+
+        A reissue the bank refuses is undone: no reissue was made, so the found card is
+        unlocked."""
+        card_id, person = active_card(suite)
+        formal_loss(suite, card_id, person)
+        started = reissue(suite, card_id, person, pickup="ICBC-NOWHERE")
+        assert suite.settle(started.card_id).state == pb.FAILED
+        assert unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)).status == pb.ACTIVE
 
     def test_A15_1_A14_1_the_reissued_card_works_the_account_the_lost_one_suspended(
         self, suite: Suite
@@ -156,7 +195,7 @@ class TestReissue:
         # Friday 2026-09-25 is Mid-Autumn; then a weekend, three working days, and National
         # Day from 1 to 7 October: the fourth working day is Thursday 8 October.
         friday = dt.datetime(2026, 9, 25, 10, 0, tzinfo=BEIJING)
-        test_clock.set_offset(friday - dt.datetime.now(dt.UTC))
+        test_clock.set(friday)
         card_id, person = active_card(suite)
         formal_loss(suite, card_id, person)
         started = suite.card.ReissueCard(
@@ -200,6 +239,30 @@ class TestReplacement:
         )
         assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
 
+    def test_A16_2_a_replacement_is_collected_at_the_branch_never_mailed(
+        self, suite: Suite
+    ) -> None:
+        """第十六条：持卡人应持本人有效身份证件原件和旧卡原件到发卡合作银行服务网点换领新卡。"""
+        card_id, person = active_card(suite)
+        mailed = rpc_error(
+            lambda: suite.card.ReplaceCard(
+                pb.ReplaceCardRequest(
+                    request_id=suite.rid("replace"),
+                    card_id=card_id,
+                    document=person.document(),
+                    name=person.name,
+                    reason=pb.DAMAGED_FACE,
+                    delivery=pb.MAIL,
+                ),
+                metadata=suite.at(Channel.ONLINE, person),
+            )
+        )
+        assert mailed.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason_rule(mailed) == ("REPLACEMENT_COLLECTED_AT_BRANCH", "A16.2")
+        assert suite.get(card_id).status == pb.ACTIVE
+        started = replace(suite, card_id, person, pb.DAMAGED_FACE)
+        assert suite.settle(started.card_id).state == pb.COMPLETED
+
     def test_A16_5_A16_8_the_old_card_works_until_the_new_one_is_activated(
         self, suite: Suite
     ) -> None:
@@ -210,7 +273,7 @@ class TestReplacement:
         new = suite.get(started.card_id, history=True)
         assert "A16.8" in [n.rule for n in new.notices]
         assert suite.get(started.card_id).status != pb.ACTIVE  # never two active cards
-        hand_over(suite, started.card_id, person)
+        hand_over(suite, started.card_id, person, old_card_id=card_id)
         old = suite.get(card_id, history=True)
         assert old.status == pb.REPLACED
         assert old.transitions[-1].rule == "A16.5"
@@ -223,7 +286,7 @@ class TestReplacement:
         started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
         assert suite.settle(started.card_id).state == pb.COMPLETED
         assert account(suite, started.card_id).bank_code == OTHER_BANK
-        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, card_id)
         # The old bank's account closes once the new card is active (the holder kept none).
         wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
         soon = rpc_error(
@@ -277,13 +340,25 @@ class TestReplacement:
 
 
 class TestOldCards:
-    def test_A16_6_the_bank_takes_the_replaced_card_back_and_records_its_destruction(
+    def test_A16_2_A16_6_the_new_card_is_handed_over_against_the_old_one_taken_back_on_the_spot(
         self, suite: Suite
     ) -> None:
+        """第十六条：持卡人应持本人有效身份证件原件和旧卡原件到发卡合作银行服务网点换领新卡。
+        ……旧卡由发卡合作银行现场收回,统一销毁。"""
         card_id, person = active_card(suite)
         started = replace(suite, card_id, person, pb.DAMAGED_FACE)
         suite.settle(started.card_id)
-        hand_over(suite, started.card_id, person)
+        suite.produce(started.card_id)
+        at_branch = suite.branch(BANK, INSTANT)
+        for presented in ("", started.card_id):
+            refused = rpc_error(
+                lambda p=presented: suite.collect(  # type: ignore[misc]
+                    started.card_id, person, metadata=at_branch, old_card_id=p
+                )
+            )
+            assert reason_rule(refused) == ("OLD_CARD_NOT_PRESENTED", "A16.2")
+        assert suite.get(started.card_id).status == pb.READY
+        suite.collect(started.card_id, person, metadata=at_branch, old_card_id=card_id)
 
         def recalled() -> bool:
             try:
@@ -296,23 +371,96 @@ class TestOldCards:
             except grpc.RpcError:
                 return False
 
-        wait_until(recalled)
+        wait_until(recalled)  # taken back at collection, before the new card is activated
+        assert suite.get(card_id).status == pb.ACTIVE  # its functions end at activation (A16.5)
         destroyed = suite.bank.DestroyCard(
             bank_pb2.DestroyCardRequest(request_id=suite.rid("destroy"), card_id=card_id),
             metadata=suite.token(roles=(Role.OPS,), caller="branch-ops", operator_id="T-07"),
         )
         assert destroyed.destroyed_at.seconds > 0
         assert "T-07" in destroyed.destroyed_by
+        suite.activate(started.card_id, person)
+        assert suite.get(card_id).status == pb.REPLACED
 
-    def test_A27_2_A27_3_a_holder_of_an_older_card_gets_a_3rd_generation_card(
+    def test_A27_2_A27_3_the_older_cards_ss_function_stops_when_the_3rd_generation_is_active(
         self, suite: Suite
     ) -> None:
+        """第二十七条：申领第三代社会保障卡后,原第一、二代社会保障卡不回收,其原有社会保障功能
+        自持卡人启用新卡时失效,原有金融功能可自行选择是否注销。"""
         person = suite.person(legacy_generation=2)
+
+        def registry() -> identity_pb2.Person:
+            return suite.identity.GetPerson(
+                identity_pb2.GetPersonRequest(
+                    person=identity_pb2.PersonRef(document=person.document())
+                ),
+                metadata=suite.service,
+            ).person
+
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
         assert suite.settle(started.card_id).state == pb.COMPLETED
         suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
+        # Collected but not yet activated: the generation-2 card still works.
+        assert not registry().HasField("legacy_card_ss_stopped_at")
         suite.activate(started.card_id, person)
+        wait_until(lambda: registry().HasField("legacy_card_ss_stopped_at"))
+        assert registry().legacy_card_generation == 2  # not recalled: still on record
         notices = suite.get(started.card_id, history=True).notices
         older = [n for n in notices if n.rule == "A27.3"]
         assert len(older) == 1
         assert "generation-2" in older[0].text
+
+
+class TestMoneyOnBankChange:
+    def test_A16_7_A20_1_the_old_account_closes_only_with_its_balance_paid_into_the_new_one(
+        self, suite: Suite
+    ) -> None:
+        """第十六条 持卡人因根据实际需要变更合作银行的,发卡合作银行应当予以配合。
+        第二十条 若涉及相关补贴、津贴等资金发放,需尽快到原业务办理渠道变更银行卡号,确保补贴、
+        津贴等资金顺利发放。"""
+        card_id, person = active_card(suite)
+        pay_in(suite, card_id, 1234_56)
+        old_account = account(suite, card_id).account_id
+        flip = rpc_error(
+            lambda: suite.bank.CloseAccount(
+                bank_pb2.CloseAccountRequest(request_id=suite.rid("flip"), account_id=old_account),
+                metadata=suite.service,
+            )
+        )
+        assert reason_rule(flip) == ("ACCOUNT_HAS_BALANCE", "A20.1")
+        started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
+        suite.settle(started.card_id)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, old_card_id=card_id)
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        assert account_balance(suite, card_id).balance_fen == 0
+        assert account_balance(suite, started.card_id).balance_fen == 1234_56
+        wait_until(
+            lambda: "A20.1" in [n.rule for n in suite.get(started.card_id, history=True).notices]
+        )
+        [told] = [n for n in suite.get(started.card_id, history=True).notices if n.rule == "A20.1"]
+        assert told.recipient == "person" and "new card's account" in told.text
+
+    def test_A16_7_A20_1_the_old_balance_goes_where_the_holder_directed(self, suite: Suite) -> None:
+        """第二十条 持卡人办理社会保障卡金融功能挂失、解挂、注销、代办以及预留手机号码修改的程序和
+        时限等规则,按照发卡合作银行的规定执行。"""
+        card_id, person = active_card(suite)
+        pay_in(suite, card_id, 300 * YUAN)
+        started = replace(
+            suite,
+            card_id,
+            person,
+            new_bank_code=OTHER_BANK,
+            pickup=OTHER_INSTANT,
+            old_account_payout_destination="6222020000000000@CCB",
+        )
+        suite.settle(started.card_id)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, old_card_id=card_id)
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        entries = ledger(suite).ListEntries(
+            ledger_pb2.ListEntriesRequest(card_id=card_id), metadata=suite.ops
+        )
+        payout = [e for e in entries.entries if e.source == ledger_pb2.CLOSING_PAYOUT]
+        assert [(e.amount_fen, e.counterparty) for e in payout] == [
+            (-300 * YUAN, "6222020000000000@CCB")
+        ]
+        assert account_balance(suite, started.card_id).balance_fen == 0

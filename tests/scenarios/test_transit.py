@@ -342,7 +342,7 @@ class TestReplacement:
         assert suite.settle(started.card_id).state == pb.COMPLETED
         assert wallet(suite, card_id).balance_fen == 300 * YUAN  # not before collection
         before = bank_balance(suite, ledger, card_id)
-        hand_over(suite, started.card_id, person)
+        hand_over(suite, started.card_id, person, old_card_id=card_id)
         wait_until(lambda: wallet(suite, card_id).status == tpb.CLOSED)
         entries = suite.transit.ListTransactions(
             tpb.ListTransactionsRequest(card_id=card_id), metadata=suite.ops
@@ -358,26 +358,58 @@ class TestReplacement:
         assert reason_rule(error) == ("CARD_NOT_USABLE", "A10.2")
         assert top_up(suite, started.card_id, 10 * YUAN).balance_after_fen == 10 * YUAN
 
-    def test_A16_4_the_park_pass_moves_to_the_new_card_on_the_spot(self, suite: Suite) -> None:
-        person = suite.person(preferential=(identity_pb2.PARK_PASS,))
-        started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-        suite.settle(started.card_id)
-        suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
-        suite.activate(started.card_id, person)
-        card_id = started.card_id
+    def test_A16_4_A16_5_the_park_pass_stays_on_the_old_card_until_moved_at_collection(
+        self, suite: Suite
+    ) -> None:
+        """第十六条：若旧卡已开通公园游览功能,可现场将对应功能转移至新卡。旧卡原有功能自持卡人
+        启用新卡时失效。"""
+        card_id, person = active_card(suite, preferential=(identity_pb2.PARK_PASS,))
         bought = buy_pass(suite, card_id)
         new = replace(
             suite, card_id, person, pb.DAMAGED_FACE, metadata=suite.at(Channel.ONLINE, person)
         )
         assert suite.settle(new.card_id).state == pb.COMPLETED
-        moved = get_pass(suite, new.card_id)
-        assert (moved.pass_id, moved.original_card_id, moved.year) == (
-            bought.pass_id,
-            card_id,
-            bought.year,
+        # While the new card is made, the holder still enters parks with the old one.
+        assert get_pass(suite, card_id).pass_id == bought.pass_id
+        assert rpc_error(lambda: get_pass(suite, new.card_id)).code() == grpc.StatusCode.NOT_FOUND
+        suite.produce(new.card_id)
+        suite.collect(
+            new.card_id,
+            person,
+            metadata=suite.branch(BANK, INSTANT),
+            old_card_id=card_id,
+            move_park_pass=True,
         )
-        error = rpc_error(lambda: get_pass(suite, card_id))
-        assert error.code() == grpc.StatusCode.NOT_FOUND
+
+        def moved() -> bool:
+            try:
+                return bool(get_pass(suite, new.card_id).pass_id == bought.pass_id)
+            except grpc.RpcError:
+                return False
+
+        wait_until(moved)
+        assert get_pass(suite, new.card_id).original_card_id == card_id
+        assert rpc_error(lambda: get_pass(suite, card_id)).code() == grpc.StatusCode.NOT_FOUND
+
+    def test_A16_4_a_pass_not_moved_at_collection_ends_with_the_old_card(
+        self, suite: Suite
+    ) -> None:
+        """第十六条：若旧卡已开通公园游览功能,可现场将对应功能转移至新卡。旧卡原有功能自持卡人
+        启用新卡时失效。"""
+        first, person = active_card(suite, preferential=(identity_pb2.PARK_PASS,))
+        no_old = rpc_error(
+            lambda: suite.collect(
+                first, person, metadata=suite.branch(BANK, INSTANT), move_park_pass=True
+            )
+        )
+        assert reason_rule(no_old) == ("NO_OLD_CARD", "A16.4")
+        bought = buy_pass(suite, first)
+        new = replace(suite, first, person, pb.CHIP_FAILURE)
+        suite.settle(new.card_id)
+        hand_over(suite, new.card_id, person, old_card_id=first)
+        assert get_pass(suite, first).pass_id == bought.pass_id
+        assert suite.get(first).status == pb.REPLACED
+        assert rpc_error(lambda: get_pass(suite, new.card_id)).code() == grpc.StatusCode.NOT_FOUND
 
 
 class TestParkPass:
@@ -425,7 +457,7 @@ class TestParkPass:
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert reason_rule(error) == ("NOT_ELIGIBLE_FOR_PARK_PASS", "A11.2")
 
-    def test_A16_4_the_compensation_of_a_failed_replacement_moves_the_pass_back(
+    def test_A16_4_a_retried_move_moves_the_pass_once_and_only_for_the_card_service(
         self, suite: Suite
     ) -> None:
         card_id, _ = active_card(suite, preferential=(identity_pb2.PARK_PASS,))

@@ -4,7 +4,8 @@ suspension of its financial function while the card is reported lost (A13.2, A13
 The bank compares what the applicant presented with what the identity service verified: the
 name after Unicode NFKC, case folding and white-space folding; the document type and number
 exactly; the document's validity date (both unset means long-term on both). A refusal names the
-facts that differ and never echoes a number.
+facts that differ and never echoes a number. The bank checks the presented document's validity
+itself: a document expired on the day of opening is refused (DOCUMENT_EXPIRED).
 
 A loss suspension is none, TEMPORARY_LOSS or FORMAL_LOSS. A temporary loss suspends the
 financial function at once (A13.2); a formal loss at the issuing bank covers it too (A13.4) and
@@ -20,6 +21,7 @@ import enum
 import unicodedata
 from dataclasses import dataclass, replace
 
+from services.platform.clock import beijing_date
 from services.platform.errors import DomainError, FieldViolation, Kind
 
 RULE = "A4.4"
@@ -117,6 +119,19 @@ def compare_identity(presented: IdentityFacts, verified: IdentityFacts) -> None:
     )
 
 
+def check_document_valid(presented: IdentityFacts, today: dt.date) -> None:
+    """A4.4: the document the applicant presented must still be valid on the day of opening."""
+    if presented.valid_until is not None and presented.valid_until < today:
+        raise DomainError(
+            "DOCUMENT_EXPIRED",
+            "the identity document presented has expired",
+            rule=RULE,
+            violations=(
+                FieldViolation("presented.document_valid_until", "the document has expired"),
+            ),
+        )
+
+
 def open_account(
     account_id: str,
     card_id: str,
@@ -125,7 +140,9 @@ def open_account(
     verified: IdentityFacts,
     now: dt.datetime,
 ) -> Account:
-    """A new account for the card, once the identity compare passes (A4.4)."""
+    """A new account for the card, once the document presented is still valid and the identity
+    compare passes (A4.4)."""
+    check_document_valid(presented, beijing_date(now))
     compare_identity(presented, verified)
     return Account(account_id, card_id, bank_code, verified, AccountStatus.OPENED, now)
 

@@ -22,9 +22,6 @@ import enum
 from dataclasses import dataclass, replace
 
 from services.bank.domain.account import Account, AccountStatus, account_closed
-from services.platform import channels
-from services.platform.auth import Caller
-from services.platform.channels import Operation
 from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 
 ACTIVATION_RULE = "A9.1"
@@ -39,14 +36,6 @@ _RUNS = "0123456789012345678909876543210"
 
 
 # --- the counter of the issuing bank ---------------------------------------------------------
-
-
-def check_counter(operation: Operation, caller: Caller, bank_code: str | None, rule: str) -> None:
-    """The A3.1 matrix, with the refusal citing the operation's own rule."""
-    try:
-        channels.check(operation, caller, bank_code)
-    except DomainError as exc:
-        raise replace(exc, rule=rule) from None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """What an application must carry (A5.1) and when it may be made (A29.1).
 
 Every missing or malformed field is reported at once as a field violation; the document is
-checked by its own format (the identity service's validator is the one authority on documents,
-so the card service checks only that type and number are present and well-formed enough to
-send). Employer batches (A6.1) validate each person on their own.
+checked by the one document validator (``services.platform.documents``, A4.1) that the identity
+service uses too, so a malformed number is refused here as identity refuses it. Employer batches
+(A6.1) validate each person on their own.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 
 from services.card.domain.card import Delivery
-from services.platform.errors import DomainError, Violations
+from services.platform import documents
+from services.platform.errors import DomainError, Violations, invalid
 
 IN_FORCE = dt.date(2026, 1, 1)  # A29.1
 MAX_PHOTO = 512 * 1024
@@ -31,6 +32,8 @@ class Applicant:
     occupation: str
     mobile: str
     address: str
+    # As printed on the document presented; None for a long-term one (compared by the bank, A4.4).
+    document_valid_until: dt.date | None = None
 
 
 def photo_kind(photo: bytes) -> str | None:
@@ -41,15 +44,12 @@ def photo_kind(photo: bytes) -> str | None:
     return None
 
 
-def check_applicant(a: Applicant, v: Violations, prefix: str = "applicant") -> None:
-    """A5.1: document, photo, occupation, mobile, address, each present and well-formed."""
-    if not a.document_type:
-        v.add(f"{prefix}.document.type", "a known document type is required", "REQUIRED")
-    number = a.document_number.strip()
-    if not number:
-        v.add(f"{prefix}.document.number", "the document number is required", "REQUIRED")
-    elif len(number) > 32 or not number.isascii() or not number.replace(" ", "").isalnum():
-        v.add(f"{prefix}.document.number", "not a document number", "BAD_FORMAT")
+def check_applicant(a: Applicant, v: Violations, today: dt.date, prefix: str = "applicant") -> None:
+    """A5.1: document (A4.1), photo, occupation, mobile, address, each present and
+    well-formed."""
+    documents.parse_document_into(
+        documents.known_type(a.document_type), a.document_number, today, v, f"{prefix}.document"
+    )
     name = " ".join(a.name.split())
     if not name:
         v.add(f"{prefix}.name", "the name is required", "REQUIRED")
@@ -119,5 +119,13 @@ def check_in_force(today: dt.date) -> None:
         )
 
 
-def invalid_application(v: Violations) -> None:
-    v.raise_if_any("INVALID_APPLICATION", rule="A5.1")
+def application_refusal(v: Violations, prefix: str = "applicant") -> DomainError | None:
+    """The refusal of a malformed application (A5.1), or None. A malformed document is refused
+    as the identity service refuses it (INVALID_DOCUMENT, A4.1), with every other violation."""
+    if not v.items:
+        return None
+    if any(item.field.startswith(f"{prefix}.document.") for item in v.items):
+        reason, rule = documents.REASON, documents.RULE
+    else:
+        reason, rule = "INVALID_APPLICATION", "A5.1"
+    return invalid(reason, v.items, rule)

@@ -13,8 +13,8 @@ from calendar import monthrange
 from dataclasses import dataclass, field, replace
 
 from services.platform.auth import Caller, Channel
-from services.platform.clock import BEIJING
-from services.platform.errors import DomainError, Kind
+from services.platform.clock import BEIJING, beijing_date, day_after
+from services.platform.errors import DomainError, FieldViolation, Kind
 
 GENERATION = 3  # A27.1: cards issued under these rules carry SS, public-service and financial
 
@@ -340,11 +340,28 @@ def report_formal_loss(card: Card, financial_too: bool, who: Caller, now: dt.dat
     )
 
 
+def temporary_loss_lapses(reported: dt.datetime) -> dt.datetime:
+    """A13.3: when a temporary loss reported at ``reported`` runs out. Under the Civil Code
+    (art. 201, 203) a period of days does not count its first day and ends at 24:00 of its last:
+    a loss reported on 1 March lasts to the end of 16 March, Beijing time."""
+    return day_after(beijing_date(reported) + dt.timedelta(days=TEMPORARY_LOSS_DAYS))
+
+
+def _financial_stays_suspended(card: Card) -> str:
+    # A13.3 restores only the SS function by itself; the financial function, suspended with it
+    # (A13.2), is the issuing bank's to unlock (A20.1).
+    return (
+        f"The financial function stays suspended until you have it unlocked at a branch of "
+        f"{card.bank_code}."
+    )
+
+
 def expire_temporary_loss(card: Card, who: Caller, now: dt.datetime) -> Change:
-    """A13.3: 15 natural days without a formal loss: the SS function restores itself."""
+    """A13.3: 15 natural days without a formal loss: the SS function restores itself, and the
+    holder is told that the financial function does not."""
     if card.status is not Status.TEMPORARILY_LOST:
         return Change(card)  # a formal loss came, or the loss ended otherwise
-    return _move(
+    change = _move(
         card,
         card.status_before_loss or Status.ACTIVE,
         who,
@@ -353,6 +370,20 @@ def expire_temporary_loss(card: Card, who: Caller, now: dt.datetime) -> Change:
         "temporary loss expired after 15 natural days; SS function restored",
         status_before_loss=None,
     )
+    text = (
+        f"Your temporary loss report of {_day(card.status_since)} has run its "
+        f"{TEMPORARY_LOSS_DAYS} natural days without a formal loss: the social security "
+        f"function of your card works again. {_financial_stays_suspended(card)}"
+    )
+    change.notices.append(Notice(now, "person", text, "A13.3"))
+    return change
+
+
+def in_use(card: Card | None) -> bool:
+    """The card serves its holder: a service password check (A12.1) stands only for such a
+    card, never for one lost (A13.2), replaced (A16.5), cancelled (A19.1) or whose holder died
+    (A21.2)."""
+    return card is not None and card.status in IN_HAND
 
 
 def unlock(card: Card, who: Caller, now: dt.datetime) -> Change:
@@ -407,6 +438,44 @@ def check_replacement(old: Card, reason: ReplacementReason | None) -> None:
         raise wrong_state(old, "replace the card", "NOT_IN_HOLDERS_HANDS", "A16.1")
 
 
+def check_replacement_delivery(delivery: Delivery | None) -> None:
+    """A16.2: a replacement card is collected at the issuing bank's branch, where the holder
+    hands in the old card; it is never mailed."""
+    if delivery is Delivery.MAIL:
+        raise DomainError(
+            "REPLACEMENT_COLLECTED_AT_BRANCH",
+            "a replacement card is collected at a branch of the issuing bank, with the ID "
+            "document and the old card; it is not mailed",
+            kind=Kind.INVALID,
+            rule="A16.2",
+        )
+
+
+def check_old_card_presented(card: Card, presented_old_card_id: str) -> None:
+    """A16.2 / A16.6: the new card of a replacement is handed over only against the old card,
+    which the bank takes back on the spot."""
+    if presented_old_card_id.strip() != card.replaces_card_id:
+        raise DomainError(
+            "OLD_CARD_NOT_PRESENTED",
+            "the new card is handed over only against the old card it replaces",
+            rule="A16.2",
+            violations=(FieldViolation("old_card_id", "must be the card this one replaces"),),
+        )
+
+
+def check_park_pass_move(card: Card) -> None:
+    """A16.4: only the new card of a replacement (or reissue) takes over an old card's park
+    pass, when it is collected."""
+    if not card.replaces_card_id:
+        raise DomainError(
+            "NO_OLD_CARD",
+            "this card replaces no other card: there is no park pass to move",
+            kind=Kind.INVALID,
+            rule="A16.4",
+            violations=(FieldViolation("move_park_pass", "only for a replacing card"),),
+        )
+
+
 def months_later(moment: dt.datetime, months: int) -> dt.datetime:
     """The same day ``months`` later, or the month's last day if it is shorter."""
     index = moment.month - 1 + months
@@ -426,8 +495,16 @@ def check_bank_change(last_change: dt.datetime | None, now: dt.datetime) -> None
 
 
 def superseded(old: Card, new_card_id: str) -> Card:
-    """The old card has a successor on order: a reissued card can no longer be unlocked (A14.2)."""
+    """The old card has a successor from the moment it is applied for: a reissued card can no
+    longer be unlocked (A14.2), a card is not reissued or replaced twice (A15.1, A16.1)."""
     return replace(old, replaced_by=new_card_id)
+
+
+def successor_refused(old: Card, new_card_id: str) -> Card:
+    """The successor's issuance was refused and undone: the old card is as it was before."""
+    if old.replaced_by != new_card_id:
+        return old
+    return replace(old, replaced_by="")
 
 
 def retire(old: Card, who: Caller, now: dt.datetime) -> Change:
@@ -503,6 +580,30 @@ def handout_overdue(card: Card, who: Caller, now: dt.datetime) -> Change:
         f"days: return it to the issuing bank {card.bank_code}."
     )
     change.notices.append(Notice(now, "employer", text, "A7.4"))
+    return change
+
+
+def returned_by_employer(card: Card, branch_id: str, who: Caller, now: dt.datetime) -> Change:
+    """A7.4: the employer returns a card it did not hand out to the issuing bank, before or
+    after its 30 days ran out; the holder then collects it at that branch with the ID document
+    (A7.2), as any card waiting at a branch."""
+    if card.status not in (Status.WITH_EMPLOYER, Status.RETURN_DUE):
+        raise wrong_state(card, "record the employer's return", "NOT_WITH_EMPLOYER", "A7.4")
+    change = _move(
+        card,
+        Status.READY,
+        who,
+        now,
+        "A7.4",
+        f"returned to the issuing bank by the employer; waiting at branch {branch_id}",
+        delivery=Delivery.BRANCH_PICKUP,
+        pickup_branch_id=branch_id,
+    )
+    text = (
+        f"Your employer returned your social security card to {card.bank_code}: collect it at "
+        f"branch {branch_id} with your ID document."
+    )
+    change.notices.append(Notice(now, "person", text, "A7.4"))
     return change
 
 
@@ -599,6 +700,18 @@ def bank_change_lock_ended(card: Card, now: dt.datetime) -> Change:
     return Change(card, notices=[Notice(now, "person", text, "A16.7")])
 
 
+def check_card_presented(card: Card, card_number: str, rule: str) -> None:
+    """The card presented at a counter is this card: its chip reads the number it was made with."""
+    if not card.card_number or card_number.strip() != card.card_number:
+        raise DomainError(
+            "CARD_MISMATCH",
+            "the card presented is not this card",
+            kind=Kind.PERMISSION,
+            rule=rule,
+            violations=(FieldViolation("card_number", "is not this card's number", "MISMATCH"),),
+        )
+
+
 # --- words ------------------------------------------------------------------------------------
 
 
@@ -625,6 +738,11 @@ def progress(card: Card) -> str:
             return f"In production at {card.bank_code}; due by {due}."
         case Status.READY if card.delivery is Delivery.MAIL:
             return f"Made on {since}; it will be mailed to the address on file."
+        case Status.READY if card.employer_id and card.delivery is Delivery.BRANCH_PICKUP:
+            return (
+                f"Returned to {card.bank_code} by the employer on {since}; ready for collection "
+                f"at branch {card.pickup_branch_id}."
+            )
         case Status.READY if card.delivery is Delivery.EMPLOYER:
             return f"Made on {since}; ready for the employer to collect at {card.pickup_branch_id}."
         case Status.READY:
@@ -641,9 +759,11 @@ def progress(card: Card) -> str:
         case Status.ACTIVE:
             return f"Active since {since}."
         case Status.TEMPORARILY_LOST:
+            back = _day(card.status_since and temporary_loss_lapses(card.status_since))
             return (
-                f"Reported lost on {since}: the card is suspended. Without a formal loss report "
-                f"it works again {TEMPORARY_LOSS_DAYS} days after the report."
+                f"Reported lost on {since}: the social security and financial functions are "
+                f"suspended. Without a formal loss report the social security function works "
+                f"again from 00:00 on {back} (Beijing time). {_financial_stays_suspended(card)}"
             )
         case Status.FORMALLY_LOST:
             return (
@@ -653,7 +773,7 @@ def progress(card: Card) -> str:
         case Status.RETURN_DUE:
             return (
                 f"Not handed out by the employer within {EMPLOYER_HANDOUT_DAYS} days; it is to "
-                f"be returned to {card.bank_code}."
+                f"be returned to {card.bank_code}, where the holder can then collect it."
             )
         case Status.REPLACED:
             return f"Stopped for good on {since}: replaced by a new card."

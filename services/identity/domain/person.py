@@ -12,7 +12,12 @@ import enum
 import unicodedata
 from dataclasses import dataclass, field, replace
 
-from services.identity.domain.documents import Document, DocumentType, Sex, parse_document
+from services.platform.documents import (
+    Document,
+    DocumentType,
+    Sex,
+    parse_document_into,
+)
 from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 
 MAX_NAME = 100
@@ -95,6 +100,9 @@ class Person:
     attributes: Attributes
     registration: Registration | None = None
     updated_at: dt.datetime | None = None
+    # When the SS function of the person's 1st / 2nd generation card stopped: their
+    # 3rd-generation card was activated (A27.3).
+    legacy_ss_stopped_at: dt.datetime | None = None
 
     @property
     def document(self) -> Document:
@@ -176,24 +184,6 @@ def check_name(name: str, violations: Violations, field_name: str = "name") -> s
     elif len(clean) > MAX_NAME:
         violations.add(field_name, f"the name is longer than {MAX_NAME} characters", "TOO_LONG")
     return clean
-
-
-def parse_document_into(
-    doc_type: DocumentType | None,
-    number: str,
-    today: dt.date,
-    violations: Violations,
-    prefix: str = "document",
-) -> Document | None:
-    """Validate a document, adding a violation instead of raising (A4.1)."""
-    if doc_type is None:
-        violations.add(f"{prefix}.type", "the document type is required", "REQUIRED")
-        return None
-    try:
-        return parse_document(doc_type, number, today, field=f"{prefix}.number")
-    except DomainError as exc:
-        violations.items.extend(exc.violations)
-        return None
 
 
 def validate_record(record: RecordInput, today: dt.date) -> Attributes:
@@ -420,11 +410,21 @@ def release(person: Person, card_id: str, now: dt.datetime) -> Person:
 
 
 def confirm(person: Person, now: dt.datetime) -> Person:
-    """The card holding the place is issued: a replaced card no longer has a claim on it."""
+    """The card holding the place is activated: a replaced card no longer has a claim on it,
+    and the SS function of a 1st / 2nd generation card the person holds stops (A27.3; that card
+    is not recalled, and its financial function is the holder's affair with its bank)."""
     current = person.registration
-    if current is None or current.previous_card_id is None:
+    if current is None:
         return person
-    return replace(person, registration=replace(current, previous_card_id=None), updated_at=now)
+    confirmed = person
+    if current.previous_card_id is not None:
+        confirmed = replace(
+            confirmed, registration=replace(current, previous_card_id=None), updated_at=now
+        )
+    legacy = person.attributes.legacy_card_generation in (1, 2)
+    if legacy and person.legacy_ss_stopped_at is None:
+        confirmed = replace(confirmed, legacy_ss_stopped_at=now, updated_at=now)
+    return confirmed
 
 
 # --- basic information and death ----------------------------------------------------------------

@@ -231,6 +231,21 @@ def refund_amount(wallet: Wallet, amount_fen: int) -> int:
     return amount_fen
 
 
+def check_nothing_in_flight(reason: RefundReason, in_flight: int) -> None:
+    """A refund that closes the wallet (A16.3, A19.1) waits until every earlier refund of the
+    card has reached the bank or come back: once the account it went to is closed (the
+    cancellation, a bank change), a late credit would be refused and put back into a closed
+    wallet whose only refund target is that closed account. A transient refusal: the caller
+    (a saga) retries until the outbox is empty."""
+    if in_flight and reason in (RefundReason.REPLACEMENT, RefundReason.CANCELLATION):
+        raise DomainError(
+            "REFUND_IN_FLIGHT",
+            f"{in_flight} earlier refund(s) of this card are still on their way to the bank",
+            kind=Kind.UNAVAILABLE,
+            rule="A16.3" if reason is RefundReason.REPLACEMENT else "A19.1",
+        )
+
+
 def pay_out(
     wallet: Wallet,
     amount_fen: int,

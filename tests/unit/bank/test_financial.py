@@ -20,7 +20,6 @@ from services.bank.domain.financial import (
     password_problem,
 )
 from services.platform.auth import Caller, Channel, Role
-from services.platform.channels import Operation
 from services.platform.errors import DomainError, Kind
 
 NOW = dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.UTC)
@@ -39,28 +38,6 @@ def _counter(channel: Channel = Channel.BANK_BRANCH, bank: str = "ICBC") -> Call
 
 
 class TestCounter:
-    @pytest.mark.parametrize(
-        "caller",
-        [
-            _counter(Channel.ONLINE, ""),
-            _counter(Channel.DISTRICT_OUTLET, ""),
-            _counter(Channel.BANK_BRANCH, "BOC"),
-        ],
-        ids=["online", "district", "other-bank"],
-    )
-    def test_A9_1_only_the_issuing_banks_counter_activates(self, caller: Caller) -> None:
-        with pytest.raises(DomainError) as excinfo:
-            financial.check_counter(Operation.ACTIVATE_FINANCIAL, caller, "ICBC", "A9.1")
-        error = excinfo.value
-        assert (error.reason, error.rule, error.kind) == (
-            "CHANNEL_NOT_ALLOWED",
-            "A9.1",
-            Kind.PERMISSION,
-        )
-
-    def test_A9_1_the_issuing_banks_counter_passes(self) -> None:
-        financial.check_counter(Operation.ACTIVATE_FINANCIAL, _counter(), "ICBC", "A9.1")
-
     def test_A9_1_the_document_must_be_the_holders(self) -> None:
         financial.check_holder(_account(), Presented("RESIDENT_ID", NUMBER), "A9.1")
         with pytest.raises(DomainError) as excinfo:

@@ -115,6 +115,23 @@ def test_A13_A14_no_sequence_of_operations_reaches_a_forbidden_state(
             assert operation in ("expire",)  # A13.3: only the expiry ends a temporary loss
 
 
+@pytest.mark.parametrize(
+    ("reported", "lapses"),
+    [
+        # 00:00 and 23:59 of 1 March are the same first day, which does not count: the 15th
+        # day is 16 March and the loss lapses at its 24:00, Beijing time (16:00 UTC).
+        (dt.datetime(2026, 2, 28, 16, 0, tzinfo=dt.UTC), dt.datetime(2026, 3, 16, 16, 0)),
+        (dt.datetime(2026, 3, 1, 15, 59, tzinfo=dt.UTC), dt.datetime(2026, 3, 16, 16, 0)),
+        (dt.datetime(2026, 3, 1, 16, 0, tzinfo=dt.UTC), dt.datetime(2026, 3, 17, 16, 0)),
+    ],
+)
+def test_A13_3_a_temporary_loss_lapses_at_24_00_of_the_fifteenth_day_after_the_report(
+    reported: dt.datetime, lapses: dt.datetime
+) -> None:
+    """社会保障功能临时挂失的有效期为 15 个自然日。"""
+    assert rules.temporary_loss_lapses(reported) == lapses.replace(tzinfo=dt.UTC)
+
+
 def test_A22_4_a_production_deadline_is_missed_from_midnight_in_beijing() -> None:
     from services.card.deadlines import day_after
 

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.identity.domain.documents import DocumentType, Sex, gb11643_check_char, parse_document
 from services.identity.domain.person import (
     Attributes,
     Basis,
@@ -39,6 +38,7 @@ from services.identity.domain.person import (
     verify,
     verify_applicant,
 )
+from services.platform.documents import DocumentType, Sex, gb11643_check_char, parse_document
 from services.platform.errors import DomainError, Kind
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)

@@ -117,6 +117,13 @@ def _refusal(verifier: Verifier, token: str) -> DomainError:
     return excinfo.value
 
 
+def test_the_shared_test_clock_is_set_to_an_instant_whatever_the_day(tmp_path: Path) -> None:
+    path = tmp_path / "clock.json"
+    start = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+    SharedTestClock(path).set(start)
+    assert dt.timedelta(0) <= SharedTestClock(path).now() - start < dt.timedelta(minutes=1)
+
+
 class TestCredentials:
     @pytest.fixture
     def trust(self, tmp_path: Path) -> TestTrust:

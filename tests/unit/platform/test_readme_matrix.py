@@ -15,6 +15,6 @@ def test_readme_matrix_is_the_generated_one() -> None:
     assert text.count(START) == 1 and text.count(END) == 1, "README needs one matrix block"
     block = text.split(START, 1)[1].split(END, 1)[0]
     assert block.strip() == access.markdown().strip(), (
-        "README.md's authorization matrix is out of date: paste the output of "
-        "`.venv/bin/sscard access` between the access-matrix markers"
+        "README.md's authorization matrix is out of date: run "
+        "`.venv/bin/sscard access --update README.md`"
     )

@@ -11,7 +11,9 @@ decodes the birth date and sex where the number carries them. A malformed number
 violation whose reason names the failed check (``REQUIRED``, ``BAD_FORMAT``, ``BAD_REGION``,
 ``BAD_BIRTH_DATE``, ``BAD_CHECK_DIGIT``). Neither message nor description echoes the number.
 
-Pure Python: no gRPC, no database.
+Every service that accepts a document checks it here, so a malformed number gets the same
+answer wherever it is presented: the identity service's registry and feeds, the card service's
+applications and counter operations. Pure Python: no gRPC, no database.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.platform.errors import DomainError, FieldViolation, Kind
+from services.platform.errors import DomainError, FieldViolation, Kind, Violations
 
 RULE = "A4.1"
 REASON = "INVALID_DOCUMENT"
@@ -220,11 +222,39 @@ def parse_document(
     return Document(doc_type, number, birth_date, sex)
 
 
+def parse_document_into(
+    doc_type: DocumentType | None,
+    number: str,
+    today: datetime.date,
+    violations: Violations,
+    prefix: str = "document",
+) -> Document | None:
+    """Validate a document, adding a violation instead of raising (A4.1)."""
+    if doc_type is None:
+        violations.add(f"{prefix}.type", "the document type is required", "REQUIRED")
+        return None
+    try:
+        return parse_document(doc_type, number, today, field=f"{prefix}.number")
+    except DomainError as exc:
+        violations.items.extend(exc.violations)
+        return None
+
+
+def known_type(name: str) -> DocumentType | None:
+    """The document type with this exact proto enum name, or None."""
+    return DocumentType.__members__.get(name)
+
+
 def document_type_from_name(name: str) -> DocumentType:
     """The document type with this exact proto enum name; INVALID_DOCUMENT otherwise."""
-    try:
-        return DocumentType[name]
-    except KeyError:
+    found = known_type(name)
+    if found is None:
         known = ", ".join(t.name for t in DocumentType)
         description = f"unknown document type; expected one of {known}"
-        raise _error("document.type", "UNKNOWN_DOCUMENT_TYPE", description, description) from None
+        raise _error("document.type", "UNKNOWN_DOCUMENT_TYPE", description, description)
+    return found
+
+
+def invalid_document(violations: Violations) -> None:
+    """Raise the violations collected while checking a document as INVALID_DOCUMENT (A4.1)."""
+    violations.raise_if_any(REASON, rule=RULE)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.identity.domain.documents import (
+from services.platform.documents import (
     Document,
     DocumentType,
     Sex,

@@ -1,0 +1,124 @@
+"""Money that must never be stranded, over real gRPC on both databases (A19.1, A19.2): a
+cancellation waits for every refund still on its way, and a cancellation at the issuing bank
+after one at a district outlet finishes the financial half."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from services.bank.main import build as build_bank
+from services.platform.auth import Channel
+from services.platform.clock import SharedTestClock
+from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2
+from sscard.card.v1 import card_pb2 as pb
+from sscard.transit.v1 import transit_pb2 as tpb
+from tests.cardsuite import Suite, active_card, wait_until
+from tests.money import YUAN, account_balance, ledger
+from tests.scenarios.test_card_deadlines import deadlines
+from tests.scenarios.test_card_endings import cancel, cancellation_saga
+from tests.scenarios.test_transit import refund_state, top_up, wallet
+from tests.support import wait_serving
+
+SETTLED = dt.date(2026, 11, 1)
+
+
+def saga_state(suite: Suite, card_id: str) -> int:
+    saga = cancellation_saga(suite, card_id)
+    return saga.state if saga is not None else 0
+
+
+def held_or_done(suite: Suite, card_id: str) -> bool:
+    """The cancellation saga completed, or retries its transit refund."""
+    saga = cancellation_saga(suite, card_id)
+    if saga is None:
+        return False
+    held = saga.step == "refund_transit_balance" and saga.retries > 0
+    return held or saga.state == pb.COMPLETED
+
+
+def payouts(suite: Suite, card_id: str) -> list[tuple[int, str]]:
+    entries = (
+        ledger(suite)
+        .ListEntries(ledger_pb2.ListEntriesRequest(card_id=card_id), metadata=suite.ops)
+        .entries
+    )
+    return [
+        (e.amount_fen, e.counterparty) for e in entries if e.source == ledger_pb2.CLOSING_PAYOUT
+    ]
+
+
+def restart_bank(suite: Suite, start_service: Callable[..., Any]) -> None:
+    """The bank comes back on its port, on the same database."""
+    running = start_service("bank", build_bank)
+    wait_serving(running.channel)
+    suite.bank_server = running
+    suite.bank = bank_pb2_grpc.BankServiceStub(running.channel)
+
+
+class TestCancellation:
+    def test_A19_1_a_branch_refund_still_on_its_way_is_paid_out_with_the_rest(
+        self, suite: Suite, start_service: Callable[..., Any], test_clock: SharedTestClock
+    ) -> None:
+        """第十九条 到发卡合作银行服务网点一并办理社会保障卡社会保障功能注销、金融功能注销和交通出行
+        功能退资等手续。"""
+        card_id, person = active_card(suite, settled=SETTLED)
+        top_up(suite, card_id, 300 * YUAN)
+        suite.bank_server.server.stop(0)  # the bank stops answering
+        early = suite.transit.Refund(
+            tpb.RefundRequest(
+                request_id=suite.rid("refund"), card_id=card_id, amount_fen=50 * YUAN
+            ),
+            metadata=suite.branch(),
+        )
+        wait_until(lambda: refund_state(suite, early.refund_id).last_error != "")
+        # Its next try is due a day from now on the suite's clock: the cancellation runs first.
+        test_clock.advance(dt.timedelta(days=-1))
+        cancel(suite, card_id, person, suite.branch(), payout_destination="cash")
+        restart_bank(suite, start_service)
+        # Held at the transit refund while the earlier refund is on its way (without the rule,
+        # it would run on and close the account before the earlier refund arrives).
+        wait_until(lambda: held_or_done(suite, card_id), timeout=60)
+        test_clock.advance(dt.timedelta(days=1))
+        wait_until(lambda: saga_state(suite, card_id) == pb.COMPLETED, timeout=60)
+
+        assert refund_state(suite, early.refund_id).state == tpb.ARRIVED
+        closed = wallet(suite, card_id)
+        assert (closed.balance_fen, closed.status) == (0, tpb.CLOSED)
+        assert payouts(suite, card_id) == [(-300 * YUAN, "cash")]
+        assert account_balance(suite, card_id).balance_fen == 0
+
+
+class TestDistrictThenBank:
+    def test_A19_1_A19_2_at_the_bank_after_a_district_cancellation_the_rest_is_done(
+        self, suite: Suite
+    ) -> None:
+        """第十九条 到区、街两级社会保障卡服务网点办理社会保障卡社会保障功能注销手续,或到发卡合作
+        银行服务网点一并办理社会保障卡社会保障功能注销、金融功能注销和交通出行功能退资等手续。"""
+        card_id, person = active_card(suite, settled=SETTLED)
+        top_up(suite, card_id, 80 * YUAN)
+        cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
+        [watch] = deadlines(suite, rule="A19.2")
+        assert watch.state == pb.PENDING
+        done = cancel(suite, card_id, person, suite.branch(), payout_destination="cash")
+        assert done.status == pb.SS_CANCELLED
+        wait_until(lambda: saga_state(suite, card_id) == pb.COMPLETED)
+        cancel(suite, card_id, person, suite.branch(), payout_destination="cash")  # nothing new
+
+        assert (wallet(suite, card_id).balance_fen, wallet(suite, card_id).status) == (
+            0,
+            tpb.CLOSED,
+        )
+        account = account_balance(suite, card_id)
+        assert (account.balance_fen, account.closed) == (0, True)
+        assert payouts(suite, card_id) == [(-80 * YUAN, "cash")]
+        assert deadlines(suite, rule="A19.2", state=pb.PENDING) == []
+        notices = suite.get(card_id, history=True).notices
+        assert ("person", "A19.1") in [(n.recipient, n.rule) for n in notices]
+        assert (
+            suite.bank.GetAccount(
+                bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.ops
+            ).status
+            == bank_pb2.CLOSED
+        )
