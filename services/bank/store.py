@@ -31,7 +31,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -49,7 +48,7 @@ from services.bank.domain.production import (
 )
 from services.bank.domain.recall import CardRecall, RecallReason
 from services.platform import idempotency
-from services.platform.db import Database, Serial, UnitOfWork, advisory_key, as_utc
+from services.platform.db import Database, Serial, UnitOfWork, advisory_lock, as_utc
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 
@@ -567,6 +566,4 @@ class BankUnitOfWork(UnitOfWork):
         """Take turns with other transactions on the same key until commit (PostgreSQL; on
         SQLite a writing unit of work already holds the database's write lock)."""
         if not self.db.is_sqlite:
-            self.session.execute(
-                text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key("bank", *parts)}
-            )
+            advisory_lock(self.session, "bank", *parts)

@@ -25,7 +25,6 @@ from sqlalchemy import (
     Table,
     bindparam,
     select,
-    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -42,7 +41,7 @@ from services.identity.domain.person import (
     Source,
 )
 from services.platform import idempotency
-from services.platform.db import Database, Serial, UnitOfWork, advisory_key, as_utc
+from services.platform.db import Database, Serial, UnitOfWork, advisory_lock, as_utc
 from services.platform.documents import Document, DocumentType, Sex
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
@@ -104,8 +103,6 @@ person_events = Table(
     Column("registered_card_id", String(64)),
     Column("date_of_death", Date),
 )
-
-_EVENT_ORDER_LOCK = advisory_key("identity", "person_events")
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime:
@@ -296,7 +293,7 @@ class PersonRepository:
         if not events:
             return
         if self.session.get_bind().dialect.name == "postgresql":
-            self.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_ORDER_LOCK})
+            advisory_lock(self.session, "identity", "person_events")
         self.session.execute(
             person_events.insert(),
             [

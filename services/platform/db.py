@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -82,10 +81,17 @@ def as_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-def advisory_key(*parts: str) -> int:
-    """A signed 64-bit key for PostgreSQL advisory locks, stable across processes."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+def advisory_lock(session: Session, *parts: str, wait: bool = True) -> bool:
+    """A PostgreSQL advisory lock held until the transaction ends (``wait=False``: only if free
+    now; returns whether it is held). Advisory locks belong to the whole database, so the key
+    includes the connection's schema: services or tests sharing a database never block each
+    other."""
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    held = session.execute(
+        text(f"SELECT {function}(hashtextextended(current_schema() || :k, 0))"),
+        {"k": "\x1f" + "\x1f".join(parts)},
+    ).scalar_one()
+    return wait or bool(held)
 
 
 def ping(engine: Engine) -> None:

@@ -35,13 +35,12 @@ from sqlalchemy import (
     bindparam,
     delete,
     select,
-    text,
 )
 from sqlalchemy.orm import Session
 
 from services.platform.auth import current_caller
 from services.platform.clock import Clock
-from services.platform.db import Database, UnitOfWork, advisory_key, as_utc
+from services.platform.db import Database, UnitOfWork, advisory_lock, as_utc
 from services.platform.errors import DomainError, FieldViolation, Kind, invalid
 from services.platform.pii import PiiCipher
 
@@ -164,17 +163,13 @@ class IdempotencyStore:
         Raises REQUEST_ID_REUSED for a different request under the same id, and (PostgreSQL)
         REQUEST_IN_PROGRESS while another transaction holds the same key.
         """
-        if postgres:
-            locked = session.execute(
-                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": advisory_key(scope, request_id)}
-            ).scalar_one()
-            if not locked:
-                raise DomainError(
-                    "REQUEST_IN_PROGRESS",
-                    "a call with this request_id is still running; retry shortly",
-                    kind=Kind.CONFLICT,
-                    rule=RULE,
-                )
+        if postgres and not advisory_lock(session, scope, request_id, wait=False):
+            raise DomainError(
+                "REQUEST_IN_PROGRESS",
+                "a call with this request_id is still running; retry shortly",
+                kind=Kind.CONFLICT,
+                rule=RULE,
+            )
         found = self.find(session, scope, request_id)
         if found is None:
             return None

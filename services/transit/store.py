@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.platform import idempotency
-from services.platform.db import Database, Serial, UnitOfWork, advisory_key, as_utc
+from services.platform.db import Database, Serial, UnitOfWork, advisory_lock, as_utc
 from services.transit.domain.park_pass import ParkPass
 from services.transit.domain.wallet import (
     Entry,
@@ -502,6 +502,4 @@ class TransitUnitOfWork(UnitOfWork):
         """Take turns with other transactions on the same key until commit (PostgreSQL; on
         SQLite a writing unit of work already holds the database's write lock)."""
         if not self.db.is_sqlite:
-            self.session.execute(
-                text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key("transit", *parts)}
-            )
+            advisory_lock(self.session, "transit", *parts)
