@@ -79,6 +79,7 @@ def main() -> int:
         "icbc-core", channel="BANK_BRANCH", roles=("counter",), outlet=BRANCH, operator="T-031"
     )
     factory = credential("card-factory")
+    ops = credential("ops-console")
 
     def progress(card_id: str) -> card_pb2.QueryStatusResponse:
         return card.QueryStatus(card_pb2.QueryStatusRequest(card_id=card_id), metadata=hotline)
@@ -117,7 +118,7 @@ def main() -> int:
                 bank_code=BANK, branch_id=BRANCH, name="ICBC Xidan", address="Xidan, Beijing"
             ),
         ),
-        metadata=credential("ops-console"),
+        metadata=ops,
     )
     # The portal signs the person in (real-name authentication, outside the suite) and asks the
     # registry for their opaque id: the person's own credential names it, never the ID number.
@@ -304,19 +305,17 @@ def main() -> int:
     )
     say("The card is cancelled at the issuing bank (A19.1)", progress(successor).progress)
     for _ in range(200):
-        account = ledger.GetBalance(
-            ledger_pb2.GetBalanceRequest(card_id=successor), metadata=factory
-        )
+        account = ledger.GetBalance(ledger_pb2.GetBalanceRequest(card_id=successor), metadata=ops)
         if account.closed:
             break
         time.sleep(0.1)
-    balance = transit.GetBalance(transit_pb2.GetBalanceRequest(card_id=successor), metadata=factory)
+    balance = transit.GetBalance(transit_pb2.GetBalanceRequest(card_id=successor), metadata=ops)
     say(
         "Its transit balance went to the account, the account paid out and closed",
         f"transit {balance.balance_fen / 100:.2f} yuan; account closed: {account.closed}",
     )
     entries = ledger.ListEntries(
-        ledger_pb2.ListEntriesRequest(card_id=successor), metadata=factory
+        ledger_pb2.ListEntriesRequest(card_id=successor), metadata=ops
     ).entries
     for entry in reversed(entries):
         print(

@@ -94,7 +94,8 @@ def main() -> int:
         for name in settings.SERVICES:
             print(f"  {name:<9} {settings.target_of(name)}  SERVING", flush=True)
         print(
-            "\nTry:  .venv/bin/sscard call identity ListPersonEvents --roles ops\nStop: Ctrl-C\n",
+            "\nTry:  .venv/bin/sscard call identity ListPersonEvents   (as the ops console)"
+            "\nStop: Ctrl-C\n",
             flush=True,
         )
         while not stop.wait(0.5):
