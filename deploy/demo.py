@@ -190,9 +190,22 @@ def main() -> int:
 
     # --- Act two: the card is lost --------------------------------------------------------
     district = credential("district-outlets", outlet="XC-07")
+    card.ResetServicePassword(
+        card_pb2.ResetServicePasswordRequest(
+            request_id=f"demo-password-{run}",
+            card_id=card_id,
+            document=document,
+            new_password="538271",
+        ),
+        metadata=online,
+    )
+    say("The person sets a service password online (A12.2)", "the hotline will ask for it")
     card.ReportTemporaryLoss(
         card_pb2.ReportLossRequest(
-            request_id=f"demo-lost-{run}", card_id=card_id, document=document
+            request_id=f"demo-lost-{run}",
+            card_id=card_id,
+            document=document,
+            service_password="538271",
         ),
         metadata=hotline,
     )

@@ -22,7 +22,7 @@ from services.card.domain.password import check_new_password, wrong_password
 from services.card.saga import Orchestrator
 from services.card.store import CardUnitOfWork, SagaRecord, SagaSummary
 from services.platform import documents
-from services.platform.auth import current_caller
+from services.platform.auth import Channel, current_caller
 from services.platform.channels import Operation
 from services.platform.clock import Clock, beijing_date
 from services.platform.db import Database
@@ -431,6 +431,11 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
     ) -> pb.Card:
         caller = current_caller()
         presented = _presented(request, self._today())
+        if caller.channel is Channel.HOTLINE and method == "ReportTemporaryLoss":
+            replayed = self._once.replay(method, request, pb.Card)
+            if replayed is not None:
+                return replayed
+            self._caller_verified(request.card_id, request.service_password)
         outcome: list[service.LossOutcome] = []
 
         def work(uow: CardUnitOfWork) -> pb.Card:
@@ -458,6 +463,22 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         if outcome and outcome[0].starts_saga:
             self._orchestrator.poke()
         return answer
+
+    def _caller_verified(self, card_id: str, password: str) -> None:
+        """A12: the hotline acts on a card only for a caller who gives its service password;
+        each try counts towards the lock, and every failure answers alike."""
+        with self._uow(readonly=True) as uow:
+            seen = service.password_state(uow, card_id)
+        correct = (
+            bool(password)
+            and not seen.locked(self._clock.now())
+            and self._hasher.verify(seen.hash, password)
+        )
+        with self._uow() as uow:
+            stands = service.count_try(uow, card_id, correct, seen.hash, self._clock)
+            uow.commit()
+        if not stands:
+            raise wrong_password()
 
     def ReportTemporaryLoss(
         self, request: pb.ReportLossRequest, context: grpc.ServicerContext

@@ -31,7 +31,7 @@ from tests.cardsuite import (
     wait_until,
 )
 from tests.scenarios.test_card_deadlines import deadlines
-from tests.scenarios.test_card_in_use import loss
+from tests.scenarios.test_card_in_use import hotline_loss, loss
 from tests.scenarios.test_card_replacement import hand_over, replace
 from tests.support import PersonSpec
 
@@ -389,7 +389,7 @@ def _out_of_use(suite: Suite, card_id: str, person: PersonSpec, ending: str) -> 
     """Take the card out of use in one of the ways its life ends or pauses."""
     outlet = suite.at(Channel.DISTRICT_OUTLET)
     if ending == "temporarily-lost":
-        loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+        hotline_loss(suite, card_id, person)
     elif ending == "formally-lost":
         loss(suite, "ReportFormalLoss", card_id, person, outlet)
     elif ending == "replaced":

@@ -46,6 +46,28 @@ def loss(
     return getattr(suite.card, method)(request, metadata=metadata)  # type: ignore[no-any-return]
 
 
+def hotline_loss(suite: Suite, card_id: str, person: PersonSpec) -> pb.Card:
+    """A temporary loss by the 96066 hotline, for a caller who gives the card's service
+    password (set online first)."""
+    suite.card.ResetServicePassword(
+        pb.ResetServicePasswordRequest(
+            request_id=suite.rid("password"),
+            card_id=card_id,
+            document=person.document(),
+            new_password="538271",
+        ),
+        metadata=suite.at(Channel.ONLINE, person),
+    )
+    return loss(
+        suite,
+        "ReportTemporaryLoss",
+        card_id,
+        person,
+        suite.at(Channel.HOTLINE),
+        service_password="538271",
+    )
+
+
 def unlock(suite: Suite, card_id: str, person: PersonSpec, metadata: Any) -> pb.Card:
     return suite.card.UnlockCard(
         pb.UnlockCardRequest(
@@ -77,10 +99,33 @@ class TestLoss:
         self, suite: Suite
     ) -> None:
         card_id, person = active_card(suite)
-        card = loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+        card = hotline_loss(suite, card_id, person)
         assert card.status == pb.TEMPORARILY_LOST
         assert "suspended" in card.status_text
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+
+    def test_A12_the_hotline_acts_only_for_a_caller_who_gives_the_service_password(
+        self, suite: Suite
+    ) -> None:
+        """服务密码为持卡人使用社会保障卡相关服务的验证密码。
+
+        Knowing a holder's ID number is not enough to stop their card by telephone."""
+        card_id, person = active_card(suite)
+        hotline = suite.at(Channel.HOTLINE)
+        for password in ("", "000000"):
+            refused = rpc_error(
+                lambda password=password: loss(
+                    suite,
+                    "ReportTemporaryLoss",
+                    card_id,
+                    person,
+                    hotline,
+                    service_password=password,
+                )
+            )
+            assert reason_rule(refused) == ("SERVICE_PASSWORD_REJECTED", "A12.2")
+        assert suite.get(card_id).status == pb.ACTIVE
+        assert hotline_loss(suite, card_id, person).status == pb.TEMPORARILY_LOST
 
     @pytest.mark.parametrize("method", ["ReportTemporaryLoss", "ReportFormalLoss"])
     def test_A13_2_a_loss_stops_payments_before_it_is_acknowledged(
@@ -131,7 +176,7 @@ class TestLoss:
         function is not yet suspended, and the suspension follows once the bank is back."""
         card_id, person = active_card(suite)
         suite.bank_server.server.stop(0)
-        card = loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.HOTLINE))
+        card = hotline_loss(suite, card_id, person)
         assert card.status == pb.TEMPORARILY_LOST
         assert "not yet confirmed" in card.status_text
         assert [n.rule for n in card.notices] == ["A13.2"]
