@@ -506,3 +506,27 @@ class TestEmployersReachOnlyTheirOwn:
         assert suite.card.GetCard(
             pb.GetCardRequest(card_id=employee_card), metadata=owner
         ).card_id == (employee_card)
+
+
+def test_services_with_only_public_keys_and_token_files_serve_every_call(
+    start_service: Any, token: Any, trust: TestTrust, service_env: dict[str, str]
+) -> None:
+    """As in production: no service holds a key that can sign. Each reads the credential its
+    deployment's issuer wrote to a file, and a whole application runs through them."""
+    for name in ("identity", "card", "bank", "transit"):
+        upper = name.upper()
+        del service_env[f"SSCARD_{upper}_SIGNING_KEY_FILE"]
+        signer = tokens.Signer(f"sscard-{name}", trust.key_file(f"sscard-{name}"))
+        credential = signer.mint(
+            f"{name}-service", Channel.INTERNAL, roles={Role.SERVICE}, ttl=dt.timedelta(hours=1)
+        )
+        path = trust.keys.parent / f"{name}.token"
+        path.write_text(credential)
+        service_env[f"SSCARD_{upper}_TOKEN_FILE"] = str(path)
+    suite = Suite(start_service, token)
+    person = suite.person()
+    started = suite.apply(person)
+    assert suite.settle(started.card_id).state == pb.COMPLETED
+    assert status_of(suite, started.card_id, suite.at(Channel.ONLINE, person)).status == (
+        pb.IN_PRODUCTION
+    )
