@@ -31,11 +31,12 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 def gauge(name: str, documentation: str, value: float | None = None) -> GaugeMetricFamily:
-    """A gauge without labels (``value``), or with them (``labels=``, then ``add_metric``)."""
+    """A gauge without labels."""
     return GaugeMetricFamily(name, documentation, value=value)
 
 
 def labelled(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
+    """A gauge with ``labels``; its samples are added with ``add_metric``."""
     return GaugeMetricFamily(name, documentation, labels=list(labels))
 
 
