@@ -78,6 +78,8 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # Readable log lines in a terminal, JSON lines when the output is collected.
+    os.environ.setdefault("SSCARD_LOG_FORMAT", "text" if sys.stdout.isatty() else "json")
     children: dict[str, subprocess.Popen[bytes]] = {}
     grace = float(os.environ.get("SSCARD_SHUTDOWN_GRACE_SECONDS", "5"))
     try:
@@ -92,7 +94,9 @@ def main() -> int:
                 return 1
         print("\nsscard is up:", flush=True)
         for name in settings.SERVICES:
-            print(f"  {name:<9} {settings.target_of(name)}  SERVING", flush=True)
+            metrics = settings.load(name).metrics_port
+            where = f"metrics :{metrics}/metrics" if metrics else "metrics off"
+            print(f"  {name:<9} {settings.target_of(name)}  SERVING  {where}", flush=True)
         print(
             "\nTry:  .venv/bin/sscard call identity ListPersonEvents   (as the ops console)"
             "\nStop: Ctrl-C\n",

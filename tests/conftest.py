@@ -146,6 +146,7 @@ def service_env(
         upper = name.upper()
         env[f"SSCARD_{upper}_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
         env[f"SSCARD_{upper}_PORT"] = str(free_port())
+        env[f"SSCARD_{upper}_METRICS_PORT"] = "0"  # a test that scrapes sets a port
         env[f"SSCARD_{upper}_DB_URL"] = new_db_url(name)
     return env
 

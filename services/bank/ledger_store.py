@@ -354,3 +354,14 @@ class AlertRepository:
         more = len(rows) > size
         rows = rows[:size]
         return [self._to_alert(r) for r in rows], (int(rows[-1].alert_no) if more else 0)
+
+
+def unresolved_alerts(session: Session, tables: LedgerTables) -> dict[AlertStatus, int]:
+    """Suspicious-transaction alerts not yet resolved, by status (an index range on status)."""
+    t = tables.alerts
+    open_states = [AlertStatus.OPEN.value, AlertStatus.ASSIGNED.value]
+    rows = session.execute(
+        select(t.c.status, func.count()).where(t.c.status.in_(open_states)).group_by(t.c.status)
+    ).all()
+    found = {AlertStatus(status): int(count) for status, count in rows}
+    return {status: found.get(status, 0) for status in (AlertStatus.OPEN, AlertStatus.ASSIGNED)}

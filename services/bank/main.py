@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import grpc
+from collections.abc import Iterator
 
-from services.bank import store
+import grpc
+from prometheus_client.core import Metric
+from sqlalchemy.orm import Session
+
+from services.bank import ledger_store, store
 from services.bank.api import BankApi
 from services.bank.clients import GrpcCardPort, GrpcCounterCardPort, GrpcIdentityPort
 from services.bank.counter_api import CounterApi
@@ -17,6 +21,7 @@ from services.platform import config as settings
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential, open_channel
 from services.platform.clock import Clock
+from services.platform.metrics import labelled
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
@@ -33,6 +38,14 @@ SERVICE_NAME = bank_pb2.DESCRIPTOR.services_by_name["BankService"].full_name
 LEDGER_SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
 COUNTER_SERVICE_NAME = counter_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name
 RELAY_INTERVAL = 0.5  # seconds between passes of the A7.1 notice relay
+
+
+def alert_gauges(session: Session) -> Iterator[Metric]:
+    """Suspicious-transaction alerts waiting for a person (A19.2), by status."""
+    alerts = labelled("sscard_bank_alerts_unresolved", "Alerts not yet resolved", "status")
+    for status, count in ledger_store.unresolved_alerts(session, store.ledger_tables).items():
+        alerts.add_metric([status.name], count)
+    yield alerts
 
 
 def build(config: settings.ServiceConfig) -> ServiceDeps:
@@ -65,6 +78,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         register=register,
         service_names=[SERVICE_NAME, LEDGER_SERVICE_NAME, COUNTER_SERVICE_NAME],
         maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run)],
+        gauges=base.gauges(alert_gauges),
     )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import grpc
+from prometheus_client.core import Metric
+from sqlalchemy.orm import Session
 
 from services.card import deadlines, store
 from services.card.api import CardApi, OpsApi
@@ -20,11 +23,13 @@ from services.card.flows import (
     retirement_saga,
     transit_refund_saga,
 )
-from services.card.saga import Orchestrator, Tuning
+from services.card.saga import Orchestrator, Tuning, wall_clock
 from services.card.scheduler import Scheduler
 from services.platform import config as settings
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential
+from services.platform.clock import Clock
+from services.platform.metrics import Gauges, gauge, labelled
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
 from services.platform.server import ServiceDeps, foundation, run_service
@@ -49,6 +54,49 @@ def crash_point(config: settings.ServiceConfig) -> str:
     if point and config.environment == "production":
         raise settings.ConfigError("SSCARD_CARD_CRASH_AFTER must not be set in production")
     return point
+
+
+def _age(now: dt.datetime, since: dt.datetime | None) -> float:
+    return max((now - since).total_seconds(), 0.0) if since is not None else 0.0
+
+
+def operations_gauges(clock: Clock) -> Gauges:
+    """Unfinished sagas (their times are wall-clock) and pending deadlines (the suite's clock)."""
+
+    def collect(session: Session) -> Iterator[Metric]:
+        snap = store.operations_snapshot(session, clock.now())
+        now = wall_clock()
+        by_kind = labelled("sscard_card_sagas", "Unfinished sagas", "kind", "state")
+        for kind, state, count in snap.sagas:
+            by_kind.add_metric([kind, state], count)
+        yield by_kind
+        yield gauge(
+            "sscard_card_saga_oldest_running_seconds",
+            "Age of the oldest unfinished saga (0: none)",
+            _age(now, snap.oldest_saga_started),
+        )
+        yield gauge("sscard_card_sagas_retrying", "Unfinished sagas retrying a step", snap.retrying)
+        yield gauge(
+            "sscard_card_saga_oldest_retrying_seconds",
+            "Age of the oldest saga retrying a step (0: none)",
+            _age(now, snap.oldest_retrying_started),
+        )
+        pending = labelled(
+            "sscard_card_deadlines_pending", "Deadlines not yet acted on", "kind", "rule"
+        )
+        overdue = labelled(
+            "sscard_card_deadlines_overdue",
+            "Deadlines past due and not yet acted on",
+            "kind",
+            "rule",
+        )
+        for kind, rule, count, late in snap.deadlines:
+            pending.add_metric([kind, rule], count)
+            overdue.add_metric([kind, rule], late)
+        yield pending
+        yield overdue
+
+    return collect
 
 
 def build(config: settings.ServiceConfig) -> ServiceDeps:
@@ -107,6 +155,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         register=register,
         service_names=[SERVICE_NAME, OPS_SERVICE_NAME],
         maintenance=[base.purge_task(), (FEED_INTERVAL, deaths.run)],
+        gauges=base.gauges(operations_gauges(base.clock)),
         on_start=start,
         on_stop=stop,
     )

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    case,
     false,
     func,
     select,
@@ -1013,3 +1014,41 @@ class CardUnitOfWork(UnitOfWork):
         self.passwords = PasswordRepository(session)
         self.timers = TimerRepository(session)
         self.feeds = FeedRepository(session)
+
+
+@dataclass(frozen=True)
+class OperationsSnapshot:
+    """What an operator watches in the card service's database (README, "Operations")."""
+
+    sagas: list[tuple[str, str, int]]  # kind, state, count of unfinished sagas
+    oldest_saga_started: dt.datetime | None
+    retrying: int
+    oldest_retrying_started: dt.datetime | None
+    deadlines: list[tuple[str, str, int, int]]  # kind, rule, pending, of which overdue
+
+
+def operations_snapshot(session: Session, now: dt.datetime) -> OperationsSnapshot:
+    """Unfinished sagas and pending deadlines; every query reads an index range on state."""
+    active = sagas.c.state.in_(ACTIVE_SAGA_STATES)
+    by_kind = session.execute(
+        select(sagas.c.kind, sagas.c.state, func.count())
+        .where(active)
+        .group_by(sagas.c.kind, sagas.c.state)
+    ).all()
+    oldest = session.execute(select(func.min(sagas.c.created_at)).where(active)).scalar_one()
+    retrying, oldest_retrying = session.execute(
+        select(func.count(), func.min(sagas.c.created_at)).where(active, sagas.c.retries > 0)
+    ).one()
+    overdue = case((timers.c.due_at < now, 1), else_=0)
+    deadlines = session.execute(
+        select(timers.c.kind, timers.c.rule, func.count(), func.coalesce(func.sum(overdue), 0))
+        .where(timers.c.state == "PENDING")
+        .group_by(timers.c.kind, timers.c.rule)
+    ).all()
+    return OperationsSnapshot(
+        sagas=[(r[0], r[1], int(r[2])) for r in by_kind],
+        oldest_saga_started=as_utc(oldest) if oldest is not None else None,
+        retrying=int(retrying),
+        oldest_retrying_started=as_utc(oldest_retrying) if oldest_retrying is not None else None,
+        deadlines=[(r[0], r[1], int(r[2]), int(r[3])) for r in deadlines],
+    )

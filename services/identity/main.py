@@ -23,6 +23,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         ),
         service_names=[SERVICE_NAME],
         maintenance=[base.purge_task()],
+        gauges=base.gauges(),
     )
 
 

@@ -17,6 +17,8 @@ from services.platform.clock import Clock, SharedTestClock, SystemClock
 
 SERVICES = ("identity", "card", "bank", "transit")
 DEFAULT_PORTS = {"identity": 50051, "card": 50052, "bank": 50053, "transit": 50054}
+DEFAULT_METRICS_PORTS = {"identity": 9051, "card": 9052, "bank": 9053, "transit": 9054}
+LOG_FORMATS = ("json", "text")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VAR_DIR = REPO_ROOT / "var"
 
@@ -48,6 +50,8 @@ class ServiceConfig:
     test_clock_file: str | None
     calendar_file: str
     log_level: str
+    log_format: str
+    metrics_port: int
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def secret(self, name: str, default_file: Path) -> bytes:
@@ -123,6 +127,15 @@ def _own_credential(
     return Path(key_file or VAR_DIR / "keys" / f"{name}-service.pem"), None
 
 
+def _log_format(env: Mapping[str, str]) -> str:
+    value = _env(env, "SSCARD_LOG_FORMAT", "json").lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(
+            f"SSCARD_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {value!r}"
+        )
+    return value
+
+
 def target_of(service: str, env: Mapping[str, str] | None = None) -> str:
     """``host:port`` of a service: ``SSCARD_<SERVICE>_TARGET``, else its host and port."""
     env = os.environ if env is None else env
@@ -188,5 +201,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
             env, "SSCARD_CALENDAR_FILE", str(REPO_ROOT / "deploy" / "calendar" / "cn-workdays.json")
         ),
         log_level=_env(env, "SSCARD_LOG_LEVEL", "INFO").upper(),
+        log_format=_log_format(env),
+        metrics_port=_int(env, prefix + "METRICS_PORT", DEFAULT_METRICS_PORTS[name]),
         env=dict(env),
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -34,15 +35,19 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    func,
     select,
 )
 from sqlalchemy.orm import Session
 
+from services.platform import logs
 from services.platform.auth import current_caller
 from services.platform.clock import Clock
 from services.platform.db import Database, UnitOfWork, advisory_lock, as_utc
 from services.platform.errors import DomainError, FieldViolation, Kind, invalid
 from services.platform.pii import PiiCipher
+
+log = logging.getLogger("sscard.changes")
 
 M = TypeVar("M", bound=Message)
 U = TypeVar("U", bound=UnitOfWork)
@@ -206,6 +211,16 @@ class IdempotencyStore:
             },
         )
 
+    def count_live(self, session: Session) -> int:
+        """Keys stored and not yet expired (an index range on ``expires_at``)."""
+        return int(
+            session.execute(
+                select(func.count())
+                .select_from(self.table)
+                .where(self.table.c.expires_at > self.clock.now())
+            ).scalar_one()
+        )
+
     def purge_expired(self, db: Database) -> int:
         """Delete keys past their time; run periodically by the server's maintenance loop."""
         with db.writing() as session:
@@ -260,6 +275,7 @@ class Idempotent(Generic[U]):
             postgres = not uow.db.is_sqlite
             stored = self.store.claim(uow.session, scope, request_id, fp, postgres)
             if stored is not None:
+                log.info("stored answer replayed", extra={logs.OUTCOME: "REPLAYED"})
                 return stored.replay(response_type)
             attempt = uow.session.begin_nested()
             try:
@@ -271,10 +287,15 @@ class Idempotent(Generic[U]):
                 attempt.rollback()
                 self.store.remember(uow.session, scope, request_id, fp, "error", _encode_error(exc))
                 uow.commit()
+                log.info(
+                    "refusal stored",
+                    extra={logs.OUTCOME: "REFUSED", logs.REASON: exc.reason},
+                )
                 raise
             attempt.commit()
             self.store.remember(
                 uow.session, scope, request_id, fp, "response", response.SerializeToString()
             )
             uow.commit()
+            log.info("state change committed", extra={logs.OUTCOME: "OK"})
             return response

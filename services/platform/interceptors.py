@@ -24,7 +24,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
-from services.platform import access, auth
+from services.platform import access, auth, logs
 from services.platform.errors import DomainError, FieldViolation, Kind
 from services.platform.grpc_errors import CODES, internal_status, to_status
 from services.platform.trust import Verifier
@@ -150,7 +150,14 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             log.warning("%s: the database connection failed: %s", method, type(exc.orig).__name__)
             exc = _database_unavailable()
         if isinstance(exc, DomainError):
-            log.info("%s refused %s %s", method, CODES[exc.kind].name, exc.reason)
+            code = CODES[exc.kind].name
+            log.info(
+                "%s refused %s %s",
+                method,
+                code,
+                exc.reason,
+                extra={logs.OUTCOME: code, logs.REASON: exc.reason},
+            )
             context.abort_with_status(to_status(exc, self._domain))
         reference = uuid.uuid4().hex[:12]
         log.error("%s failed, reference %s", method, reference, exc_info=exc)

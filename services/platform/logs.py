@@ -1,23 +1,123 @@
-"""Logging set-up: one line per record, identifiers masked, service name on every line."""
+"""Logging set-up: one line per record, identifiers masked, the call's context on every line.
+
+``SSCARD_LOG_FORMAT=json`` (the default) writes JSON lines with time, level, service, logger,
+message and, inside a call, method, request id, client id, channel and, where known, outcome
+and reason; ``text`` writes the same as one readable line for a terminal. The call context lives
+in a contextvar that the call observer sets for every call, so every line logged while serving a
+call carries it; the caller comes from the call guard's bound credential. Both formats mask ID
+and phone numbers in the whole rendered line.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import datetime as dt
+import json
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
 
-from services.platform.masking import RedactingFormatter
+from services.platform import auth
+from services.platform.masking import RedactingFormatter, redact
+
+# Fields a record may carry through ``extra=``; they are part of every line that has them.
+OUTCOME = "outcome"
+REASON = "reason"
 
 
-def configure(service: str, level: str = "INFO") -> None:
-    """Send every log record to stderr through the masking formatter."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        RedactingFormatter(
-            f"%(asctime)s %(levelname)s {service}[%(process)d] %(name)s: %(message)s"
-        )
-    )
+@dataclass(frozen=True)
+class CallContext:
+    """The call being served: set by the call observer, read by every log line."""
+
+    service: str
+    method: str
+    request_id: str
+
+
+_CALL: contextvars.ContextVar[CallContext] = contextvars.ContextVar("sscard_call")
+
+
+def bind_call(context: CallContext) -> contextvars.Token[CallContext]:
+    return _CALL.set(context)
+
+
+def unbind_call(token: contextvars.Token[CallContext]) -> None:
+    _CALL.reset(token)
+
+
+class CallFields(logging.Filter):
+    """Stamps the call's context and caller on each record when it is logged."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        call = _CALL.get(None)
+        caller = auth.bound_caller()
+        record.service = call.service if call else self._service
+        record.method = call.method if call else ""
+        record.request_id = call.request_id if call else ""
+        record.client_id = (caller.client_id or caller.caller) if caller else ""
+        record.channel = caller.channel.value if caller else ""
+        return True
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+            timespec="milliseconds"
+        ),
+        "level": record.levelname,
+        "service": getattr(record, "service", ""),
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    for key in ("method", "request_id", "client_id", "channel", OUTCOME, REASON):
+        value = getattr(record, key, "")
+        if value:
+            line[key] = value
+    return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; identifiers masked everywhere, the traceback included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = _fields(record)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, ensure_ascii=False))
+
+
+class TextFormatter(RedactingFormatter):
+    """The same fields as one readable line, for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = _fields(record)
+        head = f"{line.pop('time')} {line.pop('level'):<7} {line.pop('service')} "
+        head += f"{line.pop('logger')}: {line.pop('message')}"
+        tail = " ".join(f"{key}={value}" for key, value in line.items())
+        record.message = f"{head}  [{tail}]" if tail else head
+        text = record.message
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return redact(text)
+
+
+def handler(service: str, fmt: str = "json", stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing ``fmt`` lines for ``service`` to ``stream`` (stderr by default)."""
+    out = logging.StreamHandler(sys.stderr if stream is None else stream)
+    out.addFilter(CallFields(service))
+    out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    return out
+
+
+def configure(service: str, level: str = "INFO", fmt: str = "json") -> None:
+    """Send every log record to stderr in ``fmt``."""
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler(service, fmt)]
     root.setLevel(level)
     # Alembic announces its dialect on every readiness check; only its warnings matter here.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -10,13 +10,14 @@ and sync SQLAlchemy: measured fastest on this hardware (see BENCHMARKS.md).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import multiprocessing
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client.core import Metric
 from sqlalchemy import Table
+from sqlalchemy.orm import Session
 
 from services.platform import config as settings
 from services.platform import logs, migrations
@@ -34,6 +37,8 @@ from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError
 from services.platform.idempotency import IdempotencyStore
 from services.platform.interceptors import CallGuard
+from services.platform.metrics import Gauges, ServiceMetrics, labelled
+from services.platform.observe import CallObserver
 from services.platform.pii import PiiCipher
 from services.platform.trust import TrustError, Verifier
 
@@ -54,6 +59,8 @@ class ServiceDeps:
     # stopped after it stops taking calls.
     on_start: Callable[[], None] | None = None
     on_stop: Callable[[], None] | None = None
+    # The service's gauges for /metrics, read from its database at scrape time.
+    gauges: Gauges | None = None
 
 
 class Server:
@@ -64,6 +71,7 @@ class Server:
         self.deps = deps
         self._stopping = threading.Event()
         self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.metrics = ServiceMetrics(config.name, deps.db, deps.gauges)
         try:
             verifier = Verifier(
                 config.trust_dir, config.client_registry, config.trust_reload_seconds
@@ -74,7 +82,7 @@ class Server:
             futures.ThreadPoolExecutor(
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
             ),
-            interceptors=[CallGuard(verifier, f"{config.name}.sscard")],
+            interceptors=[CallObserver(self.metrics), CallGuard(verifier, f"{config.name}.sscard")],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
@@ -131,6 +139,7 @@ class Server:
 
     def start(self) -> None:
         self._grpc.start()
+        self.metrics.serve(self.config.host, self.config.metrics_port)
         if self.deps.on_start is not None:
             self.deps.on_start()
         threading.Thread(target=self._watch_health, name="health", daemon=True).start()
@@ -144,6 +153,7 @@ class Server:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        self.metrics.stop()
         if self.deps.on_stop is not None:
             self.deps.on_stop()
         self.deps.db.dispose()
@@ -158,6 +168,7 @@ def create_server(config: ServiceConfig, deps: ServiceDeps) -> Server:
 class Foundation:
     """What every service's composition root starts from."""
 
+    name: str
     db: Database
     clock: Clock
     keys: IdempotencyStore
@@ -165,6 +176,18 @@ class Foundation:
     def purge_task(self, interval: float = 600.0) -> Task:
         """Periodic removal of expired idempotency keys."""
         return (interval, lambda: self.keys.purge_expired(self.db))
+
+    def gauges(self, own: Gauges | None = None) -> Gauges:
+        """The service's gauges (``own``) and the idempotency keys it holds."""
+
+        def collect(session: Session) -> Iterable[Metric]:
+            keys = labelled("sscard_idempotency_keys", "Idempotency keys stored", "service")
+            keys.add_metric([self.name], float(self.keys.count_live(session)))
+            yield keys
+            if own is not None:
+                yield from own(session)
+
+        return collect
 
 
 def foundation(
@@ -176,14 +199,14 @@ def foundation(
     if config.test_clock_file:
         log.warning("%s runs on the shared TEST clock (%s)", config.name, config.test_clock_file)
     ttl = dt.timedelta(hours=config.idempotency_ttl_hours)
-    return Foundation(db, clock, IdempotencyStore(keys_table, clock, ttl, cipher))
+    return Foundation(config.name, db, clock, IdempotencyStore(keys_table, clock, ttl, cipher))
 
 
 Build = Callable[[ServiceConfig], ServiceDeps]
 
 
 def _serve_one(config: ServiceConfig, build: Build) -> None:
-    logs.configure(config.name, config.log_level)
+    logs.configure(config.name, config.log_level, config.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -205,6 +228,13 @@ def run_service(name: str, build: Build) -> None:
         raise SystemExit(2) from None
 
 
+def _worker(config: ServiceConfig, index: int) -> ServiceConfig:
+    """Worker ``index`` serves its own metrics on the metrics port + ``index``."""
+    if config.metrics_port == 0:
+        return config
+    return dataclasses.replace(config, metrics_port=config.metrics_port + index)
+
+
 def serve(config: ServiceConfig, build: Build) -> None:
     """Run the service until SIGTERM / SIGINT, in ``config.workers`` processes on one port."""
     if config.workers == 1:
@@ -212,10 +242,10 @@ def serve(config: ServiceConfig, build: Build) -> None:
         return
     if config.port == 0:
         raise ValueError("several workers need a fixed port")
-    logs.configure(config.name, config.log_level)
+    logs.configure(config.name, config.log_level, config.log_format)
     ctx = multiprocessing.get_context("spawn")
     workers = [
-        ctx.Process(target=_serve_one, args=(config, build), name=f"{config.name}-{i}")
+        ctx.Process(target=_serve_one, args=(_worker(config, i), build), name=f"{config.name}-{i}")
         for i in range(config.workers)
     ]
     for worker in workers:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from prometheus_client.core import Metric
+from sqlalchemy.orm import Session
+
 from services.platform import config as settings
 from services.platform.clients import ServiceCredential, open_channel
+from services.platform.clock import Clock
+from services.platform.metrics import Gauges, gauge
 from services.platform.server import ServiceDeps, foundation, run_service
 from services.transit import store
 from services.transit.api import TransitApi
@@ -13,6 +20,22 @@ from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 SERVICE_NAME = transit_pb2.DESCRIPTOR.services_by_name["TransitService"].full_name
 RELAY_INTERVAL = 0.5  # seconds between passes of the refund relay
+
+
+def refund_gauges(clock: Clock) -> Gauges:
+    """Refunds still on their way to a bank account (A15.4), and how long the oldest has been."""
+
+    def collect(session: Session) -> Iterator[Metric]:
+        count, oldest = store.pending_refunds(session)
+        yield gauge("sscard_transit_refunds_pending", "Refunds not yet arrived", count)
+        age = (clock.now() - oldest).total_seconds() if oldest is not None else 0.0
+        yield gauge(
+            "sscard_transit_refund_oldest_pending_seconds",
+            "Age of the oldest refund not yet arrived (0: none)",
+            max(age, 0.0),
+        )
+
+    return collect
 
 
 def build(config: settings.ServiceConfig) -> ServiceDeps:
@@ -28,6 +51,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         register=lambda server: transit_pb2_grpc.add_TransitServiceServicer_to_server(api, server),
         service_names=[SERVICE_NAME],
         maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run)],
+        gauges=base.gauges(refund_gauges(base.clock)),
     )
 
 

@@ -503,3 +503,14 @@ class TransitUnitOfWork(UnitOfWork):
         SQLite a writing unit of work already holds the database's write lock)."""
         if not self.db.is_sqlite:
             advisory_lock(self.session, "transit", *parts)
+
+
+def pending_refunds(session: Session) -> tuple[int, dt.datetime | None]:
+    """Refunds still on their way to a bank account, and when the oldest was started (an index
+    range on state)."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(refunds.c.created_at)).where(
+            refunds.c.state == RefundState.SENDING.value
+        )
+    ).one()
+    return int(count), as_utc(oldest) if oldest is not None else None
