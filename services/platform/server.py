@@ -34,6 +34,7 @@ from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError
 from services.platform.faultlog import FailureLog
 from services.platform.idempotency import IdempotencyStore
+from services.platform.inbound import Limits
 from services.platform.interceptors import CallGuard
 from services.platform.pii import PiiCipher
 from services.platform.trust import TrustError, Verifier
@@ -75,7 +76,7 @@ class Server:
             futures.ThreadPoolExecutor(
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
             ),
-            interceptors=[CallGuard(verifier, f"{config.name}.sscard")],
+            interceptors=[CallGuard(verifier, f"{config.name}.sscard", _limits(config))],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
@@ -151,6 +152,10 @@ class Server:
         if self.deps.on_stop is not None:
             self.deps.on_stop()
         self.deps.db.dispose()
+
+
+def _limits(config: ServiceConfig) -> Limits:
+    return Limits(config.max_request_bytes, config.max_message_bytes, config.client_max_calls)
 
 
 def create_server(config: ServiceConfig, deps: ServiceDeps) -> Server:
