@@ -34,6 +34,7 @@ from typing import Any
 
 from services.card.store import CardUnitOfWork, SagaRecord
 from services.platform.errors import DomainError, Kind
+from services.platform.faultlog import FailureLog
 
 log = logging.getLogger("sscard.saga")
 
@@ -110,6 +111,7 @@ class Orchestrator:
         self._wake = threading.Condition()
         self._pending = 0
         self._stopping = threading.Event()
+        self._claim_failures = FailureLog(log, "claiming sagas")  # shared by the workers
         self._threads: list[threading.Thread] = []
         # Fault injection for the crash tests: "<kind>:<step>" kills this process right after
         # that step's progress is committed. Refused in production by the configuration.
@@ -151,10 +153,11 @@ class Orchestrator:
         while not self._stopping.is_set():
             try:
                 claimed = self._claim(self._tuning.claim_batch)
-            except Exception:
-                log.exception("claiming sagas failed; will try again")
+            except Exception as exc:
+                self._claim_failures.failure(type(exc).__name__, exc)
                 self._stopping.wait(1.0)
                 continue
+            self._claim_failures.success()
             if not claimed:
                 with self._wake:
                     if self._pending <= 0:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from services.card.saga import wall_clock
 from services.card.store import CardUnitOfWork, TimerRecord
 from services.platform.clock import Clock
+from services.platform.faultlog import FailureLog
 
 log = logging.getLogger("sscard.scheduler")
 
@@ -73,12 +74,15 @@ class Scheduler:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        failures = FailureLog(log, "firing due timers")
         while not self._stopping.is_set():
             try:
                 fired = self.fire_due()
-            except Exception:
-                log.exception("firing due timers failed; will try again")
+            except Exception as exc:
+                failures.failure(type(exc).__name__, exc)
                 fired = 0
+            else:
+                failures.success()
             if fired < self._batch:
                 self._stopping.wait(self._poll)
 

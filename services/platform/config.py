@@ -39,6 +39,8 @@ class ServiceConfig:
     threads: int
     grace_seconds: float
     max_message_bytes: int
+    max_request_bytes: int
+    client_max_calls: int
     trust_dir: Path
     client_registry: Path
     trust_reload_seconds: float
@@ -186,6 +188,8 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         threads=_int(env, prefix + "THREADS", 8, minimum=1),
         grace_seconds=float(_env(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", "5")),
         max_message_bytes=_int(env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024),
+        max_request_bytes=_int(env, "SSCARD_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+        client_max_calls=_int(env, "SSCARD_CLIENT_MAX_CALLS", 32, minimum=1),
         trust_dir=Path(_env(env, "SSCARD_TRUST_DIR", str(VAR_DIR / "trust"))),
         client_registry=Path(
             _env(env, "SSCARD_CLIENT_REGISTRY", str(REPO_ROOT / "deploy" / "clients.toml"))

@@ -44,6 +44,8 @@ class DomainError(Exception):
     rule: str = ""
     violations: tuple[FieldViolation, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    # When a retry may succeed (an admission limit), after how long: a RetryInfo detail.
+    retry_after_seconds: int = 0
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

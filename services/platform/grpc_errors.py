@@ -1,7 +1,8 @@
 """The one mapping between domain errors and gRPC statuses, both ways.
 
 Servers: ``to_status`` turns a ``DomainError`` into a ``google.rpc.Status`` with ``ErrorInfo``
-(reason, domain ``<service>.sscard``, metadata ``rule``) and ``BadRequest`` field violations.
+(reason, domain ``<service>.sscard``, metadata ``rule``), ``BadRequest`` field violations and,
+when a retry after a while may succeed, ``RetryInfo``.
 Clients: ``from_rpc_error`` reads those details back into a ``DomainError`` so a caller can act
 on the reason and rule, and ``is_retryable`` says whether a failure is transport-level.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 from typing import cast
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -44,7 +46,13 @@ def to_status(error: DomainError, domain: str) -> grpc.Status:
         info.metadata["rule"] = error.rule
     for key, value in error.metadata.items():
         info.metadata[key] = redact(value)
-    details = [info]
+    details: list[Message] = [info]
+    if error.retry_after_seconds:
+        details.append(
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=error.retry_after_seconds)
+            )
+        )
     if error.violations:
         details.append(
             error_details_pb2.BadRequest(
@@ -80,7 +88,7 @@ def from_rpc_error(failure: grpc.RpcError) -> DomainError:
     error = cast(grpc.Call, failure)  # the RpcError a call raises is also its Call
     code: grpc.StatusCode = error.code()
     message: str = error.details() or code.name
-    reason, rule, metadata = code.name, "", {}
+    reason, rule, metadata, retry_after = code.name, "", {}, 0
     violations: list[FieldViolation] = []
     status = rpc_status.from_call(error)
     if status is not None:
@@ -91,6 +99,10 @@ def from_rpc_error(failure: grpc.RpcError) -> DomainError:
                 reason = info.reason
                 metadata = dict(info.metadata)
                 rule = metadata.pop("rule", "")
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after = retry.retry_delay.seconds
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
@@ -99,7 +111,13 @@ def from_rpc_error(failure: grpc.RpcError) -> DomainError:
                 ]
     kind = KINDS.get(code, Kind.UNAVAILABLE)
     return DomainError(
-        reason, message, kind=kind, rule=rule, violations=tuple(violations), metadata=metadata
+        reason,
+        message,
+        kind=kind,
+        rule=rule,
+        violations=tuple(violations),
+        metadata=metadata,
+        retry_after_seconds=retry_after,
     )
 
 

@@ -3,12 +3,14 @@
 For every call except health checks and reflection it verifies the caller credential (missing,
 expired, forged or outside its client's registration: UNAUTHENTICATED / PERMISSION_DENIED),
 asks the authorization matrix (``access``) whether the credential's roles may call the method,
-makes the caller available to the servicer through
-``auth.current_caller()``, refuses text carrying NUL characters (no field of the suite accepts
-them, and PostgreSQL cannot store them) and a value the database cannot hold, answers a lost
-database connection UNAVAILABLE (retryable with the same request_id), turns a
+admits the call within its client's limit and only then reads the request, refusing one too
+large for the method or that does not decode (``inbound``), makes the caller available to the
+servicer through ``auth.current_caller()``, refuses text carrying NUL characters (no field of
+the suite accepts them, and PostgreSQL cannot store them) and a value the database cannot hold,
+answers a lost database connection UNAVAILABLE (retryable with the same request_id), turns a
 ``DomainError`` into the rich status of ``grpc_errors``, turns anything unexpected into INTERNAL
-with a log reference and no exception text, and logs one line per call.
+with a log reference and no exception text, and logs one line per refused call (a flood of
+malformed, oversized or over-limit calls: a line when it starts and a counted summary a minute).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -24,8 +27,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
-from services.platform import access, auth, logs
+from services.platform import access, auth, inbound, logs
+from services.platform.auth import Caller
 from services.platform.errors import DomainError, FieldViolation, Kind
+from services.platform.faultlog import FailureLog
 from services.platform.grpc_errors import CODES, internal_status, to_status
 from services.platform.trust import Verifier
 
@@ -94,11 +99,22 @@ def _not_storable() -> DomainError:
 
 
 class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Authentication, error mapping and call logging for one service."""
+    """Authentication, admission, error mapping and call logging for one service.
 
-    def __init__(self, verifier: Verifier, error_domain: str) -> None:
+    The credential, the method's roles and the client's admission are checked on the call's
+    headers, before its request is read (``inbound``): every method is served as one that
+    reads its request stream itself, so a refused call's body is never read.
+    """
+
+    def __init__(self, verifier: Verifier, error_domain: str, limits: inbound.Limits) -> None:
         self._verifier = verifier
         self._domain = error_domain
+        self._limits = limits
+        self._admission = inbound.Admission(limits.calls_per_client)
+        self._floods = {
+            reason: FailureLog(log, f"{error_domain} callers", level=logging.INFO)
+            for reason in inbound.FLOOD_REASONS
+        }
 
     def intercept_service(
         self,
@@ -109,38 +125,51 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         method: str = details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        metadata = details.invocation_metadata
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._guard(method, metadata, handler.unary_unary),
-                handler.request_deserializer,
+        streams = handler.response_streaming
+        behaviour = (
+            (handler.unary_stream or handler.stream_stream)
+            if streams
+            else (handler.unary_unary or handler.stream_unary)
+        )
+        if behaviour is None:  # a handler without a behaviour serves nothing: UNIMPLEMENTED
+            return None
+        admitted = self._admit(method, details.invocation_metadata)
+        decode = inbound.tolerant(handler.request_deserializer, self._limits.request_limit(method))
+        unary = not handler.request_streaming
+        if streams:
+            return grpc.stream_stream_rpc_method_handler(
+                self._guard_stream(method, admitted, behaviour, unary),
+                decode,
                 handler.response_serializer,
             )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._guard(method, metadata, handler.stream_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._guard_stream(method, metadata, handler.unary_stream),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        assert handler.stream_stream is not None
-        return grpc.stream_stream_rpc_method_handler(
-            self._guard_stream(method, metadata, handler.stream_stream),
-            handler.request_deserializer,
-            handler.response_serializer,
+        return grpc.stream_unary_rpc_method_handler(
+            self._guard(method, admitted, behaviour, unary), decode, handler.response_serializer
         )
 
-    def _enter(self, method: str, metadata: Any) -> Any:
-        caller = self._verifier.verify(_bearer(metadata))
-        access.authorize(method, caller)
-        return auth.bind_caller(caller)
+    def _admit(self, method: str, metadata: Any) -> Caller | Exception:
+        """The verified caller, admitted; or why not (raised when the call is served)."""
+        try:
+            caller = self._verifier.verify(_bearer(metadata))
+            access.authorize(method, caller)
+            self._admission.enter(_client(caller))
+        except Exception as exc:  # refused as a mapped status, never from the poller thread
+            return exc
+        return caller
+
+    @contextmanager
+    def _entered(self, admitted: Caller | Exception) -> Iterator[None]:
+        if isinstance(admitted, Exception):
+            raise admitted
+        token = auth.bind_caller(admitted)
+        try:
+            yield
+        finally:
+            auth.unbind_caller(token)
+            self._admission.leave(_client(admitted))
 
     def _refuse(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
+        if isinstance(exc, grpc.RpcError):  # the caller went away while its request was read
+            return
         if isinstance(exc, DataError):
             log.info("%s: the database refused a value of the request", method)
             exc = _not_storable()
@@ -151,49 +180,70 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             exc = _database_unavailable()
         if isinstance(exc, DomainError):
             code = CODES[exc.kind].name
-            log.info(
-                "%s refused %s %s",
-                method,
-                code,
-                exc.reason,
-                extra={logs.OUTCOME: code, logs.REASON: exc.reason},
-            )
+            if (flood := self._floods.get(exc.reason)) is not None:
+                flood.failure(exc.reason)
+            else:
+                log.info(
+                    "%s refused %s %s",
+                    method,
+                    code,
+                    exc.reason,
+                    extra={logs.OUTCOME: code, logs.REASON: exc.reason},
+                )
             context.abort_with_status(to_status(exc, self._domain))
         reference = uuid.uuid4().hex[:12]
         log.error("%s failed, reference %s", method, reference, exc_info=exc)
         context.abort_with_status(internal_status(reference))
 
-    def _guard(self, method: str, metadata: Any, behaviour: Callable[..., Any]) -> Any:
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+    def _guard(
+        self, method: str, admitted: Caller | Exception, behaviour: Callable[..., Any], unary: bool
+    ) -> Any:
+        def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            token = None
             try:
-                token = self._enter(method, metadata)
-                _check_text(request)
-                response = behaviour(request, context)
+                with self._entered(admitted):
+                    response = behaviour(_arguments(requests, unary), context)
             except Exception as exc:  # every failure leaves as a mapped status
                 self._refuse(method, context, exc)
                 raise
-            finally:
-                if token is not None:
-                    auth.unbind_caller(token)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s OK %.1fms", method, (time.perf_counter() - started) * 1000)
             return response
 
         return guarded
 
-    def _guard_stream(self, method: str, metadata: Any, behaviour: Callable[..., Any]) -> Any:
-        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            token = None
+    def _guard_stream(
+        self, method: str, admitted: Caller | Exception, behaviour: Callable[..., Any], unary: bool
+    ) -> Any:
+        def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                token = self._enter(method, metadata)
-                yield from behaviour(request, context)
+                with self._entered(admitted):
+                    yield from behaviour(_arguments(requests, unary), context)
             except Exception as exc:
                 self._refuse(method, context, exc)
                 raise
-            finally:
-                if token is not None:
-                    auth.unbind_caller(token)
 
         return guarded
+
+
+def _client(caller: Caller) -> str:
+    return caller.client_id or caller.caller
+
+
+def _readable(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if isinstance(request, inbound.Unreadable):
+            raise request.error()
+        yield request
+
+
+def _arguments(requests: Iterator[Any], unary: bool) -> Any:
+    """What the method's behaviour takes: its one request, read now, or its request stream."""
+    if not unary:
+        return _readable(requests)
+    request = next(requests, inbound.MALFORMED)  # a unary call must carry one message
+    if isinstance(request, inbound.Unreadable):
+        raise request.error()
+    _check_text(request)
+    logs.note_request_id(getattr(request, "request_id", ""))
+    return request

@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from services.platform import auth
@@ -44,6 +44,13 @@ def bind_call(context: CallContext) -> contextvars.Token[CallContext]:
 
 def unbind_call(token: contextvars.Token[CallContext]) -> None:
     _CALL.reset(token)
+
+
+def note_request_id(request_id: object) -> None:
+    """The request id, once the call guard has read the request, for the call's later lines."""
+    call = _CALL.get(None)
+    if call is not None and isinstance(request_id, str) and request_id:
+        _CALL.set(replace(call, request_id=request_id))
 
 
 class CallFields(logging.Filter):

@@ -1,6 +1,7 @@
 """The call observer: the outermost server interceptor of every sscard service.
 
-For every call it binds the call's context (service, method, request id) for the log lines
+For every call it binds the call's context (service, method; the call guard adds the request
+id once it has read the request) for the log lines
 written while serving it, and counts the call by status code and times it for /metrics. It
 changes no answer: the call guard inside it decides those. Health checks and reflection pass
 through unobserved.
@@ -24,10 +25,6 @@ def _code(context: grpc.ServicerContext, failed: bool) -> str:
     if code is None:
         return "UNKNOWN" if failed else "OK"
     return str(code.name)
-
-
-def _request_id(request: Any) -> str:
-    return str(getattr(request, "request_id", "") or "")
 
 
 class CallObserver(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -74,9 +71,7 @@ class CallObserver(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def _unary(self, method: str, behaviour: Callable[..., Any]) -> Any:
         def observed(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            token = logs.bind_call(
-                logs.CallContext(self._metrics.service, method, _request_id(request))
-            )
+            token = logs.bind_call(logs.CallContext(self._metrics.service, method, ""))
             failed = True
             try:
                 response = behaviour(request, context)
@@ -91,9 +86,7 @@ class CallObserver(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def _stream(self, method: str, behaviour: Callable[..., Any]) -> Any:
         def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            token = logs.bind_call(
-                logs.CallContext(self._metrics.service, method, _request_id(request))
-            )
+            token = logs.bind_call(logs.CallContext(self._metrics.service, method, ""))
             failed = True
             try:
                 yield from behaviour(request, context)

@@ -35,7 +35,9 @@ from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError
+from services.platform.faultlog import FailureLog
 from services.platform.idempotency import IdempotencyStore
+from services.platform.inbound import Limits
 from services.platform.interceptors import CallGuard
 from services.platform.metrics import Gauges, ServiceMetrics, labelled
 from services.platform.observe import CallObserver
@@ -82,7 +84,10 @@ class Server:
             futures.ThreadPoolExecutor(
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
             ),
-            interceptors=[CallObserver(self.metrics), CallGuard(verifier, f"{config.name}.sscard")],
+            interceptors=[
+                CallObserver(self.metrics),
+                CallGuard(verifier, f"{config.name}.sscard", _limits(config)),
+            ],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
@@ -103,17 +108,20 @@ class Server:
         for name in ("", *self.deps.service_names):
             self.health.set(name, status)
 
-    def _ready(self) -> bool:
+    def _ready(self, failures: FailureLog) -> bool:
         try:
-            return migrations.at_head(self.config.name, self.deps.db.engine)
+            ready = migrations.at_head(self.config.name, self.deps.db.engine)
         except Exception as exc:  # a database that does not answer is simply not ready
-            log.warning("%s database not ready: %s", self.config.name, type(exc).__name__)
+            failures.failure(type(exc).__name__)
             return False
+        failures.success()
+        return ready
 
     def _watch_health(self) -> None:
         serving = False
+        failures = FailureLog(log, f"{self.config.name} database check")
         while not self._stopping.is_set():
-            ready = self._ready()
+            ready = self._ready(failures)
             if ready != serving and not self._stopping.is_set():
                 serving = ready
                 self._set_status(
@@ -125,17 +133,17 @@ class Server:
             self._stopping.wait(5.0 if serving else 0.25)
 
     def _run_chore(self, interval: float, chore: Callable[[], object]) -> None:
+        name = getattr(chore, "__qualname__", "periodic task")
+        failures = FailureLog(log, f"{self.config.name}: {name}")
         while not self._stopping.wait(interval):
             try:
                 chore()
             except DomainError as refused:  # e.g. another service is down: no stack trace
-                log.warning(
-                    "%s: periodic task refused (%s); will try again",
-                    self.config.name,
-                    refused.reason,
-                )
-            except Exception:
-                log.exception("%s: periodic task failed; will try again", self.config.name)
+                failures.failure(refused.reason)
+            except Exception as exc:
+                failures.failure(type(exc).__name__, exc)
+            else:
+                failures.success()
 
     def start(self) -> None:
         self._grpc.start()
@@ -157,6 +165,10 @@ class Server:
         if self.deps.on_stop is not None:
             self.deps.on_stop()
         self.deps.db.dispose()
+
+
+def _limits(config: ServiceConfig) -> Limits:
+    return Limits(config.max_request_bytes, config.max_message_bytes, config.client_max_calls)
 
 
 def create_server(config: ServiceConfig, deps: ServiceDeps) -> Server:
