@@ -202,9 +202,14 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             try:
                 with self._entered(admitted):
-                    response = behaviour(_arguments(requests, unary), context)
-            except Exception as exc:  # every failure leaves as a mapped status
-                self._refuse(method, context, exc)
+                    try:
+                        response = behaviour(_arguments(requests, unary), context)
+                    except Exception as exc:  # mapped (and logged) while the caller is bound
+                        self._refuse(method, context, exc)
+                        raise
+            except Exception as exc:
+                if exc is admitted:  # refused at the door: every failure leaves mapped
+                    self._refuse(method, context, exc)
                 raise
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s OK %.1fms", method, (time.perf_counter() - started) * 1000)
@@ -218,9 +223,14 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 with self._entered(admitted):
-                    yield from behaviour(_arguments(requests, unary), context)
+                    try:
+                        yield from behaviour(_arguments(requests, unary), context)
+                    except Exception as exc:
+                        self._refuse(method, context, exc)
+                        raise
             except Exception as exc:
-                self._refuse(method, context, exc)
+                if exc is admitted:
+                    self._refuse(method, context, exc)
                 raise
 
         return guarded
