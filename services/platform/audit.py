@@ -219,9 +219,7 @@ class AuditTrail:
             self.trail.insert(),
             {**asdict(item), "seq": seq, "prev_hash": head.hash, "hash": row_hash},
         )
-        session.execute(
-            update(self.head).where(self.head.c.id == 1).values(seq=seq, hash=row_hash)
-        )
+        session.execute(update(self.head).where(self.head.c.id == 1).values(seq=seq, hash=row_hash))
 
     def rows(
         self,
@@ -261,8 +259,9 @@ class AuditTrail:
                 return Verdict(count, row.seq, f"row {row.seq} was modified")
             if row.prev_hash != prev_hash:
                 return Verdict(
-                    count, row.seq, f"row {row.seq} does not follow row {row.seq - 1}"
-                    " (inserted out of order)",
+                    count,
+                    row.seq,
+                    f"row {row.seq} does not follow row {row.seq - 1} (inserted out of order)",
                 )
             expected, prev_hash = row.seq + 1, row.hash
         head = session.execute(select(self.head.c.seq, self.head.c.hash)).one_or_none()
