@@ -159,6 +159,7 @@ class Verdict:
     rows: int
     seq: int = 0
     problem: str = ""
+    head: str = ""  # the hash of the last row of an intact chain, to keep elsewhere
 
     @property
     def intact(self) -> bool:
@@ -272,7 +273,7 @@ class AuditTrail:
             return Verdict(count, last + 1, f"rows {last + 1} to {head.seq} were deleted")
         if head.seq < last or head.hash != prev_hash:
             return Verdict(count, last, f"row {last} is not the head's (inserted out of order)")
-        return Verdict(count)
+        return Verdict(count, head=prev_hash)
 
 
 def _row(found: object) -> Row:

@@ -292,6 +292,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 verdict = trail.verify(session)
                 if verdict.intact:
                     print(f"{args.service}: audit trail intact, {verdict.rows} rows")
+                    print(f"head {verdict.head}")
                     return 0
                 print(f"{args.service}: audit trail BROKEN at row {verdict.seq}: {verdict.problem}")
                 return 1

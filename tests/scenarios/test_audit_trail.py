@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.bank import store as bank_store
 from services.bank.main import build as build_bank
-from services.platform.audit import OK, AuditTrail, Row
+from services.platform.audit import OK, AuditTrail, Row, digest
 from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
@@ -110,7 +111,8 @@ def _upsert(bank: Any, token: Any, request_id: str, branch_id: str) -> None:
 def test_audit_a_changed_or_deleted_row_is_found_by_verify(
     bank: Any, token: Callable[..., Any], service_env: dict[str, str]
 ) -> None:
-    """Editing one field of a row, or deleting a row, breaks the chain at that row."""
+    """Appending a row behind the head's back, editing one field of a row, or deleting rows
+    breaks the chain at that row."""
     ops = token(roles=(Role.OPS,), caller="ops")
     for i in range(4):
         _upsert(bank, ops, f"branch-{i}", f"ICBC-01{i:02d}")
@@ -120,6 +122,24 @@ def test_audit_a_changed_or_deleted_row_is_found_by_verify(
 
     trail = bank_store.metadata.tables["audit_trail"]
     engine = bank.deps.db.engine
+    fourth = _rows(engine, bank_store.metadata)[-1]
+    forged = replace(fourth.item, request_id="forged")
+    with engine.begin() as conn:
+        conn.execute(
+            trail.insert(),
+            {
+                **asdict(forged),
+                "seq": 5,
+                "prev_hash": fourth.hash,
+                "hash": digest(5, fourth.hash, forged),
+            },
+        )
+    inserted = _sscard(service_env, "audit", "verify", "bank")
+    assert inserted.returncode == 1
+    assert "row 5 is not the head's (inserted out of order)" in inserted.stdout
+    with engine.begin() as conn:
+        conn.execute(delete(trail).where(trail.c.seq == 5))
+
     with engine.begin() as conn:
         conn.execute(update(trail).where(trail.c.seq == 2).values(client_id="someone-else"))
     modified = _sscard(service_env, "audit", "verify", "bank")
