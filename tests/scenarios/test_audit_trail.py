@@ -92,7 +92,7 @@ def test_audit_A4_an_application_is_recorded_with_who_what_and_which_card(
 
 
 @pytest.fixture
-def bank(start_service: Callable[..., Any], token: Callable[..., Any]) -> Any:
+def bank(start_service: Callable[..., Any]) -> Any:
     running = start_service("bank", build_bank)
     wait_serving(running.channel)
     return running
