@@ -47,13 +47,14 @@ from services.bank.domain.production import (
     ProductionOrder,
 )
 from services.bank.domain.recall import CardRecall, RecallReason
-from services.platform import idempotency
+from services.platform import audit, idempotency
 from services.platform.db import Database, Serial, UnitOfWork, advisory_lock, as_utc
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
+audit.define_tables(metadata)  # README, "Audit trail"
 counter_tables = counter_store.define_tables(metadata)  # A9, A12.3, A20.1, A25.1
 ledger_tables = ledger_store.define_tables(metadata)  # A4.5, A19.1, A19.2
 

@@ -46,7 +46,7 @@ from services.card.domain.card import (
     mask_card_number,
 )
 from services.card.domain.password import PasswordState
-from services.platform import idempotency
+from services.platform import audit, idempotency
 from services.platform.auth import Channel
 from services.platform.db import Database, Serial, UnitOfWork, as_utc
 from services.platform.masking import mask_document_number, mask_phone
@@ -54,6 +54,7 @@ from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
+audit.define_tables(metadata)  # README, "Audit trail"
 
 cards = Table(
     "cards",

@@ -292,6 +292,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
                     "response",
                     response.SerializeToString(),
                 )
+                self._keys.record(uow.session, "ImportPersons", batch_id, head, response)
                 uow.commit()
             except IntegrityError:
                 pass  # the same batch finished concurrently; its records applied identically

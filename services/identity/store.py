@@ -40,7 +40,7 @@ from services.identity.domain.person import (
     Registration,
     Source,
 )
-from services.platform import idempotency
+from services.platform import audit, idempotency
 from services.platform.db import Database, Serial, UnitOfWork, advisory_lock, as_utc
 from services.platform.documents import Document, DocumentType, Sex
 from services.platform.masking import mask_document_number
@@ -48,6 +48,7 @@ from services.platform.pii import PiiCipher
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
+audit.define_tables(metadata)  # README, "Audit trail"
 
 persons = Table(
     "persons",

@@ -7,6 +7,8 @@
     sscard clients                                                     check the client registry
     sscard access                                                      the authorization matrix
     sscard migrate [identity card bank transit]                        migrate databases to head
+    sscard audit verify card | list card [--card ID] [--client ID] [--since 2027-01-04]
+                                                                       the audit trail
     sscard secrets                                                     create development secrets
     sscard clock show | advance 16d | set 2027-01-04T09:00+08:00 | reset   move the test clock
 
@@ -274,6 +276,47 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Walk (``verify``) or list (``list``, masked) a service's audit trail, reading its
+    database through its configured URL."""
+    from services.platform.audit import AuditTrail
+    from services.platform.db import Database, make_engine
+
+    config = settings.load(args.service)
+    metadata = importlib.import_module(f"services.{args.service}.store").metadata
+    trail = AuditTrail(metadata)
+    db = Database(make_engine(config.db_url, pool_size=1))
+    try:
+        with db.reader() as session, session.begin():
+            if args.action == "verify":
+                verdict = trail.verify(session)
+                if verdict.intact:
+                    print(f"{args.service}: audit trail intact, {verdict.rows} rows")
+                    print(f"head {verdict.head}")
+                    return 0
+                print(f"{args.service}: audit trail BROKEN at row {verdict.seq}: {verdict.problem}")
+                return 1
+            since = None
+            if args.since:
+                since = dt.datetime.fromisoformat(args.since)
+                if since.tzinfo is None:
+                    since = since.replace(tzinfo=dt.timezone(dt.timedelta(hours=8)))
+            rows = trail.rows(
+                session,
+                card_id=args.card,
+                person_id=args.person,
+                client_id=args.client,
+                since=since,
+                limit=args.limit or None,
+            )
+            for row in rows:
+                print(row.masked())
+            print(f"{len(rows)} rows")
+            return 0
+    finally:
+        db.dispose()
+
+
 _DURATION = re.compile(r"^(-?\d+)([dhms])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
@@ -400,6 +443,16 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="migrate service databases to head")
     migrate.add_argument("services", nargs="*", choices=[[], *settings.SERVICES])
     migrate.set_defaults(run=cmd_migrate)
+
+    trail = sub.add_parser("audit", help="verify or list a service's audit trail")
+    trail.add_argument("action", choices=["verify", "list"])
+    trail.add_argument("service", choices=settings.SERVICES)
+    trail.add_argument("--card", default="", help="only rows for this card id")
+    trail.add_argument("--person", default="", help="only rows for this person id")
+    trail.add_argument("--client", default="", help="only rows of this client")
+    trail.add_argument("--since", default="", help="only rows from this time (Beijing if no zone)")
+    trail.add_argument("--limit", type=int, default=0, help="at most this many rows")
+    trail.set_defaults(run=cmd_audit)
 
     secrets = sub.add_parser("secrets", help="create development secrets and keys under var/")
     secrets.set_defaults(run=cmd_secrets)

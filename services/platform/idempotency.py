@@ -12,6 +12,9 @@ both or neither. A refusal undoes the use case's effects (a savepoint) and is st
 same transaction: the key stays held until its answer is stored, so a concurrent retry of a
 refused request gets the refusal back (or ABORTED while it is being stored), never a second run.
 Keys are scoped by method and caller and kept for ``ttl`` (at least 24 hours).
+
+Every stored answer, response or refusal, also appends the call's row to the service's audit
+trail (``audit``) in that same transaction: the one place every state-changing call passes.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from services.platform import logs
+from services.platform import audit, logs
 from services.platform.auth import current_caller
 from services.platform.clock import Clock
 from services.platform.db import Database, UnitOfWork, advisory_lock, as_utc
@@ -138,7 +141,10 @@ def reused() -> DomainError:
 
 
 class IdempotencyStore:
-    """Reads and writes keys inside the caller's transaction."""
+    """Reads and writes keys inside the caller's transaction, and audits what they answer.
+
+    The service's metadata, which holds ``table``, holds its audit trail's tables too.
+    """
 
     def __init__(
         self, table: Table, clock: Clock, ttl: dt.timedelta, cipher: PiiCipher | None = None
@@ -153,6 +159,7 @@ class IdempotencyStore:
         self._forget = delete(table).where(*held)
         # Stored answers may carry personal data; a service that holds any seals them.
         self._cipher = cipher
+        self.trail = audit.AuditTrail(table.metadata)
 
     def _seal(self, payload: bytes) -> bytes:
         return self._cipher.encrypt_bytes(payload) if self._cipher else payload
@@ -221,6 +228,22 @@ class IdempotencyStore:
             ).scalar_one()
         )
 
+    def record(
+        self,
+        session: Session,
+        method: str,
+        request_id: str,
+        request: Message,
+        response: Message | None = None,
+        refusal: DomainError | None = None,
+    ) -> None:
+        """Append the current call's audit row. The last write before the commit: the chain's
+        head stays locked from here until the transaction ends."""
+        row = audit.entry(
+            self.clock.now(), current_caller(), method, request_id, request, response, refusal
+        )
+        self.trail.append(session, row)
+
     def purge_expired(self, db: Database) -> int:
         """Delete keys past their time; run periodically by the server's maintenance loop."""
         with db.writing() as session:
@@ -244,7 +267,7 @@ class Idempotent(Generic[U]):
 
     def call(self, method: str, request: Any, response_type: type[M], work: Callable[[U], M]) -> M:
         """Run ``work`` at most once for the current caller's ``request.request_id``."""
-        return self.run(scope_of(method), request.request_id, request, response_type, work)
+        return self.run(method, request.request_id, request, response_type, work)
 
     def replay(self, method: str, request: Any, response_type: type[M]) -> M | None:
         """The stored answer for the current caller's request, if this request_id ran before.
@@ -263,13 +286,14 @@ class Idempotent(Generic[U]):
 
     def run(
         self,
-        scope: str,
+        method: str,
         request_id: str,
         request: Message,
         response_type: type[M],
         work: Callable[[U], M],
     ) -> M:
         check_request_id(request_id)
+        scope = scope_of(method)
         fp = fingerprint(request)
         with self._new_uow() as uow:
             postgres = not uow.db.is_sqlite
@@ -286,6 +310,7 @@ class Idempotent(Generic[U]):
                 # Undo the work but keep the key held until its refusal is stored.
                 attempt.rollback()
                 self.store.remember(uow.session, scope, request_id, fp, "error", _encode_error(exc))
+                self.store.record(uow.session, method, request_id, request, refusal=exc)
                 uow.commit()
                 log.info(
                     "refusal stored",
@@ -296,6 +321,7 @@ class Idempotent(Generic[U]):
             self.store.remember(
                 uow.session, scope, request_id, fp, "response", response.SerializeToString()
             )
+            self.store.record(uow.session, method, request_id, request, response)
             uow.commit()
             log.info("state change committed", extra={logs.OUTCOME: "OK"})
             return response

@@ -90,3 +90,48 @@ def create_idempotency_keys(op: Any) -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"])
+
+
+def create_audit_trail(op: Any) -> None:
+    """The platform's ``audit_trail`` and ``audit_head`` tables as first created, the head at
+    the chain's start. Frozen, like ``create_idempotency_keys``."""
+    import sqlalchemy as sa
+
+    serial = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    text = [
+        ("client_id", 64),
+        ("channel", 20),
+        ("operator_id", 64),
+        ("outlet_id", 64),
+        ("person_id", 64),
+        ("method", 64),
+        ("request_id", 128),
+        ("card_id", 64),
+        ("account_id", 64),
+        ("outcome", 64),
+        ("rule", 16),
+        ("prev_hash", 64),
+        ("hash", 64),
+    ]
+    op.create_table(
+        "audit_trail",
+        sa.Column("seq", serial, primary_key=True, autoincrement=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        *(sa.Column(name, sa.String(length), nullable=False) for name, length in text),
+    )
+    op.create_index("ix_audit_trail_card", "audit_trail", ["card_id"])
+    op.create_index("ix_audit_trail_person", "audit_trail", ["person_id"])
+    head = op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": "0" * 64}])
+
+
+def drop_audit_trail(op: Any) -> None:
+    op.drop_table("audit_head")
+    op.drop_index("ix_audit_trail_person", table_name="audit_trail")
+    op.drop_index("ix_audit_trail_card", table_name="audit_trail")
+    op.drop_table("audit_trail")

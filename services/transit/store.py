@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.platform import idempotency
+from services.platform import audit, idempotency
 from services.platform.db import Database, Serial, UnitOfWork, advisory_lock, as_utc
 from services.transit.domain.park_pass import ParkPass
 from services.transit.domain.wallet import (
@@ -52,6 +52,7 @@ from services.transit.domain.wallet import (
 
 metadata = MetaData()
 idempotency_keys = idempotency.define_table(metadata)
+audit.define_tables(metadata)  # README, "Audit trail"
 
 wallets = Table(
     "wallets",

@@ -3,6 +3,7 @@ migrations that match the code's tables exactly."""
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from sqlalchemy import func, select, text
 
 from services.platform import migrations
+from services.platform.auth import Caller, Channel, bind_caller, unbind_caller
 from services.platform.clock import ManualClock
 from services.platform.config import SERVICES
 from services.platform.db import Database, UnitOfWork, make_engine
@@ -40,9 +42,12 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def once(db: Database, clock: ManualClock) -> Idempotent[UnitOfWork]:
+def once(db: Database, clock: ManualClock) -> Iterator[Idempotent[UnitOfWork]]:
+    """The helper as a call of client ``c`` reaches it (keys and audit rows name the caller)."""
     keys = IdempotencyStore(transit_store.idempotency_keys, clock, dt.timedelta(hours=24))
-    return Idempotent(keys, lambda: UnitOfWork(db))
+    bound = bind_caller(Caller("c", Channel.INTERNAL, client_id="c"))
+    yield Idempotent(keys, lambda: UnitOfWork(db))
+    unbind_caller(bound)
 
 
 def _count(db: Database) -> int:
@@ -144,7 +149,8 @@ def test_a_second_call_while_the_first_runs_is_aborted_or_waits_for_its_answer(
         release.wait(10)
         return StringValue(value="done")
 
-    first = threading.Thread(target=once.run, args=("M:c", "r-5", StringValue(), StringValue, slow))
+    call = (once.run, "M:c", "r-5", StringValue(), StringValue, slow)
+    first = threading.Thread(target=contextvars.copy_context().run, args=call)
     first.start()
     assert inside.wait(10)
     if db.is_sqlite:
