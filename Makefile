@@ -9,7 +9,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 INSTALLED := $(VENV)/.installed
 GENERATED := gen/.generated
 
-.PHONY: run test test-fast protos migrate lint format bench demo clean
+.PHONY: run test test-fast protos migrate lint format bench demo docs clean
 
 run: $(GENERATED)
 	$(PY) deploy/run_local.py
@@ -34,6 +34,10 @@ lint: $(GENERATED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix services tests deploy
 	$(VENV)/bin/ruff format services tests deploy
+
+# docs/errors.md, read from the code (docs/regulation.md is kept by hand beside it).
+docs: $(GENERATED)
+	$(PY) -m services.platform.catalogue
 
 # One person from application to an active card, against a suite started with `make run`.
 demo: $(GENERATED)
