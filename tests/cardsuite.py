@@ -211,6 +211,29 @@ class Suite:
         return str(answer.person.registered_card_id)
 
 
+def hotline_loss(suite: Suite, card_id: str, person: PersonSpec) -> pb.Card:
+    """A temporary loss by the 96066 hotline, for a caller who gives the card's service
+    password (set online first): the hotline acts only for a caller it has verified (A12)."""
+    suite.card.ResetServicePassword(
+        pb.ResetServicePasswordRequest(
+            request_id=suite.rid("password"),
+            card_id=card_id,
+            document=person.document(),
+            new_password="538271",
+        ),
+        metadata=suite.at(Channel.ONLINE, person),
+    )
+    return suite.card.ReportTemporaryLoss(  # type: ignore[no-any-return]
+        pb.ReportLossRequest(
+            request_id=suite.rid("loss"),
+            card_id=card_id,
+            document=person.document(),
+            service_password="538271",
+        ),
+        metadata=suite.at(Channel.HOTLINE),
+    )
+
+
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     try:
         call()

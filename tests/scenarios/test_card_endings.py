@@ -26,12 +26,13 @@ from tests.cardsuite import (
     OTHER_INSTANT,
     Suite,
     active_card,
+    hotline_loss,
     reason_rule,
     rpc_error,
     wait_until,
 )
 from tests.scenarios.test_card_deadlines import deadlines
-from tests.scenarios.test_card_in_use import hotline_loss, loss
+from tests.scenarios.test_card_in_use import loss
 from tests.scenarios.test_card_replacement import hand_over, replace
 from tests.support import PersonSpec
 

@@ -29,6 +29,7 @@ from tests.cardsuite import (
     OTHER_INSTANT,
     Suite,
     active_card,
+    hotline_loss,
     reason_rule,
     rpc_error,
     wait_until,
@@ -44,28 +45,6 @@ def loss(
         request_id=suite.rid(method), card_id=card_id, document=person.document(), **extra
     )
     return getattr(suite.card, method)(request, metadata=metadata)  # type: ignore[no-any-return]
-
-
-def hotline_loss(suite: Suite, card_id: str, person: PersonSpec) -> pb.Card:
-    """A temporary loss by the 96066 hotline, for a caller who gives the card's service
-    password (set online first)."""
-    suite.card.ResetServicePassword(
-        pb.ResetServicePasswordRequest(
-            request_id=suite.rid("password"),
-            card_id=card_id,
-            document=person.document(),
-            new_password="538271",
-        ),
-        metadata=suite.at(Channel.ONLINE, person),
-    )
-    return loss(
-        suite,
-        "ReportTemporaryLoss",
-        card_id,
-        person,
-        suite.at(Channel.HOTLINE),
-        service_password="538271",
-    )
 
 
 def unlock(suite: Suite, card_id: str, person: PersonSpec, metadata: Any) -> pb.Card:

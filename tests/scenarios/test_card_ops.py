@@ -11,7 +11,14 @@ from services.platform.auth import Channel
 from services.platform.clock import SharedTestClock
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
-from tests.cardsuite import Suite, active_card, reason_rule, rpc_error, wait_until
+from tests.cardsuite import (
+    Suite,
+    active_card,
+    hotline_loss,
+    reason_rule,
+    rpc_error,
+    wait_until,
+)
 
 
 def ops_stub(suite: Suite) -> card_pb2_grpc.OpsServiceStub:
@@ -50,10 +57,7 @@ def test_A13_3_the_loss_expiry_is_a_deadline_operations_can_follow(
 ) -> None:
     ops = ops_stub(suite)
     card_id, person = active_card(suite)
-    suite.card.ReportTemporaryLoss(
-        pb.ReportLossRequest(request_id="ops-loss", card_id=card_id, document=person.document()),
-        metadata=suite.at(Channel.HOTLINE),
-    )
+    hotline_loss(suite, card_id, person)
     pending = ops.ListDeadlines(pb.ListDeadlinesRequest(rule="A13.3"), metadata=suite.ops)
     assert [(d.target, d.state, d.overdue) for d in pending.deadlines] == [
         (card_id, pb.PENDING, False)

@@ -22,6 +22,7 @@ from tests.cardsuite import (
     OTHER_INSTANT,
     Suite,
     active_card,
+    hotline_loss,
     reason_rule,
     rpc_error,
     wait_until,
@@ -159,12 +160,7 @@ class TestReissue:
         self, suite: Suite
     ) -> None:
         card_id, person = active_card(suite)
-        suite.card.ReportTemporaryLoss(
-            pb.ReportLossRequest(
-                request_id=suite.rid("lost"), card_id=card_id, document=person.document()
-            ),
-            metadata=suite.at(Channel.HOTLINE),
-        )
+        hotline_loss(suite, card_id, person)
         wait_until(lambda: account(suite, card_id).loss == bank_pb2.TEMPORARY_LOSS)
         formal_loss(suite, card_id, person)
         started = reissue(suite, card_id, person)

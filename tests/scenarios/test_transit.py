@@ -27,6 +27,7 @@ from tests.cardsuite import (
     OTHER_INSTANT,
     Suite,
     active_card,
+    hotline_loss,
     reason_rule,
     rpc_error,
     wait_until,
@@ -68,12 +69,7 @@ def refund_state(suite: Suite, refund_id: str) -> tpb.BalanceRefund:
 
 
 def temporary_loss(suite: Suite, card_id: str, person: PersonSpec) -> None:
-    suite.card.ReportTemporaryLoss(
-        pb.ReportLossRequest(
-            request_id=suite.rid("loss"), card_id=card_id, document=person.document()
-        ),
-        metadata=suite.at(Channel.HOTLINE),
-    )
+    hotline_loss(suite, card_id, person)
 
 
 def formal_loss(suite: Suite, card_id: str, person: PersonSpec) -> None:
