@@ -138,6 +138,13 @@ class Orchestrator:
             self._wake.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+        if any(thread.is_alive() for thread in self._threads):
+            return  # a step still runs: its lease stays, and runs out on its own
+        with self._new_uow() as uow:
+            released = uow.sagas.release(self.owner)
+            uow.commit()
+        if released:
+            log.info("handed back %d saga leases", released)
 
     def poke(self, count: int = 1) -> None:
         """New sagas were committed: wake idle workers now rather than at the next poll."""
