@@ -31,7 +31,13 @@ from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError, Kind
 from services.platform.pii import PiiCipher
 
-TUNING = Tuning(workers=1, backoff_base=0.001, backoff_cap=0.01, lease=dt.timedelta(seconds=5))
+TUNING = Tuning(
+    workers=1,
+    backoff_base=0.001,
+    backoff_cap=0.01,
+    lease=dt.timedelta(seconds=5),
+    max_retries=10_000,  # a large bound: the backoff must not overflow before it
+)
 INDEX = {"a": 0, "mark": 1, "b": 2, "c": 3}
 REMOTE = ("a", "b", "c")
 Call = tuple[str, str]  # ("a" or "undo a", request id)
