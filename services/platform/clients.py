@@ -26,15 +26,16 @@ M = TypeVar("M", bound=Message)
 
 DEFAULT_DEADLINE = 5.0
 
-# gRPC retries a call that found no server (UNAVAILABLE) a few times within its deadline; every
-# call that changes something carries a request id, so a repeat is never booked twice.
+# gRPC tries a call answered UNAVAILABLE up to this many times within its deadline; every call
+# that changes something carries a request id, so a repeat is never booked twice.
+RETRY_ATTEMPTS = 4
 SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
                 "name": [{}],
                 "retryPolicy": {
-                    "maxAttempts": 4,
+                    "maxAttempts": RETRY_ATTEMPTS,
                     "initialBackoff": "0.1s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
