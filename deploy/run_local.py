@@ -3,15 +3,16 @@
 Creates development secrets under var/ (once), migrates each service's database, starts the
 four services as child processes, waits until each answers its health check SERVING, prints
 their addresses, and runs until Ctrl-C or SIGTERM, when it stops them all gracefully (SIGTERM,
-then SIGKILL after the grace period). Children also receive SIGTERM if this process dies, so
-nothing is left running. `--migrate-only` stops after the migrations.
+then SIGKILL after the drain and grace periods). A service that exits is restarted, with a
+growing delay, and the restart is printed; a service that keeps crashing stops the suite.
+Children also receive SIGTERM if this process dies, so nothing is left running.
+`--migrate-only` stops after the migrations.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -25,14 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.platform import config as settings
 from services.platform.cli import ensure_dev_secrets
 from services.platform.cli import main as sscard
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask the kernel for SIGTERM when the supervisor dies."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+from services.platform.processes import Backoff, die_with_parent
 
 
 def _serving(target: str, timeout: float) -> bool:
@@ -81,12 +75,20 @@ def main() -> int:
     # Readable log lines in a terminal, JSON lines when the output is collected.
     os.environ.setdefault("SSCARD_LOG_FORMAT", "text" if sys.stdout.isatty() else "json")
     children: dict[str, subprocess.Popen[bytes]] = {}
-    grace = float(os.environ.get("SSCARD_SHUTDOWN_GRACE_SECONDS", "5"))
+    grace = float(os.environ.get("SSCARD_SHUTDOWN_GRACE_SECONDS", "5")) + float(
+        os.environ.get("SSCARD_DRAIN_SECONDS", "5")
+    )
+    # In the child, before exec: SIGTERM when this supervisor dies.
+    orphan_guard = functools.partial(die_with_parent, os.getpid())
+
+    def launch(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", f"services.{name}"], preexec_fn=orphan_guard)
+
+    backoff = {name: Backoff() for name in settings.SERVICES}
+    restart_at: dict[str, float] = {}
     try:
         for name in settings.SERVICES:
-            children[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], preexec_fn=_die_with_parent
-            )
+            children[name] = launch(name)
         for name in settings.SERVICES:
             target = settings.target_of(name)
             if not _serving(target, timeout=30):
@@ -103,10 +105,30 @@ def main() -> int:
             flush=True,
         )
         while not stop.wait(0.5):
+            now = time.monotonic()
             for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"{name} exited with {child.returncode}; stopping", flush=True)
+                if name in restart_at:
+                    if now >= restart_at[name]:
+                        del restart_at[name]
+                        children[name] = launch(name)
+                        print(f"{name} restarted", flush=True)
+                    continue
+                if child.poll() is None:
+                    continue
+                delay = backoff[name].crashed(now)
+                if delay is None:
+                    print(
+                        f"{name} exited with {child.returncode} and keeps crashing "
+                        f"({backoff[name].recent} times in {backoff[name].window:.0f}s); stopping",
+                        flush=True,
+                    )
                     return 1
+                print(
+                    f"{name} exited with {child.returncode}; restarting it in {delay:.1f}s "
+                    f"(restart {backoff[name].restarts})",
+                    flush=True,
+                )
+                restart_at[name] = now + delay
         print("stopping sscard ...", flush=True)
         return 0
     finally:

@@ -19,8 +19,8 @@ from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant
 from services.card.domain.card import Card, CollectionMethod, Delivery
 from services.card.domain.password import check_new_password, wrong_password
-from services.card.saga import Orchestrator
-from services.card.store import CardUnitOfWork, SagaRecord, SagaSummary
+from services.card.saga import NEEDS_ATTENTION, Orchestrator, wall_clock
+from services.card.store import ACTIVE_SAGA_STATES, CardUnitOfWork, SagaRecord, SagaSummary
 from services.platform import documents
 from services.platform.auth import Channel, current_caller
 from services.platform.channels import Operation
@@ -265,7 +265,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         caller = current_caller()
         with self._uow(readonly=True) as uow:
             batch, progress, refusals = service.get_batch(uow, request.batch_id, caller)
-        running = progress.get("RUNNING", 0) + progress.get("COMPENSATING", 0)
+        running = sum(progress.get(state, 0) for state in (*ACTIVE_SAGA_STATES, NEEDS_ATTENTION))
         return pb.GetBatchResponse(
             batch_id=batch.batch_id,
             employer_id=batch.employer_id,
@@ -701,6 +701,13 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
     def GetSaga(self, request: pb.GetSagaRequest, context: grpc.ServicerContext) -> pb.Saga:
         with CardUnitOfWork(self._db, self._cipher, readonly=True) as uow:
             return self._saga_pb(service.get_saga(uow, request.saga_id, current_caller()))
+
+    def RetrySaga(self, request: pb.RetrySagaRequest, context: grpc.ServicerContext) -> pb.Saga:
+        with CardUnitOfWork(self._db, self._cipher) as uow:
+            summary = service.retry_saga(uow, request.saga_id, wall_clock(), current_caller())
+            uow.commit()
+        self._orchestrator.poke()
+        return self._saga_pb(summary)
 
     def ListDeadlines(
         self, request: pb.ListDeadlinesRequest, context: grpc.ServicerContext

@@ -45,6 +45,7 @@ def saga_tuning(config: settings.ServiceConfig) -> Tuning:
     return Tuning(
         workers=int(env.get("SSCARD_CARD_SAGA_WORKERS", "8")),
         lease=dt.timedelta(seconds=float(env.get("SSCARD_SAGA_LEASE_SECONDS", "15"))),
+        max_retries=int(env.get("SSCARD_SAGA_MAX_RETRIES", "50")),
     )
 
 

@@ -41,6 +41,10 @@ log = logging.getLogger("sscard.saga")
 TRANSIENT = frozenset({Kind.UNAVAILABLE, Kind.CONFLICT})
 
 
+# Retries exhausted: the saga holds its place, no worker claims it, until an operator resumes it.
+NEEDS_ATTENTION = "NEEDS_ATTENTION"
+
+
 def wall_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -83,7 +87,10 @@ class Tuning:
     workers: int = 8
     lease: dt.timedelta = dt.timedelta(seconds=15)
     backoff_base: float = 0.2
-    backoff_cap: float = 30.0
+    # Capped low so that a dependency back after an outage is used within a few seconds.
+    backoff_cap: float = 5.0
+    # Transient failures in a row before the saga waits for an operator (NEEDS_ATTENTION).
+    max_retries: int = 50
     idle_poll: float = 0.5
     claim_batch: int = 4  # sagas a worker claims at once
 
@@ -122,7 +129,7 @@ class Orchestrator:
         if saga.state in ("COMPLETED", "FAILED"):
             return saga.state.lower()
         steps = self._definitions[saga.kind].steps
-        if saga.state == "COMPENSATING":
+        if saga.state == "COMPENSATING" or (saga.state == NEEDS_ATTENTION and saga.refusal_reason):
             return f"undo {steps[saga.step - 1].name}" if saga.step else "failing"
         return steps[saga.step].name if saga.step < len(steps) else "completing"
 
@@ -140,6 +147,13 @@ class Orchestrator:
             self._wake.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+        if any(thread.is_alive() for thread in self._threads):
+            return  # a step still runs: its lease stays, and runs out on its own
+        with self._new_uow() as uow:
+            released = uow.sagas.release(self.owner)
+            uow.commit()
+        if released:
+            log.info("handed back %d saga leases", released)
 
     def poke(self, count: int = 1) -> None:
         """New sagas were committed: wake idle workers now rather than at the next poll."""
@@ -199,7 +213,7 @@ class Orchestrator:
         with self._new_uow() as uow:
             if local is not None:
                 local(uow)
-            finished = saga.state in ("COMPLETED", "FAILED")
+            finished = saga.state in ("COMPLETED", "FAILED", NEEDS_ATTENTION)
             keep = not finished and retry_in is None
             lease_until = now + self._tuning.lease if keep else None
             next_attempt = now + dt.timedelta(seconds=retry_in) if retry_in is not None else None
@@ -214,8 +228,21 @@ class Orchestrator:
         return random.uniform(base / 10, max(ceiling, base))
 
     def _retry_later(self, saga: SagaRecord, error: DomainError, step: str) -> None:
+        """Try the step again later; after ``max_retries`` failures in a row the saga waits for
+        an operator (``OpsService.RetrySaga``) instead."""
         saga.retries += 1
         saga.last_error = f"{step}: {error.reason} {error.metadata.get('code', '')}".strip()
+        if saga.retries >= self._tuning.max_retries:
+            saga.state = NEEDS_ATTENTION
+            log.error(
+                "saga %s needs attention: %s failed %d times in a row (%s)",
+                saga.saga_id,
+                step,
+                saga.retries,
+                saga.last_error,
+            )
+            self._save(saga)
+            return
         self._save(saga, retry_in=self._backoff(saga))
 
     def _maybe_crash(self, saga: SagaRecord, step: str) -> None:

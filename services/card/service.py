@@ -1065,6 +1065,20 @@ def get_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaSummary:
     return found
 
 
+def retry_saga(uow: CardUnitOfWork, saga_id: str, now: dt.datetime, caller: Caller) -> SagaSummary:
+    """An operator resumes a saga that gave up retrying; a saga still at work is left as it is,
+    so asking twice does no harm."""
+    found = get_saga(uow, saga_id, caller)
+    if found.record.state in ("COMPLETED", "FAILED"):
+        raise DomainError(
+            "SAGA_FINISHED",
+            "the saga has finished; there is nothing to retry",
+            kind=Kind.PRECONDITION,
+        )
+    uow.sagas.resume(saga_id, now)
+    return get_saga(uow, saga_id, caller)
+
+
 def list_deadlines(
     uow: CardUnitOfWork,
     kind: str,

@@ -755,6 +755,31 @@ class SagaRepository:
             record.lease_owner = owner
         return records
 
+    def resume(self, saga_id: str, now: dt.datetime) -> bool:
+        """Put a saga that waits for an operator back to work, its retries counted afresh:
+        forward, or on with its compensation if it had been refused."""
+        result = self.session.execute(
+            update(sagas)
+            .where(sagas.c.saga_id == saga_id, sagas.c.state == "NEEDS_ATTENTION")
+            .values(
+                state=case((sagas.c.refusal_reason == "", "RUNNING"), else_="COMPENSATING"),
+                retries=0,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def release(self, owner: str) -> int:
+        """Hand back every lease ``owner`` holds (a worker stopping), so another replica claims
+        those sagas at once rather than after the lease runs out."""
+        result = self.session.execute(
+            update(sagas)
+            .where(sagas.c.lease_owner == owner, sagas.c.lease_until.is_not(None))
+            .values(lease_owner="", lease_until=None)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     def save(
         self,
         record: SagaRecord,

@@ -10,6 +10,7 @@ DomainError that sagas and relays retry.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -24,6 +25,28 @@ from services.platform.tokens import CredentialSource, Signer, SigningSource, To
 M = TypeVar("M", bound=Message)
 
 DEFAULT_DEADLINE = 5.0
+
+# gRPC tries a call answered UNAVAILABLE up to this many times within its deadline; every call
+# that changes something carries a request id, so a repeat is never booked twice.
+RETRY_ATTEMPTS = 4
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": RETRY_ATTEMPTS,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+# A dependency back after an outage is reconnected to within this long.
+MAX_RECONNECT_BACKOFF_MS = 3_000
 
 
 class ServiceCredential:
@@ -56,13 +79,19 @@ def credential_source(config: ServiceConfig) -> CredentialSource:
 
 
 def open_channel(target: str) -> grpc.Channel:
-    """A channel that spreads calls over every address the target resolves to."""
+    """A channel that spreads calls over every address the target resolves to, retries calls
+    that found no server, and notices within seconds a server that comes back."""
     return grpc.insecure_channel(
         target,
         options=[
             ("grpc.lb_policy_name", "round_robin"),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         ],
     )
 

@@ -38,6 +38,7 @@ class ServiceConfig:
     workers: int
     threads: int
     grace_seconds: float
+    drain_seconds: float
     max_message_bytes: int
     max_request_bytes: int
     client_max_calls: int
@@ -187,6 +188,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         workers=_int(env, prefix + "WORKERS", 1, minimum=1),
         threads=_int(env, prefix + "THREADS", 8, minimum=1),
         grace_seconds=float(_env(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", "5")),
+        drain_seconds=_float(env, "SSCARD_DRAIN_SECONDS", 5.0),
         max_message_bytes=_int(env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024),
         max_request_bytes=_int(env, "SSCARD_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
         client_max_calls=_int(env, "SSCARD_CLIENT_MAX_CALLS", 32, minimum=1),

@@ -2,10 +2,12 @@
 
 ``create_server(config, deps)`` builds a bound, not yet started server (tests use port 0);
 ``serve(config, build)`` runs a service until SIGTERM / SIGINT, in ``config.workers`` processes
-sharing one port through SO_REUSEPORT. Health (``grpc.health.v1``) says SERVING only while the
-database answers and is at its alembic head, and NOT_SERVING from the moment shutdown begins,
-before the graceful ``stop(grace)``. Reflection lists the service. Sync gRPC with a thread pool
-and sync SQLAlchemy: measured fastest on this hardware (see BENCHMARKS.md).
+sharing one port through SO_REUSEPORT, restarting a worker that dies. Health
+(``grpc.health.v1``) says SERVING only while the database answers and is at its alembic head,
+and NOT_SERVING from the moment shutdown begins: on SIGTERM the service keeps taking calls for
+``SSCARD_DRAIN_SECONDS`` while reporting NOT_SERVING, then stops accepting and lets calls in
+flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflection lists the service. Sync gRPC
+with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import dataclasses
 import datetime as dt
 import logging
 import multiprocessing
+import multiprocessing.process
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -30,7 +35,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
-from services.platform import logs, migrations
+from services.platform import logs, migrations, processes
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
@@ -58,7 +63,7 @@ class ServiceDeps:
     service_names: Sequence[str]
     maintenance: Sequence[Task] = field(default_factory=tuple)
     # Background workers of the service (e.g. the saga orchestrator): started with the server,
-    # stopped after it stops taking calls.
+    # stopped (no new work claimed, leases handed back) when the drain begins.
     on_start: Callable[[], None] | None = None
     on_stop: Callable[[], None] | None = None
     # The service's gauges for /metrics, read from its database at scrape time.
@@ -156,14 +161,19 @@ class Server:
                 target=self._run_chore, args=(interval, chore), name="chore", daemon=True
             ).start()
 
-    def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first, then a graceful stop that lets calls in flight finish."""
+    def stop(self, grace: float | None = None, drain: float = 0.0) -> None:
+        """Drain, then stop: NOT_SERVING at once while calls are still taken for ``drain``
+        seconds (load balancers move traffic away), background loops stop claiming work and
+        hand it back; then no new calls, and those in flight get ``grace`` seconds to finish."""
         self._stopping.set()
         self.health.enter_graceful_shutdown()
-        self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
-        self.metrics.stop()
         if self.deps.on_stop is not None:
             self.deps.on_stop()
+        if drain > 0:
+            log.info("%s draining for %.1fs", self.config.name, drain)
+            time.sleep(drain)
+        self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        self.metrics.stop()
         self.deps.db.dispose()
 
 
@@ -226,8 +236,19 @@ def _serve_one(config: ServiceConfig, build: Build) -> None:
     server.start()
     log.info("%s listening on %s:%d", config.name, config.host, server.port)
     stop.wait()
-    log.info("%s stopping (grace %.1fs)", config.name, config.grace_seconds)
-    server.stop()
+    log.info(
+        "%s stopping: NOT_SERVING, drain %.1fs, then grace %.1fs",
+        config.name,
+        config.drain_seconds,
+        config.grace_seconds,
+    )
+    server.stop(drain=config.drain_seconds)
+
+
+def _worker(config: ServiceConfig, build: Build, parent: int) -> None:
+    """A worker process: dies with the supervisor that started it, whatever kills that."""
+    processes.die_with_parent(parent)
+    _serve_one(config, build)
 
 
 def run_service(name: str, build: Build) -> None:
@@ -240,7 +261,7 @@ def run_service(name: str, build: Build) -> None:
         raise SystemExit(2) from None
 
 
-def _worker(config: ServiceConfig, index: int) -> ServiceConfig:
+def _worker_config(config: ServiceConfig, index: int) -> ServiceConfig:
     """Worker ``index`` serves its own metrics on the metrics port + ``index``."""
     if config.metrics_port == 0:
         return config
@@ -248,7 +269,13 @@ def _worker(config: ServiceConfig, index: int) -> ServiceConfig:
 
 
 def serve(config: ServiceConfig, build: Build) -> None:
-    """Run the service until SIGTERM / SIGINT, in ``config.workers`` processes on one port."""
+    """Run the service until SIGTERM / SIGINT, in ``config.workers`` processes on one port.
+
+    With several workers this process supervises them: a worker that dies is restarted with a
+    growing delay, each restart logged with its count; after too many quick crashes the
+    service gives up (exit 1) so that its own supervisor sees it. Workers die with this
+    process, even when it is killed with SIGKILL.
+    """
     if config.workers == 1:
         _serve_one(config, build)
         return
@@ -256,21 +283,63 @@ def serve(config: ServiceConfig, build: Build) -> None:
         raise ValueError("several workers need a fixed port")
     logs.configure(config.name, config.log_level, config.log_format)
     ctx = multiprocessing.get_context("spawn")
-    workers = [
-        ctx.Process(target=_serve_one, args=(_worker(config, i), build), name=f"{config.name}-{i}")
-        for i in range(config.workers)
-    ]
-    for worker in workers:
+    parent = os.getpid()
+
+    def spawn(i: int) -> multiprocessing.process.BaseProcess:
+        worker = ctx.Process(
+            target=_worker,
+            args=(_worker_config(config, i), build, parent),
+            name=f"{config.name}-{i}",
+        )
         worker.start()
+        return worker
+
+    workers = [spawn(i) for i in range(config.workers)]
+    backoff = processes.Backoff()
+    restart_at: dict[int, float] = {}
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        if not all(w.is_alive() for w in workers):
-            log.error("%s: a worker process exited; stopping the service", config.name)
+    failed = False
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        for i, worker in enumerate(workers):
+            if i in restart_at:
+                if now >= restart_at[i]:
+                    del restart_at[i]
+                    workers[i] = spawn(i)
+                    log.warning("%s: worker %d restarted (pid %s)", config.name, i, workers[i].pid)
+                continue
+            if worker.is_alive():
+                continue
+            delay = backoff.crashed(now)
+            if delay is None:
+                log.critical(
+                    "%s: workers crashed %d times within %.0fs; giving up",
+                    config.name,
+                    backoff.recent,
+                    backoff.window,
+                )
+                failed = True
+                break
+            log.error(
+                "%s: worker %d (pid %s) exited with %s; restart %d in %.1fs",
+                config.name,
+                i,
+                worker.pid,
+                worker.exitcode,
+                backoff.restarts,
+                delay,
+            )
+            restart_at[i] = now + delay
+        if failed:
             break
     for worker in workers:
-        if worker.is_alive() and worker.pid is not None:
+        if worker.is_alive():
             worker.terminate()
     for worker in workers:
-        worker.join(config.grace_seconds + 5)
+        worker.join(config.drain_seconds + config.grace_seconds + 5)
+        if worker.is_alive():
+            worker.kill()
+    if failed:
+        raise SystemExit(1)

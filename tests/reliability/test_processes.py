@@ -1,20 +1,26 @@
-"""The real processes: a service stops cleanly on SIGTERM, several workers share one port, and
-the `make run` supervisor leaves nothing running after Ctrl-C or after being killed."""
+"""The real processes: a service drains and stops cleanly on SIGTERM, several workers share one
+port, die with their parent and are replaced when one dies, and the `make run` supervisor
+restarts a service that died and leaves nothing running after Ctrl-C or after being killed."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.platform.auth import Role
 from services.platform.config import REPO_ROOT, SERVICES
+from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.support import wait_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
@@ -23,7 +29,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["sqlite"], i
 @pytest.fixture
 def suite_env(service_env: dict[str, str]) -> dict[str, str]:
     """The suite's environment for real processes: fresh databases, free ports, secrets."""
-    return {**os.environ, **service_env, "SSCARD_SHUTDOWN_GRACE_SECONDS": "2"}
+    return {
+        **os.environ,
+        **service_env,
+        "SSCARD_SHUTDOWN_GRACE_SECONDS": "2",
+        "SSCARD_DRAIN_SECONDS": "0.2",
+    }
 
 
 def _alive(pid: int) -> bool:
@@ -89,7 +100,7 @@ def test_a_service_stops_gracefully_on_sigterm(
     _migrate(suite_env)
     proc = _start([sys.executable, "-m", "services.identity"], suite_env, spawn)
     with grpc.insecure_channel(f"127.0.0.1:{suite_env['SSCARD_IDENTITY_PORT']}") as channel:
-        wait_serving(channel)
+        wait_serving(channel, timeout=60)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
 
@@ -101,7 +112,7 @@ def test_several_workers_share_one_port_and_all_stop(
     env = {**suite_env, "SSCARD_IDENTITY_WORKERS": "2"}
     proc = _start([sys.executable, "-m", "services.identity"], env, spawn)
     with grpc.insecure_channel(f"127.0.0.1:{env['SSCARD_IDENTITY_PORT']}") as channel:
-        wait_serving(channel)
+        wait_serving(channel, timeout=60)
     deadline = time.monotonic() + 10
     while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -110,6 +121,103 @@ def test_several_workers_share_one_port_and_all_stop(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     assert _all_gone(workers)
+
+
+def _workers(proc: subprocess.Popen[bytes], count: int = 2) -> list[int]:
+    """The worker processes of a supervising service (multiprocessing's own helper aside)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        workers = [pid for pid in _children(proc.pid) if _runs(pid, "multiprocessing.spawn")]
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} workers")
+
+
+def _runs(pid: int, fragment: str) -> bool:
+    try:
+        return fragment.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_killing_the_parent_leaves_no_worker_serving(
+    suite_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    """kill -9 of a supervising service: its workers go with it and the port is free again
+    for the restarted service."""
+    _migrate(suite_env)
+    env = {**suite_env, "SSCARD_IDENTITY_WORKERS": "2"}
+    proc = _start([sys.executable, "-m", "services.identity"], env, spawn)
+    port = int(env["SSCARD_IDENTITY_PORT"])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        wait_serving(channel, timeout=60)
+    workers = _workers(proc)
+    proc.kill()
+    proc.wait(10)
+    assert _all_gone(workers)
+    assert _port_free(port)
+
+
+def test_a_killed_worker_is_replaced_and_the_restart_logged(
+    suite_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    _migrate(suite_env)
+    env = {**suite_env, "SSCARD_IDENTITY_WORKERS": "2"}
+    proc = _start([sys.executable, "-m", "services.identity"], env, spawn)
+    target = f"127.0.0.1:{env['SSCARD_IDENTITY_PORT']}"
+    with grpc.insecure_channel(target) as channel:
+        wait_serving(channel, timeout=60)
+    first, second = _workers(proc)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while first in (workers := _workers(proc)) or len(workers) < 2:
+        assert time.monotonic() < deadline, "the killed worker was not replaced"
+        time.sleep(0.2)
+    assert second in workers
+    os.kill(second, signal.SIGKILL)  # the replacement alone must serve
+    with grpc.insecure_channel(target) as channel:
+        wait_serving(channel, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert proc.stdout is not None
+    log = proc.stdout.read().decode(errors="replace")
+    assert "worker 0" in log or "worker 1" in log
+    assert "restart 1 " in log and "restart 2 " in log, log
+
+
+def test_sigterm_reports_not_serving_while_calls_are_still_served(
+    suite_env: dict[str, str],
+    spawn: list[subprocess.Popen[bytes]],
+    token: Callable[..., Any],
+) -> None:
+    """A load balancer sees NOT_SERVING first and moves traffic away; calls that still arrive
+    during the drain are answered; then the process exits cleanly."""
+    _migrate(suite_env)
+    env = {**suite_env, "SSCARD_DRAIN_SECONDS": "4"}
+    proc = _start([sys.executable, "-m", "services.identity"], env, spawn)
+    ops = token(roles=(Role.OPS,), caller="ops")
+    with grpc.insecure_channel(f"127.0.0.1:{env['SSCARD_IDENTITY_PORT']}") as channel:
+        wait_serving(channel, timeout=60)
+        health = health_pb2_grpc.HealthStub(channel)
+        identity = identity_pb2_grpc.IdentityServiceStub(channel)
+        proc.send_signal(signal.SIGTERM)
+        status = health_pb2.HealthCheckResponse.SERVING
+        while status == health_pb2.HealthCheckResponse.SERVING:
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        identity.ListPersonEvents(identity_pb2.ListPersonEventsRequest(), metadata=ops, timeout=5)
+        assert proc.poll() is None  # still draining
+    assert proc.wait(20) == 0
 
 
 def _wait_up(proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -141,3 +249,28 @@ def test_the_supervisor_leaves_no_process_behind(
         proc.kill()
         proc.wait(10)
     assert _all_gone(services)
+
+
+def _service_named(pids: list[int], name: str) -> int:
+    return next(pid for pid in pids if _runs(pid, f"services.{name}"))
+
+
+def test_the_supervisor_restarts_a_service_that_died(
+    suite_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    proc = _start([sys.executable, "deploy/run_local.py"], suite_env, spawn)
+    _wait_up(proc)
+    identity = _service_named(_children(proc.pid), "identity")
+    os.kill(identity, signal.SIGKILL)
+    assert proc.stdout is not None
+    said = b""
+    deadline = time.monotonic() + 30
+    while b"identity restarted" not in said:
+        assert time.monotonic() < deadline and proc.poll() is None, said
+        said += proc.stdout.readline()
+    assert b"identity exited with -9; restarting it" in said
+    with grpc.insecure_channel(f"127.0.0.1:{suite_env['SSCARD_IDENTITY_PORT']}") as channel:
+        wait_serving(channel, timeout=30)
+    assert _service_named(_children(proc.pid), "identity") != identity
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 0

@@ -116,9 +116,9 @@ def test_A16_3_a_refund_waits_while_the_bank_is_down_and_arrives_once_it_answers
     def state() -> tpb.BalanceRefund:
         return transit.GetRefund(tpb.GetRefundRequest(refund_id=moved.refund_id), metadata=token())
 
-    _wait(lambda: fake.attempts >= 1)
+    _wait(lambda: state().last_error == "DEPENDENCY_UNAVAILABLE")
     assert state().state == tpb.SENDING
-    assert state().last_error == "DEPENDENCY_UNAVAILABLE"
+    assert fake.attempts >= 1
     fake.mode = "book"
     _wait(lambda: state().state == tpb.ARRIVED)
     assert fake.booked == {moved.refund_id: ("new-card", 250 * YUAN)}

@@ -10,7 +10,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,13 @@ from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError, Kind
 from services.platform.pii import PiiCipher
 
-TUNING = Tuning(workers=1, backoff_base=0.001, backoff_cap=0.01, lease=dt.timedelta(seconds=5))
+TUNING = Tuning(
+    workers=1,
+    backoff_base=0.001,
+    backoff_cap=0.01,
+    lease=dt.timedelta(seconds=5),
+    max_retries=10_000,  # a large bound: the backoff must not overflow before it
+)
 INDEX = {"a": 0, "mark": 1, "b": 2, "c": 3}
 REMOTE = ("a", "b", "c")
 Call = tuple[str, str]  # ("a" or "undo a", request id)
@@ -275,3 +281,36 @@ def test_backoff_still_schedules_a_retry_after_many_transient_failures(world: Wo
     record = world.finish(world.orchestrator())
     assert record.state == "COMPLETED"
     assert record.retries == 1024
+
+
+def test_a_stopping_worker_hands_its_leases_back_for_another_to_claim_at_once(
+    world: World,
+) -> None:
+    world.add()
+    stopping = world.orchestrator()
+    with world.new_uow() as uow:
+        assert uow.sagas.claim(stopping.owner, wall_clock(), TUNING.lease)
+        uow.commit()
+    stopping.stop()
+    assert world.get().lease_owner == ""
+    assert world.finish(world.orchestrator()).state == "COMPLETED"
+
+
+def test_a_saga_out_of_retries_waits_for_an_operator_then_resumes(world: World) -> None:
+    world.add()
+    world.services["a"].fail("do", transport, 2)
+    orchestrator = Orchestrator(world.new_uow, [world.definition], replace(TUNING, max_retries=2))
+    for _ in range(400):
+        orchestrator.run_until_idle()
+        if (record := world.get()).state == "NEEDS_ATTENTION":
+            break
+        time.sleep(0.005)
+    assert (record.state, record.retries, record.last_error) == ("NEEDS_ATTENTION", 2, "a: DOWN")
+    time.sleep(0.05)
+    assert orchestrator.run_until_idle() == 0  # nothing retries it on its own
+    with world.new_uow() as uow:
+        assert uow.sagas.resume("s1", wall_clock())
+        uow.commit()
+    record = world.finish(orchestrator)
+    assert record.state == "COMPLETED"
+    assert [c for c in world.calls if c[0] == "a"] == [("a", "s1:0")] * 3

@@ -1,0 +1,74 @@
+"""A saga whose dependency stays down gives up retrying and waits, visibly, for an operator,
+who resumes it once the dependency is back; a dependency back after a short outage is used
+again without anyone's help."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.bank.main import build as build_bank
+from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
+from tests.cardsuite import Suite
+from tests.support import wait_serving
+
+
+def _suite(
+    start: Callable[..., Any], token: Callable[..., Any], env: dict[str, str], retries: str
+) -> Suite:
+    env["SSCARD_SAGA_MAX_RETRIES"] = retries
+    return Suite(start, token)
+
+
+def test_a_saga_whose_bank_stays_down_waits_for_an_operator_who_resumes_it(
+    start_service: Callable[..., Any], token: Callable[..., Any], service_env: dict[str, str]
+) -> None:
+    suite = _suite(start_service, token, service_env, "3")
+    ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
+    person = suite.person()
+    suite.bank_server.server.stop(0)
+    card_id = suite.apply(person).card_id
+
+    saga = ops.ListSagas(pb.ListSagasRequest(card_id=card_id), metadata=suite.ops).sagas[0]
+    deadline = time.monotonic() + 60
+    while saga.state != pb.NEEDS_ATTENTION:
+        assert saga.state == pb.RUNNING, saga
+        assert time.monotonic() < deadline, "the saga never gave up retrying"
+        time.sleep(0.1)
+        saga = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
+    assert saga.retries == 3
+    assert saga.step == "open_account"
+    assert "DEPENDENCY_UNAVAILABLE" in saga.last_error
+    listed = ops.ListSagas(pb.ListSagasRequest(state=pb.NEEDS_ATTENTION), metadata=suite.ops).sagas
+    assert [s.saga_id for s in listed] == [saga.saga_id]
+    time.sleep(1)  # nothing retries it on its own any more
+    again = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
+    assert (again.state, again.retries) == (pb.NEEDS_ATTENTION, 3)
+
+    bank = start_service("bank", build_bank, migrate=False)
+    wait_serving(bank.channel)
+    resumed = ops.RetrySaga(pb.RetrySagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
+    assert resumed.state == pb.RUNNING
+    assert resumed.retries == 0
+    assert suite.settle(card_id).state == pb.COMPLETED
+
+
+def test_a_bank_back_after_an_outage_is_used_without_an_operator(
+    start_service: Callable[..., Any], token: Callable[..., Any], service_env: dict[str, str]
+) -> None:
+    suite = _suite(start_service, token, service_env, "1000")
+    ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
+    person = suite.person()
+    suite.bank_server.server.stop(0)
+    card_id = suite.apply(person).card_id
+    saga = ops.ListSagas(pb.ListSagasRequest(card_id=card_id), metadata=suite.ops).sagas[0]
+    deadline = time.monotonic() + 60
+    while saga.retries < 8:  # past the backoff's cap
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+        saga = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
+    bank = start_service("bank", build_bank, migrate=False)
+    wait_serving(bank.channel)
+    assert suite.settle(card_id, timeout=30).state == pb.COMPLETED
