@@ -1,0 +1,98 @@
+"""The operations console over the real services, through Starlette's test client: staff sign
+in with their password, every form POST needs the session's CSRF token, and no page shows a
+full ID or phone number."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from console import config as console_config
+from services.platform.config import ConfigError
+from sscard.card.v1 import card_pb2 as pb
+from tests.cardsuite import Suite, active_card
+from tests.console.conftest import PASSWORD, STAFF, csrf_of, sign_in
+
+
+class TestSignIn:
+    def test_the_right_password_opens_the_overview(self, client: TestClient) -> None:
+        assert client.get("/sagas", follow_redirects=False).headers["location"] == (
+            "/login?next=/sagas"
+        )
+        answer = sign_in(client)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/")
+        cookie = answer.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        page = client.get("/")
+        assert page.status_code == 200 and "Sagas under way" in page.text and STAFF in page.text
+
+    @pytest.mark.parametrize("user, password", [(STAFF, "wrong"), ("nobody", PASSWORD)])
+    def test_a_wrong_password_or_unknown_user_is_refused(
+        self, client: TestClient, user: str, password: str
+    ) -> None:
+        answer = sign_in(client, password=password, user=user)
+        assert answer.status_code == 401 and "Wrong user name or password" in answer.text
+        assert client.get("/", follow_redirects=False).status_code == 303  # still signed out
+
+    def test_signing_out_ends_the_session(self, signed_in: TestClient) -> None:
+        csrf = csrf_of(signed_in.get("/").text)
+        signed_in.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+        assert signed_in.get("/", follow_redirects=False).headers["location"] == "/login?next=/"
+
+
+class TestCsrf:
+    def test_a_sign_in_without_the_token_is_refused(self, client: TestClient) -> None:
+        answer = client.post("/login", data={"username": STAFF, "password": PASSWORD})
+        assert answer.status_code == 403
+        assert client.get("/", follow_redirects=False).status_code == 303
+
+    def test_an_action_without_the_sessions_token_changes_nothing(
+        self, signed_in: TestClient
+    ) -> None:
+        for sent in ({}, {"csrf": "forged"}):
+            answer = signed_in.post(
+                "/alerts/any/resolve", data={**sent, "note": "ok", "confirm": "yes"}
+            )
+            assert answer.status_code == 403 and "CSRF" in answer.text
+
+
+class TestMasking:
+    def test_a_cards_page_shows_its_document_and_phone_masked_only(
+        self, suite: Suite, signed_in: TestClient
+    ) -> None:
+        card_id, person = active_card(suite)
+        page = signed_in.get(f"/cards/{card_id}")
+        assert page.status_code == 200
+        assert person.number not in page.text and "13812345678" not in page.text
+        assert person.number[:6] + "********" + person.number[-4:] in page.text
+        assert "138****5678" in page.text
+        assert pb.CardStatus.Name(pb.ACTIVE) in page.text and "Transit wallet" in page.text
+
+    def test_a_card_that_does_not_exist_is_a_refusal_page_not_a_crash(
+        self, signed_in: TestClient
+    ) -> None:
+        answer = signed_in.get("/cards/no-such-card")
+        assert answer.status_code == 404 and "CARD_NOT_FOUND" in answer.text
+
+    def test_output_is_escaped(self, signed_in: TestClient) -> None:
+        answer = signed_in.get("/sagas", params={"kind": "<script>alert(1)</script>"})
+        assert "<script>alert(1)" not in answer.text and "&lt;script&gt;" in answer.text
+
+
+def test_the_console_holds_no_signing_key_in_production(tmp_path: Path) -> None:
+    env = {
+        "SSCARD_ENVIRONMENT": "production",
+        "SSCARD_CONSOLE_SIGNING_KEY_FILE": str(tmp_path / "key.pem"),
+        "SSCARD_CONSOLE_SESSION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    with pytest.raises(ConfigError, match="TOKEN_FILE"):
+        console_config.load(env)
+    del env["SSCARD_CONSOLE_SIGNING_KEY_FILE"]
+    with pytest.raises(ConfigError, match="TOKEN_FILE"):
+        console_config.load(env)
+    env["SSCARD_CONSOLE_TOKEN_FILE"] = str(tmp_path / "token")
+    assert console_config.load(env).token_file == tmp_path / "token"
