@@ -33,7 +33,7 @@ from console import views
 from console.backend import Backend
 from console.config import ConsoleConfig
 from console.users import UserStore
-from services.platform.clock import Clock
+from services.platform.clock import Clock, SystemClock
 from services.platform.errors import DomainError, Kind
 from services.platform.masking import redact
 from sscard.bank.v1 import ledger_pb2
@@ -134,7 +134,14 @@ def _backend(request: Request) -> Backend:
 
 
 def _now(request: Request) -> dt.datetime:
+    """Now on the suite's clock (the test clock in tests and demos)."""
     clock: Clock = request.app.state.clock
+    return clock.now()
+
+
+def _wall(request: Request) -> dt.datetime:
+    """Now on the wall clock, which the card service stamps sagas with."""
+    clock: Clock = request.app.state.wall
     return clock.now()
 
 
@@ -177,14 +184,16 @@ async def logout(request: Request) -> Response:
 
 @signed_in
 async def overview(request: Request) -> Response:
-    context = await run_in_threadpool(views.overview, _backend(request), _now(request))
+    context = await run_in_threadpool(
+        views.overview, _backend(request), _now(request), _wall(request)
+    )
     return render(request, "overview.html", **context)
 
 
 @signed_in
 async def saga_list(request: Request) -> Response:
     query = dict(request.query_params)
-    context = await run_in_threadpool(views.sagas, _backend(request), query, _now(request))
+    context = await run_in_threadpool(views.sagas, _backend(request), query, _wall(request))
     return render(request, "sagas.html", **context)
 
 
@@ -319,4 +328,5 @@ def create_app(config: ConsoleConfig, backend: Backend | None = None) -> Starlet
     app.state.backend = backend or Backend(config.targets, config.credential())
     app.state.users = UserStore(config.users_file)
     app.state.clock = config.clock()
+    app.state.wall = SystemClock()
     return app

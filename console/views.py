@@ -58,21 +58,24 @@ def _stamp(ts: Any) -> dt.datetime:
     )
 
 
-def overview(backend: Backend, now: dt.datetime) -> dict[str, Any]:
+def overview(backend: Backend, now: dt.datetime, wall: dt.datetime) -> dict[str, Any]:
+    """``now`` on the suite's clock (deadlines), ``wall`` on the wall clock: the card service
+    stamps sagas with wall time, as their retries wait in real time."""
+
     def applications() -> tuple[int, tuple[Bar, ...]]:
-        today = now.astimezone(BEIJING).date()
+        today = wall.astimezone(BEIJING).date()
         days = [today - dt.timedelta(days=n) for n in reversed(range(CHART_DAYS))]
         per_day = Counter(
             _stamp(s.created_at).astimezone(BEIJING).date()
             for s in backend.sagas(kind="application")
         )
-        bars = tuple(Bar(d.strftime("%m-%d"), per_day[d], "/sagas?kind=application") for d in days)
+        bars = tuple(Bar(d.strftime("%d"), per_day[d], "/sagas?kind=application") for d in days)
         return sum(per_day[d] for d in days), bars
 
     def sagas() -> tuple[int, tuple[Bar, ...]]:
         by_state = Counter(int(s.state) for s in backend.sagas())
         bars = tuple(
-            Bar(name, by_state[value], f"/sagas?state={name}")
+            Bar(name.lower()[:7], by_state[value], f"/sagas?state={name}")
             for name, value in card_pb2.SagaState.items()
             if value
         )
@@ -83,14 +86,14 @@ def overview(backend: Backend, now: dt.datetime) -> dict[str, Any]:
         overdue = sum(1 for d in due if d.overdue)
         bars = (
             Bar("overdue", overdue, "/deadlines?overdue=1"),
-            Bar("due this week", len(due) - overdue, "/deadlines"),
+            Bar("week", len(due) - overdue, "/deadlines"),
         )
         return len(due), bars
 
     def alerts() -> tuple[int, tuple[Bar, ...]]:
         found = Counter(int(a.status) for a in backend.alerts())
         bars = tuple(
-            Bar(name.removeprefix("ALERT_").lower(), found[value], f"/alerts?status={name}")
+            Bar(name.removeprefix("ALERT_").lower()[:7], found[value], f"/alerts?status={name}")
             for name, value in ledger_pb2.AlertStatus.items()
             if value
         )
@@ -123,8 +126,9 @@ def _int(query: Mapping[str, str], name: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def sagas(backend: Backend, query: Mapping[str, str], now: dt.datetime) -> dict[str, Any]:
-    """Sagas filtered by kind and state (by the card service), by age and retries (here)."""
+def sagas(backend: Backend, query: Mapping[str, str], wall: dt.datetime) -> dict[str, Any]:
+    """Sagas filtered by kind and state (by the card service), by age and retries (here); ages
+    on the wall clock, as the card service stamps sagas."""
     kind = query.get("kind", "").strip()
     state = _enum(card_pb2.SagaState, query.get("state", ""))
     min_age = _int(query, "min_age_minutes")
@@ -136,7 +140,7 @@ def sagas(backend: Backend, query: Mapping[str, str], now: dt.datetime) -> dict[
         for s in found
         if (not active or s.state in ACTIVE_SAGA_STATES)
         and s.retries >= min_retries
-        and now - _stamp(s.created_at) >= dt.timedelta(minutes=min_age)
+        and (not min_age or wall - _stamp(s.created_at) >= dt.timedelta(minutes=min_age))
     ]
     return {
         "sagas": shown,
