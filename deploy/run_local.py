@@ -1,10 +1,12 @@
 """Local supervisor behind `make run`: the whole suite on one machine.
 
 Creates development secrets under var/ (once), migrates each service's database, starts the
-four services as child processes, waits until each answers its health check SERVING, prints
-their addresses, and runs until Ctrl-C or SIGTERM, when it stops them all gracefully (SIGTERM,
-then SIGKILL after the grace period). Children also receive SIGTERM if this process dies, so
-nothing is left running. `--migrate-only` stops after the migrations.
+four services as child processes, waits until each answers its health check SERVING, then
+starts the operations console (http://127.0.0.1:8080; its development user is created with a
+random password printed once), prints the addresses, and runs until Ctrl-C or SIGTERM, when
+it stops them all gracefully (SIGTERM, then SIGKILL after the grace period). Children also
+receive SIGTERM if this process dies, so nothing is left running. `--migrate-only` stops
+after the migrations.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from console import config as console_settings
+from console.users import DEV_USER, ensure_dev_user
 from services.platform import config as settings
 from services.platform.cli import ensure_dev_secrets
 from services.platform.cli import main as sscard
@@ -46,6 +52,17 @@ def _serving(target: str, timeout: float) -> bool:
                     return True
             except grpc.RpcError:
                 pass
+            time.sleep(0.2)
+    return False
+
+
+def _answers(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except (urllib.error.URLError, OSError):
             time.sleep(0.2)
     return False
 
@@ -90,9 +107,27 @@ def main() -> int:
             if not _serving(target, timeout=30):
                 print(f"{name} did not become SERVING at {target}; stopping", flush=True)
                 return 1
+        console = console_settings.load()
+        password = ensure_dev_user(console.users_file)
+        children["console"] = subprocess.Popen(
+            [sys.executable, "-m", "console"], preexec_fn=_die_with_parent
+        )
+        console_url = f"http://{console.host}:{console.port}"
+        if not _answers(console_url + "/login", timeout=30):
+            print(f"the console did not answer at {console_url}; stopping", flush=True)
+            return 1
         print("\nsscard is up:", flush=True)
         for name in settings.SERVICES:
             print(f"  {name:<9} {settings.target_of(name)}  SERVING", flush=True)
+        print(f"  console   {console_url}", flush=True)
+        if password:
+            print(f"            sign in as {DEV_USER!r} with password {password!r}", flush=True)
+        else:
+            print(
+                f"            sign in as {DEV_USER!r} (password printed when "
+                f"{console.users_file} was made; delete it for a new one)",
+                flush=True,
+            )
         print(
             "\nTry:  .venv/bin/sscard call identity ListPersonEvents   (as the ops console)"
             "\nStop: Ctrl-C\n",
