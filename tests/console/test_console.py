@@ -13,9 +13,13 @@ from starlette.testclient import TestClient
 
 from console import config as console_config
 from services.platform.config import ConfigError
+from sscard.bank.v1 import ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
+from sscard.transit.v1 import transit_pb2 as tpb
 from tests.cardsuite import Suite, active_card
 from tests.console.conftest import PASSWORD, STAFF, csrf_of, sign_in
+from tests.money import YUAN, ledger, pay_in
+from tests.scenarios.test_transit import top_up
 
 
 class TestSignIn:
@@ -96,3 +100,61 @@ def test_the_console_holds_no_signing_key_in_production(tmp_path: Path) -> None:
         console_config.load(env)
     env["SSCARD_CONSOLE_TOKEN_FILE"] = str(tmp_path / "token")
     assert console_config.load(env).token_file == tmp_path / "token"
+
+
+class TestPages:
+    def test_A16_3_a_refund_waiting_for_a_stopped_bank_is_listed_as_pending(
+        self, suite: Suite, signed_in: TestClient
+    ) -> None:
+        """领取新卡时,旧卡交通出行功能的剩余金额将退还至持卡人指定银行金融账户。
+
+        Operations see money still on its way to a bank, with its amount, on the refunds page
+        and counted on the overview."""
+        card_id, _ = active_card(suite)
+        top_up(suite, card_id, 120 * YUAN)
+        suite.bank_server.server.stop(0)  # the bank stops answering
+        refund = suite.transit.Refund(
+            tpb.RefundRequest(request_id=suite.rid("refund"), card_id=card_id, amount_fen=0),
+            metadata=suite.branch(),
+        )
+        page = signed_in.get("/refunds")
+        assert refund.refund_id in page.text and "¥120.00" in page.text
+        assert "SENDING" in page.text
+        arrived = signed_in.get("/refunds", params={"state": "ARRIVED"})
+        assert refund.refund_id not in arrived.text
+        overview = signed_in.get("/")
+        assert "Transit refunds pending" in overview.text
+        assert "unavailable (DEPENDENCY_UNAVAILABLE)" in overview.text  # the bank's alerts
+
+    def test_A4_5_an_alert_is_resolved_only_with_a_note_and_a_confirmation(
+        self, suite: Suite, signed_in: TestClient
+    ) -> None:
+        """合作银行应……加强可疑交易监测,避免社会保障卡被利用转移涉诈涉赌等违法资金。"""
+        card_id, _ = active_card(suite)
+        for n in range(12):
+            pay_in(suite, card_id, 600 * YUAN, payer=f"payer-{n}")
+        (alert,) = (
+            ledger(suite).ListAlerts(ledger_pb2.ListAlertsRequest(), metadata=suite.ops).alerts
+        )
+        form = signed_in.get(f"/alerts/{alert.alert_id}/resolve")
+        sent = {"csrf": csrf_of(form.text), "request_id": "r1", "note": "checked"}
+        assert signed_in.post(f"/alerts/{alert.alert_id}/resolve", data=sent).status_code == 400
+        assert (
+            signed_in.post(
+                f"/alerts/{alert.alert_id}/resolve", data={**sent, "note": "", "confirm": "yes"}
+            ).status_code
+            == 400
+        )
+        status = ledger(suite).ListAlerts(ledger_pb2.ListAlertsRequest(), metadata=suite.ops)
+        assert status.alerts[0].status == ledger_pb2.ALERT_OPEN
+        for _ in range(2):  # the same form sent twice resolves once
+            done = signed_in.post(
+                f"/alerts/{alert.alert_id}/resolve",
+                data={**sent, "confirm": "yes"},
+                follow_redirects=False,
+            )
+            assert done.status_code == 303
+        resolved = ledger(suite).ListAlerts(ledger_pb2.ListAlertsRequest(), metadata=suite.ops)
+        assert [(a.status, a.resolution) for a in resolved.alerts] == [
+            (ledger_pb2.ALERT_RESOLVED, "checked")
+        ]
