@@ -88,7 +88,9 @@ def _refund_page(
     if request.page_size < 0 or request.page_size > MAX_PAGE:
         v.add("page_size", f"0 to {MAX_PAGE}", "OUT_OF_RANGE")
     state = None
-    if request.state != pb.REFUND_STATE_UNSPECIFIED:
+    if request.state not in pb.RefundState.values():
+        v.add("state", "a RefundState", "INVALID")
+    elif request.state != pb.REFUND_STATE_UNSPECIFIED:
         state = RefundState(pb.RefundState.Name(request.state))
     after = None
     if request.page_token:
