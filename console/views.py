@@ -161,13 +161,20 @@ def saga(backend: Backend, saga_id: str) -> dict[str, Any]:
 
 
 def deadlines(backend: Backend, query: Mapping[str, str], now: dt.datetime) -> dict[str, Any]:
+    """Pending deadlines (days late for overdue ones, on the suite's clock), or fired ones with
+    their outcome (e.g. a card flagged as made late, A22.1)."""
     rule = query.get("rule", "").strip()
     overdue = query.get("overdue") == "1"
+    state = _enum(card_pb2.DeadlineState, query.get("state", "")) or card_pb2.PENDING
     rows = []
-    for d in backend.deadlines(state=card_pb2.PENDING, rule=rule, overdue_only=overdue):
+    for d in backend.deadlines(state=state, rule=rule, overdue_only=overdue):
         late = (now - _stamp(d.due_at)).days if d.overdue else 0
         rows.append((d, late))
-    return {"rows": rows, "filters": {"rule": rule, "overdue": overdue}}
+    return {
+        "rows": rows,
+        "states": [n for n, v in card_pb2.DeadlineState.items() if v],
+        "filters": {"rule": rule, "overdue": overdue, "state": card_pb2.DeadlineState.Name(state)},
+    }
 
 
 def alerts(backend: Backend, query: Mapping[str, str]) -> dict[str, Any]:

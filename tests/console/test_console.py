@@ -5,6 +5,7 @@ full ID or phone number."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import secrets
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from console import config as console_config
+from services.platform.clock import SharedTestClock
 from services.platform.config import ConfigError
 from sscard.bank.v1 import ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.transit.v1 import transit_pb2 as tpb
-from tests.cardsuite import Suite, active_card
+from tests.cardsuite import Suite, active_card, wait_until
 from tests.console.conftest import PASSWORD, STAFF, csrf_of, sign_in
 from tests.money import YUAN, ledger, pay_in
 from tests.scenarios.test_transit import top_up
@@ -158,3 +160,19 @@ class TestPages:
         assert [(a.status, a.resolution) for a in resolved.alerts] == [
             (ledger_pb2.ALERT_RESOLVED, "checked")
         ]
+
+    def test_A22_1_a_cards_production_deadline_is_listed_then_flagged_when_missed(
+        self, suite: Suite, signed_in: TestClient, test_clock: SharedTestClock
+    ) -> None:
+        """个人或用人单位首次申领社会保障卡的,发卡合作银行应尽快完成制作,制作时间不超过30个自然日。
+
+        Operations see the card's production deadline while it runs, and the card flagged
+        with how late it is once the deadline passed without the card being made."""
+        started = suite.apply(suite.person())
+        suite.settle(started.card_id)
+        pending = signed_in.get("/deadlines", params={"rule": "A22.1"})
+        assert started.card_id in pending.text and "A22.1" in pending.text
+        test_clock.advance(dt.timedelta(days=33))
+        wait_until(lambda: "flagged: " in signed_in.get("/deadlines?state=FIRED&rule=A22.1").text)
+        assert started.card_id in signed_in.get("/deadlines?state=FIRED&rule=A22.1").text
+        assert started.card_id not in signed_in.get("/deadlines?rule=A22.1").text
