@@ -31,13 +31,13 @@ migrate: $(GENERATED)
 	$(PY) deploy/run_local.py --migrate-only
 
 lint: $(GENERATED)
-	$(VENV)/bin/ruff check services tests deploy
-	$(VENV)/bin/ruff format --check services tests deploy
-	$(VENV)/bin/mypy services
+	$(VENV)/bin/ruff check services console tests deploy
+	$(VENV)/bin/ruff format --check services console tests deploy
+	$(VENV)/bin/mypy services console
 
 format: $(INSTALLED)
-	$(VENV)/bin/ruff check --fix services tests deploy
-	$(VENV)/bin/ruff format services tests deploy
+	$(VENV)/bin/ruff check --fix services console tests deploy
+	$(VENV)/bin/ruff format services console tests deploy
 
 # The contracts as any language sees them: buf lint over protos/ alone (buf.yaml).
 contracts: $(BUF)

@@ -1,12 +1,13 @@
 """Local supervisor behind `make run`: the whole suite on one machine.
 
 Creates development secrets under var/ (once), migrates each service's database, starts the
-four services as child processes, waits until each answers its health check SERVING, prints
-their addresses, and runs until Ctrl-C or SIGTERM, when it stops them all gracefully (SIGTERM,
-then SIGKILL after the drain and grace periods). A service that exits is restarted, with a
-growing delay, and the restart is printed; a service that keeps crashing stops the suite.
-Children also receive SIGTERM if this process dies, so nothing is left running.
-`--migrate-only` stops after the migrations.
+four services as child processes, waits until each answers its health check SERVING, then
+starts the operations console (http://127.0.0.1:8080; its development user is created with a
+random password printed once), prints the addresses, and runs until Ctrl-C or SIGTERM, when
+it stops them all gracefully (SIGTERM, then SIGKILL after the drain and grace periods). A
+service that exits is restarted, with a growing delay, and the restart is printed; a service
+that keeps crashing stops the suite. Children also receive SIGTERM if this process dies, so
+nothing is left running. `--migrate-only` stops after the migrations.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from console import config as console_settings
+from console.users import DEV_USER, ensure_dev_user
 from services.platform import config as settings
 from services.platform.cli import ensure_dev_secrets
 from services.platform.cli import main as sscard
 from services.platform.processes import Backoff, die_with_parent
+
+CONSOLE = "console"  # the operations console's package, started after the services
 
 
 def _serving(target: str, timeout: float) -> bool:
@@ -40,6 +47,17 @@ def _serving(target: str, timeout: float) -> bool:
                     return True
             except grpc.RpcError:
                 pass
+            time.sleep(0.2)
+    return False
+
+
+def _answers(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except (urllib.error.URLError, OSError):
             time.sleep(0.2)
     return False
 
@@ -82,9 +100,10 @@ def main() -> int:
     orphan_guard = functools.partial(die_with_parent, os.getpid())
 
     def launch(name: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", f"services.{name}"], preexec_fn=orphan_guard)
+        module = name if name == CONSOLE else f"services.{name}"
+        return subprocess.Popen([sys.executable, "-m", module], preexec_fn=orphan_guard)
 
-    backoff = {name: Backoff() for name in settings.SERVICES}
+    backoff = {name: Backoff() for name in (*settings.SERVICES, CONSOLE)}
     restart_at: dict[str, float] = {}
     try:
         for name in settings.SERVICES:
@@ -94,11 +113,27 @@ def main() -> int:
             if not _serving(target, timeout=30):
                 print(f"{name} did not become SERVING at {target}; stopping", flush=True)
                 return 1
+        console = console_settings.load()
+        password = ensure_dev_user(console.users_file)
+        children[CONSOLE] = launch(CONSOLE)
+        console_url = f"http://{console.host}:{console.port}"
+        if not _answers(console_url + "/login", timeout=30):
+            print(f"the console did not answer at {console_url}; stopping", flush=True)
+            return 1
         print("\nsscard is up:", flush=True)
         for name in settings.SERVICES:
             metrics = settings.load(name).metrics_port
             where = f"metrics :{metrics}/metrics" if metrics else "metrics off"
             print(f"  {name:<9} {settings.target_of(name)}  SERVING  {where}", flush=True)
+        print(f"  console   {console_url}", flush=True)
+        if password:
+            print(f"            sign in as {DEV_USER!r} with password {password!r}", flush=True)
+        else:
+            print(
+                f"            sign in as {DEV_USER!r} (password printed when "
+                f"{console.users_file} was made; delete it for a new one)",
+                flush=True,
+            )
         print(
             "\nTry:  .venv/bin/sscard call identity ListPersonEvents   (as the ops console)"
             "\nStop: Ctrl-C\n",

@@ -141,6 +141,7 @@ MATRIX: dict[str, frozenset[Role]] = {
             "ListTransactions": {COUNTER, PERSON, SERVICE, OPS},
             "Refund": {COUNTER},
             "RefundBalance": {SERVICE},
+            "ListRefunds": {OPS},
             "GetRefund": {COUNTER, SERVICE, OPS},
             "PurchaseParkPass": {COUNTER},
             "GetParkPass": {COUNTER, PERSON, SERVICE, OPS},

@@ -43,6 +43,7 @@ DEV_SECRETS = {
     "identity-pii.key": "SSCARD_IDENTITY_PII_KEY",
     "card-pii.key": "SSCARD_CARD_PII_KEY",
     "bank-pii.key": "SSCARD_BANK_PII_KEY",
+    "console-session.key": "SSCARD_CONSOLE_SESSION_KEY",
 }
 
 

@@ -180,12 +180,20 @@ class CredentialSource(Protocol):
 
 
 class SigningSource:
-    """Development and tests: the service signs its own credential with its own issuer's key."""
+    """Development and tests: the service signs its own credential with its own issuer's key
+    (the operations console, role ``ops``, with the development issuer's)."""
 
-    def __init__(self, signer: Signer, client_id: str, ttl: dt.timedelta) -> None:
+    def __init__(
+        self,
+        signer: Signer,
+        client_id: str,
+        ttl: dt.timedelta,
+        roles: frozenset[Role] = frozenset({Role.SERVICE}),
+    ) -> None:
         self._signer = signer
         self._client_id = client_id
         self._ttl = ttl
+        self._roles = roles
         self._lock = threading.Lock()
         self._token = ""
         self._renew_at = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -195,7 +203,7 @@ class SigningSource:
         with self._lock:
             if now >= self._renew_at:
                 self._token = self._signer.mint(
-                    self._client_id, Channel.INTERNAL, roles={Role.SERVICE}, ttl=self._ttl
+                    self._client_id, Channel.INTERNAL, roles=self._roles, ttl=self._ttl
                 )
                 self._renew_at = now + self._ttl / 2
             return self._token

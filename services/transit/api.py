@@ -9,6 +9,7 @@ and encodes the answer.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -28,7 +29,14 @@ from services.transit.clients import CardPort, IdentityPort
 from services.transit.domain import park_pass as passes
 from services.transit.domain import wallet as wallets
 from services.transit.domain.park_pass import ParkPass
-from services.transit.domain.wallet import CardFacts, Entry, Refund, RefundReason, Wallet
+from services.transit.domain.wallet import (
+    CardFacts,
+    Entry,
+    Refund,
+    RefundReason,
+    RefundState,
+    Wallet,
+)
 from services.transit.store import TransitUnitOfWork
 from sscard.transit.v1 import transit_pb2 as pb
 from sscard.transit.v1 import transit_pb2_grpc
@@ -69,6 +77,32 @@ def _page(request: pb.ListTransactionsRequest) -> tuple[int, int]:
             v.add("page_token", "a token from a previous answer", "INVALID")
     v.raise_if_any()
     return before, request.page_size or DEFAULT_PAGE
+
+
+def _refund_page(
+    request: pb.ListRefundsRequest,
+) -> tuple[RefundState | None, tuple[dt.datetime, str] | None, int]:
+    """The state filter, where the page starts (``<created_at ISO>|<refund_id>`` of the last
+    refund of the previous page) and its size."""
+    v = Violations()
+    if request.page_size < 0 or request.page_size > MAX_PAGE:
+        v.add("page_size", f"0 to {MAX_PAGE}", "OUT_OF_RANGE")
+    state = None
+    if request.state not in pb.RefundState.values():
+        v.add("state", "a RefundState", "INVALID")
+    elif request.state != pb.REFUND_STATE_UNSPECIFIED:
+        state = RefundState(pb.RefundState.Name(request.state))
+    after = None
+    if request.page_token:
+        created, _, refund_id = request.page_token.partition("|")
+        try:
+            after = (dt.datetime.fromisoformat(created), refund_id)
+        except ValueError:
+            after = None
+        if after is None or not refund_id or after[0].tzinfo is None:
+            v.add("page_token", "a token from a previous answer", "INVALID")
+    v.raise_if_any()
+    return state, after, request.page_size or DEFAULT_PAGE
 
 
 def _may_read(caller: Caller, operation: Operation) -> None:
@@ -294,6 +328,18 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         _may_read(current_caller(), Operation.TRANSIT_REFUND)
         with self._uow(readonly=True) as uow:
             return refund_pb(service.get_refund(uow, request.refund_id))
+
+    def ListRefunds(
+        self, request: pb.ListRefundsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRefundsResponse:
+        state, after, size = _refund_page(request)
+        with self._uow(readonly=True) as uow:
+            found = service.list_refunds(uow, state, after, size + 1)
+        answer = pb.ListRefundsResponse(refunds=[refund_pb(r) for r in found[:size]])
+        if len(found) > size:
+            last = found[size - 1]
+            answer.next_page_token = f"{last.created_at.isoformat()}|{last.refund_id}"
+        return answer
 
     # -- park annual pass
 

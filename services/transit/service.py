@@ -29,6 +29,7 @@ from services.transit.domain.wallet import (
     EntryKind,
     Refund,
     RefundReason,
+    RefundState,
     Wallet,
 )
 from services.transit.store import TransitUnitOfWork
@@ -137,6 +138,16 @@ def get_refund(uow: TransitUnitOfWork, refund_id: str) -> Refund:
     if found is None:
         raise wallets.refund_not_found()
     return found
+
+
+def list_refunds(
+    uow: TransitUnitOfWork,
+    state: RefundState | None,
+    after: tuple[dt.datetime, str] | None,
+    limit: int,
+) -> list[Refund]:
+    """Refunds of every card for operations, oldest first."""
+    return uow.refunds.page(state, after, limit)
 
 
 class RefundRelay:

@@ -100,6 +100,7 @@ refunds = Table(
     Column("last_error", String(200)),
     Index("ix_refunds_due", "state", "next_attempt_at"),
     Index("ix_refunds_card", "card_id"),
+    Index("ix_refunds_state_created", "state", "created_at", "refund_id"),
 )
 
 park_passes = Table(
@@ -353,6 +354,25 @@ class RefundRepository:
             query = query.with_for_update()
         row = self.session.execute(query).one_or_none()
         return None if row is None else self._to_refund(row)
+
+    def page(
+        self, state: RefundState | None, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[Refund]:
+        """Up to ``limit`` refunds in ``state`` (any if None), oldest first, after the
+        ``(created_at, refund_id)`` of a previous page's last one."""
+        t = refunds
+        query = select(t).order_by(t.c.created_at, t.c.refund_id).limit(limit)
+        if state is not None:
+            query = query.where(t.c.state == state.value)
+        if after is not None:
+            created, refund_id = after
+            query = query.where(
+                or_(
+                    t.c.created_at > created,
+                    and_(t.c.created_at == created, t.c.refund_id > refund_id),
+                )
+            )
+        return [self._to_refund(row) for row in self.session.execute(query)]
 
     def in_flight_from(self, card_id: str) -> int:
         """How many of the card's refunds are still on their way to the bank."""

@@ -156,3 +156,55 @@ def test_A19_1_a_credit_the_bank_refuses_for_good_returns_to_the_wallet(
         (tpb.TOP_UP, 80 * YUAN),
     ]
     assert fake.booked == {}
+
+
+def test_A16_3_operations_list_the_refunds_still_on_their_way_to_the_bank(
+    transit: Any, bank: tuple[FakeBank, int], token: Callable[..., Any]
+) -> None:
+    """领取新卡时,旧卡交通出行功能的剩余金额将退还至持卡人指定银行金融账户。
+
+    While the bank does not answer, operations see every refund still SENDING, a page at a
+    time; one that arrived leaves the list of pending ones. Only role ``ops`` may list them.
+    """
+    fake, _ = bank
+    fake.mode = "down"
+    ops = token(roles=(Role.OPS,), caller="ops")
+    moved = []
+    for n in range(3):
+        _fund(transit, token, f"old-{n}", (n + 1) * YUAN)
+        moved.append(
+            transit.RefundBalance(
+                tpb.RefundBalanceRequest(
+                    request_id=f"saga-{n}:0",
+                    card_id=f"old-{n}",
+                    to_card_id=f"new-{n}",
+                    reason=tpb.REPLACEMENT,
+                ),
+                metadata=token(),
+            ).refund_id
+        )
+
+    def pending(page_size: int) -> list[str]:
+        seen, page_token = [], ""
+        while True:
+            answer = transit.ListRefunds(
+                tpb.ListRefundsRequest(
+                    state=tpb.SENDING, page_size=page_size, page_token=page_token
+                ),
+                metadata=ops,
+            )
+            seen += [r.refund_id for r in answer.refunds]
+            if not answer.next_page_token:
+                return seen
+            page_token = answer.next_page_token
+
+    assert sorted(pending(2)) == sorted(moved)
+    assert len(set(pending(1))) == 3
+    with pytest.raises(grpc.RpcError) as refused:
+        transit.ListRefunds(tpb.ListRefundsRequest(), metadata=token())
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    fake.mode = "book"
+    _wait(lambda: pending(50) == [])
+    arrived = transit.ListRefunds(tpb.ListRefundsRequest(state=tpb.ARRIVED), metadata=ops)
+    assert sorted(r.refund_id for r in arrived.refunds) == sorted(moved)
