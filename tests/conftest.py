@@ -141,6 +141,9 @@ def service_env(
         "SSCARD_SHUTDOWN_GRACE_SECONDS": "1",
         "SSCARD_SAGA_LEASE_SECONDS": "3",
         "SSCARD_SCHEDULER_POLL_SECONDS": "0.2",
+        # `make run`'s operations console, when a test starts the local supervisor
+        "SSCARD_CONSOLE_PORT": str(free_port()),
+        "SSCARD_CONSOLE_USERS_FILE": str(clock_file.parent / "console-users.json"),
     }
     for name in settings.SERVICES:
         upper = name.upper()
