@@ -53,7 +53,13 @@ def run(seed: int, ops: int, pg_url: str, trace: list[Step] | None = None) -> Ru
     ``trace``), settle, check."""
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))
-    cluster = Cluster(root, pg_url, card_replicas=2)
+    for attempt in range(3):
+        try:
+            cluster = Cluster(root / str(attempt), pg_url, card_replicas=2)
+            break
+        except TimeoutError:
+            if attempt == 2:
+                raise
     driver = Driver(cluster)
     recorded: list[Step] = []
     try:

@@ -157,12 +157,16 @@ class Cluster:
             self.env[f"SSCARD_{upper}_TARGET"] = self.proxies[name].address
         self.processes: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
         self._starts = itertools.count()
-        for name in SERVICES:
-            for replica in range(len(self.ports[name])):
-                self.start(name, replica)
-        for name in SERVICES:
-            for replica in range(len(self.ports[name])):
-                self.wait_up(name, replica)
+        try:
+            for name in SERVICES:
+                for replica in range(len(self.ports[name])):
+                    self.start(name, replica)
+            for name in SERVICES:
+                for replica in range(len(self.ports[name])):
+                    self.wait_up(name, replica)
+        except TimeoutError:  # e.g. a port taken between the check and the bind
+            self.stop()
+            raise
 
     def _new_database(self, name: str) -> str:
         if not self.pg_url:
@@ -198,7 +202,7 @@ class Cluster:
 
     def wait_up(self, name: str, replica: int = 0) -> None:
         with self.channel(name, replica) as channel:
-            wait_serving(channel, timeout=60)
+            wait_serving(channel, timeout=120)
 
     def alive(self, name: str, replica: int = 0) -> bool:
         return self.processes[(name, replica)].poll() is None

@@ -103,8 +103,8 @@ def generate(rng: random.Random, world: World, index: int, cluster: Cluster) -> 
     steps: list[Step] = []
     for target, until in sorted(world.down.items()):
         if until <= index:
-            name, replica = target.split("/")
-            steps.append({"op": "restart", "service": name, "replica": int(replica)})
+            service, replica = target.split("/")
+            steps.append({"op": "restart", "service": service, "replica": int(replica)})
     for name, until in sorted(world.slow.items()):
         if until <= index:
             steps.append({"op": "heal", "service": name})
@@ -351,7 +351,9 @@ class Driver:
     # Steps.
 
     def run(self, step: Step, index: int) -> None:
-        getattr(self, "_" + step["op"])(step, f"s{index}")
+        people = [step["person"]] if "person" in step else step.get("people", [])
+        if all(p in self.world.people for p in people):  # a replayed trace may lack them
+            getattr(self, "_" + step["op"])(step, f"s{index}")
 
     def _card_of(self, step: Step) -> Slot | None:
         slot = self.world.cards.get(step.get("card", ""))
