@@ -81,7 +81,10 @@ class Proxy:
             try:
                 client, _ = self._listener.accept()
             except OSError:
-                return
+                if self._closed:
+                    return
+                time.sleep(0.1)  # an aborted connection, or out of descriptors for a moment
+                continue
             if self.mode == "down":
                 client.close()
                 continue
@@ -104,8 +107,8 @@ class Proxy:
         return None
 
     def _pump(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
-        source.settimeout(None)
         try:
+            source.settimeout(None)
             while data := source.recv(_CHUNK):
                 if answers and self.mode == "slow":
                     time.sleep(self.delay)

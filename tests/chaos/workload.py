@@ -339,13 +339,13 @@ class Driver:
 
     def read(self, rpc: Callable[[float], Any]) -> Any:
         """A read the checks need: retried until it answers (faults are healed by then)."""
-        for attempt in range(20):
+        for attempt in range(40):
             try:
                 return rpc(CALL_TIMEOUT)
             except grpc.RpcError as error:
-                if error.code() not in TRANSIENT or attempt == 19:
+                if error.code() not in TRANSIENT or attempt == 39:
                     raise
-                time.sleep(0.5)
+                time.sleep(1)
         return None
 
     # Steps.
