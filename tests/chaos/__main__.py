@@ -60,9 +60,9 @@ def run(seed: int, ops: int, pg_url: str, trace: list[Step] | None = None) -> Ru
         except TimeoutError:
             if attempt == 2:
                 raise
-    driver = Driver(cluster)
     recorded: list[Step] = []
     try:
+        driver = Driver(cluster)
         if trace is None:
             rng = random.Random(seed)
             index = 0
@@ -76,8 +76,8 @@ def run(seed: int, ops: int, pg_url: str, trace: list[Step] | None = None) -> Ru
                 driver.run(step, index)
                 recorded.append(step)
         violations, waiting = check(driver)
-    finally:
         driver.close()
+    finally:
         cluster.stop()
     if not violations:
         shutil.rmtree(root, ignore_errors=True)
