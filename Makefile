@@ -13,7 +13,7 @@ GENERATED := gen/.generated
 BUF_VERSION := 1.75.0
 BUF := .buf/node_modules/.bin/buf
 
-.PHONY: run test test-fast protos migrate lint format bench demo docs contracts clean
+.PHONY: run test test-fast protos migrate lint format bench chaos demo docs contracts clean
 
 run: $(GENERATED)
 	$(PY) deploy/run_local.py
@@ -60,6 +60,14 @@ bench: $(GENERATED)
 	$(PY) -m tests.bench.bench_batch
 	if [ -n "$$SSCARD_TEST_PG_URL" ]; then $(PY) -m tests.bench.bench_timers; fi
 	$(PY) -m tests.bench.bench_topup
+
+# Seeded fault simulation (tests/chaos): SEEDS seeds of OPS operations each on SQLite, and on
+# PostgreSQL too when SSCARD_TEST_PG_URL is set; a failure prints its seed and a shrunk trace.
+SEEDS ?= 3
+OPS ?= 60
+chaos: $(GENERATED)
+	$(PY) -m tests.chaos --seeds $(SEEDS) --ops $(OPS) $(CHAOS_ARGS)
+	if [ -n "$$SSCARD_TEST_PG_URL" ]; then $(PY) -m tests.chaos --seeds $(SEEDS) --ops $(OPS) --pg $(CHAOS_ARGS); fi
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
