@@ -22,7 +22,7 @@ from services.card.deadlines import SYSTEM, watch_death_recall
 from services.card.domain import card as rules
 from services.card.flows import APPLICATION, REPLACEMENT
 from services.card.store import CardUnitOfWork
-from services.card.tasks import start_bank_task
+from services.card.tasks import start_bank_task, start_release_place
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
 
@@ -72,6 +72,8 @@ class DeathWatch:
                 order_id = application.data.get("order_id", "") if application else ""
                 start_bank_task(uow, card.card_id, action="stop_issuing", order_id=order_id)
                 watch_death_recall(uow, change.card, self._calendar, now)
+                # A withdrawn card holds no place in the register, as after A21.1 (A4.2).
+                start_release_place(uow, card.card_id)
             elif card.account_id:
                 # In use: nobody but the estate, at the counter, moves the money from now on.
                 start_bank_task(

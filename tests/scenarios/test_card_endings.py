@@ -97,6 +97,8 @@ class TestDeath:
         record_death(suite, person, "death-a212")
         wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
         wait_until(lambda: order_status(suite, started.card_id) == bank_pb2.CANCELLED)
+        # A4.2: the withdrawn card no longer holds the person's place in the register
+        wait_until(lambda: suite.registered_card(person) == "")
         [deadline] = deadlines(suite, rule="A21.2")
         assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
         notices = suite.get(started.card_id, history=True).notices
