@@ -158,6 +158,7 @@ class Cluster:
             self.env[f"SSCARD_{upper}_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
             self.env[f"SSCARD_{upper}_DB_URL"] = self.db_urls[name]
             self.env[f"SSCARD_{upper}_TARGET"] = self.proxies[name].address
+            self.env[f"SSCARD_{upper}_METRICS_PORT"] = "0"  # replicas would share the default
         self.processes: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
         self._starts = itertools.count()
         try:
