@@ -154,17 +154,35 @@ def service_env(
     return env
 
 
+_handed_out: set[int] = set()
+
+
+def _port_range() -> range:
+    """This process's share of the ports below the kernel's ephemeral range: each pytest-xdist
+    worker draws from its own slice, so two workers never pick the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    width = 12_000 // max(count, 1)
+    return range(20_000 + index * width, 20_000 + (index + 1) * width)
+
+
 def free_port() -> int:
     """A free port below the kernel's ephemeral range, so no outgoing connection takes it
-    between this check and the server's bind."""
-    for _ in range(100):
-        port = random.randrange(20_000, 32_000)
+    between this check and the server's bind; never one this process has handed out before,
+    so two servers of a test (or of consecutive tests) never race for the same port."""
+    ports = _port_range()
+    for _ in range(200):
+        port = random.randrange(ports.start, ports.stop)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free port")
 
 
