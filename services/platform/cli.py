@@ -76,10 +76,15 @@ def ensure_dev_secrets(var_dir: Path = settings.VAR_DIR) -> None:
             path.chmod(0o600)
     keys, trust = var_dir / "keys", var_dir / "trust"
     for issuer in (DEV_ISSUER, *(f"sscard-{name}" for name in settings.SERVICES)):
-        file = keys / (f"{issuer.removeprefix('sscard-')}-service.pem")
-        if issuer == DEV_ISSUER:
-            file = keys / f"{DEV_ISSUER}.pem"
-        tokens.ensure_issuer(file, trust, issuer)
+        tokens.ensure_issuer(key_file(keys, issuer), trust, issuer)
+
+
+def key_file(keys: Path, issuer: str) -> Path:
+    """Where a development issuer's private key lives: the development issuer's own, or a
+    service's (``sscard-card`` signs with ``card-service.pem``, the service's default)."""
+    if issuer == DEV_ISSUER:
+        return keys / f"{DEV_ISSUER}.pem"
+    return keys / f"{issuer.removeprefix('sscard-')}-service.pem"
 
 
 def _client(client_id: str) -> Client:
@@ -135,7 +140,7 @@ def dev_credential(
         chosen = [_one("role", "", acting or [r.value for r in client.roles], client.client_id)]
     picked = _one("channel", channel, [c.value for c in client.channels], client.client_id)
     limit = KIND_RULES[client.kind].max_lifetime_seconds // 60
-    signer = tokens.Signer(DEV_ISSUER, _keys_dir() / f"{DEV_ISSUER}.pem")
+    signer = tokens.Signer(DEV_ISSUER, key_file(_keys_dir(), DEV_ISSUER))
     return signer.mint(
         client.client_id,
         Channel(picked),
@@ -202,10 +207,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if not args.issuer:
             print("say which issuer, e.g. sscard keys rotate sscard-dev")
             return 2
-        file = keys / f"{args.issuer}.pem"
-        if args.issuer != DEV_ISSUER:
-            file = keys / f"{args.issuer.removeprefix('sscard-')}-service.pem"
-        kid = tokens.rotate(file, trust, args.issuer)
+        kid = tokens.rotate(key_file(keys, args.issuer), trust, args.issuer)
         print(f"{args.issuer}: now signing with {kid}; the old key stays published until retired")
     elif args.action == "retire":
         if not (args.issuer and args.kid):
