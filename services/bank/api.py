@@ -277,7 +277,8 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         required_id(request.card_id, "card_id", v)
         kind = _loss_kind(request.kind, v)
         v.raise_if_any()
-        assert kind is not None
+        if kind is None:
+            raise RuntimeError("kind must be known here")
 
         def work(uow: BankUnitOfWork) -> pb.AccountState:
             return account_pb(service.suspend_for_loss(uow, request.card_id, kind, self._clock))
@@ -364,7 +365,8 @@ class BankApi(bank_pb2_grpc.BankServiceServicer):
         required_id(request.card_id, "card_id", v)
         reason = _recall_reason(request.reason, v)
         v.raise_if_any()
-        assert reason is not None
+        if reason is None:
+            raise RuntimeError("reason must be known here")
         by = _actor(caller)
 
         def work(uow: BankUnitOfWork) -> pb.CardRecall:

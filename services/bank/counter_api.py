@@ -403,7 +403,8 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         financial.check_phone(request.contact_phone, "contact_phone", v)
         note = _text(request.note, "note", home_service.MAX_NOTE, v, required=False)
         v.raise_if_any(rule=home_service.RULE)
-        assert day is not None
+        if day is None:
+            raise RuntimeError("day must be known here")
         return uc.BookHome(
             card_id=request.card_id,
             branch_id=request.branch_id,

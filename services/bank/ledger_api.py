@@ -272,7 +272,8 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         _text(request.reference, "reference", v)
         _text(request.counterparty, "counterparty", v)
         v.raise_if_any()
-        assert channel is not None
+        if channel is None:
+            raise RuntimeError("channel must be known here")
         counter = _payer(caller, channel)
         cmd = ledger.Debit(
             request.card_id, request.amount_fen, channel, request.reference, request.counterparty
@@ -304,7 +305,8 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             v.add("to", "to_card_id or external_counterparty is required", "REQUIRED")
         _text(request.reference, "reference", v)
         v.raise_if_any()
-        assert channel is not None
+        if channel is None:
+            raise RuntimeError("channel must be known here")
         counter = _payer(caller, channel)
         cmd = ledger.Transfer(
             request.from_card_id,
@@ -362,7 +364,8 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         required_id(request.card_id, "card_id", v)
         tier = _tier(request.tier, v)
         v.raise_if_any(rule="A4.5")
-        assert tier is not None
+        if tier is None:
+            raise RuntimeError("tier must be known here")
 
         def work(uow: BankUnitOfWork) -> pb.AccountBalance:
             return self._balance_pb(ledger.set_tier(uow, self._config, request.card_id, tier))
@@ -374,7 +377,8 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         required_id(request.card_id, "card_id", v)
         reason = _reason(request.reason, v)
         v.raise_if_any(rule="A19.2")
-        assert reason is not None
+        if reason is None:
+            raise RuntimeError("reason must be known here")
         return reason
 
     def SuspendNonCounter(

@@ -84,7 +84,8 @@ def _hold_cards(uow: BankUnitOfWork, config: LedgerConfig, card_ids: list[str]) 
     rows: dict[str, tuple[Account, AccountLedger | None]] = {}
     for account_id in sorted({a.account_id for a in accounts.values()}):
         account = uow.accounts.get(account_id, for_update=True)
-        assert account is not None
+        if account is None:
+            raise RuntimeError("account must be known here")
         rows[account_id] = (account, uow.ledger.find(account_id, for_update=True))
     held = []
     for card_id in card_ids:
@@ -499,7 +500,8 @@ def close_financial(
     closed = close_account(account, now)
     uow.accounts.save_status(closed)
     held.account = closed
-    assert closed.closed_at is not None
+    if closed.closed_at is None:
+        raise RuntimeError("closed.closed_at must be known here")
     return Closed(_standing(uow, config, held), payout, closed.closed_at)
 
 

@@ -412,7 +412,8 @@ class NoticeRepository:
         self.session = session
 
     def add(self, order: ProductionOrder, now: dt.datetime) -> None:
-        assert order.produced_at is not None
+        if order.produced_at is None:
+            raise RuntimeError("order.produced_at must be known here")
         self.session.execute(
             card_notices.insert(),
             dict(

@@ -100,7 +100,8 @@ def _issuance_steps(
 
     def record_verified(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
         card = uow.cards.get(saga.card_id, for_update=True)
-        assert card is not None
+        if card is None:
+            raise RuntimeError("card must be known here")
         uow.cards.record(rules.verified(card, saga.data["person_id"], SYSTEM, clock.now()))
         return {}
 
@@ -154,7 +155,8 @@ def _issuance_steps(
     def in_production(uow: CardUnitOfWork, saga: SagaRecord) -> dict[str, Any]:
         d = saga.data
         card = uow.cards.get(saga.card_id, for_update=True)
-        assert card is not None
+        if card is None:
+            raise RuntimeError("card must be known here")
         now = clock.now()
         due = dt.date.fromisoformat(d["due_date"]) if d["due_date"] else now.date()
         rule = "A22.1" if d["kind"] == "FIRST" else "A22.2"
@@ -178,7 +180,8 @@ def _issuance_steps(
 
     def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
         card = uow.cards.get(saga.card_id, for_update=True)
-        assert card is not None
+        if card is None:
+            raise RuntimeError("card must be known here")
         uow.cards.record(
             rules.refused(
                 card,

@@ -296,7 +296,8 @@ class Orchestrator:
                 self._maybe_crash(saga, name)
         while saga.state == "RUNNING":
             step = steps[saga.step]
-            assert isinstance(step, RemoteStep)
+            if not isinstance(step, RemoteStep):
+                raise RuntimeError(f"saga step {saga.step} of {saga.kind} is not a remote step")
             try:
                 result = step.action(saga, request_id(saga, saga.step))
             except DomainError as error:

@@ -200,7 +200,8 @@ def apply(
     refusal = application_refusal(v)
     if refusal is not None:
         raise refusal
-    assert cmd.delivery is not None
+    if cmd.delivery is None:
+        raise RuntimeError("cmd.delivery must be known here")
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
     card, contact, transition, saga = _start(
         cmd.applicant, cmd.bank_code, cmd.delivery, pickup, caller, now
@@ -943,7 +944,8 @@ def _successor(
     v = Violations()
     check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
     v.raise_if_any("INVALID_REQUEST")
-    assert cmd.delivery is not None
+    if cmd.delivery is None:
+        raise RuntimeError("cmd.delivery must be known here")
     contact = uow.cards.contact_of(old.card_id)
     doc_type = cmd.presented.doc_type or contact.document_type
     number = (cmd.presented.doc_number or contact.document_number).strip().upper()

@@ -197,7 +197,8 @@ def _result_pb(result: service.RecordResult) -> pb.ImportRecordResult:
             index=result.index, outcome=_OUTCOME_TO_PB[result.outcome], person_id=result.person_id
         )
     error = result.error
-    assert error is not None
+    if error is None:
+        raise RuntimeError("error must be known here")
     return pb.ImportRecordResult(
         index=result.index,
         outcome=pb.REJECTED,
@@ -314,7 +315,8 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         elif kind in MOVES_PLACE:
             _card_id(request.replaces_card_id, "replaces_card_id", v)
         v.raise_if_any(rule="A4.1")
-        assert document is not None and kind is not None
+        if document is None or kind is None:
+            raise RuntimeError("document and kind must be known here")
         cmd = service.Reservation(
             document,
             request.name,
@@ -393,7 +395,8 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         if date_of_death is None and not v.items:
             v.add("date_of_death", "the date of death is required", "REQUIRED")
         v.raise_if_any(rule="A21.2")
-        assert date_of_death is not None
+        if date_of_death is None:
+            raise RuntimeError("date_of_death must be known here")
 
         def work(uow: IdentityUnitOfWork) -> pb.RecordDeathResponse:
             person = service.record_death(uow, ref, date_of_death, self._clock)
@@ -426,7 +429,8 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         if not request.name.strip():
             v.add("name", "the applicant's name is required", "REQUIRED")
         v.raise_if_any(rule="A4.1")
-        assert document is not None
+        if document is None:
+            raise RuntimeError("document must be known here")
         with self._uow(readonly=True) as uow:
             person, basis = service.verify_applicant(uow, document, request.name, self._clock)
         full = caller.has_any(*SEES_FULL_NUMBERS)

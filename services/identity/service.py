@@ -176,7 +176,8 @@ def verify_applicant(
     """A4.1: every verification check, the one-person-one-card register included (A4.2)."""
     person = uow.persons.find_by_document(document.type, document.number)
     basis = rules.verify_applicant(person, name, beijing_date(clock.now()))
-    assert person is not None
+    if person is None:
+        raise RuntimeError("person must be known here")
     return person, basis
 
 
@@ -211,7 +212,8 @@ def reserve_issuance(
             rule="A5.1",
         )
     basis = rules.verify(person, cmd.name, beijing_date(now))
-    assert person is not None
+    if person is None:
+        raise RuntimeError("person must be known here")
     updated = rules.reserve(person, cmd.card_id, cmd.kind, cmd.replaces_card_id, now)
     if updated is not person:
         holder = uow.persons.find_by_card(cmd.card_id)

@@ -312,7 +312,8 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         elif request.to_card_id and len(request.to_card_id) > MAX_ID:
             v.add("to_card_id", f"an id of at most {MAX_ID} characters", "INVALID")
         v.raise_if_any(rule="A16.3" if reason is RefundReason.REPLACEMENT else "A19.1")
-        assert reason is not None
+        if reason is None:
+            raise RuntimeError("reason must be known here")
 
         def work(uow: TransitUnitOfWork) -> pb.BalanceRefund:
             refunded = service.refund(

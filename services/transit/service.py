@@ -78,7 +78,8 @@ def top_up(
     credited, entry = booked
     before = replace(credited, balance_fen=credited.balance_fen - amount_fen)
     movement = wallets.top_up(before, amount_fen, request_id, channel, outlet, now)
-    assert replace(movement.entry, entry_id=entry.entry_id) == entry
+    if replace(movement.entry, entry_id=entry.entry_id) != entry:
+        raise RuntimeError("the booked entry differs from the one the wallet rules computed")
     return entry
 
 

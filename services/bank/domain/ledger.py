@@ -136,7 +136,8 @@ def check_can_receive(account: Account, destroyed: bool) -> None:
 
 
 def suspended_for_loss(account: Account) -> DomainError:
-    assert account.loss is not None
+    if account.loss is None:
+        raise RuntimeError("account.loss must be known here")
     return DomainError(
         "ACCOUNT_SUSPENDED",
         "the card's financial function is suspended while it is reported lost",

@@ -216,7 +216,9 @@ def validate_record(record: RecordInput, today: dt.date) -> Attributes:
     if record.business_settled_on is not None and record.business_settled_on > today:
         v.add("business_settled_on", "must not lie in the future", "OUT_OF_RANGE")
     v.raise_if_any("INVALID_PERSON_RECORD", rule="A4.1")
-    assert document is not None and record.source is not None  # guaranteed by the checks above
+    # Guaranteed by the checks above
+    if document is None or record.source is None:
+        raise RuntimeError("document and record.source must be known here")
     return Attributes(
         document=document,
         name=name,
@@ -358,7 +360,8 @@ def already_has_card() -> DomainError:
 def verify_applicant(person: Person | None, presented_name: str, today: dt.date) -> Basis:
     """A4.1: all checks including the one-person-one-card register (A4.2)."""
     basis = verify(person, presented_name, today)
-    assert person is not None
+    if person is None:
+        raise RuntimeError("person must be known here")
     if person.registration is not None:
         raise already_has_card()
     return basis

@@ -198,7 +198,8 @@ def _move(
     closed_reason: RefundReason | None = None,
 ) -> Movement:
     after = wallet.balance_fen + signed_fen
-    assert after >= 0, "a wallet never goes negative"
+    if after < 0:
+        raise RuntimeError("a wallet never goes negative")
     moved = replace(
         wallet,
         balance_fen=after,
