@@ -34,6 +34,9 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 REQUIRE_PG = os.environ.get("SSCARD_REQUIRE_PG", "") == "1"
+# The services under test speak plaintext unless SSCARD_TEST_TLS=on; tests/scenarios/
+# test_transport.py runs the suite over mutual TLS whatever this says.
+TLS = os.environ.get("SSCARD_TEST_TLS", "").strip() == "on"
 _pg_passed: list[str] = []
 
 
@@ -137,6 +140,7 @@ def service_env(
     """Environment for a service under test: port 0, the test database and clock."""
     env = {
         **trust.env(),
+        **(trust.tls_env() if TLS else {}),
         "SSCARD_TEST_CLOCK_FILE": str(clock_file),
         "SSCARD_SHUTDOWN_GRACE_SECONDS": "1",
         "SSCARD_SAGA_LEASE_SECONDS": "3",
@@ -197,7 +201,7 @@ class Running:
 
 @pytest.fixture
 def start_service(
-    service_env: dict[str, str],
+    service_env: dict[str, str], trust: TestTrust
 ) -> Iterator[Callable[..., Running]]:
     """Start a real service in-process over real gRPC; migrated first unless told not to."""
     started: list[Running] = []
@@ -211,7 +215,7 @@ def start_service(
             migrations.upgrade(name, deps.db.engine)
         server = create_server(config, deps)
         server.start()
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        channel = trust.channel(f"127.0.0.1:{server.port}")
         running = Running(server, channel, deps)
         started.append(running)
         return running

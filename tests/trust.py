@@ -3,6 +3,9 @@
 One test issuer signs the clients' credentials; each service signs its own with a key of its
 own issuer. Clients are registered on first use with exactly the claims a test asks for, so a
 test states the credential it means and the registry backs it, as the real one would.
+
+With mutual TLS (``tls_env``) a test CA signs a certificate per service and one for the tests'
+client, to which every credential ``token`` mints is bound.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from services.platform import tokens
+import grpc
+
+from services.platform import tls, tokens
 from services.platform.auth import SUBJECT_ROLES, Channel, ClientKind, Role
-from services.platform.config import SERVICES
+from services.platform.config import SERVICES, TlsFiles
 
 TEST_ISSUER = "sscard-test"
 
@@ -72,6 +77,39 @@ class TestTrust:
                 issuers={issuer},
             )
         self.signer = tokens.Signer(TEST_ISSUER, self.key_file(TEST_ISSUER))
+        self.tls_dir = root / "tls"
+        self.client_tls: tls.ClientTls | None = None  # set by tls_env
+
+    def tls_env(self) -> dict[str, str]:
+        """Mutual TLS for the services under test: the test CA, a certificate per service, and
+        the tests' client certificate that every credential ``token`` mints is bound to."""
+        tls.ensure_ca(self.ca_file, self.tls_dir / "ca.key")
+        env = {"SSCARD_TLS": "on", "SSCARD_TLS_CA_FILE": str(self.ca_file)}
+        for name in SERVICES:
+            files = self.certificate(f"{name}-service", tls.service_hosts(name))
+            env[f"SSCARD_{name.upper()}_TLS_CERT_FILE"] = str(files.cert_file)
+            env[f"SSCARD_{name.upper()}_TLS_KEY_FILE"] = str(files.key_file)
+        self.client_tls = tls.client_tls(self.certificate("test-client"))
+        return env
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    def certificate(self, name: str, hosts: tuple[str, ...] = ()) -> TlsFiles:
+        """A certificate signed by the test CA (made once per name)."""
+        files = TlsFiles(self.ca_file, self.tls_dir / f"{name}.pem", self.tls_dir / f"{name}.key")
+        if not files.cert_file.exists():
+            tls.issue(
+                self.ca_file, self.tls_dir / "ca.key", files.cert_file, files.key_file, name, hosts
+            )
+        return files
+
+    def channel(self, target: str) -> grpc.Channel:
+        """A channel to a service under test: over the tests' client certificate with TLS on."""
+        if self.client_tls is None:
+            return grpc.insecure_channel(target)
+        return grpc.secure_channel(target, self.client_tls.credentials)
 
     def key_file(self, issuer: str) -> Path:
         return self.keys / f"{issuer}.pem"
@@ -81,6 +119,8 @@ class TestTrust:
             "SSCARD_TRUST_DIR": str(self.trust_dir),
             "SSCARD_CLIENT_REGISTRY": str(self.registry),
             "SSCARD_TRUST_RELOAD_SECONDS": "0",
+            # plaintext unless the test asks for mutual TLS (``tls_env``)
+            "SSCARD_TLS": "on" if self.client_tls is not None else "off",
         }
         for name in SERVICES:
             env[f"SSCARD_{name.upper()}_SIGNING_KEY_FILE"] = str(self.key_file(f"sscard-{name}"))
@@ -189,4 +229,5 @@ class TestTrust:
             operator_id=operator_id,
             ttl=ttl,
             now=now,
+            certificate=self.client_tls.certificate if self.client_tls is not None else None,
         )
