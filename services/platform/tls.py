@@ -49,6 +49,13 @@ def thumbprint(pem: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
+@functools.lru_cache(maxsize=1024)
+def common_name(pem: bytes) -> str:
+    """The subject common name of a PEM certificate: the client id the CA issued it to."""
+    names = x509.load_pem_x509_certificate(pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()

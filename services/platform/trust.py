@@ -17,6 +17,9 @@
   and is accepted only over a connection presenting that certificate: a credential copied off
   one client's machine is useless over another client's certificate. Every kind of client is
   bound, a person's or employer's credential to the portal, app or bank system that relays it.
+  One relay is allowed: one of the suite's own services passing on the credential of the call it
+  serves (the bank forwards a counter's activation to the card service), known by its
+  certificate's common name, which the CA issues as the client id.
 
 Verified signatures are cached until the token expires; the registry is consulted on every call,
 so a disabled client is refused as soon as the registry is re-read.
@@ -47,7 +50,7 @@ from services.platform.auth import (
     unauthenticated,
 )
 from services.platform.errors import DomainError, Kind
-from services.platform.tls import thumbprint
+from services.platform.tls import common_name, thumbprint
 
 log = logging.getLogger("sscard.trust")
 
@@ -469,15 +472,20 @@ class Verifier:
 
     def check_certificate(self, caller: Caller, certificate: bytes | None) -> None:
         """Refuse a credential presented over another client certificate (PEM, the one the
-        call's connection presented) than the one it is bound to."""
+        call's connection presented) than the one it is bound to, unless one of the suite's
+        own services relays it."""
         if not self._bind:
             return
-        if certificate is None or thumbprint(certificate) != caller.bound_to:
-            raise unauthenticated(
-                "the credential is bound to another client certificate than this call's",
-                NOT_BOUND,
-                client=caller.client_id,
-            )
+        if certificate is not None and thumbprint(certificate) == caller.bound_to:
+            return
+        relay = self.client(common_name(certificate)) if certificate is not None else None
+        if relay is not None and relay.enabled and relay.kind is ClientKind.SSCARD_SERVICE:
+            return
+        raise unauthenticated(
+            "the credential is bound to another client certificate than this call's",
+            NOT_BOUND,
+            client=caller.client_id,
+        )
 
 
 def _bound_to(claims: Mapping[str, Any]) -> str:

@@ -121,6 +121,16 @@ def test_a_credential_replayed_over_another_clients_certificate_is_refused(
     assert error.reason == "CREDENTIAL_NOT_BOUND_TO_CERTIFICATE"
 
 
+def test_one_of_the_suites_services_may_relay_the_credential_of_the_call_it_serves(
+    identity: Running, trust: TestTrust
+) -> None:
+    """As the bank forwards a counter's activation to the card service: the relaying service
+    is known by its certificate, which the CA issued to its client id."""
+    counters = ops(trust)
+    with channel_with(identity.server.port, trust.certificate("card-service")) as channel:
+        events(channel, counters)
+
+
 def test_a_credential_bound_to_no_certificate_is_refused(
     identity: Running, trust: TestTrust
 ) -> None:
