@@ -125,7 +125,10 @@ class _Reloader:
             self._stamp = stamp
             try:
                 material = _load(self._files)
-            except ConfigError as exc:
+            except (
+                ConfigError,
+                OSError,
+            ) as exc:  # half written, unreadable: try at the next change
                 log.error("kept the previous certificate: %s", exc)
                 return None
             if material == self.material:

@@ -470,6 +470,11 @@ class Verifier:
             bound_to=v.bound_to,
         )
 
+    @property
+    def binds_certificates(self) -> bool:
+        """Whether credentials must be bound to the certificate their call comes over."""
+        return self._bind
+
     def check_certificate(self, caller: Caller, certificate: bytes | None) -> None:
         """Refuse a credential presented over another client certificate (PEM, the one the
         call's connection presented) than the one it is bound to, unless one of the suite's

@@ -4,6 +4,7 @@ restart. Over real gRPC against the real services, whatever SSCARD_TEST_TLS says
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -19,6 +21,7 @@ from services.identity.main import build as build_identity
 from services.platform import config as settings
 from services.platform import tls
 from services.platform.auth import Channel, ClientKind, Role
+from services.platform.cli import ensure_dev_secrets, main
 from services.platform.config import TlsFiles
 from sscard.card.v1 import card_pb2 as pb
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -224,3 +227,41 @@ def test_production_refuses_plaintext(tmp_path: Path) -> None:
         "identity: configuration error: SSCARD_TLS=off is refused when "
         "SSCARD_ENVIRONMENT=production: the services speak mutual TLS only"
     ]
+
+
+def test_sscard_call_and_token_use_the_development_certificates(
+    service_env: dict[str, str],
+    start_service: Callable[..., Running],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As after `make run`: `sscard keys init` made a CA and a certificate per service and per
+    registered client; `sscard call` connects with the client's certificate and a credential
+    bound to it, and `sscard token` binds to it, with no extra flags."""
+    var = tmp_path / "var"
+    for name, value in (
+        ("SSCARD_KEYS_DIR", var / "keys"),
+        ("SSCARD_TRUST_DIR", var / "trust"),
+        ("SSCARD_TLS_DIR", var / "tls"),
+    ):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("SSCARD_ENVIRONMENT", raising=False)
+    monkeypatch.delenv("SSCARD_TLS", raising=False)
+    ensure_dev_secrets(var)
+    service_env.update(
+        {
+            "SSCARD_TLS": "on",
+            "SSCARD_TLS_DIR": str(var / "tls"),
+            "SSCARD_TRUST_DIR": str(var / "trust"),
+            "SSCARD_CLIENT_REGISTRY": str(settings.REPO_ROOT / "deploy" / "clients.toml"),
+        }
+    )
+    identity = start_service("identity", build_identity)
+    target = f"127.0.0.1:{identity.server.port}"
+    assert main(["call", "identity", "ListPersonEvents", "{}", "--target", target]) == 0
+    assert json.loads(capsys.readouterr().out) == {}
+    assert main(["token", "--client", "hr-feed"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
+    certificate = (var / "tls" / "hr-feed.pem").read_bytes()
+    assert claims["cnf"] == {"x5t#S256": tls.thumbprint(certificate)}
