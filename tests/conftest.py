@@ -34,9 +34,9 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 REQUIRE_PG = os.environ.get("SSCARD_REQUIRE_PG", "") == "1"
-# The services under test speak plaintext unless SSCARD_TEST_TLS=on; tests/scenarios/
-# test_transport.py runs the suite over mutual TLS whatever this says.
-TLS = os.environ.get("SSCARD_TEST_TLS", "").strip() == "on"
+# The services under test speak mutual TLS, as in production, unless SSCARD_TEST_TLS=off;
+# tests/scenarios/test_transport.py runs them over mutual TLS whatever this says.
+TLS = os.environ.get("SSCARD_TEST_TLS", "").strip() != "off"
 _pg_passed: list[str] = []
 
 
@@ -115,7 +115,7 @@ def db_url(new_db_url: Callable[[str], str]) -> str:
 @pytest.fixture
 def trust(tmp_path: Path) -> TestTrust:
     """Issuers' keys and the client registry of the services under test."""
-    return TestTrust(tmp_path / "auth")
+    return TestTrust(tmp_path / "auth", mutual_tls=TLS)
 
 
 @pytest.fixture
@@ -140,7 +140,6 @@ def service_env(
     """Environment for a service under test: port 0, the test database and clock."""
     env = {
         **trust.env(),
-        **(trust.tls_env() if TLS else {}),
         "SSCARD_TEST_CLOCK_FILE": str(clock_file),
         "SSCARD_SHUTDOWN_GRACE_SECONDS": "1",
         "SSCARD_SAGA_LEASE_SECONDS": "3",

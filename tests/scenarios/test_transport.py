@@ -252,7 +252,9 @@ def test_sscard_call_and_token_use_the_development_certificates(
     service_env.update(
         {
             "SSCARD_TLS": "on",
-            "SSCARD_TLS_DIR": str(var / "tls"),
+            "SSCARD_TLS_CA_FILE": str(var / "tls" / "ca.pem"),
+            "SSCARD_IDENTITY_TLS_CERT_FILE": str(var / "tls" / "identity-service.pem"),
+            "SSCARD_IDENTITY_TLS_KEY_FILE": str(var / "tls" / "identity-service.key"),
             "SSCARD_TRUST_DIR": str(var / "trust"),
             "SSCARD_CLIENT_REGISTRY": str(settings.REPO_ROOT / "deploy" / "clients.toml"),
         }
