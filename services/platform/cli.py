@@ -4,6 +4,7 @@
     sscard call identity GetPerson '{"person": {"person_id": "..."}}'  call any RPC with JSON
     sscard call card OpsService.ListSagas '{}'                         another service of a domain
     sscard keys list | init | rotate ISSUER | retire ISSUER KID        issuers' signing keys
+                                   (init: also the development CA and certificates, var/tls/)
     sscard clients                                                     check the client registry
     sscard access                                                      the authorization matrix
     sscard migrate [identity card bank transit]                        migrate databases to head
@@ -529,7 +530,11 @@ def parser() -> argparse.ArgumentParser:
     secrets = sub.add_parser("secrets", help="create development secrets and keys under var/")
     secrets.set_defaults(run=cmd_secrets)
 
-    keys = sub.add_parser("keys", help="issuers' signing keys: init, rotate, retire, list")
+    keys = sub.add_parser(
+        "keys",
+        help="issuers' signing keys: init (also the development CA and certificates in "
+        "var/tls/), rotate, retire, list",
+    )
     keys.add_argument("action", choices=["list", "init", "rotate", "retire"])
     keys.add_argument("issuer", nargs="?", default="")
     keys.add_argument("kid", nargs="?", default="")
