@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from services.platform.clients import open_channel
 from services.platform.errors import DomainError, Kind
 from services.platform.grpc_errors import from_rpc_error, is_retryable
+from services.platform.tls import ClientTls
 from services.platform.tokens import CredentialSource
 from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
@@ -29,9 +30,11 @@ SCAN_LIMIT = 2000
 
 
 class Backend:
-    def __init__(self, targets: dict[str, str], credential: CredentialSource) -> None:
+    def __init__(
+        self, targets: dict[str, str], credential: CredentialSource, own: ClientTls | None = None
+    ) -> None:
         self._credential = credential
-        self._channels = {name: open_channel(target) for name, target in targets.items()}
+        self._channels = {name: open_channel(target, own) for name, target in targets.items()}
         self.ops = card_pb2_grpc.OpsServiceStub(self._channels["card"])
         self.cards = card_pb2_grpc.CardServiceStub(self._channels["card"])
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(self._channels["bank"])

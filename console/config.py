@@ -8,6 +8,10 @@ SSCARD_CONSOLE_USERS_FILE              the local staff users (var/console-users.
 SSCARD_CONSOLE_SESSION_KEY[_FILE]      the key that signs session cookies
                                        (var/console-session.key)
 SSCARD_<SERVICE>_TARGET / _HOST / _PORT  the services it calls, as for the services
+SSCARD_TLS_CA_FILE, SSCARD_CONSOLE_TLS_CERT_FILE / _KEY_FILE
+                                       mutual TLS to the services (var/tls/ca.pem,
+                                       var/tls/ops-console.pem / .key); its credential is
+                                       bound to its certificate
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from pathlib import Path
 
 from services.platform import config as settings
 from services.platform.auth import Role
+from services.platform.clients import client_tls
 from services.platform.clock import Clock, SharedTestClock, SystemClock
-from services.platform.config import ConfigError
+from services.platform.config import ConfigError, TlsFiles
+from services.platform.tls import ClientTls
 from services.platform.tokens import CredentialSource, Signer, SigningSource, TokenFileSource
 
 CLIENT_ID = "ops-console"
@@ -39,6 +45,7 @@ class ConsoleConfig:
     users_file: Path
     session_key: bytes
     test_clock_file: str | None
+    tls: TlsFiles | None = None
     targets: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -56,9 +63,18 @@ class ConsoleConfig:
                 "(`make run` creates the development key under var/keys/)"
             )
         signer = Signer(DEV_ISSUER, self.signing_key_file)
+        own = self.client_tls()
         return SigningSource(
-            signer, CLIENT_ID, dt.timedelta(minutes=30), roles=frozenset({Role.OPS})
+            signer,
+            CLIENT_ID,
+            dt.timedelta(minutes=30),
+            roles=frozenset({Role.OPS}),
+            certificate=own.certificate if own is not None else None,
         )
+
+    def client_tls(self) -> ClientTls | None:
+        """Its side of mutual TLS to the services (None: plaintext, development only)."""
+        return client_tls(self.tls)
 
     def clock(self) -> Clock:
         """The suite's clock: the shared test clock only when configured, else wall time."""
@@ -99,5 +115,6 @@ def load(env: Mapping[str, str] | None = None) -> ConsoleConfig:
             env, "CONSOLE_SESSION_KEY", settings.VAR_DIR / "console-session.key"
         ),
         test_clock_file=test_clock_file,
+        tls=settings.tls_files(env, CLIENT_ID, PREFIX, environment),
         targets={name: settings.target_of(name, env) for name in ("card", "bank", "transit")},
     )

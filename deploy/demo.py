@@ -7,7 +7,9 @@ Start the suite first with `make run` (in another terminal). The demo plays ever
 real gRPC, each with its own credential: the HR data feed registers a new person, bank
 operations register a branch, the person applies online, the hotline reads the progress, the
 bank's card factory reports the card made, the branch hands it over, and the person activates
-it online. It prints each step and the card's status in plain words.
+it online. It prints each step and the card's status in plain words. Each integrator calls over
+its own mutual-TLS connection with its own development certificate (var/tls/<client>.pem), to
+which its credential is bound.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import grpc
 from google.type.date_pb2 import Date
 
 from services.platform import config as settings
-from services.platform.cli import dev_credential
+from services.platform.cli import dev_client_tls, dev_credential
+from services.platform.clients import open_channel
 from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
 from sscard.bank.v1 import (
@@ -43,10 +46,55 @@ BANK, BRANCH = "ICBC", "ICBC-XIDAN"
 PHOTO = b"\xff\xd8\xff\xe0" + b"\x00" * 64  # a JPEG header stands in for the photo
 
 
-def credential(client: str, **claims: str) -> Any:
-    """Call metadata with a development credential of a registered client (deploy/clients.toml),
-    as `sscard token` mints it: each integrator uses its own, with its narrow role."""
-    return [("authorization", f"Bearer {dev_credential(client, **claims)}")]
+class Integrators:
+    """Stubs that call each service over the calling integrator's own connection: the client
+    whose credential a call carries presents its own certificate, to which that credential is
+    bound (a shared connection would present one certificate for every credential)."""
+
+    def __init__(self) -> None:
+        self._client_of: dict[str, str] = {}
+        self._channels: dict[tuple[str, str], grpc.Channel] = {}
+
+    def credential(self, client: str, **claims: Any) -> Any:
+        """Call metadata with a development credential of a registered client
+        (deploy/clients.toml), as `sscard token` mints it: each integrator its own, with its
+        narrow role."""
+        own = dev_client_tls(client)
+        certificate = own.certificate if own is not None else None
+        token = dev_credential(client, certificate=certificate, **claims)
+        self._client_of[token] = client
+        return [("authorization", f"Bearer {token}")]
+
+    def stub(self, service: str, stub_class: Any) -> Any:
+        return _Routed(self, service, stub_class)
+
+    def channel(self, service: str, metadata: Any) -> grpc.Channel:
+        client = self._client_of[dict(metadata)["authorization"].removeprefix("Bearer ")]
+        if (service, client) not in self._channels:
+            own = dev_client_tls(client)
+            self._channels[service, client] = open_channel(settings.target_of(service), own)
+        return self._channels[service, client]
+
+
+class _Routed:
+    """A stub whose every method goes over the connection of the credential it carries."""
+
+    def __init__(self, integrators: Integrators, service: str, stub_class: Any) -> None:
+        self._integrators = integrators
+        self._service = service
+        self._stub_class = stub_class
+
+    def __getattr__(self, method: str) -> Any:
+        def call(request: Any, metadata: Any, **options: Any) -> Any:
+            channel = self._integrators.channel(self._service, metadata)
+            rpc = getattr(self._stub_class(channel), method)
+            return rpc(request, metadata=metadata, **options)
+
+        return call
+
+
+INTEGRATORS = Integrators()
+credential = INTEGRATORS.credential
 
 
 def say(step: str, text: str) -> None:
@@ -61,17 +109,12 @@ def new_person() -> tuple[common_pb2.IdentityDocument, str]:
 
 
 def main() -> int:
-    identity = identity_pb2_grpc.IdentityServiceStub(
-        grpc.insecure_channel(settings.target_of("identity"))
-    )
-    bank_channel = grpc.insecure_channel(settings.target_of("bank"))
-    bank = bank_pb2_grpc.BankServiceStub(bank_channel)
-    bank_counter = counter_pb2_grpc.CounterServiceStub(bank_channel)
-    ledger = ledger_pb2_grpc.LedgerServiceStub(bank_channel)
-    transit = transit_pb2_grpc.TransitServiceStub(
-        grpc.insecure_channel(settings.target_of("transit"))
-    )
-    card = card_pb2_grpc.CardServiceStub(grpc.insecure_channel(settings.target_of("card")))
+    identity = INTEGRATORS.stub("identity", identity_pb2_grpc.IdentityServiceStub)
+    bank = INTEGRATORS.stub("bank", bank_pb2_grpc.BankServiceStub)
+    bank_counter = INTEGRATORS.stub("bank", counter_pb2_grpc.CounterServiceStub)
+    ledger = INTEGRATORS.stub("bank", ledger_pb2_grpc.LedgerServiceStub)
+    transit = INTEGRATORS.stub("transit", transit_pb2_grpc.TransitServiceStub)
+    card = INTEGRATORS.stub("card", card_pb2_grpc.CardServiceStub)
     run = uuid.uuid4().hex[:8]
     document, name = new_person()
     hotline = credential("hotline-96066", operator="96066-07")

@@ -1,13 +1,15 @@
 """Local supervisor behind `make run`: the whole suite on one machine.
 
-Creates development secrets under var/ (once), migrates each service's database, starts the
-four services as child processes, waits until each answers its health check SERVING, then
-starts the operations console (http://127.0.0.1:8080; its development user is created with a
-random password printed once), prints the addresses, and runs until Ctrl-C or SIGTERM, when
-it stops them all gracefully (SIGTERM, then SIGKILL after the drain and grace periods). A
-service that exits is restarted, with a growing delay, and the restart is printed; a service
-that keeps crashing stops the suite. Children also receive SIGTERM if this process dies, so
-nothing is left running. `--migrate-only` stops after the migrations.
+Creates development secrets under var/ (once: keys, and a development CA with a certificate per
+service and per registered client under var/tls/, so the suite runs with mutual TLS), migrates
+each service's database, starts the four services as child processes, waits until each answers
+its health check SERVING, then starts the operations console (http://127.0.0.1:8080; its
+development user is created with a random password printed once), prints the addresses, and
+runs until Ctrl-C or SIGTERM, when it stops them all gracefully (SIGTERM, then SIGKILL after
+the drain and grace periods). A service that exits is restarted, with a growing delay, and the
+restart is printed; a service that keeps crashing stops the suite. Children also receive
+SIGTERM if this process dies, so nothing is left running. `--migrate-only` stops after the
+migrations.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from console import config as console_settings
 from console.users import DEV_USER, ensure_dev_user
 from services.platform import config as settings
-from services.platform.cli import ensure_dev_secrets
+from services.platform.cli import dev_client_tls, ensure_dev_secrets
 from services.platform.cli import main as sscard
+from services.platform.clients import open_channel
 from services.platform.processes import Backoff, die_with_parent
 
 CONSOLE = "console"  # the operations console's package, started after the services
@@ -38,7 +41,7 @@ CONSOLE = "console"  # the operations console's package, started after the servi
 
 def _serving(target: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, dev_client_tls(console_settings.CLIENT_ID)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

@@ -34,6 +34,9 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 REQUIRE_PG = os.environ.get("SSCARD_REQUIRE_PG", "") == "1"
+# The services under test speak mutual TLS, as in production, unless SSCARD_TEST_TLS=off;
+# tests/scenarios/test_transport.py runs them over mutual TLS whatever this says.
+TLS = os.environ.get("SSCARD_TEST_TLS", "").strip() != "off"
 _pg_passed: list[str] = []
 
 
@@ -112,7 +115,7 @@ def db_url(new_db_url: Callable[[str], str]) -> str:
 @pytest.fixture
 def trust(tmp_path: Path) -> TestTrust:
     """Issuers' keys and the client registry of the services under test."""
-    return TestTrust(tmp_path / "auth")
+    return TestTrust(tmp_path / "auth", mutual_tls=TLS)
 
 
 @pytest.fixture
@@ -197,7 +200,7 @@ class Running:
 
 @pytest.fixture
 def start_service(
-    service_env: dict[str, str],
+    service_env: dict[str, str], trust: TestTrust
 ) -> Iterator[Callable[..., Running]]:
     """Start a real service in-process over real gRPC; migrated first unless told not to."""
     started: list[Running] = []
@@ -211,7 +214,7 @@ def start_service(
             migrations.upgrade(name, deps.db.engine)
         server = create_server(config, deps)
         server.start()
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        channel = trust.channel(f"127.0.0.1:{server.port}")
         running = Running(server, channel, deps)
         started.append(running)
         return running

@@ -3,6 +3,10 @@
 One test issuer signs the clients' credentials; each service signs its own with a key of its
 own issuer. Clients are registered on first use with exactly the claims a test asks for, so a
 test states the credential it means and the registry backs it, as the real one would.
+
+With mutual TLS (``mutual_tls``, or ``tls_env`` later) a test CA signs a certificate per
+service and one for the tests' client, to which every credential ``token`` mints is bound;
+``channel`` and ``listen`` connect and serve (fake services) with them.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from services.platform import tokens
+import grpc
+
+from services.platform import tls, tokens
 from services.platform.auth import SUBJECT_ROLES, Channel, ClientKind, Role
-from services.platform.config import SERVICES
+from services.platform.config import SERVICES, TlsFiles
 
 TEST_ISSUER = "sscard-test"
 
@@ -54,7 +60,7 @@ class TestTrust:
     __test__ = False  # a fixture, not a test class
     """Keys under ``root``: ``keys/`` (private, the issuers') and ``trust/`` (public JWKS)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, mutual_tls: bool = False) -> None:
         self.keys = root / "keys"
         self.trust_dir = root / "trust"
         self.registry = root / "clients.toml"
@@ -72,6 +78,52 @@ class TestTrust:
                 issuers={issuer},
             )
         self.signer = tokens.Signer(TEST_ISSUER, self.key_file(TEST_ISSUER))
+        self.tls_dir = root / "tls"
+        self.client_tls: tls.ClientTls | None = None  # set by tls_env
+        self._tls_env: dict[str, str] = {}
+        if mutual_tls:
+            self.tls_env()
+
+    def tls_env(self) -> dict[str, str]:
+        """Mutual TLS for the services under test: the test CA, a certificate per service, and
+        the tests' client certificate that every credential ``token`` mints is bound to."""
+        if self._tls_env:
+            return dict(self._tls_env)
+        tls.ensure_ca(self.ca_file, self.tls_dir / "ca.key")
+        env = {"SSCARD_TLS": "on", "SSCARD_TLS_CA_FILE": str(self.ca_file)}
+        for name in SERVICES:
+            files = self.certificate(f"{name}-service", tls.service_hosts(name))
+            env[f"SSCARD_{name.upper()}_TLS_CERT_FILE"] = str(files.cert_file)
+            env[f"SSCARD_{name.upper()}_TLS_KEY_FILE"] = str(files.key_file)
+        self.client_tls = tls.client_tls(self.certificate("test-client"))
+        self._tls_env = env
+        return dict(env)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    def certificate(self, name: str, hosts: tuple[str, ...] = ()) -> TlsFiles:
+        """A certificate signed by the test CA (made once per name)."""
+        files = TlsFiles(self.ca_file, self.tls_dir / f"{name}.pem", self.tls_dir / f"{name}.key")
+        if not files.cert_file.exists():
+            tls.issue(
+                self.ca_file, self.tls_dir / "ca.key", files.cert_file, files.key_file, name, hosts
+            )
+        return files
+
+    def channel(self, target: str) -> grpc.Channel:
+        """A channel to a service under test: over the tests' client certificate with TLS on."""
+        if self.client_tls is None:
+            return grpc.insecure_channel(target)
+        return grpc.secure_channel(target, self.client_tls.credentials)
+
+    def listen(self, server: grpc.Server, address: str) -> int:
+        """Bind a fake service's server as the real one would: with mutual TLS when on."""
+        if self.client_tls is None:
+            return server.add_insecure_port(address)
+        files = self.certificate("fake-service", tls.LOCAL_HOSTS)
+        return server.add_secure_port(address, tls.server_credentials(files))
 
     def key_file(self, issuer: str) -> Path:
         return self.keys / f"{issuer}.pem"
@@ -81,6 +133,8 @@ class TestTrust:
             "SSCARD_TRUST_DIR": str(self.trust_dir),
             "SSCARD_CLIENT_REGISTRY": str(self.registry),
             "SSCARD_TRUST_RELOAD_SECONDS": "0",
+            "SSCARD_TLS": "off",  # unless mutual TLS is on: then tls_env() says so
+            **self._tls_env,
         }
         for name in SERVICES:
             env[f"SSCARD_{name.upper()}_SIGNING_KEY_FILE"] = str(self.key_file(f"sscard-{name}"))
@@ -189,4 +243,5 @@ class TestTrust:
             operator_id=operator_id,
             ttl=ttl,
             now=now,
+            certificate=self.client_tls.certificate if self.client_tls is not None else None,
         )

@@ -19,7 +19,7 @@ from services.bank.ledger_service import LedgerConfig
 from services.bank.service import RELAY_CALL_DEADLINE, NoticeRelay
 from services.platform import config as settings
 from services.platform.calendar import WorkingDayCalendar
-from services.platform.clients import ServiceCredential, open_channel
+from services.platform.clients import ServiceCredential, channel_to
 from services.platform.clock import Clock
 from services.platform.metrics import labelled
 from services.platform.passwords import Argon2Hasher
@@ -53,9 +53,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     calendar = WorkingDayCalendar.from_file(config.calendar_file)
     base = foundation(config, store.idempotency_keys, cipher)
     api = BankApi(base.db, cipher, base.clock, base.keys, calendar)
-    card = GrpcCardPort(
-        open_channel(config.target("card")), ServiceCredential(config), RELAY_CALL_DEADLINE
-    )
+    card = GrpcCardPort(channel_to(config, "card"), ServiceCredential(config), RELAY_CALL_DEADLINE)
     relay = NoticeRelay(lambda: store.BankUnitOfWork(base.db, cipher), card, base.clock)
     ledger_api = LedgerApi(base.db, cipher, base.keys, ledger_config(config, base.clock))
     counter_api = CounterApi(
@@ -63,8 +61,8 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         cipher,
         base.clock,
         base.keys,
-        GrpcCounterCardPort(open_channel(config.target("card"))),
-        GrpcIdentityPort(open_channel(config.target("identity")), ServiceCredential(config)),
+        GrpcCounterCardPort(channel_to(config, "card")),
+        GrpcIdentityPort(channel_to(config, "identity"), ServiceCredential(config)),
         Argon2Hasher(),
     )
 

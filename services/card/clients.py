@@ -14,7 +14,7 @@ from typing import Any
 
 from google.type.date_pb2 import Date
 
-from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call, open_channel
+from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call, channel_to
 from services.platform.config import ServiceConfig
 from services.platform.errors import DomainError, Kind
 from services.platform.protoconv import to_timestamp
@@ -59,7 +59,7 @@ class PersonEvent:
 
 class IdentityPort:
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
-        self._stub = identity_pb2_grpc.IdentityServiceStub(open_channel(config.target("identity")))
+        self._stub = identity_pb2_grpc.IdentityServiceStub(channel_to(config, "identity"))
         self._credential = credential
 
     def reserve(
@@ -153,7 +153,7 @@ def card_account(card_id: str) -> str:
 
 class BankPort:
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
-        channel = open_channel(config.target("bank"))
+        channel = channel_to(config, "bank")
         self._stub = bank_pb2_grpc.BankServiceStub(channel)
         self._ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
         self._credential = credential
@@ -297,7 +297,7 @@ class TransitPort:
     is cancelled at the issuing bank (A19.1)."""
 
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
-        self._stub = transit_pb2_grpc.TransitServiceStub(open_channel(config.target("transit")))
+        self._stub = transit_pb2_grpc.TransitServiceStub(channel_to(config, "transit"))
         self._credential = credential
 
     def move_park_pass(self, request_id: str, old_card_id: str, new_card_id: str) -> None:

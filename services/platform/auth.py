@@ -119,6 +119,8 @@ class Caller:
     operator_id: str = ""
     client_id: str = ""
     kind: ClientKind | None = None
+    # The thumbprint (x5t#S256) of the client certificate the credential is bound to, if any.
+    bound_to: str = ""
 
     def has_any(self, *roles: Role) -> bool:
         return any(r in self.roles for r in roles)

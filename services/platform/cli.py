@@ -4,6 +4,7 @@
     sscard call identity GetPerson '{"person": {"person_id": "..."}}'  call any RPC with JSON
     sscard call card OpsService.ListSagas '{}'                         another service of a domain
     sscard keys list | init | rotate ISSUER | retire ISSUER KID        issuers' signing keys
+                                   (init: also the development CA and certificates, var/tls/)
     sscard clients                                                     check the client registry
     sscard access                                                      the authorization matrix
     sscard migrate [identity card bank transit]                        migrate databases to head
@@ -16,6 +17,8 @@
 (var/keys/, never in production) for a client of the registry; ``call`` defaults to the
 operations console (``--client``, ``--person``, ``--channel`` and the other options choose
 another), or takes ``--token``. A client-streaming method takes a JSON list, or JSON lines on stdin.
+With TLS on (the default) a credential is bound to its client's certificate (var/tls/<client>.pem
+unless ``--cert``), and ``call`` presents that certificate (``--key``, ``--cacert``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.platform import access, tokens
+from services.platform import access, tls, tokens
 from services.platform import config as settings
 from services.platform.auth import KIND_RULES, SUBJECT_ROLES, Channel, Role
 from services.platform.trust import Client, TrustError, load_registry
@@ -77,6 +80,27 @@ def ensure_dev_secrets(var_dir: Path = settings.VAR_DIR) -> None:
     keys, trust = var_dir / "keys", var_dir / "trust"
     for issuer in (DEV_ISSUER, *(f"sscard-{name}" for name in settings.SERVICES)):
         tokens.ensure_issuer(key_file(keys, issuer), trust, issuer)
+    ensure_dev_certificates(var_dir / "tls", _registered_ids())
+
+
+def _registered_ids() -> list[str]:
+    try:
+        return sorted(load_registry(_registry_file()))
+    except TrustError as exc:
+        raise SystemExit(f"sscard: the client registry: {exc}") from None
+
+
+def ensure_dev_certificates(tls_dir: Path, clients: Iterable[str] = ()) -> None:
+    """A development CA (``ca.pem``, its key ``ca.key``) and, unless they exist, a certificate
+    and key per service (``<name>-service.pem`` / ``.key``, server and client) and per
+    registered client (``<client>.pem`` / ``.key``)."""
+    ca, ca_key = tls_dir / "ca.pem", tls_dir / "ca.key"
+    tls.ensure_ca(ca, ca_key)
+    hosts = {f"{name}-service": tls.service_hosts(name) for name in settings.SERVICES}
+    for client_id in (*hosts, *clients):
+        cert, key = tls_dir / f"{client_id}.pem", tls_dir / f"{client_id}.key"
+        if not (cert.exists() and key.exists()):
+            tls.issue(ca, ca_key, cert, key, client_id, hosts.get(client_id, ()))
 
 
 def key_file(keys: Path, issuer: str) -> Path:
@@ -122,9 +146,10 @@ def dev_credential(
     outlet: str = "",
     operator: str = "",
     ttl_minutes: int = 0,
+    certificate: bytes | None = None,
 ) -> str:
     """A development credential for a registered client, signed by the development issuer
-    (refused in production, where each client's own issuer signs)."""
+    (refused in production, where each client's own issuer signs), bound to ``certificate``."""
     if _production():
         raise SystemExit(
             "sscard: credentials are not minted in production; a client's own issuer signs them"
@@ -150,10 +175,35 @@ def dev_credential(
         outlet_id=outlet,
         operator_id=operator,
         ttl=dt.timedelta(minutes=min(ttl_minutes or limit, limit)),
+        certificate=certificate,
     )
 
 
-def _mint(args: argparse.Namespace) -> str:
+def client_tls_files(
+    client_id: str, cert: str = "", key: str = "", cacert: str = ""
+) -> settings.TlsFiles | None:
+    """A development client's TLS files: its certificate under var/tls/ unless named
+    (``SSCARD_TLS_CERT_FILE`` / ``SSCARD_TLS_KEY_FILE`` or the options); None with TLS off."""
+    env = os.environ
+    files = settings.tls_files(env, client_id, "SSCARD_", settings.environment_of(env))
+    if files is None:
+        return None
+    return settings.TlsFiles(
+        ca_file=Path(cacert) if cacert else files.ca_file,
+        cert_file=Path(cert) if cert else files.cert_file,
+        key_file=Path(key) if key else files.key_file,
+    )
+
+
+def dev_client_tls(
+    client_id: str, cert: str = "", key: str = "", cacert: str = ""
+) -> tls.ClientTls | None:
+    """A development client's side of mutual TLS (``tls.ClientTls``), None with TLS off."""
+    files = client_tls_files(client_id, cert, key, cacert)
+    return None if files is None else tls.client_tls(files)
+
+
+def _mint(args: argparse.Namespace, certificate: bytes | None) -> str:
     return dev_credential(
         args.client,
         channel=args.channel,
@@ -164,6 +214,7 @@ def _mint(args: argparse.Namespace) -> str:
         outlet=args.outlet,
         operator=args.operator,
         ttl_minutes=args.ttl_minutes,
+        certificate=certificate,
     )
 
 
@@ -189,10 +240,25 @@ def _token_options(parser: argparse.ArgumentParser, client: str | None) -> None:
     parser.add_argument("--bank", default="", help="bank code (default: the client's)")
     parser.add_argument("--operator", default="", help="operator id at the counter")
     parser.add_argument("--ttl-minutes", type=int, default=0, help="default: the longest allowed")
+    parser.add_argument(
+        "--cert",
+        default="",
+        help="bind the credential to this client certificate (default with TLS on: "
+        "var/tls/<client>.pem)",
+    )
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    print(_mint(args))
+    files = client_tls_files(args.client, args.cert)
+    cert = Path(args.cert) if args.cert else files.cert_file if files else None
+    try:
+        certificate = cert.read_bytes() if cert is not None else None
+    except FileNotFoundError:
+        raise SystemExit(
+            f"sscard: no certificate {cert} to bind the credential to (`sscard keys init` "
+            "creates development certificates; --cert names another)"
+        ) from None
+    print(_mint(args, certificate))
     return 0
 
 
@@ -382,12 +448,14 @@ def cmd_call(args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf import json_format
 
+    from services.platform.clients import open_channel
     from services.platform.grpc_errors import CODES, from_rpc_error
 
     method, request_type, response_type = _method(args.service, args.method)
-    token = args.token or _mint(args)
+    own = dev_client_tls(args.client, args.cert, args.key, args.cacert)
+    token = args.token or _mint(args, own.certificate if own is not None else None)
     path = f"/{method.containing_service.full_name}/{method.name}"
-    channel = grpc.insecure_channel(args.target or settings.target_of(args.service))
+    channel = open_channel(args.target or settings.target_of(args.service), own)
     metadata: tuple[tuple[str, str | bytes], ...] = (("authorization", f"Bearer {token}"),)
     try:
         if method.client_streaming:
@@ -440,6 +508,8 @@ def parser() -> argparse.ArgumentParser:
     call.add_argument("--token", default="", help="use this credential instead of minting one")
     call.add_argument("--target", default="", help="host:port (default: the service's address)")
     call.add_argument("--timeout", type=float, default=30.0)
+    call.add_argument("--key", default="", help="the client certificate's key (with --cert)")
+    call.add_argument("--cacert", default="", help="the CA bundle (default var/tls/ca.pem)")
     _token_options(call, client="ops-console")
     call.set_defaults(run=cmd_call)
 
@@ -460,7 +530,11 @@ def parser() -> argparse.ArgumentParser:
     secrets = sub.add_parser("secrets", help="create development secrets and keys under var/")
     secrets.set_defaults(run=cmd_secrets)
 
-    keys = sub.add_parser("keys", help="issuers' signing keys: init, rotate, retire, list")
+    keys = sub.add_parser(
+        "keys",
+        help="issuers' signing keys: init (also the development CA and certificates in "
+        "var/tls/), rotate, retire, list",
+    )
     keys.add_argument("action", choices=["list", "init", "rotate", "retire"])
     keys.add_argument("issuer", nargs="?", default="")
     keys.add_argument("kid", nargs="?", default="")

@@ -1,8 +1,9 @@
 """What every typed client port to another sscard service shares.
 
-A service calls another with its own credential (client `<name>-service`, channel INTERNAL,
-role `service`): read from a token file the deployment renews or, in development, signed with
-the service's own key. Every call has a deadline; a refusal comes back as the DomainError the
+A service calls another over mutual TLS with its own certificate (``tls``) and its own
+credential (client `<name>-service`, channel INTERNAL, role `service`), bound to that
+certificate: read from a token file the deployment renews or, in development, signed with the
+service's own key. Every call has a deadline; a refusal comes back as the DomainError the
 other side raised (reason and rule intact), and a transport failure as an UNAVAILABLE
 DomainError that sagas and relays retry.
 """
@@ -10,6 +11,7 @@ DomainError that sagas and relays retry.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable
 from typing import TypeVar
@@ -17,7 +19,8 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from services.platform.config import ConfigError, ServiceConfig
+from services.platform import tls
+from services.platform.config import ConfigError, ServiceConfig, TlsFiles
 from services.platform.errors import DomainError, Kind
 from services.platform.grpc_errors import from_rpc_error, is_retryable
 from services.platform.tokens import CredentialSource, Signer, SigningSource, TokenFileSource
@@ -75,25 +78,44 @@ def credential_source(config: ServiceConfig) -> CredentialSource:
         )
     signer = Signer(config.issuer, config.signing_key_file)
     ttl = dt.timedelta(seconds=config.token_ttl_seconds)
-    return SigningSource(signer, config.client_id, ttl)
+    own = client_tls(config.tls)
+    certificate = own.certificate if own is not None else None
+    return SigningSource(signer, config.client_id, ttl, certificate=certificate)
 
 
-def open_channel(target: str) -> grpc.Channel:
+@functools.lru_cache(maxsize=32)
+def _client_tls(files: TlsFiles) -> tls.ClientTls:
+    return tls.client_tls(files)
+
+
+def client_tls(files: TlsFiles | None) -> tls.ClientTls | None:
+    """A process's client side of mutual TLS (None: plaintext), read once per process: its
+    channels and the certificate its credential is bound to stay the same."""
+    return None if files is None else _client_tls(files)
+
+
+def channel_to(config: ServiceConfig, service: str) -> grpc.Channel:
+    """A service's channel to another: mutual TLS with its own certificate unless TLS is off."""
+    return open_channel(config.target(service), client_tls(config.tls))
+
+
+def open_channel(target: str, own: tls.ClientTls | None = None) -> grpc.Channel:
     """A channel that spreads calls over every address the target resolves to, retries calls
-    that found no server, and notices within seconds a server that comes back."""
-    return grpc.insecure_channel(
-        target,
-        options=[
-            ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", SERVICE_CONFIG),
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
-        ],
-    )
+    that found no server, and notices within seconds a server that comes back; mutual TLS with
+    ``own`` certificate (plaintext without: development with SSCARD_TLS=off)."""
+    options = [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", SERVICE_CONFIG),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
+    if own is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, own.credentials, options=options)
 
 
 def call(

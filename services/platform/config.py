@@ -28,6 +28,15 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """Mutual TLS of one process: the CA bundle it trusts, its certificate and private key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """Everything one service process needs to start."""
 
@@ -55,6 +64,8 @@ class ServiceConfig:
     log_level: str
     log_format: str
     metrics_port: int
+    health_port: int  # 0: no plaintext health-only listener
+    tls: TlsFiles | None  # None: plaintext (development only, SSCARD_TLS=off)
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def secret(self, name: str, default_file: Path) -> bytes:
@@ -130,6 +141,37 @@ def _own_credential(
     return Path(key_file or VAR_DIR / "keys" / f"{name}-service.pem"), None
 
 
+TLS_DIR = VAR_DIR / "tls"
+
+
+def tls_files(
+    env: Mapping[str, str], client_id: str, prefix: str, environment: str
+) -> TlsFiles | None:
+    """Mutual TLS of a process known as ``client_id``: on unless ``SSCARD_TLS=off``, which
+    production refuses. Files: ``SSCARD_TLS_CA_FILE`` and ``<prefix>TLS_CERT_FILE`` /
+    ``<prefix>TLS_KEY_FILE``, by default the development ones under var/tls/."""
+    mode = _env(env, "SSCARD_TLS", "on").lower()
+    if mode not in ("on", "off"):
+        raise ConfigError(f"SSCARD_TLS must be on or off, got {mode!r}")
+    if mode == "off":
+        if environment == "production":
+            raise ConfigError(
+                "SSCARD_TLS=off is refused when SSCARD_ENVIRONMENT=production: "
+                "the services speak mutual TLS only"
+            )
+        return None
+    tls_dir = Path(_env(env, "SSCARD_TLS_DIR", str(TLS_DIR)))
+    return TlsFiles(
+        ca_file=Path(_env(env, "SSCARD_TLS_CA_FILE", str(tls_dir / "ca.pem"))),
+        cert_file=Path(_env(env, prefix + "TLS_CERT_FILE", str(tls_dir / f"{client_id}.pem"))),
+        key_file=Path(_env(env, prefix + "TLS_KEY_FILE", str(tls_dir / f"{client_id}.key"))),
+    )
+
+
+def environment_of(env: Mapping[str, str]) -> str:
+    return _env(env, "SSCARD_ENVIRONMENT", "development")
+
+
 def _log_format(env: Mapping[str, str]) -> str:
     value = _env(env, "SSCARD_LOG_FORMAT", "json").lower()
     if value not in LOG_FORMATS:
@@ -172,7 +214,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         raise ConfigError(f"unknown service {name!r}")
     env = os.environ if env is None else env
     prefix = f"SSCARD_{name.upper()}_"
-    environment = _env(env, "SSCARD_ENVIRONMENT", "development")
+    environment = environment_of(env)
     test_clock_file = env.get("SSCARD_TEST_CLOCK_FILE", "").strip() or None
     if test_clock_file and environment == "production":
         raise ConfigError(
@@ -209,5 +251,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         log_level=_env(env, "SSCARD_LOG_LEVEL", "INFO").upper(),
         log_format=_log_format(env),
         metrics_port=_int(env, prefix + "METRICS_PORT", DEFAULT_METRICS_PORTS[name]),
+        health_port=_int(env, prefix + "HEALTH_PORT", 0),
+        tls=tls_files(env, f"{name}-service", prefix, environment),
         env=dict(env),
     )

@@ -1,7 +1,8 @@
 """The call guard: the one server interceptor every sscard service runs.
 
 For every call except health checks and reflection it verifies the caller credential (missing,
-expired, forged or outside its client's registration: UNAUTHENTICATED / PERMISSION_DENIED),
+expired, forged, outside its client's registration or, over mutual TLS, presented over another
+certificate than the one it is bound to: UNAUTHENTICATED / PERMISSION_DENIED),
 asks the authorization matrix (``access``) whether the credential's roles may call the method,
 admits the call within its client's limit and only then reads the request, refusing one too
 large for the method or that does not decode (``inbound``), makes the caller available to the
@@ -156,6 +157,20 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return exc
         return caller
 
+    def _over_its_certificate(
+        self, admitted: Caller | Exception, context: grpc.ServicerContext
+    ) -> Caller | Exception:
+        """The admitted caller if its credential is bound to the certificate the call came over
+        (the connection is known only once the call is served); else why not."""
+        if isinstance(admitted, Exception) or not self._verifier.binds_certificates:
+            return admitted
+        try:
+            self._verifier.check_certificate(admitted, _peer_certificate(context))
+        except DomainError as exc:
+            self._admission.leave(_client(admitted))
+            return exc
+        return admitted
+
     @contextmanager
     def _entered(self, admitted: Caller | Exception) -> Iterator[None]:
         if isinstance(admitted, Exception):
@@ -196,10 +211,15 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         context.abort_with_status(internal_status(reference))
 
     def _guard(
-        self, method: str, admitted: Caller | Exception, behaviour: Callable[..., Any], unary: bool
+        self,
+        method: str,
+        at_the_door: Caller | Exception,
+        behaviour: Callable[..., Any],
+        unary: bool,
     ) -> Any:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
+            admitted = self._over_its_certificate(at_the_door, context)
             try:
                 with self._entered(admitted):
                     try:
@@ -218,9 +238,14 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return guarded
 
     def _guard_stream(
-        self, method: str, admitted: Caller | Exception, behaviour: Callable[..., Any], unary: bool
+        self,
+        method: str,
+        at_the_door: Caller | Exception,
+        behaviour: Callable[..., Any],
+        unary: bool,
     ) -> Any:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            admitted = self._over_its_certificate(at_the_door, context)
             try:
                 with self._entered(admitted):
                     try:
@@ -234,6 +259,12 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 raise
 
         return guarded
+
+
+def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
+    """The client certificate (PEM) the call's connection presented; None over plaintext."""
+    presented: Any = context.auth_context().get("x509_pem_cert", ())
+    return next(iter(presented), None)
 
 
 def _client(caller: Caller) -> str:

@@ -6,7 +6,10 @@ sharing one port through SO_REUSEPORT, restarting a worker that dies. Health
 (``grpc.health.v1``) says SERVING only while the database answers and is at its alembic head,
 and NOT_SERVING from the moment shutdown begins: on SIGTERM the service keeps taking calls for
 ``SSCARD_DRAIN_SECONDS`` while reporting NOT_SERVING, then stops accepting and lets calls in
-flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflection lists the service. Sync gRPC
+flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflection lists the service. The
+listener serves mutual TLS (``tls``) unless development turned it off; an orchestrator's probe
+that cannot present a certificate asks the plaintext health-only listener
+(``SSCARD_<SERVICE>_HEALTH_PORT``, off by default), which serves nothing but health. Sync gRPC
 with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see BENCHMARKS.md).
 """
 
@@ -35,7 +38,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
-from services.platform import logs, migrations, processes
+from services.platform import logs, migrations, processes, tls
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
@@ -81,7 +84,10 @@ class Server:
         self.metrics = ServiceMetrics(config.name, deps.db, deps.gauges)
         try:
             verifier = Verifier(
-                config.trust_dir, config.client_registry, config.trust_reload_seconds
+                config.trust_dir,
+                config.client_registry,
+                config.trust_reload_seconds,
+                bind_certificates=config.tls is not None,
             )
         except TrustError as exc:
             raise settings.ConfigError(str(exc)) from exc
@@ -105,9 +111,24 @@ class Server:
         names = [*deps.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self._grpc)
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self._grpc.add_insecure_port(config.address)
+        if config.tls is None:
+            self.port = self._grpc.add_insecure_port(config.address)
+        else:
+            credentials = tls.server_credentials(config.tls)
+            self.port = self._grpc.add_secure_port(config.address, credentials)
         if self.port == 0:
             raise OSError(f"{config.name}: cannot listen on {config.address}")
+        self._probe: grpc.Server | None = None
+        if config.health_port:
+            self._probe = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe"),
+                options=[("grpc.so_reuseport", 1 if config.workers > 1 else 0)],
+                maximum_concurrent_rpcs=8,
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._probe)
+            probe_address = f"{config.host}:{config.health_port}"
+            if self._probe.add_insecure_port(probe_address) == 0:
+                raise OSError(f"{config.name}: cannot listen on {probe_address}")
 
     def _set_status(self, status: Any) -> None:
         for name in ("", *self.deps.service_names):
@@ -152,6 +173,8 @@ class Server:
 
     def start(self) -> None:
         self._grpc.start()
+        if self._probe is not None:
+            self._probe.start()
         self.metrics.serve(self.config.host, self.config.metrics_port)
         if self.deps.on_start is not None:
             self.deps.on_start()
@@ -173,6 +196,8 @@ class Server:
             log.info("%s draining for %.1fs", self.config.name, drain)
             time.sleep(drain)
         self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        if self._probe is not None:
+            self._probe.stop(0)
         self.metrics.stop()
         self.deps.db.dispose()
 

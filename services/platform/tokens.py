@@ -6,6 +6,10 @@ find it by ``kid`` (the key's RFC 7638 thumbprint). Rotation: ``rotate`` makes a
 publishes it beside the old one and signs with it from then on; ``retire`` removes the old
 public key once no token it signed can still be alive (at most 24 hours).
 
+A credential may be bound to its client's TLS certificate (RFC 8705): ``mint(certificate=...)``
+adds ``cnf: {"x5t#S256": <thumbprint>}``, and a service then accepts it only over a connection
+presenting that certificate.
+
 A service obtains its own credential from a ``CredentialSource``: in production a token file
 that the deployment keeps fresh (the service holds no key that can sign); in development and
 tests a signing key of its own issuer, refused in production.
@@ -28,7 +32,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.platform.auth import Channel, Role
-from services.platform.trust import AUDIENCE
+from services.platform.tls import thumbprint
+from services.platform.trust import AUDIENCE, CONFIRMATION, THUMBPRINT
 
 
 def _b64(data: bytes) -> str:
@@ -146,9 +151,11 @@ class Signer:
         operator_id: str = "",
         ttl: dt.timedelta = dt.timedelta(hours=1),
         now: dt.datetime | None = None,
+        certificate: bytes | None = None,
         extra: dict[str, Any] | None = None,
     ) -> str:
-        """A credential for ``client_id`` (``subject``: the person or employer it acts for)."""
+        """A credential for ``client_id`` (``subject``: the person or employer it acts for),
+        bound to ``certificate`` (PEM: the client's TLS certificate) when one is given."""
         key, kid = self._load()
         issued = now or dt.datetime.now(dt.UTC)
         claims: dict[str, Any] = {
@@ -169,6 +176,8 @@ class Signer:
         ):
             if value:
                 claims[name] = value
+        if certificate is not None:
+            claims[CONFIRMATION] = {THUMBPRINT: thumbprint(certificate)}
         claims.update(extra or {})
         return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
 
@@ -181,7 +190,8 @@ class CredentialSource(Protocol):
 
 class SigningSource:
     """Development and tests: the service signs its own credential with its own issuer's key
-    (the operations console, role ``ops``, with the development issuer's)."""
+    (the operations console, role ``ops``, with the development issuer's), bound to its own
+    ``certificate`` when it speaks TLS."""
 
     def __init__(
         self,
@@ -189,8 +199,10 @@ class SigningSource:
         client_id: str,
         ttl: dt.timedelta,
         roles: frozenset[Role] = frozenset({Role.SERVICE}),
+        certificate: bytes | None = None,
     ) -> None:
         self._signer = signer
+        self._certificate = certificate
         self._client_id = client_id
         self._ttl = ttl
         self._roles = roles
@@ -203,7 +215,11 @@ class SigningSource:
         with self._lock:
             if now >= self._renew_at:
                 self._token = self._signer.mint(
-                    self._client_id, Channel.INTERNAL, roles=self._roles, ttl=self._ttl
+                    self._client_id,
+                    Channel.INTERNAL,
+                    roles=self._roles,
+                    ttl=self._ttl,
+                    certificate=self._certificate,
                 )
                 self._renew_at = now + self._ttl / 2
             return self._token

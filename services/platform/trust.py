@@ -12,6 +12,15 @@
   change and disable a client, or rotate a key, without restarting a service. A file that does
   not parse leaves the last good version in force and is logged.
 
+* **Certificate binding** (RFC 8705): when the service speaks mutual TLS, every credential must
+  carry ``cnf: {"x5t#S256": ...}``, the thumbprint of the client certificate it was issued to,
+  and is accepted only over a connection presenting that certificate: a credential copied off
+  one client's machine is useless over another client's certificate. Every kind of client is
+  bound, a person's or employer's credential to the portal, app or bank system that relays it.
+  One relay is allowed: one of the suite's own services passing on the credential of the call it
+  serves (the bank forwards a counter's activation to the card service), known by its
+  certificate's common name, which the CA issues as the client id.
+
 Verified signatures are cached until the token expires; the registry is consulted on every call,
 so a disabled client is refused as soon as the registry is re-read.
 """
@@ -41,6 +50,7 @@ from services.platform.auth import (
     unauthenticated,
 )
 from services.platform.errors import DomainError, Kind
+from services.platform.tls import common_name, thumbprint
 
 log = logging.getLogger("sscard.trust")
 
@@ -48,6 +58,9 @@ AUDIENCE = "sscard"
 ALGORITHMS = ("EdDSA", "ES256")
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "sub")
 LEEWAY_SECONDS = 30
+CONFIRMATION = "cnf"  # RFC 7800
+THUMBPRINT = "x5t#S256"  # RFC 8705: SHA-256 of the client certificate's DER, base64url
+NOT_BOUND = "CREDENTIAL_NOT_BOUND_TO_CERTIFICATE"
 _CACHE_LIMIT = 50_000
 
 
@@ -243,6 +256,7 @@ class _Verified:
     bank_code: str
     outlet_id: str
     operator_id: str
+    bound_to: str
     lifetime: int
     expires: float
 
@@ -256,7 +270,11 @@ class Verifier:
         registry_file: Path,
         reload_seconds: float = 2.0,
         leeway_seconds: int = LEEWAY_SECONDS,
+        bind_certificates: bool = False,
     ) -> None:
+        """``bind_certificates``: the service speaks mutual TLS, so every credential must be
+        bound to the certificate its call comes over (``check_certificate``)."""
+        self._bind = bind_certificates
         self._issuers = _Reloading(trust_dir, _load_issuers, reload_seconds)
         self._registry = _Reloading(registry_file, load_registry, reload_seconds)
         self._leeway = leeway_seconds
@@ -366,6 +384,7 @@ class Verifier:
             bank_code=_text(claims, "bank_code"),
             outlet_id=_text(claims, "outlet_id"),
             operator_id=_text(claims, "operator_id"),
+            bound_to=_bound_to(claims),
             lifetime=exp - iat,
             expires=float(exp),
         )
@@ -394,6 +413,12 @@ class Verifier:
                 f"a {client.kind.value} credential may live at most {limit} seconds",
                 "CREDENTIAL_TOO_LONG_LIVED",
                 max_seconds=str(limit),
+            )
+        if self._bind and not v.bound_to:
+            raise unauthenticated(
+                f"the credential is not bound to a client certificate (claim cnf {THUMBPRINT})",
+                NOT_BOUND,
+                client=v.client_id,
             )
         if v.channel not in client.channels:
             raise _denied(
@@ -442,4 +467,37 @@ class Verifier:
             operator_id=v.operator_id,
             client_id=client.client_id,
             kind=client.kind,
+            bound_to=v.bound_to,
         )
+
+    @property
+    def binds_certificates(self) -> bool:
+        """Whether credentials must be bound to the certificate their call comes over."""
+        return self._bind
+
+    def check_certificate(self, caller: Caller, certificate: bytes | None) -> None:
+        """Refuse a credential presented over another client certificate (PEM, the one the
+        call's connection presented) than the one it is bound to, unless one of the suite's
+        own services relays it."""
+        if not self._bind:
+            return
+        if certificate is not None and thumbprint(certificate) == caller.bound_to:
+            return
+        relay = self.client(common_name(certificate)) if certificate is not None else None
+        if relay is not None and relay.enabled and relay.kind is ClientKind.SSCARD_SERVICE:
+            return
+        raise unauthenticated(
+            "the credential is bound to another client certificate than this call's",
+            NOT_BOUND,
+            client=caller.client_id,
+        )
+
+
+def _bound_to(claims: Mapping[str, Any]) -> str:
+    """The certificate thumbprint a credential is bound to ("" when it is not bound)."""
+    confirmation = claims.get(CONFIRMATION)
+    if confirmation is None:
+        return ""
+    if not isinstance(confirmation, dict) or not isinstance(confirmation.get(THUMBPRINT), str):
+        raise _claim_invalid(CONFIRMATION, f"an object naming the certificate's {THUMBPRINT}")
+    return str(confirmation[THUMBPRINT])

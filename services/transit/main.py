@@ -8,7 +8,7 @@ from prometheus_client.core import Metric
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
-from services.platform.clients import ServiceCredential, open_channel
+from services.platform.clients import ServiceCredential, channel_to
 from services.platform.clock import Clock
 from services.platform.metrics import Gauges, gauge
 from services.platform.server import ServiceDeps, foundation, run_service
@@ -41,9 +41,9 @@ def refund_gauges(clock: Clock) -> Gauges:
 def build(config: settings.ServiceConfig) -> ServiceDeps:
     base = foundation(config, store.idempotency_keys)
     credential = ServiceCredential(config)
-    cards = GrpcCardPort(open_channel(config.target("card")), credential)
-    identity = GrpcIdentityPort(open_channel(config.target("identity")), credential)
-    ledger = GrpcLedgerPort(open_channel(config.target("bank")), credential, RELAY_CALL_DEADLINE)
+    cards = GrpcCardPort(channel_to(config, "card"), credential)
+    identity = GrpcIdentityPort(channel_to(config, "identity"), credential)
+    ledger = GrpcLedgerPort(channel_to(config, "bank"), credential, RELAY_CALL_DEADLINE)
     api = TransitApi(base.db, base.clock, base.keys, cards, identity)
     relay = RefundRelay(lambda: store.TransitUnitOfWork(base.db), ledger, base.clock)
     return ServiceDeps(

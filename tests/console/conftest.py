@@ -46,6 +46,10 @@ def console_env(service_env: dict[str, str], trust: TestTrust, tmp_path: Path) -
     )
     users = tmp_path / "console-users.json"
     UserStore(users).set_password(STAFF, PASSWORD)
+    if trust.client_tls is not None:  # the services speak mutual TLS: the console's certificate
+        own = trust.certificate(console_config.CLIENT_ID)
+        service_env["SSCARD_CONSOLE_TLS_CERT_FILE"] = str(own.cert_file)
+        service_env["SSCARD_CONSOLE_TLS_KEY_FILE"] = str(own.key_file)
     return {
         **service_env,
         "SSCARD_CONSOLE_SIGNING_KEY_FILE": str(trust.key_file(issuer)),

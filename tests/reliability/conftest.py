@@ -8,12 +8,16 @@ from typing import Any
 import pytest
 
 from tests.reliability.deployment import Deployment
+from tests.trust import TestTrust
 
 
 @pytest.fixture
 def deployment(
-    start_service: Callable[..., Any], service_env: dict[str, str], token: Callable[..., Any]
+    start_service: Callable[..., Any],
+    service_env: dict[str, str],
+    token: Callable[..., Any],
+    trust: TestTrust,
 ) -> Iterator[Deployment]:
-    deployed = Deployment(start_service, service_env, token)
+    deployed = Deployment(start_service, service_env, token, trust)
     yield deployed
     deployed.stop()

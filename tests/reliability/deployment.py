@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 from sqlalchemy import func, select
 
 from services.bank import store as bank_store
@@ -26,14 +25,20 @@ from sscard.card.v1 import card_pb2_grpc
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.cardsuite import BANK, BRANCH, JPEG
 from tests.support import PersonSpec, wait_serving
+from tests.trust import TestTrust
 
 
 class Deployment:
     """Identity and bank in-process; card-service processes started and killed at will."""
 
     def __init__(
-        self, start: Callable[..., Any], env: dict[str, str], token: Callable[..., Any]
+        self,
+        start: Callable[..., Any],
+        env: dict[str, str],
+        token: Callable[..., Any],
+        trust: TestTrust,
     ) -> None:
+        self.trust = trust
         self.env = {**os.environ, **env, "SSCARD_LOG_LEVEL": "WARNING"}
         self.token = token
         identity = start("identity", build_identity)
@@ -72,7 +77,7 @@ class Deployment:
             env["SSCARD_CARD_CRASH_AFTER"] = crash_point
         proc = subprocess.Popen([sys.executable, "-m", "services.card"], cwd=REPO_ROOT, env=env)
         self.processes.append(proc)
-        channel = grpc.insecure_channel(f"127.0.0.1:{env['SSCARD_CARD_PORT']}")
+        channel = self.trust.channel(f"127.0.0.1:{env['SSCARD_CARD_PORT']}")
         wait_serving(channel, timeout=30)
         return proc, card_pb2_grpc.CardServiceStub(channel)
 

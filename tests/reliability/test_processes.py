@@ -34,6 +34,8 @@ def suite_env(service_env: dict[str, str]) -> dict[str, str]:
         **service_env,
         "SSCARD_SHUTDOWN_GRACE_SECONDS": "2",
         "SSCARD_DRAIN_SECONDS": "0.2",
+        # process supervision, not transport (tests/scenarios/test_transport.py): plaintext
+        "SSCARD_TLS": "off",
     }
 
 

@@ -89,7 +89,7 @@ def card_service(service_env: dict[str, str], trust: TestTrust) -> Iterator[Fake
     fake = FakeCardService(trust)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     card_pb2_grpc.add_CardServiceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = trust.listen(server, "127.0.0.1:0")
     server.start()
     service_env["SSCARD_CARD_TARGET"] = f"127.0.0.1:{port}"
     service_env.setdefault(

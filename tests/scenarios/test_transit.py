@@ -34,6 +34,7 @@ from tests.cardsuite import (
 )
 from tests.scenarios.test_card_replacement import hand_over, replace
 from tests.support import PersonSpec
+from tests.trust import TestTrust
 
 YUAN = 100
 
@@ -104,9 +105,11 @@ def get_pass(suite: Suite, card_id: str, year: int = 0) -> tpb.ParkPass:
 
 
 @pytest.fixture
-def ledger(service_env: dict[str, str]) -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
+def ledger(
+    service_env: dict[str, str], trust: TestTrust
+) -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
     """The bank's ledger, where refunded transit balances arrive."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{service_env['SSCARD_BANK_PORT']}")
+    channel = trust.channel(f"127.0.0.1:{service_env['SSCARD_BANK_PORT']}")
     yield ledger_pb2_grpc.LedgerServiceStub(channel)
     channel.close()
 

@@ -33,6 +33,7 @@ from sscard.transit.v1 import transit_pb2 as tpb
 from sscard.transit.v1 import transit_pb2_grpc
 from tests.conftest import free_port
 from tests.support import wait_serving
+from tests.trust import TestTrust
 
 CARDS = [f"card-jepsen-{i}" for i in range(4)]
 OPERATIONS = 1_000
@@ -64,13 +65,13 @@ class FakeCardAndLedger(card_pb2_grpc.CardServiceServicer, ledger_pb2_grpc.Ledge
 
 
 @pytest.fixture
-def fake() -> Iterator[tuple[FakeCardAndLedger, int]]:
+def fake(trust: TestTrust) -> Iterator[tuple[FakeCardAndLedger, int]]:
     servicer = FakeCardAndLedger()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     card_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
     ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
     port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    trust.listen(server, f"127.0.0.1:{port}")
     server.start()
     yield servicer, port
     server.stop(0)

@@ -26,6 +26,7 @@ from sscard.transit.v1 import transit_pb2 as tpb
 from sscard.transit.v1 import transit_pb2_grpc
 from tests.conftest import free_port
 from tests.support import wait_serving
+from tests.trust import TestTrust
 
 YUAN = 100
 
@@ -59,13 +60,13 @@ class FakeBank(card_pb2_grpc.CardServiceServicer, ledger_pb2_grpc.LedgerServiceS
 
 
 @pytest.fixture
-def bank() -> Iterator[tuple[FakeBank, int]]:
+def bank(trust: TestTrust) -> Iterator[tuple[FakeBank, int]]:
     servicer = FakeBank()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     card_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
     ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
     port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    trust.listen(server, f"127.0.0.1:{port}")
     server.start()
     yield servicer, port
     server.stop(0)

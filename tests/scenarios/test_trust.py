@@ -517,8 +517,14 @@ def test_services_with_only_public_keys_and_token_files_serve_every_call(
         upper = name.upper()
         del service_env[f"SSCARD_{upper}_SIGNING_KEY_FILE"]
         signer = tokens.Signer(f"sscard-{name}", trust.key_file(f"sscard-{name}"))
+        # bound to the service's certificate, as the deployment's issuer mints it
+        own = trust.certificate(f"{name}-service").cert_file if trust.client_tls else None
         credential = signer.mint(
-            f"{name}-service", Channel.INTERNAL, roles={Role.SERVICE}, ttl=dt.timedelta(hours=1)
+            f"{name}-service",
+            Channel.INTERNAL,
+            roles={Role.SERVICE},
+            ttl=dt.timedelta(hours=1),
+            certificate=own.read_bytes() if own else None,
         )
         path = trust.keys.parent / f"{name}.token"
         path.write_text(credential)
