@@ -25,6 +25,7 @@ from services.card.saga import LocalStep, RemoteStep, SagaDefinition
 from services.card.store import CardUnitOfWork, SagaRecord
 from services.card.tasks import BANK_TASK, RELEASE_PLACE
 from services.platform.auth import Caller, Channel
+from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
 from services.platform.errors import DomainError, Kind
 
@@ -73,7 +74,11 @@ def _date_facts(day: dt.date | None) -> dict[str, int] | None:
 
 
 def _issuance_steps(
-    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+    identity: IdentityPort,
+    bank: BankPort,
+    transit: TransitPort,
+    calendar: WorkingDayCalendar,
+    clock: Clock,
 ) -> dict[str, Any]:
     """The steps of every saga that issues a card, keyed by name."""
 
@@ -165,7 +170,7 @@ def _issuance_steps(
             change = rules.produced(change.card, d["card_number"], SYSTEM, now)
             uow.cards.record(change)
             watch_not_handed_out(uow, change.card, now)
-        watch_production(uow, change.card, rule, now)
+        watch_production(uow, change.card, rule, calendar, now)
         if d["old_card_id"]:
             old = uow.cards.get(d["old_card_id"], for_update=True)
             if old is not None and not old.replaced_by:
@@ -225,19 +230,27 @@ def _waiting(uow: CardUnitOfWork, saga: SagaRecord) -> None:
 
 
 def application_saga(
-    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+    identity: IdentityPort,
+    bank: BankPort,
+    transit: TransitPort,
+    calendar: WorkingDayCalendar,
+    clock: Clock,
 ) -> SagaDefinition:
     """A first card (A5.1)."""
-    s = _issuance_steps(identity, bank, transit, clock)
+    s = _issuance_steps(identity, bank, transit, calendar, clock)
     names = ["reserve_issuance", "record_verified", "open_account", "order_card", "in_production"]
     return SagaDefinition(APPLICATION, [s[n] for n in names], _waiting, s["failed"])
 
 
 def replacement_saga(
-    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+    identity: IdentityPort,
+    bank: BankPort,
+    transit: TransitPort,
+    calendar: WorkingDayCalendar,
+    clock: Clock,
 ) -> SagaDefinition:
     """A reissue (A15.1) or a replacement (A16), possibly to another bank (A16.7)."""
-    s = _issuance_steps(identity, bank, transit, clock)
+    s = _issuance_steps(identity, bank, transit, calendar, clock)
     names = [
         "reserve_issuance",
         "record_verified",

@@ -62,6 +62,7 @@ NOT_HANDED_OUT_MONTHS = 6  # A21.1
 TEMPORARY_LOSS_DAYS = 15  # A13.3, natural days
 BANK_CHANGE_LOCK_MONTHS = 6  # A16.7
 EMPLOYER_HANDOUT_DAYS = 30  # A7.4, natural days
+REISSUE_WORKING_DAYS = 4  # A22.2: a reissue or replacement not made on the spot
 
 
 class Delivery(enum.Enum):
@@ -180,6 +181,21 @@ def ordered(
         f"ordered from the bank, due by {due_date.isoformat()}",
         due_date=due_date,
     )
+
+
+def due_date_recounted(card: Card, due_date: dt.date, now: dt.datetime) -> Change:
+    """A22.2 counted again once the State Council's holiday schedule is loaded: a card still in
+    production is due by ``due_date``; the holder is told when the day moved."""
+    if card.status is not Status.IN_PRODUCTION or card.due_date == due_date:
+        return Change(card)
+    notice = Notice(
+        now,
+        "person",
+        f"Your card is now due by {due_date.isoformat()}: its {REISSUE_WORKING_DAYS} working "
+        "days are counted on the State Council's published holiday schedule.",
+        "A22.2",
+    )
+    return Change(replace(card, due_date=due_date), notices=[notice])
 
 
 def refused(
