@@ -538,15 +538,33 @@ def retire(old: Card, who: Caller, now: dt.datetime) -> Change:
     )
 
 
-def older_generation_notice(card: Card, generation: int, now: dt.datetime) -> Notice:
+def older_generation_notice(
+    card: Card, generation: int, now: dt.datetime, cancelling: bool = False
+) -> Notice:
     """A27.3: the holder's 1st / 2nd generation card is not recalled; its SS function stops
-    when this card is activated, its financial function only if the holder asks."""
+    when this card is activated, its financial function only if the holder chose so."""
+    account = (
+        "As you chose, its bank account is now being closed, its balance paid out as you directed."
+        if cancelling
+        else "Its bank account stays open unless you ask your bank to cancel it."
+    )
     return Notice(
         now,
         "person",
         f"Your generation-{generation} social security card is not taken back, but its social "
-        "security function stops now that this card is active. Its bank account stays open "
-        "unless you ask your bank to cancel it.",
+        f"security function stops now that this card is active. {account}",
+        "A27.3",
+    )
+
+
+def no_older_card_notice(now: dt.datetime) -> Notice:
+    """A27.3: the holder asked to cancel an older card's financial function, but the register
+    records no 1st / 2nd generation card of theirs: nothing is cancelled."""
+    return Notice(
+        now,
+        "person",
+        "No 1st or 2nd generation social security card of yours is on record, so no older "
+        "card's bank account was closed; ask the bank that issued it.",
         "A27.3",
     )
 
