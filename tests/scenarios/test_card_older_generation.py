@@ -151,3 +151,20 @@ class TestOlderCardsFinancialFunction:
             "older_card.bank_code",
             "older_card.card_number",
         }
+
+    def test_A27_3_a_choice_without_an_older_card_on_record_closes_nothing(
+        self, suite: Suite
+    ) -> None:
+        """Only a holder of a 1st / 2nd generation card has an older financial function to
+        cancel: with none on record nothing is closed, and the holder is told to ask the bank."""
+        person = suite.person()
+        older_account_of(suite, person, 12_00)
+        choice = pb.OlderCardChoice(
+            cancel_financial=True, bank_code=OTHER_BANK, card_number=OLDER_CARD_NUMBER
+        )
+        card_id = apply_and_activate(suite, person, choice)
+        [told] = notices(suite, card_id, "A27.3")
+        assert "No 1st or 2nd generation" in told
+        assert retirement(suite, card_id) == 0  # no older card to retire
+        older = account_balance(suite, OLDER_ACCOUNT)
+        assert (older.closed, older.balance_fen) == (False, 12_00)
