@@ -41,6 +41,7 @@ M = TypeVar("M", bound=Message)
 
 MAX_DOCUMENT_NUMBER = 40
 MAX_CARD_NUMBER = 19
+MAX_AGENT_TEXT = 100
 DEFAULT_PAGE = 50
 MAX_PAGE = 100
 
@@ -61,6 +62,26 @@ def presented_document(
             "REQUIRED",
         )
     return Presented(doc_type, document.number, card_number)
+
+
+def presented_agent(request: Any, v: Violations) -> financial.Agent | None:
+    """The request's ``agent`` (A20.1), None when the holder acts in person. Missing parts are
+    the bank's rules to refuse (AGENT_DOCUMENTS_MISSING, A24.2); only their form is checked."""
+    if not request.HasField("agent"):
+        return None
+    agent = request.agent
+    if len(agent.agent_document.number) > MAX_DOCUMENT_NUMBER:
+        v.add("agent.agent_document.number", f"at most {MAX_DOCUMENT_NUMBER} characters")
+    if len(agent.agent_name) > MAX_AGENT_TEXT:
+        v.add("agent.agent_name", f"at most {MAX_AGENT_TEXT} characters")
+    if len(agent.authorisation_ref) > MAX_AGENT_TEXT:
+        v.add("agent.authorisation_ref", f"at most {MAX_AGENT_TEXT} characters")
+    return financial.Agent(
+        enum_name(common_pb2.DocumentType, agent.agent_document.type),
+        agent.agent_document.number,
+        agent.agent_name.strip(),
+        agent.authorisation_ref.strip(),
+    )
 
 
 def _text(value: str, field: str, limit: int, v: Violations, required: bool = True) -> str:
@@ -212,21 +233,26 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
 
     # -- loss, unlock, reserved phone (A13.4, A20.1)
 
-    def _counter_request(self, request: pb.FinancialCounterRequest, rule: str) -> Presented:
+    def _counter_request(
+        self, request: pb.FinancialCounterRequest, rule: str
+    ) -> tuple[Presented, financial.Agent | None]:
         v = Violations()
         required_id(request.card_id, "card_id", v)
         presented = presented_document(request.document, v)
+        agent = presented_agent(request, v)
         v.raise_if_any(rule=rule)
-        return presented
+        return presented, agent
 
     def ReportFinancialLoss(
         self, request: pb.FinancialCounterRequest, context: grpc.ServicerContext
     ) -> bank_pb2.AccountState:
         caller = current_caller()
-        presented = self._counter_request(request, financial.LOSS_RULE)
+        presented, agent = self._counter_request(request, financial.LOSS_RULE)
 
         def work(uow: BankUnitOfWork) -> bank_pb2.AccountState:
-            account = uc.report_financial_loss(uow, request.card_id, presented, caller, self._clock)
+            account = uc.report_financial_loss(
+                uow, request.card_id, presented, caller, self._clock, agent
+            )
             return self._state(uow, account)
 
         return self._once.call("ReportFinancialLoss", request, bank_pb2.AccountState, work)
@@ -235,10 +261,10 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         self, request: pb.FinancialCounterRequest, context: grpc.ServicerContext
     ) -> bank_pb2.AccountState:
         caller = current_caller()
-        presented = self._counter_request(request, financial.COUNTER_RULE)
+        presented, agent = self._counter_request(request, financial.COUNTER_RULE)
 
         def work(uow: BankUnitOfWork) -> bank_pb2.AccountState:
-            account = uc.unlock_financial(uow, request.card_id, presented, caller)
+            account = uc.unlock_financial(uow, request.card_id, presented, caller, agent)
             return self._state(uow, account)
 
         return self._once.call("UnlockFinancial", request, bank_pb2.AccountState, work)

@@ -14,6 +14,8 @@ from services.bank.domain import financial, home_service, recall
 from services.bank.domain.account import Account, LossKind
 from services.bank.domain.financial import (
     ActivationRequest,
+    Agent,
+    CounterBusiness,
     PasswordState,
     Presented,
 )
@@ -136,18 +138,30 @@ def refuse_activation(
 
 
 def report_financial_loss(
-    uow: BankUnitOfWork, card_id: str, presented: Presented, caller: Caller, clock: Clock
+    uow: BankUnitOfWork,
+    card_id: str,
+    presented: Presented,
+    caller: Caller,
+    clock: Clock,
+    agent: Agent | None = None,
 ) -> Account:
-    """A13.4: the formal loss of the financial function needs the issuing bank's counter."""
+    """A13.4: the formal loss of the financial function needs the issuing bank's counter; the
+    holder or an agent (A20.1)."""
     _at_counter(uow, card_id, caller, presented, FINANCIAL, financial.LOSS_RULE)
+    financial.check_agent(CounterBusiness.FINANCIAL_LOSS, agent, presented)
     return service.suspend_for_loss(uow, card_id, LossKind.FORMAL_LOSS, clock)
 
 
 def unlock_financial(
-    uow: BankUnitOfWork, card_id: str, presented: Presented, caller: Caller
+    uow: BankUnitOfWork,
+    card_id: str,
+    presented: Presented,
+    caller: Caller,
+    agent: Agent | None = None,
 ) -> Account:
-    """A20.1: the issuing bank unlocks the financial function."""
+    """A20.1: the issuing bank unlocks the financial function, for the holder in person."""
     _at_counter(uow, card_id, caller, presented, FINANCIAL, financial.COUNTER_RULE)
+    financial.check_agent(CounterBusiness.UNLOCK, agent, presented)
     return service.lift_loss_suspension(uow, card_id)
 
 

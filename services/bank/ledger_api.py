@@ -17,7 +17,7 @@ import grpc
 
 from services.bank import ledger_service as ledger
 from services.bank.api import MAX_ID, required_id
-from services.bank.counter_api import presented_document
+from services.bank.counter_api import presented_agent, presented_document
 from services.bank.domain.ledger import (
     MAX_AMOUNT_FEN,
     Alert,
@@ -412,7 +412,13 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
         required_id(request.card_id, "card_id", v)
         _text(request.payout_destination, "payout_destination", v, required=True)
         _text(request.reference, "reference", v)
-        holder = presented_document(request.document, v) if counter is not None else None
+        # At a counter the holder's document is required; the card service sends one when the
+        # account is an older card's the holder named (A27.3), and it is checked the same way.
+        presented = counter is not None or request.HasField("document")
+        holder = presented_document(request.document, v) if presented else None
+        agent = presented_agent(request, v)
+        if agent is not None and counter is None:
+            v.add("agent", "an agent acts only at a counter of the issuing bank")
         v.raise_if_any(rule="A19.1")
         by = _by(caller)
 
@@ -426,6 +432,7 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
                 counter,
                 holder,
                 by,
+                agent,
             )
             return pb.CloseFinancialResponse(
                 account=self._balance_pb(closed.standing),

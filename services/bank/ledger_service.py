@@ -445,6 +445,7 @@ def close_financial(
     counter: Caller | None,
     holder: Presented | None,
     by: str,
+    agent: financial.Agent | None = None,
 ) -> Closed:
     """Pay the whole balance out to the holder's destination, then close the account.
 
@@ -452,7 +453,8 @@ def close_financial(
     card's account after a change of issuing bank, A16.7): it is credited in the same
     transaction, so the money is never between the two accounts; an account that cannot
     receive it refuses, and the closing account stays open with its balance. At a counter the
-    holder's document is presented (A20.1)."""
+    holder's document is presented (A20.1), by the holder or by an agent with the holder's
+    written authorisation, whose reference the payout entry keeps."""
     payee = destination[len(CARD_DESTINATION) :] if destination.startswith(CARD_DESTINATION) else ""
     if payee == card_id:
         raise same_card()
@@ -461,6 +463,9 @@ def close_financial(
     _check_counter(counter, held.account)
     if holder is not None:
         financial.check_holder(held.account, holder, financial.COUNTER_RULE)
+        financial.check_agent(financial.CounterBusiness.CLOSE, agent, holder)
+        if agent is not None:
+            by = agent.acted(by)[:200]
     rules.check_not_destroyed(held.destroyed)
     account = held.account
     if account.status is AccountStatus.CLOSED and account.closed_at is not None:
@@ -500,9 +505,7 @@ def close_financial(
     closed = close_account(account, now)
     uow.accounts.save_status(closed)
     held.account = closed
-    if closed.closed_at is None:
-        raise RuntimeError("closed.closed_at must be known here")
-    return Closed(_standing(uow, config, held), payout, closed.closed_at)
+    return Closed(_standing(uow, config, held), payout, now)
 
 
 # --- alerts (A4.5) ---------------------------------------------------------------------------

@@ -75,7 +75,8 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         db=base.db,
         register=register,
         service_names=[SERVICE_NAME, LEDGER_SERVICE_NAME, COUNTER_SERVICE_NAME],
-        maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run)],
+        # Production due dates (A22.2) follow a year operations load into the calendar file.
+        maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run), (5.0, calendar.refresh)],
         gauges=base.gauges(alert_gauges),
     )
 

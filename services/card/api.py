@@ -16,7 +16,7 @@ from services.card import service
 from services.card.clients import BankPort, IdentityPort
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence
-from services.card.domain.application import Applicant
+from services.card.domain.application import Applicant, OlderCardChoice
 from services.card.domain.card import Card, CollectionMethod, Delivery
 from services.card.domain.password import check_new_password, wrong_password
 from services.card.saga import NEEDS_ATTENTION, Orchestrator, wall_clock
@@ -205,11 +205,15 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
 
     def Apply(self, request: pb.ApplyRequest, context: grpc.ServicerContext) -> pb.ApplyResponse:
         caller = current_caller()
+        older = request.older_card
         cmd = service.ApplicationCommand(
             _applicant(request.applicant),
             request.bank_code,
             _DELIVERY_FROM_PB.get(request.delivery),
             request.pickup_branch_id,
+            OlderCardChoice(older.bank_code, older.card_number, older.payout_destination.strip())
+            if older.cancel_financial
+            else None,
         )
 
         def work(uow: CardUnitOfWork) -> pb.ApplyResponse:

@@ -151,6 +151,12 @@ def card_account(card_id: str) -> str:
     return f"card:{card_id}"
 
 
+def older_card_account(bank_code: str, card_number: str) -> str:
+    """The id under which the bank service keeps the account of a 1st / 2nd generation card
+    (A27.3): ``older:<bank code>:<bank card number>``."""
+    return f"older:{bank_code}:{card_number}"
+
+
 class BankPort:
     def __init__(self, config: ServiceConfig, credential: ServiceCredential) -> None:
         channel = channel_to(config, "bank")
@@ -170,9 +176,15 @@ class BankPort:
         )
 
     def close_financial(
-        self, request_id: str, card_id: str, payout_destination: str, reference: str
+        self,
+        request_id: str,
+        card_id: str,
+        payout_destination: str,
+        reference: str,
+        holder: tuple[str, str] | None = None,
     ) -> None:
-        """A19.1: the account's whole balance is paid out as the holder directs; it closes."""
+        """A19.1: the account's whole balance is paid out as the holder directs; it closes.
+        ``holder`` (document type and number): the bank checks the account is theirs (A27.3)."""
         call(
             self._ledger.CloseFinancial,
             ledger_pb2.CloseFinancialRequest(
@@ -180,6 +192,7 @@ class BankPort:
                 card_id=card_id,
                 payout_destination=payout_destination,
                 reference=reference,
+                document=_document(*holder) if holder else None,
             ),
             self._credential,
         )

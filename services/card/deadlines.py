@@ -16,6 +16,11 @@ runs in the transaction that marks its timer fired, and returns its outcome in w
 - A16.7: six months after a change of issuing bank, the holder is told they may change again.
 - A19.2: six months after the SS function alone was cancelled, the bank suspends the account's
   non-counter business.
+
+A deadline counted in working days (A21.2, A22.2) through a year whose State Council holiday
+schedule is not confirmed carries ``estimated_calendar`` (shown by ``OpsService.ListDeadlines``,
+the console and the ``sscard_card_deadlines_estimated_calendar`` gauge); when operations load
+the year, ``recount_estimated`` counts it again.
 """
 
 from __future__ import annotations
@@ -52,12 +57,17 @@ def watch_temporary_loss(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> N
     uow.timers.add(new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", due), now)
 
 
-def watch_production(uow: CardUnitOfWork, card: Card, rule: str, now: dt.datetime) -> None:
-    """A22: check the card is made by its due date."""
+def watch_production(
+    uow: CardUnitOfWork, card: Card, rule: str, calendar: WorkingDayCalendar, now: dt.datetime
+) -> None:
+    """A22: check the card is made by its due date. The working days of A22.2 counted through
+    a year whose holiday schedule is only estimated say so to operations."""
     if card.due_date is not None and card.status is rules.Status.IN_PRODUCTION:
-        uow.timers.add(
-            new_timer(PRODUCTION_OVERDUE, card.card_id, rule, day_after(card.due_date)), now
+        estimated = rule == "A22.2" and calendar.estimated_between(
+            beijing_date(card.applied_at), card.due_date
         )
+        due = day_after(card.due_date)
+        uow.timers.add(new_timer(PRODUCTION_OVERDUE, card.card_id, rule, due, estimated), now)
 
 
 def watch_handout(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:
@@ -82,9 +92,63 @@ def watch_death_recall(
     year whose schedule is only estimated says so to operations."""
     start = beijing_date(now)
     last_day = calendar.add_working_days(start, DEATH_RECALL_WORKING_DAYS)
-    estimated = not all(calendar.is_confirmed(y) for y in range(start.year, last_day.year + 1))
+    estimated = calendar.estimated_between(start, last_day)
     timer = new_timer(DEATH_RECALL, card.card_id, "A21.2", day_after(last_day), estimated)
     uow.timers.add(timer, now)
+
+
+def recount_estimated(uow: CardUnitOfWork, calendar: WorkingDayCalendar, now: dt.datetime) -> int:
+    """Count again, on the calendar now in force, the pending working-day deadlines that were
+    counted on an estimate (A21.2, A22.2); a deadline whose years are all confirmed now loses
+    its ``estimated_calendar`` flag, and a card in production gets its new due date. The number
+    of deadlines recounted."""
+    recounted = 0
+    for timer in uow.timers.estimated_pending():
+        if timer.kind == DEATH_RECALL and timer.created_at is not None:
+            start = beijing_date(timer.created_at)
+            last_day = calendar.add_working_days(start, DEATH_RECALL_WORKING_DAYS)
+        elif timer.kind == PRODUCTION_OVERDUE:
+            card = uow.cards.get(timer.target, for_update=True)
+            if card is None:
+                continue
+            start = beijing_date(card.applied_at)
+            last_day = calendar.add_working_days(start, rules.REISSUE_WORKING_DAYS)
+            uow.cards.record(rules.due_date_recounted(card, last_day, now))
+        else:
+            continue
+        estimated = calendar.estimated_between(start, last_day)
+        if estimated and day_after(last_day) == timer.due_at:
+            continue
+        uow.timers.recount(timer.timer_id, day_after(last_day), estimated)
+        recounted += 1
+    return recounted
+
+
+class CalendarWatch:
+    """The maintenance chore that follows the calendar override file: when operations load a
+    year (and once at start, for a year loaded while the service was down), the pending
+    deadlines counted on an estimate are counted again."""
+
+    def __init__(
+        self,
+        new_uow: Callable[..., CardUnitOfWork],
+        calendar: WorkingDayCalendar,
+        clock: Clock,
+    ) -> None:
+        self._new_uow = new_uow
+        self._calendar = calendar
+        self._clock = clock
+        self._started = False
+
+    def run(self) -> int:
+        """The number of deadlines recounted."""
+        if not self._calendar.refresh() and self._started:
+            return 0
+        with self._new_uow() as uow:
+            recounted = recount_estimated(uow, self._calendar, self._clock.now())
+            uow.commit()
+        self._started = True
+        return recounted
 
 
 def watch_bank_change_lock(uow: CardUnitOfWork, card: Card, now: dt.datetime) -> None:

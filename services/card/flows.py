@@ -21,10 +21,12 @@ from typing import Any
 from services.card.clients import BankPort, IdentityPort, TransitPort, card_account
 from services.card.deadlines import watch_not_handed_out, watch_production
 from services.card.domain import card as rules
+from services.card.domain.application import OlderCardChoice
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
 from services.card.store import CardUnitOfWork, SagaRecord
 from services.card.tasks import BANK_TASK, RELEASE_PLACE
 from services.platform.auth import Caller, Channel
+from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
 from services.platform.errors import DomainError, Kind
 
@@ -46,6 +48,7 @@ def application_data(
     applied_at: dt.datetime,
     applied_at_branch_id: str,
     applicant_person: str = "",
+    older_card: OlderCardChoice | None = None,
 ) -> dict[str, Any]:
     """What the application saga starts from (kept encrypted with the saga)."""
     return {
@@ -64,6 +67,14 @@ def application_data(
         "bank_change": True,
         # A person applying with their own credential: identity refuses another's document.
         "applicant_person": applicant_person,
+        # A27.3: the older card's financial function to cancel at activation, if chosen.
+        "older_card": None
+        if older_card is None
+        else {
+            "bank_code": older_card.bank_code,
+            "card_number": older_card.card_number,
+            "payout_destination": older_card.payout_destination,
+        },
     }
 
 
@@ -73,7 +84,11 @@ def _date_facts(day: dt.date | None) -> dict[str, int] | None:
 
 
 def _issuance_steps(
-    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+    identity: IdentityPort,
+    bank: BankPort,
+    transit: TransitPort,
+    calendar: WorkingDayCalendar,
+    clock: Clock,
 ) -> dict[str, Any]:
     """The steps of every saga that issues a card, keyed by name."""
 
@@ -167,7 +182,7 @@ def _issuance_steps(
             change = rules.produced(change.card, d["card_number"], SYSTEM, now)
             uow.cards.record(change)
             watch_not_handed_out(uow, change.card, now)
-        watch_production(uow, change.card, rule, now)
+        watch_production(uow, change.card, rule, calendar, now)
         if d["old_card_id"]:
             old = uow.cards.get(d["old_card_id"], for_update=True)
             if old is not None and not old.replaced_by:
@@ -228,19 +243,27 @@ def _waiting(uow: CardUnitOfWork, saga: SagaRecord) -> None:
 
 
 def application_saga(
-    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+    identity: IdentityPort,
+    bank: BankPort,
+    transit: TransitPort,
+    calendar: WorkingDayCalendar,
+    clock: Clock,
 ) -> SagaDefinition:
     """A first card (A5.1)."""
-    s = _issuance_steps(identity, bank, transit, clock)
+    s = _issuance_steps(identity, bank, transit, calendar, clock)
     names = ["reserve_issuance", "record_verified", "open_account", "order_card", "in_production"]
     return SagaDefinition(APPLICATION, [s[n] for n in names], _waiting, s["failed"])
 
 
 def replacement_saga(
-    identity: IdentityPort, bank: BankPort, transit: TransitPort, clock: Clock
+    identity: IdentityPort,
+    bank: BankPort,
+    transit: TransitPort,
+    calendar: WorkingDayCalendar,
+    clock: Clock,
 ) -> SagaDefinition:
     """A reissue (A15.1) or a replacement (A16), possibly to another bank (A16.7)."""
-    s = _issuance_steps(identity, bank, transit, clock)
+    s = _issuance_steps(identity, bank, transit, calendar, clock)
     names = [
         "reserve_issuance",
         "record_verified",
@@ -372,15 +395,50 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
             )
         return {}
 
+    def close_older_card_account(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        # A27.3: the holder chose to cancel the financial function of their 1st / 2nd
+        # generation card. Its bank checks the account is the applicant's, pays the whole
+        # balance out as the holder directed (by default into this card's account, in the
+        # bank's one transaction) and only then closes it.
+        older = saga.data.get("older_card")
+        if older:
+            bank.close_financial(
+                request_id,
+                older["account"],
+                older["payout_destination"],
+                saga.saga_id,
+                (older["doc_type"], older["doc_number"]),
+            )
+        return {}
+
+    def where(saga: SagaRecord, destination: str) -> str:
+        new_account = destination == card_account(saga.card_id)
+        return "your new card's account" if new_account else destination
+
     def done(uow: CardUnitOfWork, saga: SagaRecord) -> None:
-        """The old card is retired; after a bank change the holder is told where the old
-        account's balance went and to give the paying bodies the new account (A20.1, A15.2)."""
+        """The old card is retired; after a bank change, or the cancellation of an older
+        card's financial function, the holder is told where the closed account's balance went
+        and to give the paying bodies the new account (A20.1, A15.2, A27.3)."""
+        older = saga.data.get("older_card")
+        if older:
+            paid_to = where(saga, older["payout_destination"])
+            _tell(
+                uow,
+                saga,
+                clock,
+                "person",
+                "A27.3",
+                lambda card: (
+                    "As you chose, the financial function of your older social security card "
+                    f"at {older['bank_code']} is cancelled and its account closed, its balance "
+                    f"paid to {paid_to}. Where pension, subsidies or allowances were paid into "
+                    f"it, register your new card's account at {card.bank_code} with the paying "
+                    "agency."
+                ),
+            )
         if not closes_old_account(saga):
             return
-        destination = saga.data.get("payout_destination") or card_account(saga.card_id)
-        where = (
-            "your new card's account" if destination == card_account(saga.card_id) else destination
-        )
+        paid_to = where(saga, saga.data.get("payout_destination") or card_account(saga.card_id))
         _tell(
             uow,
             saga,
@@ -388,13 +446,39 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
             "person",
             "A20.1",
             lambda card: (
-                f"Your account at your former bank is closed, its balance paid to {where}. "
+                f"Your account at your former bank is closed, its balance paid to {paid_to}. "
                 "Where pension, subsidies or allowances were paid into it, register your new "
                 f"card's account at {card.bank_code} with the paying agency."
             ),
         )
 
     def not_closed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        older = saga.data.get("older_card")
+        if older:
+            why = f"{saga.refusal_message} ({saga.refusal_reason})"
+            _tell(
+                uow,
+                saga,
+                clock,
+                "operations",
+                saga.refusal_rule or "A27.3",
+                lambda card: (
+                    f"The older card's account at {older['bank_code']} of the holder of card "
+                    f"{card.card_id} was not closed: {why}; it stays open with its balance."
+                ),
+            )
+            _tell(
+                uow,
+                saga,
+                clock,
+                "person",
+                "A27.3",
+                lambda card: (
+                    "The financial function of your older social security card could not be "
+                    f"cancelled ({saga.refusal_reason}); its account at {older['bank_code']} "
+                    "stays open with its balance: cancel it at that bank's counter."
+                ),
+            )
         if not closes_old_account(saga):
             return
         _tell(
@@ -416,6 +500,7 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
             RemoteStep("confirm_issuance", confirm),
             RemoteStep("lift_lost_card_suspension", lift_old_loss),
             RemoteStep("close_old_account", close_old_account),
+            RemoteStep("close_older_card_account", close_older_card_account),
         ],
         done,
         not_closed,

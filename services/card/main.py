@@ -36,6 +36,7 @@ from services.platform.server import ServiceDeps, foundation, run_service
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 
 SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
+CALENDAR_INTERVAL = 5.0  # seconds between looks at the calendar override file
 FEED_INTERVAL = 1.0  # seconds between reads of the identity service's person events (A21.2)
 OPS_SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 
@@ -91,11 +92,20 @@ def operations_gauges(clock: Clock) -> Gauges:
             "kind",
             "rule",
         )
-        for kind, rule, count, late in snap.deadlines:
+        estimated = labelled(
+            "sscard_card_deadlines_estimated_calendar",
+            "Pending deadlines counted in working days through a year whose holiday schedule "
+            "is not confirmed (load the State Council notice: sscard calendar load)",
+            "kind",
+            "rule",
+        )
+        for kind, rule, count, late, guessed in snap.deadlines:
             pending.add_metric([kind, rule], count)
             overdue.add_metric([kind, rule], late)
+            estimated.add_metric([kind, rule], guessed)
         yield pending
         yield overdue
+        yield estimated
 
     return collect
 
@@ -110,12 +120,13 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     def new_uow(readonly: bool = False) -> store.CardUnitOfWork:
         return store.CardUnitOfWork(base.db, cipher, readonly)
 
+    calendar = WorkingDayCalendar.from_file(config.calendar_file)
     orchestrator = Orchestrator(
         new_uow,
         [
-            application_saga(identity, bank, transit, base.clock),
+            application_saga(identity, bank, transit, calendar, base.clock),
             bank_task_saga(bank, base.clock),
-            replacement_saga(identity, bank, transit, base.clock),
+            replacement_saga(identity, bank, transit, calendar, base.clock),
             retirement_saga(identity, bank, base.clock),
             transit_refund_saga(transit, base.clock),
             cancellation_saga(bank, transit, base.clock),
@@ -132,7 +143,6 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         poll_seconds=float(config.env.get("SSCARD_SCHEDULER_POLL_SECONDS", "1")),
         crash_point=crash_point(config),
     )
-    calendar = WorkingDayCalendar.from_file(config.calendar_file)
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)
     api = CardApi(
         base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity, bank
@@ -155,7 +165,11 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         db=base.db,
         register=register,
         service_names=[SERVICE_NAME, OPS_SERVICE_NAME],
-        maintenance=[base.purge_task(), (FEED_INTERVAL, deaths.run)],
+        maintenance=[
+            base.purge_task(),
+            (FEED_INTERVAL, deaths.run),
+            (CALENDAR_INTERVAL, deadlines.CalendarWatch(new_uow, calendar, base.clock).run),
+        ],
         gauges=base.gauges(operations_gauges(base.clock)),
         on_start=start,
         on_stop=stop,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from services.card.clients import card_account
+from services.card.clients import card_account, older_card_account
 from services.card.deadlines import (
     EMPLOYER_HANDOUT,
     NON_COUNTER_SUSPENSION,
@@ -28,6 +28,7 @@ from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
     Applicant,
+    OlderCardChoice,
     application_refusal,
     check_address,
     check_applicant,
@@ -37,6 +38,7 @@ from services.card.domain.application import (
     check_in_force,
     check_mobile,
     check_occupation,
+    check_older_card,
 )
 from services.card.domain.card import Card, CollectionMethod, Delivery, Status, Transition
 from services.card.domain.password import PasswordState, after_check, set_password, wrong_password
@@ -109,6 +111,7 @@ class ApplicationCommand:
     bank_code: str
     delivery: Delivery | None
     pickup_branch_id: str
+    older_card: OlderCardChoice | None = None  # A27.3: cancel the older card's financial function
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ def _start(
     now: dt.datetime,
     employer_id: str = "",
     batch_id: str = "",
+    older_card: OlderCardChoice | None = None,
 ) -> tuple[Card, Contact, Transition, SagaRecord]:
     card = Card(
         card_id=new_id("card"),
@@ -176,6 +180,7 @@ def _start(
             applied_at=now,
             applied_at_branch_id=caller.outlet_id if caller.channel is Channel.BANK_BRANCH else "",
             applicant_person=caller.person_id,
+            older_card=older_card,
         ),
     )
     return card, contact, transition, saga
@@ -197,6 +202,8 @@ def apply(
     check_applicant(cmd.applicant, v, beijing_date(now))
     check_bank(cmd.bank_code, v)
     check_delivery(cmd.delivery, cmd.pickup_branch_id, v)
+    if cmd.older_card is not None:
+        check_older_card(cmd.older_card, v)
     refusal = application_refusal(v)
     if refusal is not None:
         raise refusal
@@ -204,7 +211,13 @@ def apply(
         raise RuntimeError("cmd.delivery must be known here")
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
     card, contact, transition, saga = _start(
-        cmd.applicant, cmd.bank_code, cmd.delivery, pickup, caller, now
+        cmd.applicant,
+        cmd.bank_code,
+        cmd.delivery,
+        pickup,
+        caller,
+        now,
+        older_card=cmd.older_card,
     )
     uow.cards.add_many([(card, contact, transition)], caller.channel, caller.outlet_id)
     uow.sagas.add_many([saga], wall_clock())
@@ -504,10 +517,15 @@ def activate(
         if card.replaces_card_id:
             _retire_predecessor(uow, card, caller, clock)
         application = uow.sagas.for_card(card.card_id, [APPLICATION])
-        legacy = int(application.data.get("legacy_generation", 0)) if application else 0
+        data = application.data if application is not None else {}
+        legacy = int(data.get("legacy_generation", 0))
+        older = data.get("older_card") if legacy else None
         if legacy:
-            change.notices.append(rules.older_generation_notice(card, legacy, clock.now()))
-            _stop_older_generation(uow, card)
+            notice = rules.older_generation_notice(card, legacy, clock.now(), bool(older))
+            change.notices.append(notice)
+            _stop_older_generation(uow, card, data if older else None)
+        elif data.get("older_card"):
+            change.notices.append(rules.no_older_card_notice(clock.now()))
     uow.cards.record(change)
     return change.card
 
@@ -535,22 +553,31 @@ def _retire_predecessor(uow: CardUnitOfWork, card: Card, caller: Caller, clock: 
     )
 
 
-def _stop_older_generation(uow: CardUnitOfWork, card: Card) -> None:
+def _stop_older_generation(
+    uow: CardUnitOfWork, card: Card, application: dict[str, Any] | None
+) -> None:
     """A27.3: the holder's 1st / 2nd generation card loses its SS function now; the identity
-    register records it when the retirement saga confirms this card (nothing else to retire:
-    the older card is not recalled and its account is not this suite's)."""
-    start_saga(
-        uow,
-        RETIREMENT,
-        card.card_id,
-        {
-            "kind": "FIRST",
-            "old_card_id": "",
-            "bank_change": False,
-            "keep_old_account": False,
-            "old_account_id": "",
-        },
-    )
+    register records it when the retirement saga confirms this card. The older card is not
+    recalled; its financial function is cancelled only when the holder chose so when applying
+    (``application``, the application saga's data): the retirement saga has its bank close the
+    account, paid out as the holder directed, after checking it is the applicant's."""
+    data: dict[str, Any] = {
+        "kind": "FIRST",
+        "old_card_id": "",
+        "bank_change": False,
+        "keep_old_account": False,
+        "old_account_id": "",
+    }
+    if application is not None:
+        older = application["older_card"]
+        data["older_card"] = {
+            "account": older_card_account(older["bank_code"], older["card_number"]),
+            "bank_code": older["bank_code"],
+            "payout_destination": older["payout_destination"] or card_account(card.card_id),
+            "doc_type": application["doc_type"],
+            "doc_number": application["doc_number"],
+        }
+    start_saga(uow, RETIREMENT, card.card_id, data)
 
 
 def history(uow: CardUnitOfWork, card_id: str) -> tuple[list[Transition], list[rules.Notice]]:

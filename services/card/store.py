@@ -867,6 +867,7 @@ class TimerRecord:
     fired_at: dt.datetime | None = None
     # The due date rests on working days of a year whose State Council schedule is estimated.
     estimated_calendar: bool = False
+    created_at: dt.datetime | None = None
 
 
 class TimerRepository:
@@ -916,6 +917,26 @@ class TimerRepository:
             row.attempts,
             as_utc(row.fired_at) if row.fired_at else None,
             row.estimated_calendar,
+            as_utc(row.created_at),
+        )
+
+    def estimated_pending(self) -> list[TimerRecord]:
+        """Pending timers whose due date was counted on an estimated calendar, locked, oldest
+        first; another worker recounting at the same time skips them."""
+        rows = self.session.execute(
+            select(timers)
+            .where(timers.c.state == "PENDING", timers.c.estimated_calendar.is_(True))
+            .order_by(timers.c.created_at, timers.c.timer_id)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return [self._to_timer(r) for r in rows]
+
+    def recount(self, timer_id: str, due_at: dt.datetime, estimated: bool) -> None:
+        """The due date counted again on the calendar now in force."""
+        self.session.execute(
+            update(timers)
+            .where(timers.c.timer_id == timer_id, timers.c.state == "PENDING")
+            .values(due_at=due_at.astimezone(dt.UTC), estimated_calendar=estimated)
         )
 
     def listing(
@@ -1050,7 +1071,8 @@ class OperationsSnapshot:
     oldest_saga_started: dt.datetime | None
     retrying: int
     oldest_retrying_started: dt.datetime | None
-    deadlines: list[tuple[str, str, int, int]]  # kind, rule, pending, of which overdue
+    # kind, rule, pending, of which overdue, of which counted through an unconfirmed year
+    deadlines: list[tuple[str, str, int, int, int]]
 
 
 def operations_snapshot(session: Session, now: dt.datetime) -> OperationsSnapshot:
@@ -1066,8 +1088,15 @@ def operations_snapshot(session: Session, now: dt.datetime) -> OperationsSnapsho
         select(func.count(), func.min(sagas.c.created_at)).where(active, sagas.c.retries > 0)
     ).one()
     overdue = case((timers.c.due_at < now, 1), else_=0)
+    estimated = case((timers.c.estimated_calendar, 1), else_=0)
     deadlines = session.execute(
-        select(timers.c.kind, timers.c.rule, func.count(), func.coalesce(func.sum(overdue), 0))
+        select(
+            timers.c.kind,
+            timers.c.rule,
+            func.count(),
+            func.coalesce(func.sum(overdue), 0),
+            func.coalesce(func.sum(estimated), 0),
+        )
         .where(timers.c.state == "PENDING")
         .group_by(timers.c.kind, timers.c.rule)
     ).all()
@@ -1076,5 +1105,5 @@ def operations_snapshot(session: Session, now: dt.datetime) -> OperationsSnapsho
         oldest_saga_started=as_utc(oldest) if oldest is not None else None,
         retrying=int(retrying),
         oldest_retrying_started=as_utc(oldest_retrying) if oldest_retrying is not None else None,
-        deadlines=[(r[0], r[1], int(r[2]), int(r[3])) for r in deadlines],
+        deadlines=[(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in deadlines],
     )

@@ -29,6 +29,11 @@ Council publishes its notice, without a code change::
       }
     }
 
+Operations load a year with ``sscard calendar load FILE`` (``install_years``): the years of
+FILE replace those of the override file in force. A running service reads the file again when
+it changed (``refresh``, from its maintenance loop), and the card service then counts its
+pending working-day deadlines again (``services/card/deadlines.py``).
+
 ``confirmed: true`` means the lists are the complete notice for that year and the package is
 not consulted. ``confirmed: false`` keeps the year an estimate but still applies the listed
 days over the package's. Every date must be ISO ``YYYY-MM-DD``, fall in its year, and appear
@@ -57,6 +62,7 @@ __all__ = [
     "CalendarOverrides",
     "WorkingDayCalendar",
     "YearSchedule",
+    "install_years",
 ]
 
 CALENDAR_FILE_SETTING = "SSCARD_CALENDAR_FILE"
@@ -159,6 +165,7 @@ class WorkingDayCalendar:
         # year -> sorted ordinals of its working days
         self._working: dict[int, list[int]] = {}
         self._lock = threading.Lock()
+        self._stamp = _stamp(self._overrides.path)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> WorkingDayCalendar:
@@ -170,9 +177,35 @@ class WorkingDayCalendar:
         env = os.environ if environ is None else environ
         return cls.from_file(env.get(CALENDAR_FILE_SETTING) or SHIPPED_CALENDAR_FILE)
 
+    def refresh(self) -> bool:
+        """Read the override file again if it changed since it was read; True if it did. A
+        changed file that does not parse is logged and the calendar stays as it was."""
+        path = self._overrides.path
+        stamp = _stamp(path)
+        if path is None or stamp is None or stamp == self._stamp:
+            return False
+        try:
+            overrides = CalendarOverrides.load(path)
+        except (OSError, CalendarFileError) as exc:
+            _log.error("calendar override file not reloaded, keeping the one in force: %s", exc)
+            self._stamp = stamp
+            return False
+        with self._lock:
+            self._overrides = overrides
+            self._working = {}
+            self._stamp = stamp
+        confirmed = sorted(y for y, s in overrides.years.items() if s.confirmed)
+        _log.info("calendar override file %s reloaded; confirmed years %s", path, confirmed)
+        return True
+
     def is_confirmed(self, year: int) -> bool:
         schedule = self._overrides.years.get(year)
         return schedule is not None and schedule.confirmed
+
+    def estimated_between(self, start: datetime.date, end: datetime.date) -> bool:
+        """Whether a count from ``start`` to ``end`` runs through a year not confirmed: a
+        working-day deadline computed over it is an estimate until the year is loaded."""
+        return not all(self.is_confirmed(y) for y in range(start.year, end.year + 1))
 
     def is_working_day(self, day: datetime.date) -> bool:
         _check_date(day)
@@ -250,6 +283,39 @@ class WorkingDayCalendar:
             for o in range(first, last + 1)
             if (d := datetime.date.fromordinal(o)) in on or (d.weekday() < 5 and d not in off)
         ]
+
+
+def install_years(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> list[int]:
+    """Put the years of the override file ``source`` into the override file ``target`` (they
+    replace the same years there), checked first, and written whole at once so a service
+    reading ``target`` never sees half a file. The years installed, in order."""
+    loaded = CalendarOverrides.load(source)
+    if not loaded.years:
+        raise CalendarFileError(f"{os.fspath(source)}: no year to load")
+    with open(source, encoding="utf-8") as fh:
+        years = json.load(fh)["years"]
+    try:
+        with open(target, encoding="utf-8") as fh:
+            current = json.load(fh)
+    except FileNotFoundError:
+        current = {"source": "", "years": {}}
+    current.setdefault("years", {}).update(years)
+    CalendarOverrides.from_mapping(current, path=os.fspath(target))
+    staged = Path(f"{os.fspath(target)}.loading")
+    staged.write_text(json.dumps(current, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(staged, target)
+    return sorted(loaded.years)
+
+
+def _stamp(path: str | None) -> tuple[int, int] | None:
+    """When and how big the file was last written; None without a file."""
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_mtime_ns, found.st_size
 
 
 def _check_date(day: datetime.date) -> None:

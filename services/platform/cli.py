@@ -11,6 +11,7 @@
     sscard audit verify card | list card [--card ID] [--client ID] [--since 2027-01-04]
                                                                        the audit trail
     sscard secrets                                                     create development secrets
+    sscard calendar load 2027.json [--into FILE]                       a year's holiday schedule
     sscard clock show | advance 16d | set 2027-01-04T09:00+08:00 | reset   move the test clock
 
 ``token`` and ``call`` sign development credentials with the development issuer's key
@@ -386,6 +387,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def cmd_calendar(args: argparse.Namespace) -> int:
+    """Load a year's State Council holiday schedule into the calendar override file in force
+    (``SSCARD_CALENDAR_FILE``): the running services read it again within seconds, and the
+    card service counts its pending working-day deadlines again on it."""
+    from services.platform.calendar import CalendarFileError, install_years
+
+    target = args.into or settings.load("card").calendar_file
+    try:
+        years = install_years(args.file, target)
+    except (OSError, CalendarFileError, ValueError) as exc:
+        print(f"sscard: calendar not loaded: {exc}", file=sys.stderr)
+        return 1
+    print(f"loaded {', '.join(str(y) for y in years)} into {target}")
+    return 0
+
+
 _DURATION = re.compile(r"^(-?\d+)([dhms])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
@@ -546,6 +563,12 @@ def parser() -> argparse.ArgumentParser:
     matrix = sub.add_parser("access", help="print the authorization matrix (Markdown)")
     matrix.add_argument("--update", default="", help="rewrite the matrix block of this file")
     matrix.set_defaults(run=cmd_access)
+
+    calendar = sub.add_parser("calendar", help="load a year's holiday schedule (working days)")
+    calendar.add_argument("action", choices=["load"])
+    calendar.add_argument("file", help="an override file holding the years to load")
+    calendar.add_argument("--into", default="", help="override file (default: the one in force)")
+    calendar.set_defaults(run=cmd_calendar)
 
     clock = sub.add_parser("clock", help="read or move the suite's test clock")
     clock.add_argument("action", choices=["show", "advance", "set", "reset"])

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from console import config as console_config
-from services.platform.clock import SharedTestClock
+from services.platform.clock import BEIJING, SharedTestClock
 from services.platform.config import ConfigError
 from sscard.bank.v1 import ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
@@ -21,6 +21,7 @@ from sscard.transit.v1 import transit_pb2 as tpb
 from tests.cardsuite import Suite, active_card, wait_until
 from tests.console.conftest import PASSWORD, STAFF, csrf_of, sign_in
 from tests.money import YUAN, ledger, pay_in
+from tests.scenarios.test_card_endings import record_death
 from tests.scenarios.test_transit import top_up
 
 
@@ -176,3 +177,21 @@ class TestPages:
         wait_until(lambda: "flagged: " in signed_in.get("/deadlines?state=FIRED&rule=A22.1").text)
         assert started.card_id in signed_in.get("/deadlines?state=FIRED&rule=A22.1").text
         assert started.card_id not in signed_in.get("/deadlines?rule=A22.1").text
+
+
+def test_A21_2_a_deadline_counted_on_an_estimated_calendar_is_marked_and_explained(
+    suite: Suite, signed_in: TestClient, test_clock: SharedTestClock
+) -> None:
+    """并于10个工作日内完成回收工作: recorded on 24 December 2026, the ten working days run into
+    2027, whose holiday schedule the shipped calendar only estimates. The deadlines page marks
+    the date and says what to do about it."""
+    test_clock.set(dt.datetime(2026, 12, 24, 10, 0, tzinfo=BEIJING))
+    person = suite.person()
+    started = suite.apply(person)
+    suite.settle(started.card_id)
+    record_death(suite, person, "death-console")
+    wait_until(lambda: started.card_id in signed_in.get("/deadlines?rule=A21.2").text)
+    page = signed_in.get("/deadlines", params={"rule": "A21.2"}).text
+    assert ">est.</abbr>" in page
+    assert "1 deadline(s) below are counted" in page and "sscard calendar load" in page
+    assert "deadline(s) below are counted" not in signed_in.get("/deadlines?rule=A22.1").text

@@ -19,7 +19,7 @@ from sscard.bank.v1 import counter_pb2 as cpb
 from sscard.card.v1 import card_pb2
 from sscard.common.v1 import common_pb2
 from tests.cardsuite import BANK, INSTANT, OTHER_BANK, OTHER_INSTANT, Suite, active_card
-from tests.support import PersonSpec, refusal
+from tests.support import PersonSpec, refusal, resident_id
 
 
 class Counter:
@@ -74,18 +74,36 @@ class Counter:
             cpb.GetFinancialStateRequest(card_id=card_id), metadata=self.suite.ops
         )
 
-    def loss(self, card_id: str, person: PersonSpec, metadata: Any = None) -> Any:
+    def loss(
+        self,
+        card_id: str,
+        person: PersonSpec,
+        metadata: Any = None,
+        agent: bank_pb2.CounterAgent | None = None,
+    ) -> Any:
         return self.stub.ReportFinancialLoss(
             cpb.FinancialCounterRequest(
-                request_id=self.suite.rid("loss"), card_id=card_id, document=person.document()
+                request_id=self.suite.rid("loss"),
+                card_id=card_id,
+                document=person.document(),
+                agent=agent,
             ),
             metadata=metadata or self.counter(),
         )
 
-    def unlock(self, card_id: str, person: PersonSpec, metadata: Any = None) -> Any:
+    def unlock(
+        self,
+        card_id: str,
+        person: PersonSpec,
+        metadata: Any = None,
+        agent: bank_pb2.CounterAgent | None = None,
+    ) -> Any:
         return self.stub.UnlockFinancial(
             cpb.FinancialCounterRequest(
-                request_id=self.suite.rid("unlock"), card_id=card_id, document=person.document()
+                request_id=self.suite.rid("unlock"),
+                card_id=card_id,
+                document=person.document(),
+                agent=agent,
             ),
             metadata=metadata or self.counter(),
         )
@@ -349,6 +367,40 @@ class TestLossAndPhone:
         assert unlocked.loss == bank_pb2.LOSS_KIND_UNSPECIFIED
         assert not unlocked.HasField("suspended_at")
         assert counter.state(card_id).loss == bank_pb2.LOSS_KIND_UNSPECIFIED
+
+    def test_A20_1_an_agent_reports_the_financial_function_lost_but_the_holder_unlocks_it(
+        self, counter: Counter
+    ) -> None:
+        """持卡人办理社会保障卡金融功能挂失、解挂、注销、代办……按照发卡合作银行的规定执行 (A20.1);
+        the bank's rules take A24's limits: an agent may report a loss, with its own document, the
+        holder's and the holder's written authorisation (A24.2), but not unlock."""
+        card_id, person = counter.active()
+        stranger = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        agent = bank_pb2.CounterAgent(
+            agent_document=stranger, agent_name="李四", authorisation_ref="AUTH-3"
+        )
+        nameless = bank_pb2.CounterAgent(agent_document=stranger, authorisation_ref="AUTH-3")
+        assert refused(lambda: counter.loss(card_id, person, agent=nameless)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "AGENT_DOCUMENTS_MISSING",
+            "A24.2",
+        )
+        assert counter.state(card_id).loss == bank_pb2.LOSS_KIND_UNSPECIFIED
+        someone = counter.suite.person()
+        assert refused(lambda: counter.loss(card_id, someone, agent=agent)) == (
+            PRECONDITION,
+            "IDENTITY_MISMATCH",
+            "A13.4",
+        )
+        assert counter.loss(card_id, person, agent=agent).loss == bank_pb2.FORMAL_LOSS
+
+        assert refused(lambda: counter.unlock(card_id, person, agent=agent)) == (
+            DENIED,
+            "AGENT_NOT_ALLOWED",
+            "A20.1",
+        )
+        assert counter.state(card_id).loss == bank_pb2.FORMAL_LOSS
+        assert counter.unlock(card_id, person).loss == bank_pb2.LOSS_KIND_UNSPECIFIED
 
     def test_A20_1_the_reserved_phone_is_changed_at_the_counter_and_shown_masked(
         self, counter: Counter

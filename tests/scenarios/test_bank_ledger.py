@@ -178,6 +178,7 @@ class Ledger(Bank):
         request_id: str = "",
         metadata: Any = None,
         document: common_pb2.IdentityDocument | None = None,
+        agent: bpb.CounterAgent | None = None,
     ) -> pb.CloseFinancialResponse:
         """Close at the counter with the holder's document (or as ``metadata`` with none)."""
         if document is None and metadata is None:
@@ -188,6 +189,7 @@ class Ledger(Bank):
             payout_destination="6222020000000000@BOC",
             reference="cancellation-1",
             document=document,
+            agent=agent,
         )
         return self.ledger.CloseFinancial(request, metadata=metadata or self.counter)
 
@@ -230,6 +232,7 @@ def rejected(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, str, dict[s
 
 
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class TestLedger:
@@ -657,6 +660,50 @@ class TestClose:
         assert ledger.balance("card-1").balance_fen == 50_00  # nothing paid out, still open
         closed = ledger.close("card-1")
         assert closed.account.closed and closed.payout.amount_fen == -50_00
+
+    def test_A20_1_an_agent_closes_at_the_counter_with_the_holders_document_and_authorisation(
+        self, ledger: Ledger
+    ) -> None:
+        """持卡人办理社会保障卡金融功能……注销、代办……的程序和时限等规则,按照发卡合作银行的规定执行;
+        代理人代为办理时,应当提交代理人和被代理人的有效身份证件原件,以及被代理人书面授权委托书
+        (A24.2).
+
+        The bank's rules let an agent close the financial function: with the holder's document
+        (the account holder's), the agent's own, and the holder's written authorisation; the
+        balance is paid out as for the holder. Anything missing, nothing moves."""
+        ledger.account("card-1")
+        ledger.credit("card-1", 80_00)
+        holder = ledger.holders["card-1"]
+        stranger = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        agent = bpb.CounterAgent(
+            agent_document=stranger, agent_name="李四", authorisation_ref="AUTH-7"
+        )
+        unauthorised = bpb.CounterAgent(agent_document=stranger, agent_name="李四")
+        as_holder = bpb.CounterAgent(
+            agent_document=holder, agent_name="李四", authorisation_ref="AUTH-7"
+        )
+        other = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        for document, presented, refused_with in (
+            (holder, unauthorised, (INVALID, "AGENT_DOCUMENTS_MISSING", "A24.2")),
+            (holder, as_holder, (INVALID, "AGENT_DOCUMENTS_MISSING", "A24.2")),
+            (other, agent, (PRECONDITION, "IDENTITY_MISMATCH", "A20.1")),
+        ):
+            code, reason, rule, _ = rejected(
+                lambda d=document, a=presented: ledger.close(
+                    "card-1", metadata=ledger.counter, document=d, agent=a
+                )
+            )
+            assert (code, reason, rule) == refused_with
+        code, reason, _, _ = rejected(
+            lambda: ledger.close("card-1", metadata=ledger.service, agent=agent)
+        )
+        assert (code, reason) == (INVALID, "INVALID_REQUEST")  # an agent acts at a counter
+        assert ledger.balance("card-1").balance_fen == 80_00  # nothing paid out, still open
+
+        closed = ledger.close("card-1", metadata=ledger.counter, document=holder, agent=agent)
+        assert closed.account.closed and closed.payout.amount_fen == -80_00
+        assert closed.account.balance_fen == 0
+        assert ledger.consistent("card-1") == 0
 
     def test_A20_1_only_the_issuing_banks_counter_or_the_suite_closes(self, ledger: Ledger) -> None:
         """A20.1: financial cancellation follows the issuing bank, at its counter."""

@@ -1,6 +1,7 @@
 """Money that must never be stranded, over real gRPC on both databases (A19.1, A19.2): a
-cancellation waits for every refund still on its way, and a cancellation at the issuing bank
-after one at a district outlet finishes the financial half."""
+cancellation waits for every refund still on its way, a cancellation at the issuing bank after
+one at a district outlet finishes the financial half, and the books balance after every kind
+of saga (``tests.money.assert_conserved``)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from services.platform.clock import SharedTestClock
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.transit.v1 import transit_pb2 as tpb
-from tests.cardsuite import Suite, active_card, wait_until
-from tests.money import YUAN, account_balance, ledger
+from tests.cardsuite import OTHER_BANK, OTHER_INSTANT, Suite, active_card, wait_until
+from tests.money import YUAN, account_balance, assert_conserved, ledger, pay_in
 from tests.scenarios.test_card_deadlines import deadlines
-from tests.scenarios.test_card_endings import cancel, cancellation_saga
+from tests.scenarios.test_card_endings import cancel, cancellation_saga, record_death
+from tests.scenarios.test_card_older_generation import (
+    OLDER_ACCOUNT,
+    OLDER_CARD_NUMBER,
+    apply_and_activate,
+    ended,
+    older_account_of,
+)
+from tests.scenarios.test_card_replacement import formal_loss, hand_over, reissue, replace
 from tests.scenarios.test_transit import refund_state, top_up, wallet
 from tests.support import wait_serving
 
@@ -122,3 +131,66 @@ class TestDistrictThenBank:
             ).status
             == bank_pb2.CLOSED
         )
+
+
+class TestBooks:
+    def test_A16_3_A16_7_A19_1_A27_3_money_in_is_money_out_plus_balances_after_every_saga_kind(
+        self, suite: Suite
+    ) -> None:
+        """No fen is made or lost, and none stays in a closed account or wallet, whichever sagas
+        moved it: applications, a replacement to another bank (the wallet moved, the old
+        account paid into the new, the park pass moved), a reissue, a cancellation at the
+        issuing bank (transit refund, payout, close), an older card's account closed at
+        activation (A27.3), a death (the bank stops issuing, the place is freed)."""
+        touched: list[str] = []
+        # Replacement to another bank, then cancellation there.
+        card_id, person = active_card(suite, settled=SETTLED)
+        pay_in(suite, card_id, 1000 * YUAN)
+        top_up(suite, card_id, 120 * YUAN)
+        started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
+        suite.settle(started.card_id)
+        hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, old_card_id=card_id)
+        wait_until(lambda: account_balance(suite, card_id).closed)
+        top_up(suite, started.card_id, 30 * YUAN)
+        cancel(
+            suite,
+            started.card_id,
+            person,
+            suite.branch(OTHER_BANK, OTHER_INSTANT),
+            payout_destination="cash",
+        )
+        wait_until(lambda: saga_state(suite, started.card_id) == pb.COMPLETED, timeout=60)
+        touched += [card_id, started.card_id]
+
+        # A reissue after a formal loss: the account carries over, the wallet moves.
+        lost, holder = active_card(suite)
+        pay_in(suite, lost, 55 * YUAN)
+        top_up(suite, lost, 20 * YUAN)
+        formal_loss(suite, lost, holder)
+        again = reissue(suite, lost, holder)
+        suite.settle(again.card_id)
+        hand_over(suite, again.card_id, holder)
+        wait_until(lambda: wallet(suite, lost).status == tpb.CLOSED)
+        touched += [lost, again.card_id]
+
+        # An older card's account closed into the new card's when it is activated (A27.3).
+        upgrader = suite.person(legacy_generation=2)
+        older_account_of(suite, upgrader, 321_00)
+        choice = pb.OlderCardChoice(
+            cancel_financial=True, bank_code=OTHER_BANK, card_number=OLDER_CARD_NUMBER
+        )
+        upgraded = apply_and_activate(suite, upgrader, choice)
+        assert ended(suite, upgraded) == pb.COMPLETED
+        touched += [upgraded, OLDER_ACCOUNT]
+
+        # A death before the card reached its holder.
+        deceased = suite.person()
+        ordered = suite.apply(deceased)
+        suite.settle(ordered.card_id)
+        record_death(suite, deceased, "death-books")
+        wait_until(lambda: suite.get(ordered.card_id).status == pb.WITHDRAWN)
+        touched.append(ordered.card_id)
+
+        seen = assert_conserved(suite, touched)
+        assert seen.outside_in == (1000 + 120 + 30 + 55 + 20) * YUAN + 321_00
+        assert seen.wallets_to_bank == (120 + 30 + 20) * YUAN  # every wallet emptied into a bank

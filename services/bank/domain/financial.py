@@ -13,6 +13,11 @@ in a row lock it until it is reset at the counter. It is the bank's alone and in
 the card service's service password (A12.1).
 
 The reserved phone (A20.1) is an 11-digit mainland mobile number; it is shown masked only.
+
+Agents (代办人) follow the bank's rules (A20.1), which take the regulation's limits for agents
+(A24): an agent may report the financial function lost and close it, nothing else; it presents
+its own ID document, its name, the holder's ID document (checked against the account holder's)
+and the holder's written authorisation (A24.2).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ WITH_SS_RULE = "A9.2"
 PASSWORD_RULE = "A12.3"
 LOSS_RULE = "A13.4"
 COUNTER_RULE = "A20.1"
+AGENT_DOCUMENTS_RULE = "A24.2"
 
 MAX_FAILURES = 5
 PASSWORD_LENGTH = 6
@@ -62,6 +68,57 @@ def check_holder(account: Account, presented: Presented, rule: str) -> None:
             rule=rule,
             violations=tuple(differing),
         )
+
+
+class CounterBusiness(enum.Enum):
+    """Counter business an agent may ask for; the value says it in words."""
+
+    FINANCIAL_LOSS = "report the financial function lost"
+    UNLOCK = "unlock the financial function"
+    CLOSE = "close the financial function"
+
+
+AGENT_MAY = frozenset({CounterBusiness.FINANCIAL_LOSS, CounterBusiness.CLOSE})
+
+
+@dataclass(frozen=True)
+class Agent:
+    """What an agent presents at the counter besides the holder's document."""
+
+    document_type: str
+    document_number: str
+    name: str
+    authorisation_ref: str
+
+    def acted(self, by: str) -> str:
+        """Who booked it, with the agent's authorisation (never the agent's ID number)."""
+        return f"{by} for the holder's agent, authorisation {self.authorisation_ref}"
+
+
+def check_agent(business: CounterBusiness, agent: Agent | None, holder: Presented) -> None:
+    """The bank's rules for agents (A20.1, with A24's limits); None: the holder in person."""
+    if agent is None:
+        return
+    if business not in AGENT_MAY:
+        raise DomainError(
+            "AGENT_NOT_ALLOWED",
+            f"an agent may not {business.value}: the holder comes in person",
+            kind=Kind.PERMISSION,
+            rule=COUNTER_RULE,
+        )
+    v = Violations()
+    if not agent.document_type or not agent.document_number.strip():
+        v.add("agent.agent_document", "the agent's own ID document is required", "REQUIRED")
+    if not agent.name.strip():
+        v.add("agent.agent_name", "the agent's name is required", "REQUIRED")
+    if not agent.authorisation_ref.strip():
+        v.add("agent.authorisation_ref", "the holder's written authorisation is required")
+    if (agent.document_type, agent.document_number.strip().upper()) == (
+        holder.document_type,
+        holder.document_number.strip().upper(),
+    ):
+        v.add("agent.agent_document", "the agent is the holder: act in person instead")
+    v.raise_if_any("AGENT_DOCUMENTS_MISSING", rule=AGENT_DOCUMENTS_RULE)
 
 
 def check_open(account: Account, rule: str) -> None:

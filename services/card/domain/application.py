@@ -94,6 +94,29 @@ def check_bank(bank_code: str, v: Violations, field: str = "bank_code") -> None:
         v.add(field, "not a bank code", "BAD_FORMAT")
 
 
+BANK_CARD_NUMBER = re.compile(r"^\d{12,19}$")
+MAX_DESTINATION = 200
+
+
+@dataclass(frozen=True)
+class OlderCardChoice:
+    """A27.3: cancel the financial function of the holder's 1st / 2nd generation card when the
+    3rd-generation card is activated, its balance paid to ``payout_destination`` (empty: the
+    new card's account)."""
+
+    bank_code: str
+    card_number: str
+    payout_destination: str = ""
+
+
+def check_older_card(choice: OlderCardChoice, v: Violations) -> None:
+    check_bank(choice.bank_code, v, "older_card.bank_code")
+    if not BANK_CARD_NUMBER.match(choice.card_number):
+        v.add("older_card.card_number", "the older card's number, 12 to 19 digits", "REQUIRED")
+    if len(choice.payout_destination) > MAX_DESTINATION:
+        v.add("older_card.payout_destination", f"at most {MAX_DESTINATION} characters")
+
+
 def check_delivery(delivery: Delivery | None, pickup_branch_id: str, v: Violations) -> None:
     """A7.2: a person collects at a branch of the chosen bank, or by mail."""
     if delivery not in (Delivery.BRANCH_PICKUP, Delivery.MAIL):

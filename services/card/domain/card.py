@@ -62,6 +62,7 @@ NOT_HANDED_OUT_MONTHS = 6  # A21.1
 TEMPORARY_LOSS_DAYS = 15  # A13.3, natural days
 BANK_CHANGE_LOCK_MONTHS = 6  # A16.7
 EMPLOYER_HANDOUT_DAYS = 30  # A7.4, natural days
+REISSUE_WORKING_DAYS = 4  # A22.2: a reissue or replacement not made on the spot
 
 
 class Delivery(enum.Enum):
@@ -180,6 +181,21 @@ def ordered(
         f"ordered from the bank, due by {due_date.isoformat()}",
         due_date=due_date,
     )
+
+
+def due_date_recounted(card: Card, due_date: dt.date, now: dt.datetime) -> Change:
+    """A22.2 counted again once the State Council's holiday schedule is loaded: a card still in
+    production is due by ``due_date``; the holder is told when the day moved."""
+    if card.status is not Status.IN_PRODUCTION or card.due_date == due_date:
+        return Change(card)
+    notice = Notice(
+        now,
+        "person",
+        f"Your card is now due by {due_date.isoformat()}: its {REISSUE_WORKING_DAYS} working "
+        "days are counted on the State Council's published holiday schedule.",
+        "A22.2",
+    )
+    return Change(replace(card, due_date=due_date), notices=[notice])
 
 
 def refused(
@@ -522,15 +538,33 @@ def retire(old: Card, who: Caller, now: dt.datetime) -> Change:
     )
 
 
-def older_generation_notice(card: Card, generation: int, now: dt.datetime) -> Notice:
+def older_generation_notice(
+    card: Card, generation: int, now: dt.datetime, cancelling: bool = False
+) -> Notice:
     """A27.3: the holder's 1st / 2nd generation card is not recalled; its SS function stops
-    when this card is activated, its financial function only if the holder asks."""
+    when this card is activated, its financial function only if the holder chose so."""
+    account = (
+        "As you chose, its bank account is now being closed, its balance paid out as you directed."
+        if cancelling
+        else "Its bank account stays open unless you ask your bank to cancel it."
+    )
     return Notice(
         now,
         "person",
         f"Your generation-{generation} social security card is not taken back, but its social "
-        "security function stops now that this card is active. Its bank account stays open "
-        "unless you ask your bank to cancel it.",
+        f"security function stops now that this card is active. {account}",
+        "A27.3",
+    )
+
+
+def no_older_card_notice(now: dt.datetime) -> Notice:
+    """A27.3: the holder asked to cancel an older card's financial function, but the register
+    records no 1st / 2nd generation card of theirs: nothing is cancelled."""
+    return Notice(
+        now,
+        "person",
+        "No 1st or 2nd generation social security card of yours is on record, so no older "
+        "card's bank account was closed; ask the bank that issued it.",
         "A27.3",
     )
 

@@ -16,6 +16,7 @@ from services.platform.calendar import (
     SHIPPED_CALENDAR_FILE,
     CalendarFileError,
     WorkingDayCalendar,
+    install_years,
 )
 
 SHIPPED = Path(__file__).resolve().parents[3] / "deploy/calendar/cn-workdays.json"
@@ -243,3 +244,39 @@ def test_unconfirmed_entry_overrides_single_days_but_still_warns(
 def test_malformed_override_file_is_refused(tmp_path: Path, years: dict[str, object]) -> None:
     with pytest.raises(CalendarFileError):
         WorkingDayCalendar.from_file(_write(tmp_path, years))
+
+
+def test_a_calendar_reads_its_file_again_once_a_year_is_installed(tmp_path: Path) -> None:
+    """Operations load a year while the services run: a calendar answers on the new file after
+    ``refresh``, and an estimated count becomes a confirmed one."""
+    target = tmp_path / "calendar.json"
+    target.write_bytes(SHIPPED.read_bytes())
+    calendar = WorkingDayCalendar.from_file(target)
+    start = date(2026, 12, 29)
+    assert calendar.estimated_between(start, date(2027, 1, 5))
+    assert not calendar.refresh()  # nothing changed yet
+    year = {"confirmed": True, "holidays": ["2027-01-01", "2027-01-04"], "workdays": []}
+    source = tmp_path / "2027.json"
+    source.write_text(json.dumps({"years": {"2027": year}}), encoding="utf-8")
+    assert install_years(source, target) == [2027]
+    assert calendar.refresh()
+    assert not calendar.estimated_between(start, date(2027, 1, 5))
+    assert not calendar.is_working_day(date(2027, 1, 4))
+    assert calendar.is_confirmed(2026)  # the years already there stay
+
+
+def test_a_malformed_year_is_not_installed_and_a_broken_file_is_not_taken(tmp_path: Path) -> None:
+    target = tmp_path / "calendar.json"
+    target.write_bytes(SHIPPED.read_bytes())
+    calendar = WorkingDayCalendar.from_file(target)
+    source = tmp_path / "bad.json"
+    source.write_text(
+        json.dumps({"years": {"2027": {"confirmed": True, "holidays": ["2028-01-01"]}}}),
+        encoding="utf-8",
+    )
+    with pytest.raises(CalendarFileError):
+        install_years(source, target)
+    assert target.read_bytes() == SHIPPED.read_bytes()
+    target.write_text("{not json", encoding="utf-8")  # written by hand, wrongly
+    assert not calendar.refresh()
+    assert calendar.is_confirmed(2026)  # the calendar in force stays
