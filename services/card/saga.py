@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.card.store import CardUnitOfWork, SagaRecord
+from services.platform import tracing
 from services.platform.errors import DomainError, Kind
 from services.platform.faultlog import FailureLog
 
@@ -288,7 +289,16 @@ class Orchestrator:
         self._save(saga)
 
     def drive(self, saga: SagaRecord) -> None:
-        """Run a claimed saga as far as it goes now: to its end, or to a retry later."""
+        """Run a claimed saga as far as it goes now: to its end, or to a retry later; in a span
+        of the trace of the call that started it, whichever process runs it."""
+        attributes: dict[str, str | int] = {
+            "sscard.saga.id": saga.saga_id,
+            "sscard.saga.step": saga.step,
+        }
+        with tracing.resumed(saga.trace_parent, f"saga {saga.kind}", **attributes):
+            self._drive(saga)
+
+    def _drive(self, saga: SagaRecord) -> None:
         definition = self._definitions[saga.kind]
         steps = definition.steps
         if saga.state == "RUNNING":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -46,7 +46,7 @@ from services.card.domain.card import (
     mask_card_number,
 )
 from services.card.domain.password import PasswordState
-from services.platform import audit, idempotency
+from services.platform import audit, idempotency, tracing
 from services.platform.auth import Channel
 from services.platform.db import Database, Serial, UnitOfWork, as_utc
 from services.platform.masking import mask_document_number, mask_phone
@@ -163,6 +163,8 @@ sagas = Table(
     Column("lease_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The W3C trace context of the call that started the saga: its steps join that trace.
+    Column("trace_parent", String(64), nullable=False, server_default=""),
     Index("ix_sagas_runnable", "state", "next_attempt_at"),
     Index("ix_sagas_card", "card_id"),
     Index("ix_sagas_batch", "batch_id", "state"),
@@ -305,6 +307,8 @@ class SagaRecord:
     refusal_rule: str = ""
     refusal_message: str = ""
     lease_owner: str = ""
+    # The trace context of the call that starts the saga (taken when the record is made).
+    trace_parent: str = field(default_factory=tracing.current_traceparent)
 
 
 @dataclass(frozen=True)
@@ -647,6 +651,7 @@ class SagaRepository:
             refusal_rule=row.refusal_rule,
             refusal_message=row.refusal_message,
             lease_owner=row.lease_owner,
+            trace_parent=row.trace_parent,
         )
 
     def add_many(self, records: Sequence[SagaRecord], now: dt.datetime) -> None:
@@ -673,6 +678,7 @@ class SagaRepository:
                     "lease_until": None,
                     "created_at": now,
                     "updated_at": now,
+                    "trace_parent": r.trace_parent,
                 }
                 for r in records
             ],
@@ -723,6 +729,7 @@ class SagaRepository:
             refusal_reason=row.refusal_reason,
             refusal_rule=row.refusal_rule,
             refusal_message=row.refusal_message,
+            trace_parent=row.trace_parent,
         )
         waiting = row.state in ACTIVE_SAGA_STATES and row.retries > 0
         return SagaSummary(
@@ -763,6 +770,24 @@ class SagaRepository:
             .where(sagas.c.saga_id == saga_id, sagas.c.state == "NEEDS_ATTENTION")
             .values(
                 state=case((sagas.c.refusal_reason == "", "RUNNING"), else_="COMPENSATING"),
+                retries=0,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def give_up(self, saga_id: str, now: dt.datetime, reason: str, message: str) -> bool:
+        """Turn a saga that waits for an operator to its compensation, as if refused with
+        ``reason`` (a saga refused before keeps its own refusal), its retries counted afresh."""
+        unrefused = sagas.c.refusal_reason == ""
+        result = self.session.execute(
+            update(sagas)
+            .where(sagas.c.saga_id == saga_id, sagas.c.state == "NEEDS_ATTENTION")
+            .values(
+                state="COMPENSATING",
+                refusal_reason=case((unrefused, reason), else_=sagas.c.refusal_reason),
+                refusal_message=case((unrefused, message), else_=sagas.c.refusal_message),
                 retries=0,
                 next_attempt_at=now,
                 updated_at=now,

@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from services.platform import tracing
 from services.platform.config import ConfigError, ServiceConfig
 from services.platform.errors import DomainError, Kind
 from services.platform.grpc_errors import from_rpc_error, is_retryable
@@ -80,19 +81,22 @@ def credential_source(config: ServiceConfig) -> CredentialSource:
 
 def open_channel(target: str) -> grpc.Channel:
     """A channel that spreads calls over every address the target resolves to, retries calls
-    that found no server, and notices within seconds a server that comes back."""
-    return grpc.insecure_channel(
-        target,
-        options=[
-            ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", SERVICE_CONFIG),
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
-        ],
+    that found no server, notices within seconds a server that comes back, and carries the
+    trace context of each call (``tracing``)."""
+    return tracing.traced(
+        grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.lb_policy_name", "round_robin"),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", SERVICE_CONFIG),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+            ],
+        )
     )
 
 
