@@ -181,7 +181,8 @@ class CredentialSource(Protocol):
 
 class SigningSource:
     """Development and tests: the service signs its own credential with its own issuer's key
-    (the operations console, role ``ops``, with the development issuer's)."""
+    (the operations console, role ``ops``, with the development issuer's, naming the staff
+    operator it acts for)."""
 
     def __init__(
         self,
@@ -189,11 +190,13 @@ class SigningSource:
         client_id: str,
         ttl: dt.timedelta,
         roles: frozenset[Role] = frozenset({Role.SERVICE}),
+        operator_id: str = "",
     ) -> None:
         self._signer = signer
         self._client_id = client_id
         self._ttl = ttl
         self._roles = roles
+        self._operator_id = operator_id
         self._lock = threading.Lock()
         self._token = ""
         self._renew_at = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -203,7 +206,11 @@ class SigningSource:
         with self._lock:
             if now >= self._renew_at:
                 self._token = self._signer.mint(
-                    self._client_id, Channel.INTERNAL, roles=self._roles, ttl=self._ttl
+                    self._client_id,
+                    Channel.INTERNAL,
+                    roles=self._roles,
+                    operator_id=self._operator_id,
+                    ttl=self._ttl,
                 )
                 self._renew_at = now + self._ttl / 2
             return self._token
