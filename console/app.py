@@ -62,14 +62,25 @@ def _when(ts: Any) -> str:
     return moment.astimezone(views.BEIJING).strftime("%Y-%m-%d %H:%M")
 
 
+def _when_exact(ts: Any) -> str:
+    """To the second: a saga's steps follow each other within moments."""
+    if not (ts.seconds or ts.nanos):
+        return "—"
+    moment: dt.datetime = ts.ToDatetime(dt.UTC)
+    return moment.astimezone(views.BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     return f"{sign}¥{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
 
 
-templates.env.filters.update(when=_when, yuan=_yuan, redact=lambda text: redact(str(text)))
+templates.env.filters.update(
+    when=_when, when_exact=_when_exact, yuan=_yuan, redact=lambda text: redact(str(text))
+)
 templates.env.globals.update(
     saga_state=card_pb2.SagaState.Name,
+    step_state=card_pb2.SagaStepState.Name,
     card_status=card_pb2.CardStatus.Name,
     alert_status=ledger_pb2.AlertStatus.Name,
     refund_state=transit_pb2.RefundState.Name,

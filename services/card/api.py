@@ -684,6 +684,15 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
             created_at=to_timestamp(summary.created_at),
             updated_at=to_timestamp(summary.updated_at),
             next_attempt_at=to_timestamp(summary.next_attempt_at),
+            steps=[
+                pb.SagaStep(
+                    name=view.name,
+                    state=f"STEP_{view.state.upper()}",
+                    done_at=to_timestamp(view.done_at),
+                    undone_at=to_timestamp(view.undone_at),
+                )
+                for view in self._orchestrator.steps_of(saga)
+            ],
         )
 
     def ListSagas(

@@ -27,6 +27,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     bindparam,
     case,
     false,
@@ -165,6 +166,8 @@ sagas = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # The W3C trace context of the call that started the saga: its steps join that trace.
     Column("trace_parent", String(64), nullable=False, server_default=""),
+    # When each step was done or undone: JSON [[step, "done" | "undone", ISO time], ...].
+    Column("step_times", Text, nullable=False, server_default="[]"),
     Index("ix_sagas_runnable", "state", "next_attempt_at"),
     Index("ix_sagas_card", "card_id"),
     Index("ix_sagas_batch", "batch_id", "state"),
@@ -234,6 +237,7 @@ _SAGA_PROGRESS = (
     "refusal_reason",
     "refusal_rule",
     "refusal_message",
+    "step_times",
     "lease_until",
     "lease_owner",
     "updated_at",
@@ -309,6 +313,8 @@ class SagaRecord:
     lease_owner: str = ""
     # The trace context of the call that starts the saga (taken when the record is made).
     trace_parent: str = field(default_factory=tracing.current_traceparent)
+    # (step, "done" | "undone", when, ISO 8601 wall-clock time), in order.
+    step_times: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -626,6 +632,10 @@ class CardRepository:
         )
 
 
+def _step_times(text: str) -> list[tuple[int, str, str]]:
+    return [(int(step), str(event), str(at)) for step, event, at in json.loads(text)]
+
+
 class SagaRepository:
     """Durable saga records. Leases and retry times are wall-clock, never the test clock."""
 
@@ -652,6 +662,7 @@ class SagaRepository:
             refusal_message=row.refusal_message,
             lease_owner=row.lease_owner,
             trace_parent=row.trace_parent,
+            step_times=_step_times(row.step_times),
         )
 
     def add_many(self, records: Sequence[SagaRecord], now: dt.datetime) -> None:
@@ -679,6 +690,7 @@ class SagaRepository:
                     "created_at": now,
                     "updated_at": now,
                     "trace_parent": r.trace_parent,
+                    "step_times": "[]",
                 }
                 for r in records
             ],
@@ -730,6 +742,7 @@ class SagaRepository:
             refusal_rule=row.refusal_rule,
             refusal_message=row.refusal_message,
             trace_parent=row.trace_parent,
+            step_times=_step_times(row.step_times),
         )
         waiting = row.state in ACTIVE_SAGA_STATES and row.retries > 0
         return SagaSummary(
@@ -824,6 +837,7 @@ class SagaRepository:
             "refusal_reason": record.refusal_reason,
             "refusal_rule": record.refusal_rule,
             "refusal_message": record.refusal_message[:300],
+            "step_times": json.dumps(record.step_times, separators=(",", ":")),
             "lease_until": lease_until,
             "lease_owner": record.lease_owner if lease_until else "",
             "updated_at": now,

@@ -7,6 +7,7 @@ member who took it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,15 @@ def _stuck_saga(suite: Suite, page: Any) -> str:
     return card_id
 
 
+def _reload_until_state(page: Any, state: str, timeout: float = 30) -> None:
+    """Reload the saga's page (as staff would) until its state is ``state``."""
+    deadline = time.monotonic() + timeout
+    while page.inner_text(".state") != state:
+        assert time.monotonic() < deadline, f"the saga is still {page.inner_text('.state')}"
+        time.sleep(0.5)
+        page.reload()
+
+
 def _bank_back(start_service: Callable[..., Any]) -> None:
     bank = start_service("bank", build_bank, migrate=False)
     wait_serving(bank.channel)
@@ -71,8 +81,8 @@ def test_staff_retry_a_saga_stuck_behind_a_stopped_bank_once_it_is_back(
     page.check("input[name=confirm]")
     page.click("button:has-text('Retry the saga now')")
     assert "Retry asked for" in page.inner_text("p.notice")
-    reload_until(page, "COMPLETED")
-    assert "COMPLETED" in page.inner_text(".state")
+    _reload_until_state(page, "COMPLETED")
+    assert page.locator("tr.step-step_done").count() == 5  # each with the time it was done
 
     entry = _audit(suite, card_id, "RetrySaga")
     assert (entry.client_id, entry.operator_id, entry.outcome) == ("ops-console", STAFF, "OK")
@@ -87,9 +97,9 @@ def test_staff_compensate_a_stuck_saga_and_it_ends_failed(suite: Suite, page: An
     page.check("input[name=confirm]")
     page.click("button:has-text('Undo the saga')")
     assert "Compensation asked for" in page.inner_text("p.notice")
-    reload_until(page, "FAILED")
-    assert "FAILED" in page.inner_text(".state")
+    _reload_until_state(page, "FAILED")
     assert "OPERATOR_COMPENSATED" in page.inner_text("main")
+    assert page.locator("tr.step-step_undone").count() == 2  # reserve_issuance, record_verified
     assert page.locator("a:has-text('Retry now')").count() == 0
 
     entry = _audit(suite, card_id, "CompensateSaga")

@@ -33,6 +33,11 @@ def _stuck(suite: Suite, ops: Any, card_id: str) -> pb.Saga:
     return saga
 
 
+def _steps(saga: pb.Saga) -> list[tuple[str, int, bool, bool]]:
+    """Each step: name, state, and whether it has a time done and a time undone."""
+    return [(s.name, s.state, s.HasField("done_at"), s.HasField("undone_at")) for s in saga.steps]
+
+
 def _suite(
     start: Callable[..., Any], token: Callable[..., Any], env: dict[str, str], retries: str
 ) -> Suite:
@@ -52,6 +57,13 @@ def test_a_saga_whose_bank_stays_down_waits_for_an_operator_who_resumes_it(
     saga = _stuck(suite, ops, card_id)
     assert saga.retries == 3
     assert saga.step == "open_account"
+    assert _steps(saga) == [
+        ("reserve_issuance", pb.STEP_DONE, True, False),
+        ("record_verified", pb.STEP_DONE, True, False),
+        ("open_account", pb.STEP_CURRENT, False, False),
+        ("order_card", pb.STEP_PENDING, False, False),
+        ("in_production", pb.STEP_PENDING, False, False),
+    ]
     assert "DEPENDENCY_UNAVAILABLE" in saga.last_error
     listed = ops.ListSagas(pb.ListSagasRequest(state=pb.NEEDS_ATTENTION), metadata=suite.ops).sagas
     assert [s.saga_id for s in listed] == [saga.saga_id]
@@ -105,6 +117,12 @@ def test_an_operator_compensates_a_stuck_saga_and_the_person_may_apply_again(
     assert ops.CompensateSaga(request, metadata=staff) == answer  # the same answer, once
     application = suite.settle(card_id)
     assert (application.state, application.refusal_reason) == (pb.FAILED, "OPERATOR_COMPENSATED")
+    failed = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
+    assert _steps(failed)[:3] == [
+        ("reserve_issuance", pb.STEP_UNDONE, True, True),
+        ("record_verified", pb.STEP_UNDONE, True, True),
+        ("open_account", pb.STEP_PENDING, False, False),
+    ]
     error = rpc_error(
         lambda: ops.CompensateSaga(
             pb.CompensateSagaRequest(request_id="give-up-2", saga_id=saga.saga_id), metadata=staff

@@ -1,7 +1,7 @@
 """A saga keeps the W3C trace context (traceparent) of the call that started it, so its later
-steps join that call's trace.
+steps join that call's trace, and when each of its steps was done and undone (for operations).
 
-Expand only: a new column with a default, so replicas of the previous release keep working.
+Expand only: new columns with defaults, so replicas of the previous release keep working.
 
 Revision ID: 0008
 Revises: 0007
@@ -22,8 +22,10 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("trace_parent", sa.String(64), nullable=False, server_default="")
         )
+        batch.add_column(sa.Column("step_times", sa.Text, nullable=False, server_default="[]"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sagas") as batch:
+        batch.drop_column("step_times")
         batch.drop_column("trace_parent")
