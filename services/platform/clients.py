@@ -83,21 +83,20 @@ def open_channel(target: str) -> grpc.Channel:
     """A channel that spreads calls over every address the target resolves to, retries calls
     that found no server, notices within seconds a server that comes back, and carries the
     trace context of each call (``tracing``)."""
-    return tracing.traced(
-        grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.lb_policy_name", "round_robin"),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-                ("grpc.enable_retries", 1),
-                ("grpc.service_config", SERVICE_CONFIG),
-                ("grpc.initial_reconnect_backoff_ms", 200),
-                ("grpc.min_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
-            ],
-        )
+    channel = grpc.insecure_channel(
+        target,
+        options=[
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ],
     )
+    return tracing.traced(channel)
 
 
 def call(
