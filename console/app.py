@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +42,8 @@ from sscard.bank.v1 import ledger_pb2
 from sscard.card.v1 import card_pb2
 from sscard.transit.v1 import transit_pb2
 
+log = logging.getLogger("sscard.console")
+
 HERE = Path(__file__).parent
 SESSION_COOKIE = "sscard_console"
 SESSION_SECONDS = 8 * 3600
@@ -58,14 +62,25 @@ def _when(ts: Any) -> str:
     return moment.astimezone(views.BEIJING).strftime("%Y-%m-%d %H:%M")
 
 
+def _when_exact(ts: Any) -> str:
+    """To the second: a saga's steps follow each other within moments."""
+    if not (ts.seconds or ts.nanos):
+        return "—"
+    moment: dt.datetime = ts.ToDatetime(dt.UTC)
+    return moment.astimezone(views.BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     return f"{sign}¥{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
 
 
-templates.env.filters.update(when=_when, yuan=_yuan, redact=lambda text: redact(str(text)))
+templates.env.filters.update(
+    when=_when, when_exact=_when_exact, yuan=_yuan, redact=lambda text: redact(str(text))
+)
 templates.env.globals.update(
     saga_state=card_pb2.SagaState.Name,
+    step_state=card_pb2.SagaStepState.Name,
     card_status=card_pb2.CardStatus.Name,
     alert_status=ledger_pb2.AlertStatus.Name,
     refund_state=transit_pb2.RefundState.Name,
@@ -74,7 +89,12 @@ templates.env.globals.update(
     ledger_source=ledger_pb2.EntrySource.Name,
 )
 
-_STATUS = {Kind.UNAVAILABLE: 503, Kind.NOT_FOUND: 404, Kind.INVALID: 400}
+_STATUS = {
+    Kind.UNAVAILABLE: 503,
+    Kind.NOT_FOUND: 404,
+    Kind.INVALID: 400,
+    Kind.PRECONDITION: 409,
+}
 
 
 def csrf_token(request: Request) -> str:
@@ -201,7 +221,79 @@ async def saga_list(request: Request) -> Response:
 async def saga_page(request: Request) -> Response:
     saga_id = request.path_params["saga_id"]
     context = await run_in_threadpool(views.saga, _backend(request), saga_id)
-    return render(request, "saga.html", **context)
+    done = request.query_params.get("done", "")
+    return render(request, "saga.html", done=done if done in SAGA_ACTIONS else "", **context)
+
+
+@dataclass(frozen=True)
+class SagaAction:
+    """An operator's action on a saga that waits for one, behind a confirmation."""
+
+    title: str
+    button: str
+    explanation: str
+    run: Callable[[Backend, str, str, str], card_pb2.Saga]  # (backend, rid, saga, operator)
+
+
+SAGA_ACTIONS = {
+    "retry": SagaAction(
+        "Retry now",
+        "Retry the saga now",
+        "The saga takes up its step again at once, its retries counted afresh. Use it once the "
+        "service it waited for answers again.",
+        Backend.retry_saga,
+    ),
+    "compensate": SagaAction(
+        "Compensate",
+        "Undo the saga's steps",
+        "The saga gives up: what its completed steps did on the other services is undone, in "
+        "reverse, and it ends FAILED (reason OPERATOR_COMPENSATED). The step it was stuck on "
+        "never answered and is not undone. This cannot be taken back.",
+        Backend.compensate_saga,
+    ),
+}
+
+
+def _saga_action(request: Request) -> SagaAction:
+    found = SAGA_ACTIONS.get(request.path_params["action"])
+    if found is None:
+        raise DomainError("ACTION_UNKNOWN", "no such action on a saga", kind=Kind.NOT_FOUND)
+    return found
+
+
+@signed_in
+async def saga_action_form(request: Request) -> Response:
+    action = _saga_action(request)
+    context = await run_in_threadpool(views.saga, _backend(request), request.path_params["saga_id"])
+    return render(
+        request, "saga_action.html", action=action, request_id=secrets.token_hex(8), **context
+    )
+
+
+@signed_in
+async def saga_action(request: Request) -> Response:
+    form = await checked_form(request)
+    if form is None:
+        return csrf_refused(request)
+    action = _saga_action(request)
+    name = request.path_params["action"]
+    saga_id = request.path_params["saga_id"]
+    if form.get("confirm") != "yes":
+        context = await run_in_threadpool(views.saga, _backend(request), saga_id)
+        return render(
+            request,
+            "saga_action.html",
+            400,
+            action=action,
+            request_id=str(form.get("request_id", "")),
+            problem="Tick the confirmation to go on.",
+            **context,
+        )
+    user = str(request.session["user"])
+    rid = _request_id(form, name, saga_id)
+    await run_in_threadpool(action.run, _backend(request), rid, saga_id, user)
+    log.info("saga %s: %s by %s", saga_id, name, user)
+    return RedirectResponse(f"/sagas/{quote(saga_id, safe='')}?done={name}", status_code=303)
 
 
 @signed_in
@@ -227,10 +319,10 @@ async def alert_resolve_form(request: Request) -> Response:
     return render(request, "resolve.html", alert=found, request_id=secrets.token_hex(8))
 
 
-def _request_id(form: FormData, action: str, alert_id: str) -> str:
+def _request_id(form: FormData, action: str, target: str) -> str:
     """The form's own idempotency key: submitting the same form twice acts once."""
     sent = str(form.get("request_id", ""))[:32] or secrets.token_hex(8)
-    return f"console:{action}:{alert_id}:{sent}"
+    return f"console:{action}:{target}:{sent}"
 
 
 @signed_in
@@ -251,7 +343,8 @@ async def alert_resolve(request: Request) -> Response:
             problem=f"Write a note of 1 to {NOTE_MAX} characters and confirm.",
         )
     rid = _request_id(form, "resolve", alert_id)
-    await run_in_threadpool(_backend(request).resolve_alert, rid, alert_id, note)
+    user = str(request.session["user"])
+    await run_in_threadpool(_backend(request).resolve_alert, rid, alert_id, note, user)
     return RedirectResponse(f"/alerts?done={quote(alert_id)}", status_code=303)
 
 
@@ -304,6 +397,8 @@ def create_app(config: ConsoleConfig, backend: Backend | None = None) -> Starlet
         Route("/logout", logout, methods=["POST"]),
         Route("/sagas", saga_list),
         Route("/sagas/{saga_id}", saga_page),
+        Route("/sagas/{saga_id}/{action}", saga_action_form, methods=["GET"]),
+        Route("/sagas/{saga_id}/{action}", saga_action, methods=["POST"]),
         Route("/deadlines", deadline_list),
         Route("/alerts", alert_list),
         Route("/alerts/{alert_id}/resolve", alert_resolve_form, methods=["GET"]),
@@ -325,7 +420,9 @@ def create_app(config: ConsoleConfig, backend: Backend | None = None) -> Starlet
         )
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.backend = backend or Backend(config.targets, config.credential(), config.client_tls())
+    app.state.backend = backend or Backend(
+        config.targets, config.credential, config.client_tls()
+    )
     app.state.users = UserStore(config.users_file)
     app.state.clock = config.clock()
     app.state.wall = SystemClock()

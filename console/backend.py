@@ -7,6 +7,7 @@ services' own error type, reason and rule intact) that the pages show instead of
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -30,10 +31,18 @@ SCAN_LIMIT = 2000
 
 
 class Backend:
+    """``credentials(operator)``: the console's credential acting for a staff operator ("" for
+    reading, which no audit trail records); ``own``: its side of mutual TLS."""
+
     def __init__(
-        self, targets: dict[str, str], credential: CredentialSource, own: ClientTls | None = None
+        self,
+        targets: dict[str, str],
+        credentials: Callable[[str], CredentialSource],
+        own: ClientTls | None = None,
     ) -> None:
-        self._credential = credential
+        self._credentials = credentials
+        self._sources: dict[str, CredentialSource] = {}
+        self._lock = threading.Lock()
         self._channels = {name: open_channel(target, own) for name, target in targets.items()}
         self.ops = card_pb2_grpc.OpsServiceStub(self._channels["card"])
         self.cards = card_pb2_grpc.CardServiceStub(self._channels["card"])
@@ -44,8 +53,17 @@ class Backend:
         for channel in self._channels.values():
             channel.close()
 
-    def call(self, method: Callable[..., Any], request: Message, answer: type[M]) -> M:
-        metadata = (("authorization", f"Bearer {self._credential.token()}"),)
+    def _token(self, operator: str) -> str:
+        with self._lock:
+            source = self._sources.get(operator)
+            if source is None:
+                source = self._sources[operator] = self._credentials(operator)
+        return source.token()
+
+    def call(
+        self, method: Callable[..., Any], request: Message, answer: type[M], operator: str = ""
+    ) -> M:
+        metadata = (("authorization", f"Bearer {self._token(operator)}"),)
         try:
             found: M = method(request, metadata=metadata, timeout=DEADLINE)
             return found
@@ -83,6 +101,14 @@ class Backend:
     def saga(self, saga_id: str) -> card_pb2.Saga:
         return self.call(self.ops.GetSaga, card_pb2.GetSagaRequest(saga_id=saga_id), card_pb2.Saga)
 
+    def retry_saga(self, request_id: str, saga_id: str, operator: str) -> card_pb2.Saga:
+        request = card_pb2.RetrySagaRequest(request_id=request_id, saga_id=saga_id)
+        return self.call(self.ops.RetrySaga, request, card_pb2.Saga, operator)
+
+    def compensate_saga(self, request_id: str, saga_id: str, operator: str) -> card_pb2.Saga:
+        request = card_pb2.CompensateSagaRequest(request_id=request_id, saga_id=saga_id)
+        return self.call(self.ops.CompensateSaga, request, card_pb2.Saga, operator)
+
     def deadlines(
         self, state: int = 0, rule: str = "", overdue_only: bool = False
     ) -> Iterator[card_pb2.Deadline]:
@@ -117,13 +143,15 @@ class Backend:
         request = ledger_pb2.AssignAlertRequest(
             request_id=request_id, alert_id=alert_id, assignee=assignee
         )
-        return self.call(self.ledger.AssignAlert, request, ledger_pb2.Alert)
+        return self.call(self.ledger.AssignAlert, request, ledger_pb2.Alert, assignee)
 
-    def resolve_alert(self, request_id: str, alert_id: str, note: str) -> ledger_pb2.Alert:
+    def resolve_alert(
+        self, request_id: str, alert_id: str, note: str, operator: str
+    ) -> ledger_pb2.Alert:
         request = ledger_pb2.ResolveAlertRequest(
             request_id=request_id, alert_id=alert_id, resolution=note
         )
-        return self.call(self.ledger.ResolveAlert, request, ledger_pb2.Alert)
+        return self.call(self.ledger.ResolveAlert, request, ledger_pb2.Alert, operator)
 
     def account(self, card_id: str) -> ledger_pb2.AccountBalance:
         return self.call(

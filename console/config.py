@@ -52,9 +52,11 @@ class ConsoleConfig:
     def production(self) -> bool:
         return self.environment == "production"
 
-    def credential(self) -> CredentialSource:
+    def credential(self, operator: str = "") -> CredentialSource:
         """A token file the deployment renews, else (development) a credential the console
-        signs itself as the ``ops-console`` client of the development issuer."""
+        signs itself as the ``ops-console`` client of the development issuer, naming the staff
+        ``operator`` it acts for (the services' audit trails record them). The token file names
+        no operator: the console's own log line of each action does."""
         if self.token_file is not None:
             return TokenFileSource(self.token_file)
         if self.signing_key_file is None or not self.signing_key_file.exists():
@@ -70,6 +72,7 @@ class ConsoleConfig:
             dt.timedelta(minutes=30),
             roles=frozenset({Role.OPS}),
             certificate=own.certificate if own is not None else None,
+            operator_id=operator,
         )
 
     def client_tls(self) -> ClientTls | None:

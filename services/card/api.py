@@ -656,12 +656,20 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
     """Sagas and deadlines for operations dashboards (role `ops`)."""
 
     def __init__(
-        self, db: Database, cipher: PiiCipher, clock: Clock, orchestrator: Orchestrator
+        self,
+        db: Database,
+        cipher: PiiCipher,
+        clock: Clock,
+        keys: IdempotencyStore,
+        orchestrator: Orchestrator,
     ) -> None:
         self._db = db
         self._cipher = cipher
         self._clock = clock
         self._orchestrator = orchestrator
+        self._once: Idempotent[CardUnitOfWork] = Idempotent(
+            keys, lambda: CardUnitOfWork(db, cipher)
+        )
 
     def _saga_pb(self, summary: SagaSummary) -> pb.Saga:
         saga = summary.record
@@ -680,6 +688,15 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
             created_at=to_timestamp(summary.created_at),
             updated_at=to_timestamp(summary.updated_at),
             next_attempt_at=to_timestamp(summary.next_attempt_at),
+            steps=[
+                pb.SagaStep(
+                    name=view.name,
+                    state=f"STEP_{view.state.upper()}",
+                    done_at=to_timestamp(view.done_at),
+                    undone_at=to_timestamp(view.undone_at),
+                )
+                for view in self._orchestrator.steps_of(saga)
+            ],
         )
 
     def ListSagas(
@@ -707,11 +724,24 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
             return self._saga_pb(service.get_saga(uow, request.saga_id, current_caller()))
 
     def RetrySaga(self, request: pb.RetrySagaRequest, context: grpc.ServicerContext) -> pb.Saga:
-        with CardUnitOfWork(self._db, self._cipher) as uow:
+        def work(uow: CardUnitOfWork) -> pb.Saga:
             summary = service.retry_saga(uow, request.saga_id, wall_clock(), current_caller())
-            uow.commit()
+            return self._saga_pb(summary)
+
+        answer = self._once.call("RetrySaga", request, pb.Saga, work)
         self._orchestrator.poke()
-        return self._saga_pb(summary)
+        return answer
+
+    def CompensateSaga(
+        self, request: pb.CompensateSagaRequest, context: grpc.ServicerContext
+    ) -> pb.Saga:
+        def work(uow: CardUnitOfWork) -> pb.Saga:
+            summary = service.compensate_saga(uow, request.saga_id, wall_clock(), current_caller())
+            return self._saga_pb(summary)
+
+        answer = self._once.call("CompensateSaga", request, pb.Saga, work)
+        self._orchestrator.poke()
+        return answer
 
     def ListDeadlines(
         self, request: pb.ListDeadlinesRequest, context: grpc.ServicerContext

@@ -147,7 +147,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     api = CardApi(
         base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity, bank
     )
-    ops = OpsApi(base.db, cipher, base.clock, orchestrator)
+    ops = OpsApi(base.db, cipher, base.clock, base.keys, orchestrator)
 
     def register(server: grpc.Server) -> None:
         card_pb2_grpc.add_CardServiceServicer_to_server(api, server)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.card.store import CardUnitOfWork, SagaRecord
+from services.platform import tracing
 from services.platform.errors import DomainError, Kind
 from services.platform.faultlog import FailureLog
 
@@ -95,6 +96,23 @@ class Tuning:
     claim_batch: int = 4  # sagas a worker claims at once
 
 
+DONE, UNDONE, CURRENT, PENDING = "done", "undone", "current", "pending"
+
+
+@dataclass(frozen=True)
+class StepView:
+    """A step as operations see it: ``state`` is done, current, undone or pending."""
+
+    name: str
+    state: str
+    done_at: dt.datetime | None
+    undone_at: dt.datetime | None
+
+
+def _mark(saga: SagaRecord, step: int, event: str) -> None:
+    saga.step_times.append((step, event, wall_clock().isoformat()))
+
+
 class LeaseLost(Exception):
     """Another worker took this saga over; this one must stop driving it."""
 
@@ -123,6 +141,25 @@ class Orchestrator:
         # Fault injection for the crash tests: "<kind>:<step>" kills this process right after
         # that step's progress is committed. Refused in production by the configuration.
         self._crash_after = crash_after
+
+    def steps_of(self, saga: SagaRecord) -> list[StepView]:
+        """Every step of the saga with where it stands and when it was done and undone."""
+        done: dict[int, dt.datetime] = {}
+        undone: dict[int, dt.datetime] = {}
+        for index, event, at in saga.step_times:
+            (done if event == DONE else undone)[index] = dt.datetime.fromisoformat(at)
+        views = []
+        for index, step in enumerate(self._definitions[saga.kind].steps):
+            if index < saga.step or saga.state == "COMPLETED":
+                state = DONE
+            elif index in undone:
+                state = UNDONE
+            elif index == saga.step and saga.state in ("RUNNING", NEEDS_ATTENTION):
+                state = PENDING if saga.refusal_reason else CURRENT
+            else:
+                state = PENDING
+            views.append(StepView(step.name, state, done.get(index), undone.get(index)))
+        return views
 
     def step_name(self, saga: SagaRecord) -> str:
         """The step a saga is at, in words operations can read."""
@@ -258,12 +295,14 @@ class Orchestrator:
         steps = definition.steps
         start = saga.step
         data = dict(saga.data)
+        times = list(saga.step_times)
         done: list[str] = []
 
         def run(uow: CardUnitOfWork) -> None:
             while saga.step < len(steps) and isinstance(local := steps[saga.step], LocalStep):
                 saga.data.update(local.apply(uow, saga))
                 done.append(local.name)
+                _mark(saga, saga.step, DONE)
                 saga.step += 1
             if saga.step == len(steps):
                 saga.state = "COMPLETED"
@@ -273,6 +312,7 @@ class Orchestrator:
             self._save(saga, run)
         except DomainError as error:
             saga.step, saga.data, saga.state = start, data, "RUNNING"
+            saga.step_times = times
             done.clear()
             if error.kind in TRANSIENT:
                 raise
@@ -288,7 +328,16 @@ class Orchestrator:
         self._save(saga)
 
     def drive(self, saga: SagaRecord) -> None:
-        """Run a claimed saga as far as it goes now: to its end, or to a retry later."""
+        """Run a claimed saga as far as it goes now: to its end, or to a retry later; in a span
+        of the trace of the call that started it, whichever process runs it."""
+        attributes: dict[str, str | int] = {
+            "sscard.saga.id": saga.saga_id,
+            "sscard.saga.step": saga.step,
+        }
+        with tracing.resumed(saga.trace_parent, f"saga {saga.kind}", **attributes):
+            self._drive(saga)
+
+    def _drive(self, saga: SagaRecord) -> None:
         definition = self._definitions[saga.kind]
         steps = definition.steps
         if saga.state == "RUNNING":
@@ -307,6 +356,7 @@ class Orchestrator:
                 self._refuse(saga, error, step.name)
                 break
             saga.data.update(result)
+            _mark(saga, saga.step, DONE)
             saga.step += 1
             local = self._advance_locally(saga, definition)
             for name in (step.name, *local):
@@ -337,5 +387,6 @@ class Orchestrator:
                     self._retry_later(saga, error, f"undo {step.name}")
                     return
             saga.step = index
+            _mark(saga, index, UNDONE)
             self._save(saga)
             self._maybe_crash(saga, f"undo {step.name}")

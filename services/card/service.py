@@ -1094,17 +1094,40 @@ def get_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaSummary:
     return found
 
 
+def _saga_finished() -> DomainError:
+    return DomainError(
+        "SAGA_FINISHED",
+        "the saga has finished; an operator can no longer retry or compensate it",
+        kind=Kind.PRECONDITION,
+    )
+
+
 def retry_saga(uow: CardUnitOfWork, saga_id: str, now: dt.datetime, caller: Caller) -> SagaSummary:
     """An operator resumes a saga that gave up retrying; a saga still at work is left as it is,
     so asking twice does no harm."""
     found = get_saga(uow, saga_id, caller)
     if found.record.state in ("COMPLETED", "FAILED"):
+        raise _saga_finished()
+    uow.sagas.resume(saga_id, now)
+    return get_saga(uow, saga_id, caller)
+
+
+def compensate_saga(
+    uow: CardUnitOfWork, saga_id: str, now: dt.datetime, caller: Caller
+) -> SagaSummary:
+    """An operator gives up a saga that waits for them: the compensations of its completed
+    steps run in reverse and it ends FAILED, as after a refusal."""
+    found = get_saga(uow, saga_id, caller)
+    if found.record.state in ("COMPLETED", "FAILED"):
+        raise _saga_finished()
+    if not uow.sagas.give_up(
+        saga_id, now, "OPERATOR_COMPENSATED", "operations gave up the saga and undid its steps"
+    ):
         raise DomainError(
-            "SAGA_FINISHED",
-            "the saga has finished; there is nothing to retry",
+            "SAGA_NOT_WAITING",
+            "the saga is still at work; only a saga that waits for an operator is compensated",
             kind=Kind.PRECONDITION,
         )
-    uow.sagas.resume(saga_id, now)
     return get_saga(uow, saga_id, caller)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +27,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     bindparam,
     case,
     false,
@@ -46,7 +47,7 @@ from services.card.domain.card import (
     mask_card_number,
 )
 from services.card.domain.password import PasswordState
-from services.platform import audit, idempotency
+from services.platform import audit, idempotency, tracing
 from services.platform.auth import Channel
 from services.platform.db import Database, Serial, UnitOfWork, as_utc
 from services.platform.masking import mask_document_number, mask_phone
@@ -163,6 +164,10 @@ sagas = Table(
     Column("lease_until", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The W3C trace context of the call that started the saga: its steps join that trace.
+    Column("trace_parent", String(64), nullable=False, server_default=""),
+    # When each step was done or undone: JSON [[step, "done" | "undone", ISO time], ...].
+    Column("step_times", Text, nullable=False, server_default="[]"),
     Index("ix_sagas_runnable", "state", "next_attempt_at"),
     Index("ix_sagas_card", "card_id"),
     Index("ix_sagas_batch", "batch_id", "state"),
@@ -232,6 +237,7 @@ _SAGA_PROGRESS = (
     "refusal_reason",
     "refusal_rule",
     "refusal_message",
+    "step_times",
     "lease_until",
     "lease_owner",
     "updated_at",
@@ -305,6 +311,10 @@ class SagaRecord:
     refusal_rule: str = ""
     refusal_message: str = ""
     lease_owner: str = ""
+    # The trace context of the call that starts the saga (taken when the record is made).
+    trace_parent: str = field(default_factory=tracing.current_traceparent)
+    # (step, "done" | "undone", when, ISO 8601 wall-clock time), in order.
+    step_times: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -622,6 +632,10 @@ class CardRepository:
         )
 
 
+def _step_times(text: str) -> list[tuple[int, str, str]]:
+    return [(int(step), str(event), str(at)) for step, event, at in json.loads(text)]
+
+
 class SagaRepository:
     """Durable saga records. Leases and retry times are wall-clock, never the test clock."""
 
@@ -647,6 +661,8 @@ class SagaRepository:
             refusal_rule=row.refusal_rule,
             refusal_message=row.refusal_message,
             lease_owner=row.lease_owner,
+            trace_parent=row.trace_parent,
+            step_times=_step_times(row.step_times),
         )
 
     def add_many(self, records: Sequence[SagaRecord], now: dt.datetime) -> None:
@@ -673,6 +689,8 @@ class SagaRepository:
                     "lease_until": None,
                     "created_at": now,
                     "updated_at": now,
+                    "trace_parent": r.trace_parent,
+                    "step_times": "[]",
                 }
                 for r in records
             ],
@@ -723,6 +741,8 @@ class SagaRepository:
             refusal_reason=row.refusal_reason,
             refusal_rule=row.refusal_rule,
             refusal_message=row.refusal_message,
+            trace_parent=row.trace_parent,
+            step_times=_step_times(row.step_times),
         )
         waiting = row.state in ACTIVE_SAGA_STATES and row.retries > 0
         return SagaSummary(
@@ -770,6 +790,24 @@ class SagaRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def give_up(self, saga_id: str, now: dt.datetime, reason: str, message: str) -> bool:
+        """Turn a saga that waits for an operator to its compensation, as if refused with
+        ``reason`` (a saga refused before keeps its own refusal), its retries counted afresh."""
+        unrefused = sagas.c.refusal_reason == ""
+        result = self.session.execute(
+            update(sagas)
+            .where(sagas.c.saga_id == saga_id, sagas.c.state == "NEEDS_ATTENTION")
+            .values(
+                state="COMPENSATING",
+                refusal_reason=case((unrefused, reason), else_=sagas.c.refusal_reason),
+                refusal_message=case((unrefused, message), else_=sagas.c.refusal_message),
+                retries=0,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     def release(self, owner: str) -> int:
         """Hand back every lease ``owner`` holds (a worker stopping), so another replica claims
         those sagas at once rather than after the lease runs out."""
@@ -799,6 +837,7 @@ class SagaRepository:
             "refusal_reason": record.refusal_reason,
             "refusal_rule": record.refusal_rule,
             "refusal_message": record.refusal_message[:300],
+            "step_times": json.dumps(record.step_times, separators=(",", ":")),
             "lease_until": lease_until,
             "lease_owner": record.lease_owner if lease_until else "",
             "updated_at": now,

@@ -77,7 +77,13 @@ MATRIX: dict[str, frozenset[Role]] = {
     ),
     **_rows(
         "sscard.card.v1.OpsService",
-        {"ListSagas": {OPS}, "GetSaga": {OPS}, "RetrySaga": {OPS}, "ListDeadlines": {OPS}},
+        {
+            "ListSagas": {OPS},
+            "GetSaga": {OPS},
+            "RetrySaga": {OPS},
+            "CompensateSaga": {OPS},
+            "ListDeadlines": {OPS},
+        },
     ),
     **_rows(
         "sscard.bank.v1.BankService",

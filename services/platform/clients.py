@@ -19,7 +19,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from services.platform import tls
+from services.platform import tls, tracing
 from services.platform.config import ConfigError, ServiceConfig, TlsFiles
 from services.platform.errors import DomainError, Kind
 from services.platform.grpc_errors import from_rpc_error, is_retryable
@@ -102,7 +102,8 @@ def channel_to(config: ServiceConfig, service: str) -> grpc.Channel:
 def open_channel(target: str, own: tls.ClientTls | None = None) -> grpc.Channel:
     """A channel that spreads calls over every address the target resolves to, retries calls
     that found no server, and notices within seconds a server that comes back; mutual TLS with
-    ``own`` certificate (plaintext without: development with SSCARD_TLS=off)."""
+    ``own`` certificate (plaintext without: development with SSCARD_TLS=off); it carries the
+    trace context of each call (``tracing``)."""
     options = [
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.keepalive_time_ms", 30_000),
@@ -114,8 +115,10 @@ def open_channel(target: str, own: tls.ClientTls | None = None) -> grpc.Channel:
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
     if own is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, own.credentials, options=options)
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, own.credentials, options=options)
+    return tracing.traced(channel)
 
 
 def call(

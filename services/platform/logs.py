@@ -1,11 +1,11 @@
 """Logging set-up: one line per record, identifiers masked, the call's context on every line.
 
 ``SSCARD_LOG_FORMAT=json`` (the default) writes JSON lines with time, level, service, logger,
-message and, inside a call, method, request id, client id, channel and, where known, outcome
-and reason; ``text`` writes the same as one readable line for a terminal. The call context lives
-in a contextvar that the call observer sets for every call, so every line logged while serving a
-call carries it; the caller comes from the call guard's bound credential. Both formats mask ID
-and phone numbers in the whole rendered line.
+message and, inside a call, method, request id, trace id (also in a saga's steps), client id,
+channel and, where known, outcome and reason; ``text`` writes the same as one readable line for
+a terminal. The call context lives in a contextvar that the call observer sets for every call,
+so every line logged while serving a call carries it; the caller comes from the call guard's
+bound credential. Both formats mask ID and phone numbers in the whole rendered line.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import logging
 import sys
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
+
+from opentelemetry import trace
 
 from services.platform import auth
 from services.platform.masking import RedactingFormatter, redact
@@ -53,6 +55,12 @@ def note_request_id(request_id: object) -> None:
         _CALL.set(replace(call, request_id=request_id))
 
 
+def _trace_id() -> str:
+    """The current span's trace id in hex (``tracing``), or "" outside any trace."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""
+
+
 class CallFields(logging.Filter):
     """Stamps the call's context and caller on each record when it is logged."""
 
@@ -68,6 +76,7 @@ class CallFields(logging.Filter):
         record.request_id = call.request_id if call else ""
         record.client_id = (caller.client_id or caller.caller) if caller else ""
         record.channel = caller.channel.value if caller else ""
+        record.trace_id = _trace_id()
         return True
 
 
@@ -81,7 +90,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "message": record.getMessage(),
     }
-    for key in ("method", "request_id", "client_id", "channel", OUTCOME, REASON):
+    for key in ("method", "request_id", "trace_id", "client_id", "channel", OUTCOME, REASON):
         value = getattr(record, key, "")
         if value:
             line[key] = value

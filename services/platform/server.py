@@ -38,7 +38,7 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
-from services.platform import logs, migrations, processes, tls
+from services.platform import logs, migrations, processes, tls, tracing
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
@@ -96,6 +96,7 @@ class Server:
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
             ),
             interceptors=[
+                tracing.ServerTracer(),
                 CallObserver(self.metrics),
                 CallGuard(verifier, f"{config.name}.sscard", _limits(config)),
             ],
@@ -254,6 +255,7 @@ Build = Callable[[ServiceConfig], ServiceDeps]
 
 def _serve_one(config: ServiceConfig, build: Build) -> None:
     logs.configure(config.name, config.log_level, config.log_format)
+    tracing.configure(config.name, config.env)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

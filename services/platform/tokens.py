@@ -190,8 +190,8 @@ class CredentialSource(Protocol):
 
 class SigningSource:
     """Development and tests: the service signs its own credential with its own issuer's key
-    (the operations console, role ``ops``, with the development issuer's), bound to its own
-    ``certificate`` when it speaks TLS."""
+    (the operations console, role ``ops``, with the development issuer's, naming the staff
+    operator it acts for), bound to its own ``certificate`` when it speaks TLS."""
 
     def __init__(
         self,
@@ -200,12 +200,14 @@ class SigningSource:
         ttl: dt.timedelta,
         roles: frozenset[Role] = frozenset({Role.SERVICE}),
         certificate: bytes | None = None,
+        operator_id: str = "",
     ) -> None:
         self._signer = signer
         self._certificate = certificate
         self._client_id = client_id
         self._ttl = ttl
         self._roles = roles
+        self._operator_id = operator_id
         self._lock = threading.Lock()
         self._token = ""
         self._renew_at = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -220,6 +222,7 @@ class SigningSource:
                     roles=self._roles,
                     ttl=self._ttl,
                     certificate=self._certificate,
+                    operator_id=self._operator_id,
                 )
                 self._renew_at = now + self._ttl / 2
             return self._token

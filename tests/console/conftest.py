@@ -1,16 +1,20 @@
 """The console against the real services in-process: a running suite (tests/cardsuite.py), the
 console configured as in a deployment (its own ``ops-console`` credential signed with the
-development issuer's key, a user file, a session key) and a signed-in staff user."""
+development issuer's key, a user file, a session key) and a signed-in staff user; for the
+browser tests, the console served over HTTP and a page of headless Debian chromium."""
 
 from __future__ import annotations
 
 import base64
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -20,6 +24,7 @@ from console.users import UserStore
 from services.platform import tokens
 from services.platform.auth import Channel, ClientKind, Role
 from tests.cardsuite import Suite
+from tests.conftest import free_port
 from tests.trust import TestTrust
 
 STAFF = "wang"
@@ -89,3 +94,72 @@ def signed_in(client: TestClient) -> TestClient:
     answer = sign_in(client)
     assert answer.status_code == 303
     return client
+
+
+# --- a real browser (tests/console/test_browser*.py) ----------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="no /usr/bin/chromium (apt-get install -y chromium; .ci/run installs it)",
+)
+
+
+@pytest.fixture
+def console_url(console_app: Starlette) -> Iterator[str]:
+    """The console served over HTTP on a free local port."""
+    server = uvicorn.Server(
+        uvicorn.Config(console_app, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the console did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(console_url: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=console_url, viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(15_000)
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def browser_sign_in(page: Any, password: str = PASSWORD) -> None:
+    """Sign in as the staff user through the browser."""
+    page.goto("/")
+    page.fill("input[name=username]", STAFF)
+    page.fill("input[name=password]", password)
+    with page.expect_navigation():
+        page.click("button:has-text('Sign in')")
+
+
+def reload_until(page: Any, text: str, timeout: float = 30) -> None:
+    """Reload the page (as staff would) until it shows ``text``."""
+    deadline = time.monotonic() + timeout
+    while text not in page.content():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{text!r} never appeared on {page.url}: {page.inner_text('main')}")
+        time.sleep(0.5)
+        page.reload()

@@ -8,87 +8,18 @@ The overview's screenshot is kept as docs/console-overview.png (README, "Operati
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import uvicorn
-from starlette.applications import Starlette
-
 from sscard.bank.v1 import ledger_pb2
 from tests.cardsuite import Suite, active_card
-from tests.conftest import free_port
-from tests.console.conftest import PASSWORD, STAFF
+from tests.console.conftest import STAFF, needs_chromium, reload_until
+from tests.console.conftest import browser_sign_in as sign_in
 from tests.money import YUAN, ledger, pay_in
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console-overview.png"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="no /usr/bin/chromium (apt-get install -y chromium; .ci/run installs it)",
-)
-
-
-@pytest.fixture
-def console_url(console_app: Starlette) -> Iterator[str]:
-    """The console served over HTTP on a free local port."""
-    server = uvicorn.Server(
-        uvicorn.Config(console_app, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the console did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture
-def page(console_url: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=console_url, viewport={"width": 1280, "height": 800})
-        context.set_default_timeout(15_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
-
-
-def sign_in(page: Any, password: str = PASSWORD) -> None:
-    page.goto("/")
-    page.fill("input[name=username]", STAFF)
-    page.fill("input[name=password]", password)
-    with page.expect_navigation():
-        page.click("button:has-text('Sign in')")
-
-
-def reload_until(page: Any, text: str, timeout: float = 30) -> None:
-    """Reload the page (as staff would) until it shows ``text``."""
-    deadline = time.monotonic() + timeout
-    while text not in page.content():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{text!r} never appeared on {page.url}: {page.inner_text('main')}")
-        time.sleep(0.5)
-        page.reload()
+pytestmark = needs_chromium
 
 
 def test_staff_sign_in_and_follow_a_card_to_its_saga(suite: Suite, page: Any, backend: str) -> None:

@@ -17,6 +17,7 @@ from services.platform.clock import BEIJING, SharedTestClock
 from services.platform.config import ConfigError
 from sscard.bank.v1 import ledger_pb2
 from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
 from sscard.transit.v1 import transit_pb2 as tpb
 from tests.cardsuite import Suite, active_card, wait_until
 from tests.console.conftest import PASSWORD, STAFF, csrf_of, sign_in
@@ -65,6 +66,24 @@ class TestCsrf:
                 "/alerts/any/resolve", data={**sent, "note": "ok", "confirm": "yes"}
             )
             assert answer.status_code == 403 and "CSRF" in answer.text
+
+
+class TestSagaActions:
+    def test_a_saga_action_needs_the_token_and_a_confirmation_and_a_finished_saga_is_refused(
+        self, suite: Suite, signed_in: TestClient
+    ) -> None:
+        card_id, _ = active_card(suite)
+        ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
+        saga = ops.ListSagas(pb.ListSagasRequest(card_id=card_id), metadata=suite.ops).sagas[0]
+        path = f"/sagas/{saga.saga_id}/compensate"
+        form = signed_in.get(path)
+        assert form.status_code == 200 and "cannot be taken back" in form.text
+        assert signed_in.post(path, data={"confirm": "yes"}).status_code == 403
+        unconfirmed = signed_in.post(path, data={"csrf": csrf_of(form.text)})
+        assert unconfirmed.status_code == 400 and "Tick the confirmation" in unconfirmed.text
+        refused = signed_in.post(path, data={"csrf": csrf_of(form.text), "confirm": "yes"})
+        assert refused.status_code == 409 and "SAGA_FINISHED" in refused.text
+        assert signed_in.get(f"/sagas/{saga.saga_id}/delete").status_code == 404
 
 
 class TestMasking:
