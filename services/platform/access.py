@@ -146,6 +146,7 @@ MATRIX: dict[str, frozenset[Role]] = {
             "PurchaseParkPass": {COUNTER},
             "GetParkPass": {COUNTER, PERSON, SERVICE, OPS},
             "TransferParkPass": {SERVICE},
+            "RecordCardStatus": {SERVICE},
         },
     ),
 }

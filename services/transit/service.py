@@ -4,7 +4,9 @@ and the relay that carries refunds to the bank (A16.3, A19.1).
 Transport-free: the servicer (``api.py``) asks the card and identity services what it needs
 before the transaction (a unit of work never spans a call to another service), decodes requests
 into these arguments and encodes the results; the caller of a mutating use case commits
-(through the idempotency runner).
+(through the idempotency runner). A top-up decides on transit's own view of the card
+(``card_status``, pushed by the card service) and asks the card service only when that view
+cannot allow it (``CardViewUnsettled``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from services.transit.domain import wallet as wallets
 from services.transit.domain.park_pass import ParkPass
 from services.transit.domain.wallet import (
     CardFacts,
+    CardView,
     Entry,
     EntryKind,
     Refund,
@@ -47,19 +50,55 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+# --- transit's view of the cards (A13.2) -------------------------------------------------------
+
+# The card service's client id (``config.ServiceConfig.client_id``): the one source of card status.
+CARD_SERVICE_CLIENT = "card-service"
+
+
+class CardViewUnsettled(Exception):
+    """Transit's view of the card does not allow a top-up by itself (no view yet, or a status
+    that takes none): the card service decides, and its answer is recorded."""
+
+
+def check_card_service(caller: Caller) -> None:
+    """Only the card service tells transit a card's status."""
+    if caller.client_id != CARD_SERVICE_CLIENT:
+        raise DomainError(
+            "NOT_THE_CARD_SERVICE",
+            "only the card service reports a card's status",
+            kind=Kind.PERMISSION,
+            rule="A13.2",
+        )
+
+
+def record_card_view(uow: TransitUnitOfWork, view: CardView, clock: Clock) -> CardView:
+    """Keep the card's status if it is newer than the view held; the view held after."""
+    return uow.cards.record(view, clock.now())
+
+
 # --- the wallet (A10) --------------------------------------------------------------------------
 
 
 def top_up(
     uow: TransitUnitOfWork,
-    card: CardFacts,
+    card_id: str,
+    card: CardFacts | None,
     amount_fen: int,
     request_id: str,
     caller: Caller,
     clock: Clock,
 ) -> Entry:
     """A10.1 / A10.2: the card in its holder's hands, the amount within the rules, the balance
-    row locked, updated and its entry written in the one transaction."""
+    row locked, updated and its entry written in the one transaction. ``card`` is the card
+    service's answer when it was asked; None decides on transit's view, which never lags
+    behind a change that stops top-ups (the card service pushes those before acknowledging
+    them), and raises ``CardViewUnsettled`` when it does not allow the top-up by itself."""
+    if card is None:
+        view = uow.cards.get(card_id)
+        if view is None or not view.takes_top_ups:
+            raise CardViewUnsettled(card_id)
+        card = CardFacts(card_id, view.status, "", "")
     wallets.check_card_usable(card)
     wallets.check_top_up_amount(amount_fen)
     now = clock.now()
