@@ -205,6 +205,7 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         self._clock = clock
         self._cards = cards
         self._identity = identity
+        self._keys = keys
         self._once: Idempotent[TransitUnitOfWork] = Idempotent(keys, self._uow)
 
     def _uow(self, readonly: bool = False) -> TransitUnitOfWork:
@@ -236,6 +237,9 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         channels.check(Operation.TOP_UP, caller)
         _card_id(request.card_id)
         if not caller.person_id:
+            at_once = self._top_up_in_one(request, caller)
+            if at_once is not None:
+                return at_once
             try:  # on transit's own view of the card
                 return self._top_up(request, caller, None)
             except service.CardViewUnsettled:
@@ -257,6 +261,26 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         if stored is not None:
             return stored
         return self._top_up(request, caller, found[0])
+
+    def _top_up_in_one(self, request: pb.TopUpRequest, caller: Caller) -> pb.Entry | None:
+        """PostgreSQL: the top-up in one statement (``service.top_up_in_one``); None when the
+        ordinary path decides."""
+        if self._db.is_sqlite:
+            return None
+        intended = service.intended_top_up(
+            request.card_id, request.amount_fen, request.request_id, caller, self._clock
+        )
+        if intended is None:
+            return None
+        call = self._keys.one_statement("TopUp", request.request_id, request, intended.booked_at)
+        answer = entry_pb(intended)
+        trip = service.top_up_in_one(self._db, call, intended, answer.SerializeToString())
+        if trip.result == "OK":
+            answer.entry_id, answer.balance_after_fen = trip.entry_id, trip.balance_after_fen
+            return answer
+        if trip.result == "SLOW":
+            return None
+        return self._keys.settle(call, trip.held, pb.Entry)
 
     def _top_up(self, request: pb.TopUpRequest, caller: Caller, card: CardFacts | None) -> pb.Entry:
         def work(uow: TransitUnitOfWork) -> pb.Entry:

@@ -18,11 +18,16 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from services.platform import idempotency, logs
 from services.platform.auth import Caller
 from services.platform.clock import Clock
+from services.platform.db import Database
 from services.platform.errors import DomainError, Kind
+from services.platform.idempotency import OneStatement
+from services.transit import store
 from services.transit.clients import LedgerPort
 from services.transit.domain import park_pass as passes
+from services.transit.domain import rules
 from services.transit.domain import wallet as wallets
 from services.transit.domain.park_pass import ParkPass
 from services.transit.domain.wallet import (
@@ -119,6 +124,33 @@ def top_up(
     movement = wallets.top_up(before, amount_fen, request_id, channel, outlet, now)
     assert replace(movement.entry, entry_id=entry.entry_id) == entry
     return entry
+
+
+def intended_top_up(
+    card_id: str, amount_fen: int, request_id: str, caller: Caller, clock: Clock
+) -> Entry | None:
+    """The entry a top-up would book, for the one-statement path; None when the amount breaks
+    a rule (the ordinary path refuses it and keeps the refusal)."""
+    try:
+        wallets.check_top_up_amount(amount_fen)
+    except DomainError:
+        return None
+    channel, outlet = caller.channel.value, caller.outlet_id
+    return Entry(card_id, EntryKind.TOP_UP, amount_fen, 0, request_id, channel, outlet, clock.now())
+
+
+def top_up_in_one(
+    db: Database, call: OneStatement, intended: Entry, answer: bytes
+) -> store.OneTrip:
+    """PostgreSQL: the top-up of a card transit's view allows, into an open wallet within the
+    cap (A10.1, A10.2, A13.2), claimed, booked, answered and audited in one statement; anything
+    else is left to ``top_up`` (SLOW) and changes nothing."""
+    trip = store.top_up_in_one(
+        db, call, intended, rules.COLLECTED_STATES, rules.BALANCE_CAP_FEN, answer
+    )
+    if trip.result == "OK":
+        idempotency.log.info("state change committed", extra={logs.OUTCOME: "OK"})
+    return trip
 
 
 def get_wallet(uow: TransitUnitOfWork, card_id: str) -> Wallet:

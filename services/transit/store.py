@@ -13,7 +13,8 @@ replaces an older one.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -580,6 +581,67 @@ class TransitUnitOfWork(UnitOfWork):
         SQLite a writing unit of work already holds the database's write lock)."""
         if not self.db.is_sqlite:
             advisory_lock(self.session, "transit", *parts)
+
+
+@dataclass(frozen=True)
+class OneTrip:
+    """What ``transit_top_up`` did: OK (booked), STORED (the request id's earlier answer),
+    IN_PROGRESS (held by another transaction) or SLOW (nothing changed: the ordinary path
+    decides)."""
+
+    result: str
+    entry_id: int
+    balance_after_fen: int
+    held: tuple[str, str, bytes] | None  # STORED: fingerprint, outcome, payload
+
+
+_TOP_UP_IN_ONE = text(
+    "SELECT * FROM transit_top_up(:lock_key, :scope, :request_id, :fingerprint, :expires_at,"
+    " :card_id, :usable, :amount, :cap, :kind, :channel, :outlet_id, :at, :answer,"
+    " CAST(:audit AS jsonb), :audit_before, :audit_between, :audit_after)"
+)
+
+
+def top_up_in_one(
+    db: Database,
+    call: idempotency.OneStatement,
+    entry: Entry,
+    usable: frozenset[str],
+    cap_fen: int,
+    answer: bytes,
+) -> OneTrip:
+    """PostgreSQL: a top-up in one round trip to the database (migration 0006): the key claimed,
+    the card's view read, the wallet credited within ``cap_fen``, ``entry`` booked, ``answer``
+    (completed with the entry id and balance) stored under the key and the audit row appended,
+    in the one statement's own transaction."""
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        row = connection.execute(
+            _TOP_UP_IN_ONE,
+            {
+                "lock_key": call.lock_key,
+                "scope": call.scope,
+                "request_id": call.request_id,
+                "fingerprint": call.fingerprint,
+                "expires_at": call.expires_at,
+                "card_id": entry.card_id,
+                "usable": sorted(usable),
+                "amount": entry.amount_fen,
+                "cap": cap_fen,
+                "kind": entry.kind.value,
+                "channel": entry.channel,
+                "outlet_id": entry.outlet_id,
+                "at": entry.booked_at,
+                "answer": answer,
+                "audit": json.dumps(call.audit.fields),
+                "audit_before": call.audit.before,
+                "audit_between": call.audit.between,
+                "audit_after": call.audit.after,
+            },
+        ).one()
+    held = None
+    if row.result == "STORED":
+        held = (row.stored_fingerprint, row.stored_outcome, bytes(row.stored_payload))
+    return OneTrip(row.result, int(row.entry_id or 0), int(row.balance_after or 0), held)
 
 
 def pending_refunds(session: Session) -> tuple[int, dt.datetime | None]:

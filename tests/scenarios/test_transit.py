@@ -11,9 +11,12 @@ from typing import Any
 import grpc
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from services.platform.audit import AuditTrail
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
+from services.transit import store as transit_store
 from services.transit.domain import rules
 from services.transit.main import build as build_transit
 from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
@@ -212,6 +215,27 @@ class TestTopUp:
         assert wallet(suite, card_id).balance_fen == 60 * YUAN
         reused = rpc_error(lambda: top_up(suite, card_id, 40 * YUAN, request_id="KIOSK-7-000123"))
         assert reason_rule(reused)[0] == "REQUEST_ID_REUSED"
+
+    def test_A10_2_every_top_up_and_its_replay_is_in_transits_intact_audit_trail(
+        self, suite: Suite
+    ) -> None:
+        card_id, _ = active_card(suite)
+        booked = [top_up(suite, card_id, 10 * YUAN, request_id=f"KIOSK-7-{n}") for n in range(3)]
+        assert top_up(suite, card_id, 10 * YUAN, request_id="KIOSK-7-1") == booked[1]
+        assert [e.balance_after_fen for e in booked] == [10 * YUAN, 20 * YUAN, 30 * YUAN]
+        over = rpc_error(lambda: top_up(suite, card_id, rules.BALANCE_CAP_FEN, request_id="x"))
+        assert reason_rule(over) == ("BALANCE_CAP_EXCEEDED", "A10.2")
+        with Session(suite.transit_server.deps.db.engine) as session:
+            trail = AuditTrail(transit_store.metadata)
+            assert trail.verify(session).intact
+            rows = trail.rows(session, card_id=card_id)
+        top_ups = [r.item for r in rows if r.item.method == "TopUp"]  # a replay adds none
+        assert [(i.request_id, i.outcome) for i in top_ups] == [
+            ("KIOSK-7-0", "OK"),
+            ("KIOSK-7-1", "OK"),
+            ("KIOSK-7-2", "OK"),
+            ("x", "BALANCE_CAP_EXCEEDED"),
+        ]
 
     def test_A10_2_a_retry_after_the_card_was_reported_lost_returns_the_committed_top_up(
         self, suite: Suite
