@@ -291,6 +291,21 @@ class TestFreezing:
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert wallet(suite, waiting.card_id).balance_fen == 0  # no money taken
 
+    def test_A13_2_only_the_card_service_tells_transit_a_cards_status(self, suite: Suite) -> None:
+        card_id, _ = active_card(suite)
+        top_up(suite, card_id, 10 * YUAN)
+        denied = rpc_error(
+            lambda: suite.transit.RecordCardStatus(
+                tpb.RecordCardStatusRequest(
+                    request_id="forged-1", card_id=card_id, status=pb.REPLACED, version=2**62
+                ),
+                metadata=suite.service,  # another sscard service's credential
+            )
+        )
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason_rule(denied) == ("NOT_THE_CARD_SERVICE", "A13.2")
+        assert transit_view(suite.transit_server, card_id) in ("COLLECTED", "ACTIVE")
+
     def test_A10_1_a_card_transit_holds_no_view_of_is_asked_about_once(self, suite: Suite) -> None:
         card_id, _ = active_card(suite)
         with suite.transit_server.deps.db.engine.begin() as connection:
