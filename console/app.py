@@ -420,9 +420,7 @@ def create_app(config: ConsoleConfig, backend: Backend | None = None) -> Starlet
         )
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.backend = backend or Backend(
-        config.targets, config.credential, config.client_tls()
-    )
+    app.state.backend = backend or Backend(config.targets, config.credential, config.client_tls())
     app.state.users = UserStore(config.users_file)
     app.state.clock = config.clock()
     app.state.wall = SystemClock()

@@ -13,14 +13,20 @@ from typing import Any
 import grpc
 
 from services.card import service
-from services.card.clients import BankPort, IdentityPort
+from services.card.clients import BankPort, IdentityPort, TransitPort
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence
 from services.card.domain.application import Applicant, OlderCardChoice
 from services.card.domain.card import Card, CollectionMethod, Delivery
 from services.card.domain.password import check_new_password, wrong_password
-from services.card.saga import NEEDS_ATTENTION, Orchestrator, wall_clock
-from services.card.store import ACTIVE_SAGA_STATES, CardUnitOfWork, SagaRecord, SagaSummary
+from services.card.saga import NEEDS_ATTENTION, Orchestrator
+from services.card.store import (
+    ACTIVE_SAGA_STATES,
+    CardUnitOfWork,
+    SagaRecord,
+    SagaSummary,
+    wall_clock,
+)
 from services.platform import documents
 from services.platform.auth import Channel, current_caller
 from services.platform.channels import Operation
@@ -170,6 +176,14 @@ def _refusal_pb(index: int, error: DomainError) -> pb.BatchResult:
     )
 
 
+def _with_notice(answer: pb.Card, notice: rules.Notice) -> None:
+    """A notice written after the change it follows, added to the change's answer."""
+    answer.status_text = f"{answer.status_text}; {notice.text}"
+    answer.notices.add(
+        at=to_timestamp(notice.at), recipient=notice.recipient, text=notice.text, rule=notice.rule
+    )
+
+
 class CardApi(card_pb2_grpc.CardServiceServicer):
     def __init__(
         self,
@@ -181,7 +195,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         hasher: Argon2Hasher,
         identity: IdentityPort,
         bank: BankPort,
+        transit: TransitPort,
     ) -> None:
+        self._transit = transit
         self._hasher = hasher
         self._identity = identity
         self._bank = bank
@@ -196,6 +212,29 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
 
     def _today(self) -> dt.date:
         return beijing_date(self._clock.now())
+
+    def _changed(
+        self, method: str, request: Any, work: Callable[[CardUnitOfWork], pb.Card]
+    ) -> pb.Card:
+        """Run a change of cards at most once; a status change that stops top-ups reaches
+        transit before the answer (``service.push_status_at_once``), and the sagas that carry
+        every status change to transit start at once."""
+        pushes: list[SagaRecord] = []
+
+        def run(uow: CardUnitOfWork) -> pb.Card:
+            answer = work(uow)
+            pushes.extend(uow.cards.status_pushes)
+            return answer
+
+        answer = self._once.call(method, request, pb.Card, run)
+        if pushes:
+            notices = service.push_status_at_once(
+                self._uow, self._transit.record_card_status, pushes, self._clock
+            )
+            for notice in notices:
+                _with_notice(answer, notice)
+            self._orchestrator.poke(len(pushes))
+        return answer
 
     def _card_answer(self, uow: CardUnitOfWork, card: Card, history: bool = False) -> pb.Card:
         view = uow.cards.view(card.card_id)
@@ -318,10 +357,12 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                 caller,
                 _agent(request, self._today()),
             )
+            status, version = service.status_version(uow, card)
         return pb.QueryStatusResponse(
             card_id=card.card_id,
-            status=card.status.value,
+            status=status.value,
             progress=rules.progress(card),
+            status_version=version,
         )
 
     # -- production, delivery, activation
@@ -337,7 +378,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             )
             return self._card_answer(uow, card)
 
-        return self._once.call("RecordProduced", request, pb.Card, work)
+        return self._changed("RecordProduced", request, work)
 
     def RecordCollection(
         self, request: pb.RecordCollectionRequest, context: grpc.ServicerContext
@@ -358,7 +399,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         def work(uow: CardUnitOfWork) -> pb.Card:
             return self._card_answer(uow, service.record_collection(uow, cmd, caller, self._clock))
 
-        answer = self._once.call("RecordCollection", request, pb.Card, work)
+        answer = self._changed("RecordCollection", request, work)
         self._orchestrator.poke()  # a replacement's collection starts its follow-up sagas
         return answer
 
@@ -374,7 +415,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             )
             return self._card_answer(uow, card)
 
-        answer = self._once.call("RecordEmployerReturn", request, pb.Card, work)
+        answer = self._changed("RecordEmployerReturn", request, work)
         self._orchestrator.poke()  # the bank records the card taken back
         return answer
 
@@ -387,7 +428,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             card = service.record_handout(uow, request.card_id, caller, self._clock)
             return self._card_answer(uow, card)
 
-        return self._once.call("RecordHandout", request, pb.Card, work)
+        return self._changed("RecordHandout", request, work)
 
     def ActivateCard(
         self, request: pb.ActivateCardRequest, context: grpc.ServicerContext
@@ -400,7 +441,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             )
             return self._card_answer(uow, card)
 
-        return self._once.call("ActivateCard", request, pb.Card, work)
+        return self._changed("ActivateCard", request, work)
 
     # -- the card in use: loss, unlock, information (A13, A14, A17)
 
@@ -422,7 +463,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             outcome.append(done)
             return self._card_answer(uow, done.card)
 
-        answer = self._once.call("CancelCard", request, pb.Card, work)
+        answer = self._changed("CancelCard", request, work)
         if outcome and outcome[0].starts_saga:
             self._orchestrator.poke()
         return answer
@@ -447,7 +488,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             outcome.append(done)
             return self._card_answer(uow, done.card)
 
-        answer = self._once.call(method, request, pb.Card, work)
+        answer = self._changed(method, request, work)
         if outcome and outcome[0].suspension is not None:
             pending = service.suspend_financial_at_once(
                 self._uow,
@@ -457,13 +498,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                 self._clock,
             )
             if pending is not None:
-                answer.status_text = f"{answer.status_text}; {pending.text}"
-                answer.notices.add(
-                    at=to_timestamp(pending.at),
-                    recipient=pending.recipient,
-                    text=pending.text,
-                    rule=pending.rule,
-                )
+                _with_notice(answer, pending)
         if outcome and outcome[0].starts_saga:
             self._orchestrator.poke()
         return answer

@@ -340,6 +340,28 @@ class TransitPort:
         )
         return str(answer.refund_id)
 
+    def record_card_status(
+        self,
+        request_id: str,
+        card_id: str,
+        status: str,
+        version: int,
+        deadline: float = DEFAULT_DEADLINE,
+    ) -> None:
+        """Tell transit the card's status as of ``version`` (its view of the card, which
+        decides top-ups without asking this service)."""
+        call(
+            self._stub.RecordCardStatus,
+            transit_pb2.RecordCardStatusRequest(
+                request_id=request_id,
+                card_id=card_id,
+                status=status,
+                version=version,
+            ),
+            self._credential,
+            deadline,
+        )
+
     def refund_arrived(self, refund_id: str) -> bool:
         """Whether the bank has credited the refund; a refund the bank refused for good is a
         refusal (REFUND_RETURNED), since its money went back to the wallet."""

@@ -23,7 +23,7 @@ from services.card.deadlines import watch_not_handed_out, watch_production
 from services.card.domain import card as rules
 from services.card.domain.application import OlderCardChoice
 from services.card.saga import LocalStep, RemoteStep, SagaDefinition
-from services.card.store import CardUnitOfWork, SagaRecord
+from services.card.store import TRANSIT_STATUS, CardUnitOfWork, SagaRecord
 from services.card.tasks import BANK_TASK, RELEASE_PLACE
 from services.platform.auth import Caller, Channel
 from services.platform.calendar import WorkingDayCalendar
@@ -538,6 +538,41 @@ def transit_refund_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
 
     return SagaDefinition(
         TRANSIT_REFUND, [RemoteStep("refund_old_transit_balance", refund)], completed, failed
+    )
+
+
+def transit_status_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
+    """Every change of a card into or out of a state that takes top-ups reaches transit's view
+    of the card, which decides top-ups without asking this service: started in the change's
+    transaction (``store.CardRepository.record``) and retried until transit has it. A change
+    that stops top-ups is also pushed at once before it is acknowledged
+    (``service.push_status_at_once``), with this saga's key. Transit keeps the newest version
+    it has seen, so pushes arriving out of order change nothing. A refusal is kept as a notice
+    for operations on the card."""
+
+    def push(saga: SagaRecord, request_id: str) -> dict[str, Any]:
+        d = saga.data
+        transit.record_card_status(request_id, saga.card_id, d["status"], d["version"])
+        return {}
+
+    def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        """Transit's view of the card is as new as this change, or newer."""
+
+    def failed(uow: CardUnitOfWork, saga: SagaRecord) -> None:
+        _tell(
+            uow,
+            saga,
+            clock,
+            "operations",
+            saga.refusal_rule or "A13.2",
+            lambda card: (
+                f"The transit service did not record card {card.card_id} as "
+                f"{saga.data['status']}: {saga.refusal_message} ({saga.refusal_reason})."
+            ),
+        )
+
+    return SagaDefinition(
+        TRANSIT_STATUS, [RemoteStep("record_card_status", push)], completed, failed
     )
 
 

@@ -22,9 +22,11 @@ from services.card.flows import (
     replacement_saga,
     retirement_saga,
     transit_refund_saga,
+    transit_status_saga,
 )
-from services.card.saga import Orchestrator, Tuning, wall_clock
+from services.card.saga import Orchestrator, Tuning
 from services.card.scheduler import Scheduler
+from services.card.store import wall_clock
 from services.platform import config as settings
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential
@@ -132,6 +134,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
             cancellation_saga(bank, transit, base.clock),
             park_pass_move_saga(transit, base.clock),
             release_place_saga(identity, base.clock),
+            transit_status_saga(transit, base.clock),
         ],
         saga_tuning(config),
         crash_point(config),
@@ -145,7 +148,15 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     )
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)
     api = CardApi(
-        base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity, bank
+        base.db,
+        cipher,
+        base.clock,
+        base.keys,
+        orchestrator,
+        Argon2Hasher(),
+        identity,
+        bank,
+        transit,
     )
     ops = OpsApi(base.db, cipher, base.clock, base.keys, orchestrator)
 

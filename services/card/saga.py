@@ -25,14 +25,13 @@ import datetime as dt
 import logging
 import os
 import random
-import secrets
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.card.store import CardUnitOfWork, SagaRecord
+from services.card.store import CardUnitOfWork, SagaRecord, wall_clock
 from services.platform import tracing
 from services.platform.errors import DomainError, Kind
 from services.platform.faultlog import FailureLog
@@ -44,14 +43,6 @@ TRANSIENT = frozenset({Kind.UNAVAILABLE, Kind.CONFLICT})
 
 # Retries exhausted: the saga holds its place, no worker claims it, until an operator resumes it.
 NEEDS_ATTENTION = "NEEDS_ATTENTION"
-
-
-def wall_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def new_saga_id() -> str:
-    return f"saga-{secrets.token_hex(12)}"
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 
-from services.card.saga import wall_clock
-from services.card.store import CardUnitOfWork, TimerRecord
+from services.card.store import CardUnitOfWork, TimerRecord, wall_clock
 from services.platform.clock import Clock
 from services.platform.faultlog import FailureLog
 

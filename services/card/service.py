@@ -51,8 +51,15 @@ from services.card.flows import (
     TRANSIT_REFUND,
     application_data,
 )
-from services.card.saga import new_saga_id, wall_clock
-from services.card.store import CardUnitOfWork, Contact, SagaRecord, SagaSummary, TimerRecord
+from services.card.store import (
+    CardUnitOfWork,
+    Contact,
+    SagaRecord,
+    SagaSummary,
+    TimerRecord,
+    new_saga_id,
+    wall_clock,
+)
 from services.card.tasks import start_bank_task, start_release_place, start_saga
 from services.platform import channels
 from services.platform.auth import Caller, Channel, Role, bound_caller
@@ -335,6 +342,12 @@ def query_status(
     if card is None or not visible_to(caller, card):
         raise card_not_found()
     return card
+
+
+def status_version(uow: CardUnitOfWork, card: Card) -> tuple[rules.Status, int]:
+    """The card's status now with its version, which grows with every status change: the
+    transit service keeps the newest it has seen (``flows.transit_status_saga``)."""
+    return uow.cards.status_version(card.card_id) or (card.status, 0)
 
 
 def get_application(
@@ -683,6 +696,54 @@ def suspend_financial_at_once(
             uow.commit()
         return notice
     return None
+
+
+# How long a change that stops top-ups waits for transit's confirmation before it answers.
+TRANSIT_PUSH_DEADLINE_SECONDS = 2.0
+
+
+def push_status_at_once(
+    new_uow: Callable[[], CardUnitOfWork],
+    record_card_status: Callable[[str, str, str, int, float], None],
+    pushes: Sequence[SagaRecord],
+    clock: Clock,
+) -> list[rules.Notice]:
+    """A13.2 (and A10.2 for a card replaced or cancelled): a change that stops top-ups takes
+    effect in transit before it is acknowledged. Transit is told here, after the change is
+    committed with its push saga and before the answer; if it does not confirm in time, the
+    saga keeps telling it, and the holder is told, in a notice returned and kept on the card,
+    that top-ups may still go through until it does. A change that allows top-ups again is
+    left to the saga: until it arrives, transit asks this service about the card."""
+    last = {push.card_id: push for push in pushes}  # a card's last change is the one that counts
+    notices = []
+    for push in last.values():
+        status = rules.Status(push.data["status"])
+        if status in rules.IN_HAND:
+            continue
+        try:
+            # Its own key: the saga may be telling transit the same version at the same time.
+            record_card_status(
+                f"{push.saga_id}:at-once",
+                push.card_id,
+                status.value,
+                push.data["version"],
+                TRANSIT_PUSH_DEADLINE_SECONDS,
+            )
+        except DomainError as exc:
+            notice = rules.Notice(
+                clock.now(),
+                "person",
+                "The transit service has not yet confirmed that the card takes no more top-ups "
+                f"({exc.reason}); it is being told again until it does. Until then the card's "
+                "transit wallet may still be topped up.",
+                "A13.2" if status in rules.LOST else "A10.2",
+            )
+            with new_uow() as uow:
+                now_card = _card(uow, push.card_id, for_update=True)
+                uow.cards.record(rules.Change(now_card, notices=[notice]))
+                uow.commit()
+            notices.append(notice)
+    return notices
 
 
 def report_temporary_loss(

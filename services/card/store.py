@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from services.card.domain.card import (
+    IN_HAND,
     Card,
     Change,
     Delivery,
@@ -286,6 +288,14 @@ _CARD_STATE = (
     "pickup_branch_id",
 )
 _CARD = select(cards).where(cards.c.card_id == bindparam("b_card_id"))
+_ADD_TRANSITIONS = card_transitions.insert().returning(card_transitions.c.id)
+_STATUS_VERSION = select(
+    cards.c.status,
+    select(func.max(card_transitions.c.id))
+    .where(card_transitions.c.card_id == cards.c.card_id)
+    .scalar_subquery()
+    .label("version"),
+).where(cards.c.card_id == bindparam("b_card_id"))
 _CARD_FOR_UPDATE = _CARD.with_for_update()
 _SAVE_CARD = (
     update(cards)
@@ -317,6 +327,20 @@ class SagaRecord:
     step_times: list[tuple[int, str, str]] = field(default_factory=list)
 
 
+def wall_clock() -> dt.datetime:
+    """Saga times (leases, retries, creation) are wall-clock: the suite's clock never moves them."""
+    return dt.datetime.now(dt.UTC)
+
+
+def new_saga_id() -> str:
+    return f"saga-{secrets.token_hex(12)}"
+
+
+# The saga that tells the transit service a card's new status (``flows.transit_status_saga``):
+# started by every status change into or out of a state in which the card takes top-ups.
+TRANSIT_STATUS = "transit_status"
+
+
 @dataclass(frozen=True)
 class Contact:
     """An applicant's personal data kept with the card."""
@@ -330,9 +354,12 @@ class Contact:
 
 
 class CardRepository:
-    def __init__(self, session: Session, cipher: PiiCipher) -> None:
+    def __init__(self, session: Session, cipher: PiiCipher, sagas: SagaRepository) -> None:
         self.session = session
         self.cipher = cipher
+        self._sagas = sagas
+        # The transit status pushes started in this transaction, in order.
+        self.status_pushes: list[SagaRecord] = []
 
     def doc_index(self, doc_type: str, number: str) -> str:
         return self.cipher.blind_index(doc_type, number)
@@ -542,10 +569,12 @@ class CardRepository:
             },
         )
         if change.transitions:
-            self.session.execute(
-                card_transitions.insert(),
+            ids = self.session.execute(
+                _ADD_TRANSITIONS,
                 [self._transition_row(card.card_id, t) for t in change.transitions],
-            )
+            ).scalars()
+            if card.status in IN_HAND or any(t.from_status in IN_HAND for t in change.transitions):
+                self._push_status(card.card_id, card.status, max(ids))
         if change.notices:
             self.session.execute(
                 card_notices.insert(),
@@ -560,6 +589,29 @@ class CardRepository:
                     for n in change.notices
                 ],
             )
+
+    def _push_status(self, card_id: str, status: Status, version: int) -> None:
+        """Start the saga that tells transit the card's new status, in this transaction: a
+        change rolled back takes its push with it. The status version is the id of the
+        change's last transition: a card's transitions are written under its row's lock, so
+        its ids grow with every change."""
+        push = SagaRecord(
+            saga_id=new_saga_id(),
+            kind=TRANSIT_STATUS,
+            card_id=card_id,
+            batch_id="",
+            state="RUNNING",
+            step=0,
+            data={"status": status.value, "version": version},
+        )
+        self._sagas.add_many([push], wall_clock())
+        self.status_pushes.append(push)
+
+    def status_version(self, card_id: str) -> tuple[Status, int] | None:
+        """The card's status and its version (``_push_status``), read together in one
+        statement so that the two always belong to each other."""
+        row = self.session.execute(_STATUS_VERSION, {"b_card_id": card_id}).one_or_none()
+        return None if row is None else (Status(row.status), int(row.version or 0))
 
     def history(self, card_id: str) -> tuple[list[Transition], list[Notice]]:
         t, n = card_transitions, card_notices
@@ -1095,8 +1147,8 @@ class CardUnitOfWork(UnitOfWork):
         self._cipher = cipher
 
     def _open(self, session: Session) -> None:
-        self.cards = CardRepository(session, self._cipher)
         self.sagas = SagaRepository(session, self._cipher)
+        self.cards = CardRepository(session, self._cipher, self.sagas)
         self.passwords = PasswordRepository(session)
         self.timers = TimerRepository(session)
         self.feeds = FeedRepository(session)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.card.saga import new_saga_id, request_id, wall_clock
-from services.card.store import CardUnitOfWork, SagaRecord
+from services.card.saga import request_id
+from services.card.store import CardUnitOfWork, SagaRecord, new_saga_id, wall_clock
 
 BANK_TASK = "bank_task"
 RELEASE_PLACE = "release_place"

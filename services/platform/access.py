@@ -152,6 +152,7 @@ MATRIX: dict[str, frozenset[Role]] = {
             "PurchaseParkPass": {COUNTER},
             "GetParkPass": {COUNTER, PERSON, SERVICE, OPS},
             "TransferParkPass": {SERVICE},
+            "RecordCardStatus": {SERVICE},
         },
     ),
 }

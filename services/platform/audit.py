@@ -143,13 +143,42 @@ def entry(
     )
 
 
+def _fields(item: Entry) -> dict[str, str]:
+    return {**asdict(item), "at": as_utc(item.at).isoformat(timespec="microseconds")}
+
+
+def _canonical(seq: int, prev_hash: str, item: Entry) -> str:
+    canonical = {"seq": seq, "prev_hash": prev_hash, **_fields(item)}
+    return json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def digest(seq: int, prev_hash: str, item: Entry) -> str:
     """SHA-256 over the canonical encoding of a row: sorted-key compact JSON of its fields,
     its number and its predecessor's hash, the time in UTC ISO 8601 with microseconds."""
-    fields = {**asdict(item), "at": as_utc(item.at).isoformat(timespec="microseconds")}
-    canonical = {"seq": seq, "prev_hash": prev_hash, **fields}
-    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(encoded.encode()).hexdigest()
+    return hashlib.sha256(_canonical(seq, prev_hash, item).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Template:
+    """A row's canonical encoding around the two values only its place in the chain gives it,
+    for a database function that appends it: ``before + prev_hash + between + str(seq) +
+    after`` is what ``digest`` hashes; ``fields`` are its columns but those two and the hash,
+    as JSON values."""
+
+    fields: dict[str, str]
+    before: str
+    between: str
+    after: str
+
+
+def template(item: Entry) -> Template:
+    """The canonical encoding of ``item`` with its predecessor's hash and its number left out."""
+    encoded = _canonical(0, "", item)
+    prev_key, seq_key = '"prev_hash":"', ',"seq":0}'
+    start = encoded.index(prev_key) + len(prev_key)  # keys are unique, values are escaped
+    if not encoded.endswith(seq_key):  # "seq" sorts last of the fields
+        raise ValueError("the canonical encoding no longer ends with the row's number")
+    return Template(_fields(item), encoded[:start], encoded[start:-2], "}")
 
 
 @dataclass(frozen=True)

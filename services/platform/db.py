@@ -89,9 +89,15 @@ def advisory_lock(session: Session, *parts: str, wait: bool = True) -> bool:
     function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
     held = session.execute(
         text(f"SELECT {function}(hashtextextended(current_schema() || :k, 0))"),
-        {"k": "\x1f" + "\x1f".join(parts)},
+        {"k": lock_key(*parts)},
     ).scalar_one()
     return wait or bool(held)
+
+
+def lock_key(*parts: str) -> str:
+    """The text an advisory lock on ``parts`` is keyed by, within the connection's schema (for
+    a database function that takes the same lock as ``advisory_lock``)."""
+    return "\x1f" + "\x1f".join(parts)
 
 
 def ping(engine: Engine) -> None:

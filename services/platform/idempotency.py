@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from services.platform import audit, logs
 from services.platform.auth import current_caller
 from services.platform.clock import Clock
-from services.platform.db import Database, UnitOfWork, advisory_lock, as_utc
+from services.platform.db import Database, UnitOfWork, advisory_lock, as_utc, lock_key
 from services.platform.errors import DomainError, FieldViolation, Kind, invalid
 from services.platform.pii import PiiCipher
 
@@ -140,6 +140,28 @@ def reused() -> DomainError:
     )
 
 
+def in_progress() -> DomainError:
+    return DomainError(
+        "REQUEST_IN_PROGRESS",
+        "a call with this request_id is still running; retry shortly",
+        kind=Kind.CONFLICT,
+        rule=RULE,
+    )
+
+
+@dataclass(frozen=True)
+class OneStatement:
+    """What a call run as one database statement needs to claim its key and audit itself the
+    way ``Idempotent.run`` does (a service's own database function does the rest)."""
+
+    lock_key: str
+    scope: str
+    request_id: str
+    fingerprint: str
+    expires_at: dt.datetime
+    audit: audit.Template
+
+
 class IdempotencyStore:
     """Reads and writes keys inside the caller's transaction, and audits what they answer.
 
@@ -176,12 +198,7 @@ class IdempotencyStore:
         REQUEST_IN_PROGRESS while another transaction holds the same key.
         """
         if postgres and not advisory_lock(session, scope, request_id, wait=False):
-            raise DomainError(
-                "REQUEST_IN_PROGRESS",
-                "a call with this request_id is still running; retry shortly",
-                kind=Kind.CONFLICT,
-                rule=RULE,
-            )
+            raise in_progress()
         found = self.find(session, scope, request_id)
         if found is None:
             return None
@@ -243,6 +260,36 @@ class IdempotencyStore:
             self.clock.now(), current_caller(), method, request_id, request, response, refusal
         )
         self.trail.append(session, row)
+
+    def one_statement(
+        self, method: str, request_id: str, request: Message, now: dt.datetime
+    ) -> OneStatement:
+        """The key, lock and audit row of the current caller's call, for a database function
+        that claims, runs and records it in one statement (``settle`` reads its result)."""
+        check_request_id(request_id)
+        scope = scope_of(method)
+        row = audit.entry(now, current_caller(), method, request_id, request)
+        return OneStatement(
+            lock_key(scope, request_id),
+            scope,
+            request_id,
+            fingerprint(request),
+            now + self.ttl,
+            audit.template(row),
+        )
+
+    def settle(
+        self, call: OneStatement, held: tuple[str, str, bytes] | None, response_type: type[M]
+    ) -> M:
+        """The answer stored under the call's key before (``held``: its fingerprint, outcome
+        and payload), replayed as ``Idempotent.run`` replays it."""
+        if held is None:
+            raise in_progress()
+        stored_fp, outcome, payload = held
+        if stored_fp != call.fingerprint:
+            raise reused()
+        log.info("stored answer replayed", extra={logs.OUTCOME: "REPLAYED"})
+        return Stored(outcome, self._unseal(payload)).replay(response_type)
 
     def purge_expired(self, db: Database) -> int:
         """Delete keys past their time; run periodically by the server's maintenance loop."""

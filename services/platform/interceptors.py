@@ -104,7 +104,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     The credential, the method's roles and the client's admission are checked on the call's
     headers, before its request is read (``inbound``): every method is served as one that
-    reads its request stream itself, so a refused call's body is never read.
+    reads its request stream itself, so a refused call's body is never read. Each method's
+    guarded handler is built once, on its first call, and serves every later one.
     """
 
     def __init__(self, verifier: Verifier, error_domain: str, limits: inbound.Limits) -> None:
@@ -116,16 +117,29 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
             reason: FailureLog(log, f"{error_domain} callers", level=logging.INFO)
             for reason in inbound.FLOOD_REASONS
         }
+        # The guarded handler of each method served so far (a method's handler never changes).
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(details)
         method: str = details.method
+        try:
+            return self._handlers[method]
+        except KeyError:
+            pass
+        handler = continuation(details)
         if handler is None or method.startswith(OPEN_PREFIXES):
-            return handler
+            return handler  # an unknown method is not remembered: callers name any they like
+        guarded = self._guarded(method, handler)
+        self._handlers[method] = guarded
+        return guarded
+
+    def _guarded(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         streams = handler.response_streaming
         behaviour = (
             (handler.unary_stream or handler.stream_stream)
@@ -134,17 +148,14 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         )
         if behaviour is None:  # a handler without a behaviour serves nothing: UNIMPLEMENTED
             return None
-        admitted = self._admit(method, details.invocation_metadata)
         decode = inbound.tolerant(handler.request_deserializer, self._limits.request_limit(method))
         unary = not handler.request_streaming
         if streams:
             return grpc.stream_stream_rpc_method_handler(
-                self._guard_stream(method, admitted, behaviour, unary),
-                decode,
-                handler.response_serializer,
+                self._guard_stream(method, behaviour, unary), decode, handler.response_serializer
             )
         return grpc.stream_unary_rpc_method_handler(
-            self._guard(method, admitted, behaviour, unary), decode, handler.response_serializer
+            self._guard(method, behaviour, unary), decode, handler.response_serializer
         )
 
     def _admit(self, method: str, metadata: Any) -> Caller | Exception:
@@ -210,16 +221,12 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         log.error("%s failed, reference %s", method, reference, exc_info=exc)
         context.abort_with_status(internal_status(reference))
 
-    def _guard(
-        self,
-        method: str,
-        at_the_door: Caller | Exception,
-        behaviour: Callable[..., Any],
-        unary: bool,
-    ) -> Any:
+    def _guard(self, method: str, behaviour: Callable[..., Any], unary: bool) -> Any:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            admitted = self._over_its_certificate(at_the_door, context)
+            admitted = self._over_its_certificate(
+                self._admit(method, context.invocation_metadata()), context
+            )
             try:
                 with self._entered(admitted):
                     try:
@@ -237,15 +244,11 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         return guarded
 
-    def _guard_stream(
-        self,
-        method: str,
-        at_the_door: Caller | Exception,
-        behaviour: Callable[..., Any],
-        unary: bool,
-    ) -> Any:
+    def _guard_stream(self, method: str, behaviour: Callable[..., Any], unary: bool) -> Any:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            admitted = self._over_its_certificate(at_the_door, context)
+            admitted = self._over_its_certificate(
+                self._admit(method, context.invocation_metadata()), context
+            )
             try:
                 with self._entered(admitted):
                     try:

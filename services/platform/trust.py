@@ -21,8 +21,9 @@
   serves (the bank forwards a counter's activation to the card service), known by its
   certificate's common name, which the CA issues as the client id.
 
-Verified signatures are cached until the token expires; the registry is consulted on every call,
-so a disabled client is refused as soon as the registry is re-read.
+Verified credentials are cached until the token expires, with the registry's admission of them:
+a change of keys or of the registry empties the cache, so a disabled client is refused as soon
+as the registry is re-read.
 """
 
 from __future__ import annotations
@@ -261,6 +262,14 @@ class _Verified:
     expires: float
 
 
+@dataclass
+class _Cached:
+    """A verified credential and, once the registry has admitted it, the caller it makes."""
+
+    verified: _Verified
+    caller: Caller | None = None
+
+
 class Verifier:
     """Turns a bearer token into a Caller, or raises UNAUTHENTICATED / PERMISSION_DENIED."""
 
@@ -278,24 +287,28 @@ class Verifier:
         self._issuers = _Reloading(trust_dir, _load_issuers, reload_seconds)
         self._registry = _Reloading(registry_file, load_registry, reload_seconds)
         self._leeway = leeway_seconds
-        self._cache: dict[str, _Verified] = {}
+        self._cache: dict[str, _Cached] = {}
         self._cache_keys: object = None
+        self._cache_registry: object = None
 
     def client(self, client_id: str) -> Client | None:
         return self._registry.get().get(client_id)
 
     def verify(self, token: str) -> Caller:
-        issuers = self._issuers.get()
-        if issuers is not self._cache_keys:  # keys changed: verify every token afresh
+        issuers, registry = self._issuers.get(), self._registry.get()
+        if issuers is not self._cache_keys or registry is not self._cache_registry:
+            # keys or clients changed: verify and admit every token afresh
             self._cache = {}
-            self._cache_keys = issuers
-        verified = self._cache.get(token)
-        if verified is None or verified.expires + self._leeway < time.time():
-            verified = self._check_signature(token, issuers)
+            self._cache_keys, self._cache_registry = issuers, registry
+        cached = self._cache.get(token)
+        if cached is None or cached.verified.expires + self._leeway < time.time():
+            cached = _Cached(self._check_signature(token, issuers))
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache = {}
-            self._cache[token] = verified
-        return self._admit(verified)
+            self._cache[token] = cached
+        if cached.caller is None:  # a refusal is not kept: asked again on the next call
+            cached.caller = self._admit(cached.verified)
+        return cached.caller
 
     def _check_signature(self, token: str, issuers: dict[str, dict[str, jwt.PyJWK]]) -> _Verified:
         try:

@@ -31,6 +31,7 @@ from services.transit.domain import wallet as wallets
 from services.transit.domain.park_pass import ParkPass
 from services.transit.domain.wallet import (
     CardFacts,
+    CardView,
     Entry,
     Refund,
     RefundReason,
@@ -38,6 +39,7 @@ from services.transit.domain.wallet import (
     Wallet,
 )
 from services.transit.store import TransitUnitOfWork
+from sscard.card.v1 import card_pb2
 from sscard.transit.v1 import transit_pb2 as pb
 from sscard.transit.v1 import transit_pb2_grpc
 
@@ -121,6 +123,8 @@ def _check_own(caller: Caller, card: CardFacts) -> CardFacts:
     return card
 
 
+_CARD_STATUSES = frozenset(card_pb2.CardStatus.values())
+
 _MOVE_REASONS = {
     pb.REPLACEMENT: RefundReason.REPLACEMENT,
     pb.CANCELLATION: RefundReason.CANCELLATION,
@@ -201,6 +205,7 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         self._clock = clock
         self._cards = cards
         self._identity = identity
+        self._keys = keys
         self._once: Idempotent[TransitUnitOfWork] = Idempotent(keys, self._uow)
 
     def _uow(self, readonly: bool = False) -> TransitUnitOfWork:
@@ -231,22 +236,62 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         caller = current_caller()
         channels.check(Operation.TOP_UP, caller)
         _card_id(request.card_id)
+        if not caller.person_id:
+            at_once = self._top_up_in_one(request, caller)
+            if at_once is not None:
+                return at_once
+            try:  # on transit's own view of the card
+                return self._top_up(request, caller, None)
+            except service.CardViewUnsettled:
+                pass  # the card service decides
         found: list[CardFacts] = []
 
         def ask() -> None:
             if caller.person_id:  # the holder's own app: the card's holder is needed too
                 found.append(_check_own(caller, self._cards.card(request.card_id)))
-            else:
-                found.append(self._cards.status(request.card_id))
+                return
+            card = self._cards.status(request.card_id)
+            with self._uow() as uow:
+                view = CardView(card.card_id, card.status, card.status_version)
+                service.record_card_view(uow, view, self._clock)
+                uow.commit()
+            found.append(card)
 
         stored = self._ask("TopUp", request, pb.Entry, ask)
         if stored is not None:
             return stored
-        card = found[0]
+        return self._top_up(request, caller, found[0])
 
+    def _top_up_in_one(self, request: pb.TopUpRequest, caller: Caller) -> pb.Entry | None:
+        """PostgreSQL: the top-up in one statement (``service.top_up_in_one``); None when the
+        ordinary path decides."""
+        if self._db.is_sqlite:
+            return None
+        intended = service.intended_top_up(
+            request.card_id, request.amount_fen, request.request_id, caller, self._clock
+        )
+        if intended is None:
+            return None
+        call = self._keys.one_statement("TopUp", request.request_id, request, intended.booked_at)
+        answer = entry_pb(intended)
+        trip = service.top_up_in_one(self._db, call, intended, answer.SerializeToString())
+        if trip.result == "OK":
+            answer.entry_id, answer.balance_after_fen = trip.entry_id, trip.balance_after_fen
+            return answer
+        if trip.result == "SLOW":
+            return None
+        return self._keys.settle(call, trip.held, pb.Entry)
+
+    def _top_up(self, request: pb.TopUpRequest, caller: Caller, card: CardFacts | None) -> pb.Entry:
         def work(uow: TransitUnitOfWork) -> pb.Entry:
             entry = service.top_up(
-                uow, card, request.amount_fen, request.request_id, caller, self._clock
+                uow,
+                request.card_id,
+                card,
+                request.amount_fen,
+                request.request_id,
+                caller,
+                self._clock,
             )
             return entry_pb(entry)
 
@@ -398,3 +443,31 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             return pb.TransferParkPassResponse(passes=[pass_pb(p) for p in moved])
 
         return self._once.call("TransferParkPass", request, pb.TransferParkPassResponse, work)
+
+    # -- transit's view of the cards
+
+    def RecordCardStatus(
+        self, request: pb.RecordCardStatusRequest, context: grpc.ServicerContext
+    ) -> pb.CardStatusView:
+        service.check_card_service(current_caller())
+        v = Violations()
+        _required_id(request.card_id, "card_id", v)
+        if (
+            request.status not in _CARD_STATUSES
+            or request.status == card_pb2.CARD_STATUS_UNSPECIFIED
+        ):
+            v.add("status", "a CardStatus", "INVALID")
+        if request.version <= 0:
+            v.add("version", "a positive status version", "OUT_OF_RANGE")
+        v.raise_if_any(rule="A13.2")
+        view = CardView(request.card_id, card_pb2.CardStatus.Name(request.status), request.version)
+
+        def work(uow: TransitUnitOfWork) -> pb.CardStatusView:
+            kept = service.record_card_view(uow, view, self._clock)
+            return pb.CardStatusView(
+                card_id=kept.card_id,
+                status=kept.status,
+                version=kept.version,
+            )
+
+        return self._once.call("RecordCardStatus", request, pb.CardStatusView, work)

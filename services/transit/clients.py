@@ -27,8 +27,8 @@ class CardPort(Protocol):
         ...
 
     def status(self, card_id: str) -> CardFacts:
-        """The card's status now, without its bank and holder (the card service's lighter
-        status query); raises as ``card`` does."""
+        """The card's status now with its version, without its bank and holder (the card
+        service's lighter status query); raises as ``card`` does."""
         ...
 
 
@@ -69,7 +69,7 @@ class GrpcCardPort:
             self._credential,
             self._deadline,
         )
-        return CardFacts(answer.card_id, _status_name(answer.status), "", "")
+        return CardFacts(answer.card_id, _status_name(answer.status), "", "", answer.status_version)
 
 
 _KNOWN = frozenset(card_pb2.CardStatus.values())

@@ -4,7 +4,9 @@ and the relay that carries refunds to the bank (A16.3, A19.1).
 Transport-free: the servicer (``api.py``) asks the card and identity services what it needs
 before the transaction (a unit of work never spans a call to another service), decodes requests
 into these arguments and encodes the results; the caller of a mutating use case commits
-(through the idempotency runner).
+(through the idempotency runner). A top-up decides on transit's own view of the card
+(``card_status``, pushed by the card service) and asks the card service only when that view
+cannot allow it (``CardViewUnsettled``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from services.platform import idempotency, logs
 from services.platform.auth import Caller
 from services.platform.clock import Clock
+from services.platform.db import Database
 from services.platform.errors import DomainError, Kind
+from services.platform.idempotency import OneStatement
+from services.transit import store
 from services.transit.clients import LedgerPort
 from services.transit.domain import park_pass as passes
+from services.transit.domain import rules
 from services.transit.domain import wallet as wallets
 from services.transit.domain.park_pass import ParkPass
 from services.transit.domain.wallet import (
     CardFacts,
+    CardView,
     Entry,
     EntryKind,
     Refund,
@@ -47,19 +55,55 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+# --- transit's view of the cards (A13.2) -------------------------------------------------------
+
+# The card service's client id (``config.ServiceConfig.client_id``): the one source of card status.
+CARD_SERVICE_CLIENT = "card-service"
+
+
+class CardViewUnsettled(Exception):
+    """Transit's view of the card does not allow a top-up by itself (no view yet, or a status
+    that takes none): the card service decides, and its answer is recorded."""
+
+
+def check_card_service(caller: Caller) -> None:
+    """Only the card service tells transit a card's status."""
+    if caller.client_id != CARD_SERVICE_CLIENT:
+        raise DomainError(
+            "NOT_THE_CARD_SERVICE",
+            "only the card service reports a card's status",
+            kind=Kind.PERMISSION,
+            rule="A13.2",
+        )
+
+
+def record_card_view(uow: TransitUnitOfWork, view: CardView, clock: Clock) -> CardView:
+    """Keep the card's status if it is newer than the view held; the view held after."""
+    return uow.cards.record(view, clock.now())
+
+
 # --- the wallet (A10) --------------------------------------------------------------------------
 
 
 def top_up(
     uow: TransitUnitOfWork,
-    card: CardFacts,
+    card_id: str,
+    card: CardFacts | None,
     amount_fen: int,
     request_id: str,
     caller: Caller,
     clock: Clock,
 ) -> Entry:
     """A10.1 / A10.2: the card in its holder's hands, the amount within the rules, the balance
-    row locked, updated and its entry written in the one transaction."""
+    row locked, updated and its entry written in the one transaction. ``card`` is the card
+    service's answer when it was asked; None decides on transit's view, which never lags
+    behind a change that stops top-ups (the card service pushes those before acknowledging
+    them), and raises ``CardViewUnsettled`` when it does not allow the top-up by itself."""
+    if card is None:
+        view = uow.cards.get(card_id)
+        if view is None or not view.takes_top_ups:
+            raise CardViewUnsettled(card_id)
+        card = CardFacts(card_id, view.status, "", "")
     wallets.check_card_usable(card)
     wallets.check_top_up_amount(amount_fen)
     now = clock.now()
@@ -81,6 +125,33 @@ def top_up(
     if replace(movement.entry, entry_id=entry.entry_id) != entry:
         raise RuntimeError("the booked entry differs from the one the wallet rules computed")
     return entry
+
+
+def intended_top_up(
+    card_id: str, amount_fen: int, request_id: str, caller: Caller, clock: Clock
+) -> Entry | None:
+    """The entry a top-up would book, for the one-statement path; None when the amount breaks
+    a rule (the ordinary path refuses it and keeps the refusal)."""
+    try:
+        wallets.check_top_up_amount(amount_fen)
+    except DomainError:
+        return None
+    channel, outlet = caller.channel.value, caller.outlet_id
+    return Entry(card_id, EntryKind.TOP_UP, amount_fen, 0, request_id, channel, outlet, clock.now())
+
+
+def top_up_in_one(
+    db: Database, call: OneStatement, intended: Entry, answer: bytes
+) -> store.OneTrip:
+    """PostgreSQL: the top-up of a card transit's view allows, into an open wallet within the
+    cap (A10.1, A10.2, A13.2), claimed, booked, answered and audited in one statement; anything
+    else is left to ``top_up`` (SLOW) and changes nothing."""
+    trip = store.top_up_in_one(
+        db, call, intended, rules.COLLECTED_STATES, rules.BALANCE_CAP_FEN, answer
+    )
+    if trip.result == "OK":
+        idempotency.log.info("state change committed", extra={logs.OUTCOME: "OK"})
+    return trip
 
 
 def get_wallet(uow: TransitUnitOfWork, card_id: str) -> Wallet:

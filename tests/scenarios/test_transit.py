@@ -5,20 +5,27 @@ A16.3, A16.4 and the transit part of A19.1."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from services.platform.audit import AuditTrail
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
+from services.transit import store as transit_store
 from services.transit.domain import rules
+from services.transit.main import build as build_transit
 from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
+from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2
 from sscard.transit.v1 import transit_pb2 as tpb
+from sscard.transit.v1 import transit_pb2_grpc as tpb_grpc
 from tests.cardsuite import (
     BANK,
     BRANCH,
@@ -102,6 +109,16 @@ def get_pass(suite: Suite, card_id: str, year: int = 0) -> tpb.ParkPass:
     return suite.transit.GetParkPass(
         tpb.GetParkPassRequest(card_id=card_id, year=year), metadata=suite.ops
     )
+
+
+def transit_view(transit: Any, card_id: str) -> str:
+    """The card's status in transit's own view, read from its database."""
+    with transit.deps.db.engine.connect() as connection:
+        return str(
+            connection.execute(
+                text("SELECT status FROM card_status WHERE card_id = :c"), {"c": card_id}
+            ).scalar_one_or_none()
+        )
 
 
 @pytest.fixture
@@ -202,6 +219,27 @@ class TestTopUp:
         reused = rpc_error(lambda: top_up(suite, card_id, 40 * YUAN, request_id="KIOSK-7-000123"))
         assert reason_rule(reused)[0] == "REQUEST_ID_REUSED"
 
+    def test_A10_2_every_top_up_and_its_replay_is_in_transits_intact_audit_trail(
+        self, suite: Suite
+    ) -> None:
+        card_id, _ = active_card(suite)
+        booked = [top_up(suite, card_id, 10 * YUAN, request_id=f"KIOSK-7-{n}") for n in range(3)]
+        assert top_up(suite, card_id, 10 * YUAN, request_id="KIOSK-7-1") == booked[1]
+        assert [e.balance_after_fen for e in booked] == [10 * YUAN, 20 * YUAN, 30 * YUAN]
+        over = rpc_error(lambda: top_up(suite, card_id, rules.BALANCE_CAP_FEN, request_id="x"))
+        assert reason_rule(over) == ("BALANCE_CAP_EXCEEDED", "A10.2")
+        with Session(suite.transit_server.deps.db.engine) as session:
+            trail = AuditTrail(transit_store.metadata)
+            assert trail.verify(session).intact
+            rows = trail.rows(session, card_id=card_id)
+        top_ups = [r.item for r in rows if r.item.method == "TopUp"]  # a replay adds none
+        assert [(i.request_id, i.outcome) for i in top_ups] == [
+            ("KIOSK-7-0", "OK"),
+            ("KIOSK-7-1", "OK"),
+            ("KIOSK-7-2", "OK"),
+            ("x", "BALANCE_CAP_EXCEEDED"),
+        ]
+
     def test_A10_2_a_retry_after_the_card_was_reported_lost_returns_the_committed_top_up(
         self, suite: Suite
     ) -> None:
@@ -230,15 +268,87 @@ class TestFreezing:
         unlock(suite, card_id, person)
         assert top_up(suite, card_id, 10 * YUAN).balance_after_fen == 20 * YUAN
 
-    def test_A10_2_a_top_up_is_refused_unavailable_when_the_card_service_does_not_answer(
+    def test_A13_2_a_loss_is_in_transits_own_view_before_it_is_acknowledged(
+        self, suite: Suite
+    ) -> None:
+        card_id, person = active_card(suite)
+        top_up(suite, card_id, 10 * YUAN)
+        temporary_loss(suite, card_id, person)
+        assert transit_view(suite.transit_server, card_id) == "TEMPORARILY_LOST"
+        suite.card_server.server.stop(0)
+        error = rpc_error(lambda: top_up(suite, card_id, 10 * YUAN))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE  # a lost card is asked about
+        assert wallet(suite, card_id).balance_fen == 10 * YUAN
+
+    def test_A10_1_top_ups_go_on_without_the_card_service_and_an_unknown_card_waits_for_it(
         self, suite: Suite
     ) -> None:
         card_id, _ = active_card(suite)
         top_up(suite, card_id, 10 * YUAN)
+        person = suite.person()
+        waiting = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+        suite.settle(waiting.card_id)  # made, not yet collected: transit has never heard of it
         suite.card_server.server.stop(0)
-        error = rpc_error(lambda: top_up(suite, card_id, 10 * YUAN))
+        assert top_up(suite, card_id, 10 * YUAN).balance_after_fen == 20 * YUAN
+        error = rpc_error(lambda: top_up(suite, waiting.card_id, 10 * YUAN))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
-        assert wallet(suite, card_id).balance_fen == 10 * YUAN  # no money taken
+        assert wallet(suite, waiting.card_id).balance_fen == 0  # no money taken
+
+    def test_A13_2_only_the_card_service_tells_transit_a_cards_status(self, suite: Suite) -> None:
+        card_id, _ = active_card(suite)
+        top_up(suite, card_id, 10 * YUAN)
+        denied = rpc_error(
+            lambda: suite.transit.RecordCardStatus(
+                tpb.RecordCardStatusRequest(
+                    request_id="forged-1", card_id=card_id, status=pb.REPLACED, version=2**62
+                ),
+                metadata=suite.service,  # another sscard service's credential
+            )
+        )
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason_rule(denied) == ("NOT_THE_CARD_SERVICE", "A13.2")
+        assert transit_view(suite.transit_server, card_id) in ("COLLECTED", "ACTIVE")
+
+    def test_A10_1_a_card_transit_holds_no_view_of_is_asked_about_once(self, suite: Suite) -> None:
+        card_id, _ = active_card(suite)
+        with suite.transit_server.deps.db.engine.begin() as connection:
+            # As for every card issued before transit kept its own view.
+            connection.execute(text("DELETE FROM card_status"))
+        assert top_up(suite, card_id, 10 * YUAN).balance_after_fen == 10 * YUAN
+        suite.card_server.server.stop(0)  # the answer was kept
+        assert top_up(suite, card_id, 10 * YUAN).balance_after_fen == 20 * YUAN
+
+    def test_A13_2_a_loss_while_transit_is_down_is_recorded_and_reaches_transit_later(
+        self, suite: Suite, start_service: Callable[..., Any]
+    ) -> None:
+        card_id, person = active_card(suite)
+        top_up(suite, card_id, 10 * YUAN)
+        suite.transit_server.server.stop(0)
+        lost = hotline_loss(suite, card_id, person)
+        assert lost.status == pb.TEMPORARILY_LOST  # recorded all the same
+        assert any(
+            n.rule == "A13.2" and "transit" in n.text and "not yet confirmed" in n.text
+            for n in lost.notices
+        )
+        restarted = start_service("transit", build_transit)
+        transit = tpb_grpc.TransitServiceStub(restarted.channel)
+        ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
+
+        def told() -> bool:
+            sagas = ops.ListSagas(
+                pb.ListSagasRequest(card_id=card_id, kind="transit_status"), metadata=suite.ops
+            ).sagas
+            return bool(sagas) and all(s.state == pb.COMPLETED for s in sagas)
+
+        wait_until(told, timeout=60)
+        assert transit_view(restarted, card_id) == "TEMPORARILY_LOST"
+        error = rpc_error(
+            lambda: transit.TopUp(
+                tpb.TopUpRequest(request_id="late-1", card_id=card_id, amount_fen=10 * YUAN),
+                metadata=kiosk(suite),
+            )
+        )
+        assert reason_rule(error) == ("CARD_LOST", "A13.2")
 
 
 class TestRefund:

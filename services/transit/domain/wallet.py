@@ -47,6 +47,22 @@ class CardFacts:
     status: str  # the card service's CardStatus name
     bank_code: str
     person_id: str
+    status_version: int = 0  # the status's version, where the card service gave it
+
+
+@dataclass(frozen=True)
+class CardView:
+    """Transit's own record of a card's status, as the card service last reported it: a higher
+    ``version`` is a newer status."""
+
+    card_id: str
+    status: str  # the card service's CardStatus name
+    version: int
+
+    @property
+    def takes_top_ups(self) -> bool:
+        """In its holder's hands and neither lost, replaced nor cancelled (A10.1, A13.2)."""
+        return self.status in rules.COLLECTED_STATES
 
 
 @dataclass(frozen=True)

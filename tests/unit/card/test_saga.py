@@ -23,9 +23,8 @@ from services.card.saga import (
     RemoteStep,
     SagaDefinition,
     Tuning,
-    wall_clock,
 )
-from services.card.store import CardUnitOfWork, SagaRecord, sagas
+from services.card.store import CardUnitOfWork, SagaRecord, sagas, wall_clock
 from services.platform import migrations
 from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError, Kind
