@@ -504,52 +504,56 @@ class CardRepository:
 
     def record(self, change: Change) -> None:
         """Save a card's new state with its transitions and notices."""
-        card = change.card
-        self.session.execute(
-            _SAVE_CARD,
+        self.record_many([change])
+
+    def record_many(self, changes: Sequence[Change]) -> None:
+        """Save several cards' new states with their transitions and notices, one statement
+        per table (bulk loads)."""
+        if not changes:
+            return
+        states = [self._state_row(c.card) for c in changes]
+        self.session.execute(_SAVE_CARD, states[0] if len(states) == 1 else states)
+        transitions = [
+            self._transition_row(c.card.card_id, t) for c in changes for t in c.transitions
+        ]
+        if transitions:
+            self.session.execute(card_transitions.insert(), transitions)
+        notices = [
             {
-                "b_card_id": card.card_id,
-                "status": card.status.value,
-                "status_before_loss": (
-                    card.status_before_loss.value if card.status_before_loss else None
-                ),
-                "replaced_by": card.replaced_by,
-                "account_id": card.account_id,
-                "status_since": card.status_since or card.applied_at,
-                "person_id": card.person_id or None,
-                "due_date": card.due_date,
-                "card_number_cipher": (
-                    self.cipher.encrypt(card.card_number) if card.card_number else None
-                ),
-                "card_number_masked": (
-                    mask_card_number(card.card_number) if card.card_number else ""
-                ),
-                "refusal_reason": card.refusal_reason,
-                "refusal_rule": card.refusal_rule,
-                "refusal_message": card.refusal_message[:300],
-                "delivery": card.delivery.value,
-                "pickup_branch_id": card.pickup_branch_id,
-            },
-        )
-        if change.transitions:
-            self.session.execute(
-                card_transitions.insert(),
-                [self._transition_row(card.card_id, t) for t in change.transitions],
-            )
-        if change.notices:
-            self.session.execute(
-                card_notices.insert(),
-                [
-                    {
-                        "card_id": card.card_id,
-                        "at": n.at,
-                        "recipient": n.recipient,
-                        "text": n.text[:500],
-                        "rule": n.rule,
-                    }
-                    for n in change.notices
-                ],
-            )
+                "card_id": c.card.card_id,
+                "at": n.at,
+                "recipient": n.recipient,
+                "text": n.text[:500],
+                "rule": n.rule,
+            }
+            for c in changes
+            for n in c.notices
+        ]
+        if notices:
+            self.session.execute(card_notices.insert(), notices)
+
+    def _state_row(self, card: Card) -> dict[str, Any]:
+        return {
+            "b_card_id": card.card_id,
+            "status": card.status.value,
+            "status_before_loss": (
+                card.status_before_loss.value if card.status_before_loss else None
+            ),
+            "replaced_by": card.replaced_by,
+            "account_id": card.account_id,
+            "status_since": card.status_since or card.applied_at,
+            "person_id": card.person_id or None,
+            "due_date": card.due_date,
+            "card_number_cipher": (
+                self.cipher.encrypt(card.card_number) if card.card_number else None
+            ),
+            "card_number_masked": mask_card_number(card.card_number) if card.card_number else "",
+            "refusal_reason": card.refusal_reason,
+            "refusal_rule": card.refusal_rule,
+            "refusal_message": card.refusal_message[:300],
+            "delivery": card.delivery.value,
+            "pickup_branch_id": card.pickup_branch_id,
+        }
 
     def history(self, card_id: str) -> tuple[list[Transition], list[Notice]]:
         t, n = card_transitions, card_notices
