@@ -99,21 +99,36 @@ def card_and_transit(pg: str, workers: int, cards: int, trust: TestTrust) -> Ite
     """Fresh databases with ``cards`` loaded cards, the card and transit services started."""
     key = os.urandom(32)
     with databases.fresh(["card", "transit"], pg) as urls:
-        with databases.opened(urls["card"]) as card_db, databases.opened(urls["transit"]) as tdb:
-            ids = loader.load_cards(card_db, PiiCipher(key), cards, NOW)
-            loader.load_wallets(tdb, ids, NOW)
-        env = base_env(trust, workers)
-        env["SSCARD_CARD_PII_KEY"] = base64.b64encode(key).decode()
-        env["SSCARD_CARD_DB_URL"] = urls["card"]
-        env["SSCARD_TRANSIT_DB_URL"] = urls["transit"]
-        with measure.Servers(env) as servers:
-            suite = Suite(servers, env, trust, ids, urls, PiiCipher(key))
-            servers.start("card", "services.card")
-            servers.start("transit", "services.transit")
-            for name in ("card", "transit"):
-                with grpc.insecure_channel(suite.target(name)) as channel:
-                    wait_serving(channel, timeout=120)
+        ids = load(urls, key, cards)
+        with started(urls, key, workers, trust, ids) as suite:
             yield suite
+
+
+def load(urls: dict[str, str], key: bytes, cards: int, first_serial: int = 0) -> list[str]:
+    """``cards`` more active cards with wallets in the card and transit databases."""
+    with databases.opened(urls["card"]) as card_db, databases.opened(urls["transit"]) as tdb:
+        ids = loader.load_cards(card_db, PiiCipher(key), cards, NOW, first_serial)
+        loader.load_wallets(tdb, ids, NOW)
+    return ids
+
+
+@contextlib.contextmanager
+def started(
+    urls: dict[str, str], key: bytes, workers: int, trust: TestTrust, card_ids: list[str]
+) -> Iterator[Suite]:
+    """The card and transit services on these databases, until the ``with`` ends."""
+    env = base_env(trust, workers)
+    env["SSCARD_CARD_PII_KEY"] = base64.b64encode(key).decode()
+    env["SSCARD_CARD_DB_URL"] = urls["card"]
+    env["SSCARD_TRANSIT_DB_URL"] = urls["transit"]
+    with measure.Servers(env) as servers:
+        suite = Suite(servers, env, trust, card_ids, urls, PiiCipher(key))
+        servers.start("card", "services.card")
+        servers.start("transit", "services.transit")
+        for name in ("card", "transit"):
+            with grpc.insecure_channel(suite.target(name)) as channel:
+                wait_serving(channel, timeout=300)
+        yield suite
 
 
 def topup_call(card_ids: list[str], metadata: list[tuple[str, str]]) -> Any:

@@ -27,6 +27,7 @@ import datetime as dt
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 from services.card.deadlines import TEMPORARY_LOSS_EXPIRY
 from services.card.domain import card as rules
@@ -77,41 +78,60 @@ def load_cards(
     ids: list[str] = []
     for serials in _chunks(first, count):
         with CardUnitOfWork(db, cipher) as uow:
-            started = [
-                _start(
-                    Applicant(
-                        "RESIDENT_ID",
-                        document_number(n),
-                        "张三",
-                        JPEG,
-                        "工程师",
-                        f"139{n % 100_000_000:08d}",
-                        "北京市东城区测试路1号",
-                        dt.date(2036, 1, 1),
-                    ),
-                    BANK,
-                    rules.Delivery.BRANCH_PICKUP,
-                    BRANCH,
-                    COUNTER,
-                    now,
-                )
-                for n in serials
-            ]
-            uow.cards.add_many(
-                [(card, contact, transition) for card, contact, transition, _ in started],
-                COUNTER.channel,
-                COUNTER.outlet_id,
-            )
-            sagas = [replace(saga, state="COMPLETED", step=5) for *_, saga in started]
-            uow.sagas.add_many(sagas, now)
+            started = _applied(uow, serials, now)
+            uow.sagas.add_many([replace(s, state="COMPLETED", step=5) for *_, s in started], now)
             changes = [_activated(card, now) for card, *_ in started]
             if lost_at is not None:
                 changes = [_lost(change, lost_at) for change in changes]
-                uow.session.execute(timers.insert(), [_expiry(c.card, lost_at) for c in changes])
+                uow.session.execute(
+                    timers.insert(), [expiry_row(c.card.card_id, lost_at) for c in changes]
+                )
             uow.cards.record_many(changes)
             ids += [card.card_id for card, *_ in started]
             uow.commit()
     return ids
+
+
+def load_applications(
+    db: Database, cipher: PiiCipher, count: int, now: dt.datetime, first: int
+) -> None:
+    """``count`` applications just received (document serials ``first`` on), their sagas
+    RUNNING and due, exactly as ``CardService/Apply`` leaves them."""
+    for serials in _chunks(first, count):
+        with CardUnitOfWork(db, cipher) as uow:
+            uow.sagas.add_many([s for *_, s in _applied(uow, serials, now)], now)
+            uow.commit()
+
+
+def _applied(uow: CardUnitOfWork, serials: range, now: dt.datetime) -> list[Any]:
+    """Applications at a branch counter for these document serials, their cards recorded;
+    (card, contact, transition, saga) each, the saga not yet stored."""
+    started = [
+        _start(
+            Applicant(
+                "RESIDENT_ID",
+                document_number(n),
+                "张三",
+                JPEG,
+                "工程师",
+                f"139{n % 100_000_000:08d}",
+                "北京市东城区测试路1号",
+                dt.date(2036, 1, 1),
+            ),
+            BANK,
+            rules.Delivery.BRANCH_PICKUP,
+            BRANCH,
+            COUNTER,
+            now,
+        )
+        for n in serials
+    ]
+    uow.cards.add_many(
+        [(card, contact, transition) for card, contact, transition, _ in started],
+        COUNTER.channel,
+        COUNTER.outlet_id,
+    )
+    return started
 
 
 def _activated(card: rules.Card, now: dt.datetime) -> rules.Change:
@@ -176,9 +196,9 @@ def _lost(change: rules.Change, at: dt.datetime) -> rules.Change:
     )
 
 
-def _expiry(card: rules.Card, at: dt.datetime) -> dict[str, object]:
+def expiry_row(card_id: str, at: dt.datetime) -> dict[str, object]:
     """The A13.3 timer row ``watch_temporary_loss`` writes for a loss reported ``at``."""
-    timer = new_timer(TEMPORARY_LOSS_EXPIRY, card.card_id, "A13.3", rules.temporary_loss_lapses(at))
+    timer = new_timer(TEMPORARY_LOSS_EXPIRY, card_id, "A13.3", rules.temporary_loss_lapses(at))
     return {
         "timer_id": timer.timer_id,
         "kind": timer.kind,
