@@ -134,7 +134,7 @@ class Probe:
 Call = Callable[[Any], Awaitable[object]]
 
 
-async def _aio(
+async def run_for(
     target: str,
     make_call: Callable[[grpc.aio.Channel], Call],
     in_flight: int,
@@ -182,13 +182,13 @@ def load(
     """Keep ``in_flight`` calls going for ``warmup`` then ``seconds``; the measured part's
     figures, with CPU per call of ``pids`` and of this client process."""
     if warmup > 0:
-        asyncio.run(_aio(target, make_call, in_flight, warmup, Counter(), []))
+        asyncio.run(run_for(target, make_call, in_flight, warmup, Counter(), []))
     probe = Probe(pids)
     client_before = cpu_seconds(os.getpid(), whole_tree=False)
     errors: Counter[str] = Counter()
     latencies: list[float] = []
     started = time.perf_counter()
-    done = asyncio.run(_aio(target, make_call, in_flight, seconds, errors, latencies))
+    done = asyncio.run(run_for(target, make_call, in_flight, seconds, errors, latencies))
     result = Result(done, time.perf_counter() - started, latencies, errors)
     probe.finish(result)
     spent = cpu_seconds(os.getpid(), whole_tree=False) - client_before
