@@ -32,7 +32,7 @@ import grpc
 from services.platform.config import REPO_ROOT
 
 TICK = os.sysconf("SC_CLK_TCK")
-PER_CONNECTION = 16  # calls in flight per client connection (h2load -m, aio channels)
+PER_CONNECTION = 8  # calls in flight per client connection (h2load -m, aio channels)
 
 
 def _children(pid: int) -> list[int]:
@@ -142,7 +142,7 @@ async def run_for(
     errors: Counter[str],
     latencies: list[float],
 ) -> int:
-    # One connection per 16 calls in flight (own subchannels): with several server processes on
+    # One connection per 8 calls in flight (own subchannels): with several server processes on
     # one port, the kernel spreads connections, not calls, over them.
     channels = [
         grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
@@ -215,7 +215,7 @@ def h2load(
     warmup: int,
     pids: dict[str, int],
 ) -> Result:
-    """``h2load`` with ``in_flight`` calls (connections of 16 streams); every request is
+    """``h2load`` with ``in_flight`` calls (connections of 8 streams); every request is
     ``body``. h2load sees HTTP status only: a gRPC refusal (HTTP 200, grpc-status in the
     trailers) counts as done, so check one call by hand before trusting the figure."""
     connections = max(1, in_flight // PER_CONNECTION)
