@@ -127,7 +127,7 @@ def started(
         servers.start("transit", "services.transit")
         for name in ("card", "transit"):
             with grpc.insecure_channel(suite.target(name)) as channel:
-                wait_serving(channel, timeout=300)
+                wait_serving(channel, timeout=measure.STARTUP_SECONDS)
         yield suite
 
 
@@ -187,7 +187,7 @@ def _run_echoes(
             measure.wait_ready(target)
             if kind == "echo":
                 with grpc.insecure_channel(target) as channel:
-                    wait_serving(channel, timeout=60)
+                    wait_serving(channel, timeout=measure.STARTUP_SECONDS)
             pids = servers.pids
             idle = _idle_rss(pids)
             label = f"{'bare' if kind == 'bare' else 'project'} echo, {workers} proc"

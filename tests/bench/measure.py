@@ -32,6 +32,9 @@ import grpc
 from services.platform.config import REPO_ROOT
 
 TICK = os.sysconf("SC_CLK_TCK")
+# How long a service may take to report SERVING: minutes, not seconds, on a machine shared
+# with other work (a run must not fail because the machine is busy).
+STARTUP_SECONDS = 300.0
 PER_CONNECTION = 8  # calls in flight per client connection (h2load -m, aio channels)
 
 
@@ -275,7 +278,7 @@ class Servers:
                 proc.wait()
 
 
-def wait_ready(target: str, timeout: float = 60) -> None:
+def wait_ready(target: str, timeout: float = STARTUP_SECONDS) -> None:
     """Until a server listens on ``target``."""
     with grpc.insecure_channel(target) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout)

@@ -18,6 +18,7 @@ import grpc
 
 from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
+from tests.bench import measure
 from tests.conftest import free_port
 from tests.support import wait_serving
 from tests.trust import TestTrust
@@ -78,7 +79,7 @@ def _launch(
     try:
         for name in services:
             with launched.channel(name) as channel:
-                wait_serving(channel, timeout=30)
+                wait_serving(channel, timeout=measure.STARTUP_SECONDS)
         yield launched
     finally:
         for proc in procs:
