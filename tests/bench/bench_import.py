@@ -69,6 +69,7 @@ def _run(trust: TestTrust, db_url: str, records: list[pb.ImportPersonsRequest], 
         **trust.env(),
         "SSCARD_IDENTITY_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "SSCARD_IDENTITY_PORT": str(port),
+        "SSCARD_IDENTITY_METRICS_PORT": str(_free_port()),
         "SSCARD_IDENTITY_DB_URL": db_url,
         "SSCARD_LOG_LEVEL": "WARNING",
     }

@@ -63,6 +63,7 @@ def _launch(
         upper = name.upper()
         env[f"SSCARD_{upper}_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
         env[f"SSCARD_{upper}_PORT"] = str(free_port())
+        env[f"SSCARD_{upper}_METRICS_PORT"] = str(free_port())  # never a running suite's
         env[f"SSCARD_{upper}_DB_URL"] = db_urls[name]
     subprocess.run(
         [sys.executable, "deploy/migrate.py", *services],
