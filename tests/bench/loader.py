@@ -49,6 +49,8 @@ COUNTER = Caller("bench-branch", Channel.BANK_BRANCH, outlet_id=BRANCH, operator
 SYSTEM = Caller("card-scheduler", Channel.INTERNAL)
 KIOSK = Caller("bench-kiosk", Channel.TRANSIT_OUTLET, outlet_id="K-1")
 CHUNK = 1000  # cards per transaction
+# reserve_issuance, record_verified, open_account, order_card, in_production (flows.py)
+APPLICATION_STEPS = 5
 
 
 def document_number(serial: int) -> str:
@@ -79,7 +81,9 @@ def load_cards(
     for serials in _chunks(first, count):
         with CardUnitOfWork(db, cipher) as uow:
             started = _applied(uow, serials, now)
-            uow.sagas.add_many([replace(s, state="COMPLETED", step=5) for *_, s in started], now)
+            uow.sagas.add_many(
+                [replace(s, state="COMPLETED", step=APPLICATION_STEPS) for *_, s in started], now
+            )
             changes = [_activated(card, now) for card, *_ in started]
             if lost_at is not None:
                 changes = [_lost(change, lost_at) for change in changes]
