@@ -13,7 +13,7 @@ GENERATED := gen/.generated
 BUF_VERSION := 1.75.0
 BUF := .buf/node_modules/.bin/buf
 
-.PHONY: run test test-fast protos migrate lint format bench chaos demo docs contracts clean
+.PHONY: run test test-fast protos migrate lint format bench bench-scale bench-soak chaos demo docs contracts clean
 
 run: $(GENERATED)
 	$(PY) deploy/run_local.py
@@ -55,11 +55,22 @@ demo: $(GENERATED)
 	$(PY) deploy/demo.py
 
 # Speed is measured here, never asserted in tests; results and method in BENCHMARKS.md.
+# Each runs on PostgreSQL when SSCARD_TEST_PG_URL is set, else on SQLite.
+BENCH_TIMERS ?= 20000
 bench: $(GENERATED)
 	$(PY) -m tests.bench.bench_import
 	$(PY) -m tests.bench.bench_batch
-	if [ -n "$$SSCARD_TEST_PG_URL" ]; then $(PY) -m tests.bench.bench_timers; fi
+	$(PY) -m tests.bench.bench_timers --timers $(BENCH_TIMERS)
 	$(PY) -m tests.bench.bench_topup
+
+# Hot paths at 10k and 100k cards (SCALE_ARGS=--million adds 1M); takes longer than `bench`.
+bench-scale: $(GENERATED)
+	$(PY) -m tests.bench.bench_scale $(SCALE_ARGS)
+
+# TopUp at saturation for MINUTES, resident memory of each service every 10 s.
+MINUTES ?= 10
+bench-soak: $(GENERATED)
+	$(PY) -m tests.bench.bench_soak --minutes $(MINUTES)
 
 # Seeded fault simulation (tests/chaos): SEEDS seeds of OPS operations each on SQLite, and on
 # PostgreSQL too when SSCARD_TEST_PG_URL is set; a failure prints its seed and a shrunk trace.

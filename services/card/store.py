@@ -541,54 +541,60 @@ class CardRepository:
 
     def record(self, change: Change) -> None:
         """Save a card's new state with its transitions and notices."""
-        card = change.card
-        self.session.execute(
-            _SAVE_CARD,
-            {
-                "b_card_id": card.card_id,
-                "status": card.status.value,
-                "status_before_loss": (
-                    card.status_before_loss.value if card.status_before_loss else None
-                ),
-                "replaced_by": card.replaced_by,
-                "account_id": card.account_id,
-                "status_since": card.status_since or card.applied_at,
-                "person_id": card.person_id or None,
-                "due_date": card.due_date,
-                "card_number_cipher": (
-                    self.cipher.encrypt(card.card_number) if card.card_number else None
-                ),
-                "card_number_masked": (
-                    mask_card_number(card.card_number) if card.card_number else ""
-                ),
-                "refusal_reason": card.refusal_reason,
-                "refusal_rule": card.refusal_rule,
-                "refusal_message": card.refusal_message[:300],
-                "delivery": card.delivery.value,
-                "pickup_branch_id": card.pickup_branch_id,
-            },
-        )
-        if change.transitions:
+        self.record_many([change])
+
+    def record_many(self, changes: Sequence[Change]) -> None:
+        """Save several cards' new states (one statement) with their transitions (one per card,
+        whose ids version the status transit is told of) and notices (one statement)."""
+        if not changes:
+            return
+        states = [self._state_row(c.card) for c in changes]
+        self.session.execute(_SAVE_CARD, states[0] if len(states) == 1 else states)
+        for c in changes:
+            if not c.transitions:
+                continue
+            card = c.card
             ids = self.session.execute(
-                _ADD_TRANSITIONS,
-                [self._transition_row(card.card_id, t) for t in change.transitions],
+                _ADD_TRANSITIONS, [self._transition_row(card.card_id, t) for t in c.transitions]
             ).scalars()
-            if card.status in IN_HAND or any(t.from_status in IN_HAND for t in change.transitions):
+            if card.status in IN_HAND or any(t.from_status in IN_HAND for t in c.transitions):
                 self._push_status(card.card_id, card.status, max(ids))
-        if change.notices:
-            self.session.execute(
-                card_notices.insert(),
-                [
-                    {
-                        "card_id": card.card_id,
-                        "at": n.at,
-                        "recipient": n.recipient,
-                        "text": n.text[:500],
-                        "rule": n.rule,
-                    }
-                    for n in change.notices
-                ],
-            )
+        notices = [
+            {
+                "card_id": c.card.card_id,
+                "at": n.at,
+                "recipient": n.recipient,
+                "text": n.text[:500],
+                "rule": n.rule,
+            }
+            for c in changes
+            for n in c.notices
+        ]
+        if notices:
+            self.session.execute(card_notices.insert(), notices)
+
+    def _state_row(self, card: Card) -> dict[str, Any]:
+        return {
+            "b_card_id": card.card_id,
+            "status": card.status.value,
+            "status_before_loss": (
+                card.status_before_loss.value if card.status_before_loss else None
+            ),
+            "replaced_by": card.replaced_by,
+            "account_id": card.account_id,
+            "status_since": card.status_since or card.applied_at,
+            "person_id": card.person_id or None,
+            "due_date": card.due_date,
+            "card_number_cipher": (
+                self.cipher.encrypt(card.card_number) if card.card_number else None
+            ),
+            "card_number_masked": mask_card_number(card.card_number) if card.card_number else "",
+            "refusal_reason": card.refusal_reason,
+            "refusal_rule": card.refusal_rule,
+            "refusal_message": card.refusal_message[:300],
+            "delivery": card.delivery.value,
+            "pickup_branch_id": card.pickup_branch_id,
+        }
 
     def _push_status(self, card_id: str, status: Status, version: int) -> None:
         """Start the saga that tells transit the card's new status, in this transaction: a

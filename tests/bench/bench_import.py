@@ -32,6 +32,7 @@ from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
+from tests.bench import measure
 from tests.support import PersonSpec, resident_id, wait_serving
 from tests.trust import TestTrust
 
@@ -68,6 +69,7 @@ def _run(trust: TestTrust, db_url: str, records: list[pb.ImportPersonsRequest], 
         **trust.env(),
         "SSCARD_IDENTITY_PII_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "SSCARD_IDENTITY_PORT": str(port),
+        "SSCARD_IDENTITY_METRICS_PORT": str(_free_port()),
         "SSCARD_IDENTITY_DB_URL": db_url,
         "SSCARD_LOG_LEVEL": "WARNING",
     }
@@ -83,7 +85,7 @@ def _run(trust: TestTrust, db_url: str, records: list[pb.ImportPersonsRequest], 
         channel = grpc.insecure_channel(
             f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)]
         )
-        wait_serving(channel)
+        wait_serving(channel, timeout=measure.STARTUP_SECONDS)
         token = trust.token(Channel.INTERNAL, (Role.REGISTRY,), "bench-hr-feed")
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         started = time.perf_counter()

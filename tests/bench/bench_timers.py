@@ -1,32 +1,34 @@
 """Benchmark: 100,000 deadlines due at once, worked through by the card service's scheduler.
 
-    python -m tests.bench.bench_timers [--timers N] [--pg URL] [--replicas K]
+    python -m tests.bench.bench_timers [--timers N] [--replicas K] [--pg URL | --sqlite]
 
-Creates the timers in a fresh PostgreSQL schema (SSCARD_TEST_PG_URL by default), each firing a
-real handler (the A13.3 loss expiry on a card that is no longer lost, so the handler reads the
-card and records its outcome), then runs K scheduler replicas in threads until none is due.
+Loads N real cards (``tests/bench/loader.py``: active cards as the card service's own write
+path leaves them), each reported temporarily lost 16 days ago with its A13.3 expiry timer, on a
+fresh database (PostgreSQL schema when SSCARD_TEST_PG_URL or --pg is given, else SQLite). Then
+K scheduler replicas, in threads of this process, fire the real handlers until none is due:
+each reads its card, restores the SS function (A13.3), records the transition and the notice
+to the holder, and marks the timer fired. Prints the time taken and the rate, and checks that
+every card was restored.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import threading
 import time
-import uuid
 from typing import Any, cast
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from services.card.clients import BankPort
-from services.card.deadlines import TEMPORARY_LOSS_EXPIRY, handlers
-from services.card.scheduler import Scheduler, new_timer
-from services.card.store import CardUnitOfWork, timers
-from services.platform import migrations
+from services.card.deadlines import handlers
+from services.card.scheduler import Scheduler
+from services.card.store import CardUnitOfWork
 from services.platform.clock import ManualClock
-from services.platform.db import Database, make_engine
 from services.platform.pii import PiiCipher
+from tests.bench import databases, loader
 
 
 class _NoBank:
@@ -44,41 +46,21 @@ def main() -> None:
     parser.add_argument("--timers", type=int, default=100_000)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--pg", default=os.environ.get("SSCARD_TEST_PG_URL", ""))
+    parser.add_argument("--sqlite", action="store_true", help="SQLite even if PostgreSQL is set")
     args = parser.parse_args()
-    if not args.pg:
-        raise SystemExit("set SSCARD_TEST_PG_URL or pass --pg")
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(args.pg).update_query_dict({"options": f"-csearch_path={schema}"})
-    db = Database(make_engine(url.render_as_string(hide_password=False)))
-    try:
-        migrations.upgrade("card", db.engine)
-        clock = ManualClock()
-        now = clock.now()
-        rows = []
-        for i in range(args.timers):
-            t = new_timer(TEMPORARY_LOSS_EXPIRY, f"card-{i}", "A13.3", now)
-            rows.append(
-                {
-                    "timer_id": t.timer_id,
-                    "kind": t.kind,
-                    "target": t.target,
-                    "rule": t.rule,
-                    "due_at": t.due_at,
-                    "state": "PENDING",
-                    "outcome": "",
-                    "attempts": 0,
-                    "lease_owner": "",
-                    "lease_until": None,
-                    "created_at": now,
-                    "fired_at": None,
-                }
-            )
-        with db.writing() as session:
-            session.execute(timers.insert(), rows)
-        cipher = PiiCipher(os.urandom(32))
+    pg = "" if args.sqlite else args.pg
+    clock = ManualClock()
+    applied = clock.now() - dt.timedelta(days=60)
+    lost_at = clock.now() - dt.timedelta(days=16)
+    cipher = PiiCipher(os.urandom(32))
+    with databases.fresh(["card"], pg) as urls, databases.opened(urls["card"]) as db:
+        started = time.perf_counter()
+        loader.load_cards(db, cipher, args.timers, applied, lost_at=lost_at)
+        print(
+            f"timers on {'PostgreSQL' if pg else 'SQLite'}: {args.timers} real cards lost 16 days "
+            f"ago loaded in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         replicas = [
             Scheduler(lambda: CardUnitOfWork(db, cipher), clock, handlers(clock, _NO_BANK))
             for _ in range(args.replicas)
@@ -99,14 +81,16 @@ def main() -> None:
             fired = session.execute(
                 text("SELECT count(*) FROM timers WHERE state = 'FIRED'")
             ).scalar_one()
+            restored = session.execute(
+                text("SELECT count(*) FROM cards WHERE status = 'ACTIVE'")
+            ).scalar_one()
         print(
             f"{fired} of {args.timers} timers fired by {args.replicas} replicas in "
-            f"{elapsed:.1f} s ({fired / elapsed:.0f}/s)"
+            f"{elapsed:.1f} s ({fired / elapsed:.0f}/s); {restored} cards active again",
+            flush=True,
         )
-    finally:
-        db.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        if fired != args.timers or restored != args.timers:
+            raise SystemExit("not every timer fired or not every card was restored")
 
 
 if __name__ == "__main__":

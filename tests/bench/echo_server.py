@@ -1,17 +1,19 @@
 """Servers for the TopUp benchmark, each its own process.
 
-    python -m tests.bench.echo_server echo   # TransitService/TopUp answered with no work
-    python -m tests.bench.echo_server card   # a card service whose every card is ACTIVE
+    python -m tests.bench.echo_server bare   # a plain grpc.server: TopUp answered, no guard
+    python -m tests.bench.echo_server echo   # the same answer behind the platform's server
 
-``echo`` is built exactly like the transit service (the platform's ``create_server``: the same
-call guard verifying the credential, thread pool, worker processes and health), but its TopUp
-decodes the request, reads the caller and answers an entry without touching a database: the
-bound of the server stack itself. ``card`` is the dependency the real TopUp asks for the card's
-status: a plain gRPC server, so the benchmark needs no full suite.
+``bare`` is the floor: a plain ``grpc.server`` with 8 threads and nothing else (no call guard,
+no interceptors, no health), listening with ``SO_REUSEPORT`` so that several processes share
+the port. ``echo`` is built exactly like the transit service (the platform's server bootstrap:
+the call guard verifying the credential, the call observer, thread pool, worker processes and
+health), and its TopUp decodes the request, reads the caller and answers an entry without
+touching a database: the bound of the project's server stack itself.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 from concurrent import futures
@@ -26,7 +28,6 @@ from services.platform.auth import current_caller
 from services.platform.db import Database, make_engine
 from services.platform.server import ServiceDeps, serve
 from services.transit.main import SERVICE_NAME
-from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.transit.v1 import transit_pb2 as pb
 from sscard.transit.v1 import transit_pb2_grpc
 
@@ -59,31 +60,36 @@ def build_echo(config: settings.ServiceConfig) -> ServiceDeps:
     )
 
 
-class ActiveCards(card_pb2_grpc.CardServiceServicer):
-    def QueryStatus(
-        self, request: card_pb2.QueryStatusRequest, context: Any
-    ) -> card_pb2.QueryStatusResponse:
-        return card_pb2.QueryStatusResponse(card_id=request.card_id, status=card_pb2.ACTIVE)
-
-    def GetCard(self, request: card_pb2.GetCardRequest, context: Any) -> card_pb2.Card:
-        return card_pb2.Card(
-            card_id=request.card_id, status=card_pb2.ACTIVE, bank_code="ICBC", person_id="p"
+class BareTransit(transit_pb2_grpc.TransitServiceServicer):
+    def TopUp(self, request: pb.TopUpRequest, context: Any) -> pb.Entry:
+        return pb.Entry(
+            entry_id=1,
+            card_id=request.card_id,
+            kind=pb.TOP_UP,
+            amount_fen=request.amount_fen,
+            balance_after_fen=request.amount_fen,
+            reference=request.request_id,
+            channel="TRANSIT_OUTLET",
+            outlet_id="K-1",
         )
 
 
-def serve_cards() -> None:
-    config = settings.load("card")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.threads))
-    card_pb2_grpc.add_CardServiceServicer_to_server(ActiveCards(), server)
+def serve_bare() -> None:
+    config = settings.load("transit")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8), options=[("grpc.so_reuseport", 1)]
+    )
+    transit_pb2_grpc.add_TransitServiceServicer_to_server(BareTransit(), server)
     server.add_insecure_port(config.address)
     server.start()
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
     server.wait_for_termination()
 
 
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "echo"
-    if mode == "card":
-        serve_cards()
+    if mode == "bare":
+        serve_bare()
     else:
         serve(settings.load("transit"), build_echo)
 

@@ -18,6 +18,7 @@ import grpc
 
 from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
+from tests.bench import measure
 from tests.conftest import free_port
 from tests.support import wait_serving
 from tests.trust import TestTrust
@@ -62,6 +63,7 @@ def _launch(
         upper = name.upper()
         env[f"SSCARD_{upper}_PII_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
         env[f"SSCARD_{upper}_PORT"] = str(free_port())
+        env[f"SSCARD_{upper}_METRICS_PORT"] = str(free_port())  # never a running suite's
         env[f"SSCARD_{upper}_DB_URL"] = db_urls[name]
     subprocess.run(
         [sys.executable, "deploy/migrate.py", *services],
@@ -78,7 +80,7 @@ def _launch(
     try:
         for name in services:
             with launched.channel(name) as channel:
-                wait_serving(channel, timeout=30)
+                wait_serving(channel, timeout=measure.STARTUP_SECONDS)
         yield launched
     finally:
         for proc in procs:
