@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -121,6 +122,10 @@ production_orders = Table(
     Index("ix_production_orders_status_due", "status", "due_date"),
 )
 
+# The claim's condition and its partial index's predicate: one clause, so PostgreSQL proves the
+# predicate in any plan it caches.
+_UNDELIVERED = text("delivered_at IS NULL")
+
 card_notices = Table(
     "card_notices",
     metadata,
@@ -141,7 +146,14 @@ card_notices = Table(
     Column("leased_until", DateTime(timezone=True)),
     Column("delivered_at", DateTime(timezone=True)),
     Column("last_error", String(200)),
-    Index("ix_card_notices_next_attempt", "delivered_at", "next_attempt_at"),
+    # The claim: undelivered notices in the order they fall due.
+    Index(
+        "ix_card_notices_claim",
+        "next_attempt_at",
+        "notice_id",
+        postgresql_where=_UNDELIVERED,
+        sqlite_where=_UNDELIVERED,
+    ),
 )
 
 card_recalls = Table(
@@ -436,7 +448,7 @@ class NoticeRepository:
         rows = self.session.execute(
             select(t)
             .where(
-                t.c.delivered_at.is_(None),
+                _UNDELIVERED,
                 t.c.next_attempt_at <= now,
                 or_(t.c.leased_until.is_(None), t.c.leased_until <= now),
             )

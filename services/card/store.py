@@ -32,6 +32,7 @@ from sqlalchemy import (
     false,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -132,6 +133,14 @@ card_notices = Table(
     Index("ix_card_notices_card", "card_id", "id"),
 )
 
+# The states a saga worker claims from, spelt out as SQL: the claim's condition and the partial
+# index that serves it are this one clause, so PostgreSQL proves the index's predicate in any
+# plan it caches (a bound parameter would leave a generic plan unable to).
+ACTIVE_SAGA_STATES = ("RUNNING", "COMPENSATING")
+_ACTIVE_SAGA = text("state IN ('RUNNING', 'COMPENSATING')")
+# Likewise for the timers still to fire.
+_PENDING_TIMER = text("state = 'PENDING'")
+
 batches = Table(
     "batches",
     metadata,
@@ -164,6 +173,13 @@ sagas = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_sagas_runnable", "state", "next_attempt_at"),
+    # The claim: unfinished sagas in the order they fall due, without reading the finished ones.
+    Index(
+        "ix_sagas_claim",
+        "next_attempt_at",
+        postgresql_where=_ACTIVE_SAGA,
+        sqlite_where=_ACTIVE_SAGA,
+    ),
     Index("ix_sagas_card", "card_id"),
     Index("ix_sagas_batch", "batch_id", "state"),
 )
@@ -198,6 +214,10 @@ timers = Table(
     # Counted in working days through a year the calendar only estimates (A21.2, A22.2).
     Column("estimated_calendar", Boolean, nullable=False, server_default=false()),
     Index("ix_timers_due", "state", "due_at"),
+    # The claim: pending timers in the order they fall due.
+    Index(
+        "ix_timers_claim", "due_at", postgresql_where=_PENDING_TIMER, sqlite_where=_PENDING_TIMER
+    ),
     Index("ix_timers_target", "kind", "target"),
 )
 
@@ -207,8 +227,6 @@ feed_positions = Table(
     Column("feed", String(40), primary_key=True),
     Column("position", BigInteger, nullable=False),  # the last event applied
 )
-
-ACTIVE_SAGA_STATES = ("RUNNING", "COMPENSATING")
 
 _FIRE_TIMER = (
     update(timers)
@@ -246,11 +264,22 @@ _SAVE_SAGA_RETRY = (
 _CLAIMABLE = (
     select(sagas)
     .where(
-        sagas.c.state.in_(ACTIVE_SAGA_STATES),
+        _ACTIVE_SAGA,
         sagas.c.next_attempt_at <= bindparam("now"),
         (sagas.c.lease_until.is_(None)) | (sagas.c.lease_until < bindparam("now")),
     )
     .order_by(sagas.c.next_attempt_at)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM_TIMERS = (
+    select(timers)
+    .where(
+        _PENDING_TIMER,
+        timers.c.due_at <= bindparam("due_by"),
+        (timers.c.lease_until.is_(None)) | (timers.c.lease_until < bindparam("wall")),
+    )
+    .order_by(timers.c.due_at)
     .limit(bindparam("limit", type_=Integer))
     .with_for_update(skip_locked=True)
 )
@@ -952,15 +981,7 @@ class TimerRepository:
         self, owner: str, due_by: dt.datetime, wall: dt.datetime, lease: dt.timedelta, limit: int
     ) -> list[TimerRecord]:
         rows = self.session.execute(
-            select(timers)
-            .where(
-                timers.c.state == "PENDING",
-                timers.c.due_at <= due_by,
-                (timers.c.lease_until.is_(None)) | (timers.c.lease_until < wall),
-            )
-            .order_by(timers.c.due_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+            _CLAIM_TIMERS, {"due_by": due_by, "wall": wall, "limit": limit}
         ).all()
         if rows:
             self.session.execute(
