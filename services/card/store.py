@@ -352,6 +352,9 @@ class CardRepository:
     def __init__(self, session: Session, cipher: PiiCipher) -> None:
         self.session = session
         self.cipher = cipher
+        # The shown fields of each card row read in this transaction: GetCard reads the card
+        # and shows it, and a second round trip for three columns of the same row is waste.
+        self._views: dict[str, dict[str, Any]] = {}
 
     def doc_index(self, doc_type: str, number: str) -> str:
         return self.cipher.blind_index(doc_type, number)
@@ -427,6 +430,11 @@ class CardRepository:
         }
 
     def _to_card(self, row: Row[Any]) -> Card:
+        self._views[row.card_id] = {
+            "doc_type": row.doc_type,
+            "doc_masked": row.doc_masked,
+            "mobile_masked": row.mobile_masked,
+        }
         number = self.cipher.decrypt(row.card_number_cipher) if row.card_number_cipher else ""
         return Card(
             card_id=row.card_id,
@@ -474,6 +482,8 @@ class CardRepository:
 
     def view(self, card_id: str) -> dict[str, Any] | None:
         """The stored fields shown to callers (masked document and mobile)."""
+        if card_id in self._views:
+            return self._views[card_id]
         row = self.session.execute(
             select(cards.c.doc_type, cards.c.doc_masked, cards.c.mobile_masked).where(
                 cards.c.card_id == card_id
@@ -494,6 +504,7 @@ class CardRepository:
             values["address_cipher"] = self.cipher.encrypt(address)
         if values:
             self.session.execute(update(cards).where(cards.c.card_id == card_id).values(**values))
+            self._views.pop(card_id, None)
 
     def contact_of(self, card_id: str) -> Contact:
         """The personal data kept with a card, to carry over to its successor."""
