@@ -28,9 +28,11 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    bindparam,
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -121,6 +123,10 @@ production_orders = Table(
     Index("ix_production_orders_status_due", "status", "due_date"),
 )
 
+# The claim's condition and its partial index's predicate: one clause, so PostgreSQL proves the
+# predicate in any plan it caches.
+_UNDELIVERED = text("delivered_at IS NULL")
+
 card_notices = Table(
     "card_notices",
     metadata,
@@ -141,7 +147,14 @@ card_notices = Table(
     Column("leased_until", DateTime(timezone=True)),
     Column("delivered_at", DateTime(timezone=True)),
     Column("last_error", String(200)),
-    Index("ix_card_notices_next_attempt", "delivered_at", "next_attempt_at"),
+    # The claim: undelivered notices in the order they fall due.
+    Index(
+        "ix_card_notices_claim",
+        "next_attempt_at",
+        "notice_id",
+        postgresql_where=_UNDELIVERED,
+        sqlite_where=_UNDELIVERED,
+    ),
 )
 
 card_recalls = Table(
@@ -160,6 +173,24 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return None if value is None else as_utc(value)
 
 
+def _lookups(table: Table, *keys: str) -> dict[tuple[str, bool], Any]:
+    """One row of ``table`` by each of ``keys``, plain and for update: statements built once
+    per process, since building one per call costs more than running it."""
+    found: dict[tuple[str, bool], Any] = {}
+    for key in keys:
+        query = select(table).where(table.c[key] == bindparam("key"))
+        found[key, False], found[key, True] = query, query.with_for_update()
+    return found
+
+
+_BRANCH = select(branches).where(branches.c.branch_id == bindparam("branch_id"))
+_BANK_KNOWN = (
+    select(branches.c.branch_id).where(branches.c.bank_code == bindparam("bank_code")).limit(1)
+)
+_ACCOUNT = _lookups(accounts, "account_id", "card_id")
+_ORDER = _lookups(production_orders, "order_id", "card_id")
+
+
 class BranchRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -171,9 +202,7 @@ class BranchRepository:
     def get(self, branch_id: str) -> Branch | None:
         if not branch_id:
             return None
-        row = self.session.execute(
-            select(branches).where(branches.c.branch_id == branch_id)
-        ).one_or_none()
+        row = self.session.execute(_BRANCH, {"branch_id": branch_id}).one_or_none()
         return None if row is None else self._to_branch(row)
 
     def list_branches(self, bank_code: str = "") -> list[Branch]:
@@ -183,10 +212,7 @@ class BranchRepository:
         return [self._to_branch(row) for row in self.session.execute(query)]
 
     def bank_known(self, bank_code: str) -> bool:
-        found = self.session.execute(
-            select(branches.c.branch_id).where(branches.c.bank_code == bank_code).limit(1)
-        ).first()
-        return found is not None
+        return self.session.execute(_BANK_KNOWN, {"bank_code": bank_code}).first() is not None
 
     def save(self, branch: Branch, now: dt.datetime) -> None:
         values = {
@@ -265,18 +291,15 @@ class AccountRepository:
             _utc(row.financial_activated_at),
         )
 
-    def _one(self, where: Any, for_update: bool) -> Account | None:
-        query = select(accounts).where(where)
-        if for_update:
-            query = query.with_for_update()
-        row = self.session.execute(query).one_or_none()
+    def _one(self, key: str, value: str, for_update: bool) -> Account | None:
+        row = self.session.execute(_ACCOUNT[key, for_update], {"key": value}).one_or_none()
         return None if row is None else self._to_account(row)
 
     def get(self, account_id: str, for_update: bool = False) -> Account | None:
-        return self._one(accounts.c.account_id == account_id, for_update)
+        return self._one("account_id", account_id, for_update)
 
     def find_by_card(self, card_id: str, for_update: bool = False) -> Account | None:
-        return self._one(accounts.c.card_id == card_id, for_update)
+        return self._one("card_id", card_id, for_update)
 
     def add(self, account: Account) -> None:
         h = account.holder
@@ -355,18 +378,15 @@ class OrderRepository:
             cancelled_at=_utc(row.cancelled_at),
         )
 
-    def _one(self, where: Any, for_update: bool) -> ProductionOrder | None:
-        query = select(production_orders).where(where)
-        if for_update:
-            query = query.with_for_update()
-        row = self.session.execute(query).one_or_none()
+    def _one(self, key: str, value: str, for_update: bool) -> ProductionOrder | None:
+        row = self.session.execute(_ORDER[key, for_update], {"key": value}).one_or_none()
         return None if row is None else self._to_order(row)
 
     def get(self, order_id: str, for_update: bool = False) -> ProductionOrder | None:
-        return self._one(production_orders.c.order_id == order_id, for_update)
+        return self._one("order_id", order_id, for_update)
 
     def find_by_card(self, card_id: str, for_update: bool = False) -> ProductionOrder | None:
-        return self._one(production_orders.c.card_id == card_id, for_update)
+        return self._one("card_id", card_id, for_update)
 
     @staticmethod
     def _state(order: ProductionOrder) -> dict[str, Any]:
@@ -437,7 +457,7 @@ class NoticeRepository:
         rows = self.session.execute(
             select(t)
             .where(
-                t.c.delivered_at.is_(None),
+                _UNDELIVERED,
                 t.c.next_attempt_at <= now,
                 or_(t.c.leased_until.is_(None), t.c.leased_until <= now),
             )

@@ -106,6 +106,19 @@ person_events = Table(
 )
 
 
+# Statements built once per process: building one per call costs more than running it.
+_PERSON = {
+    (key, locked): (
+        select(persons).where(persons.c[key] == bindparam("key")).with_for_update()
+        if locked
+        else select(persons).where(persons.c[key] == bindparam("key"))
+    )
+    for key in ("person_id", "doc_index", "registered_card_id")
+    for locked in (False, True)
+}
+_SAVE_PERSON = update(persons).where(persons.c.person_id == bindparam("b_person_id"))
+
+
 def _utc(value: dt.datetime | None) -> dt.datetime:
     return as_utc(value) if value is not None else dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -156,24 +169,20 @@ class PersonRepository:
             _utc(row.legacy_ss_stopped_at) if row.legacy_ss_stopped_at else None,
         )
 
-    def _one(self, *where: Any, for_update: bool) -> Person | None:
-        query = select(persons).where(*where)
-        if for_update:
-            query = query.with_for_update()
-        row = self.session.execute(query).one_or_none()
+    def _one(self, key: str, value: str, for_update: bool) -> Person | None:
+        row = self.session.execute(_PERSON[key, for_update], {"key": value}).one_or_none()
         return None if row is None else self._to_person(row)
 
     def get(self, person_id: str, for_update: bool = False) -> Person | None:
-        return self._one(persons.c.person_id == person_id, for_update=for_update)
+        return self._one("person_id", person_id, for_update)
 
     def find_by_document(
         self, doc_type: DocumentType, number: str, for_update: bool = False
     ) -> Person | None:
-        index = self.index_of(doc_type, number)
-        return self._one(persons.c.doc_index == index, for_update=for_update)
+        return self._one("doc_index", self.index_of(doc_type, number), for_update)
 
     def find_by_card(self, card_id: str, for_update: bool = False) -> Person | None:
-        return self._one(persons.c.registered_card_id == card_id, for_update=for_update)
+        return self._one("registered_card_id", card_id, for_update)
 
     def find_many(self, indexes: Sequence[str]) -> dict[str, Person]:
         """Persons by blind index, locked for update (the import's batch read)."""
@@ -263,9 +272,7 @@ class PersonRepository:
             return
         for row in rows:
             row["b_person_id"] = row.pop("person_id")
-        self.session.execute(
-            update(persons).where(persons.c.person_id == bindparam("b_person_id")), rows
-        )
+        self.session.execute(_SAVE_PERSON, rows)
 
     def save(self, person: Person) -> None:
         self.save_many([person])
