@@ -27,7 +27,9 @@ from services.card.deadlines import (
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
+    HOLDS_PLACE,
     Applicant,
+    already_has_card,
     application_refusal,
     check_address,
     check_applicant,
@@ -200,6 +202,10 @@ def apply(
     refusal = application_refusal(v)
     if refusal is not None:
         raise refusal
+    applicant = cmd.applicant
+    number = applicant.document_number.strip().upper()
+    if uow.cards.exists_for_document(applicant.document_type, number, HOLDS_PLACE):
+        raise already_has_card()
     assert cmd.delivery is not None
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
     card, contact, transition, saga = _start(

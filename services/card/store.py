@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -442,6 +442,18 @@ class CardRepository:
             .limit(1)
         ).one_or_none()
         return None if row is None else self._to_card(row)
+
+    def exists_for_document(self, doc_type: str, number: str, statuses: Collection[Status]) -> bool:
+        """Whether a card applied for with this document is in one of ``statuses``."""
+        row = self.session.execute(
+            select(cards.c.card_id)
+            .where(
+                cards.c.doc_index == self.doc_index(doc_type, number),
+                cards.c.status.in_([s.value for s in statuses]),
+            )
+            .limit(1)
+        ).first()
+        return row is not None
 
     def view(self, card_id: str) -> dict[str, Any] | None:
         """The stored fields shown to callers (masked document and mobile)."""
