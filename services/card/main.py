@@ -25,6 +25,7 @@ from services.card.flows import (
 )
 from services.card.saga import Orchestrator, Tuning, wall_clock
 from services.card.scheduler import Scheduler
+from services.card.watch import SagaWatch, WatchLimits
 from services.platform import config as settings
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential
@@ -134,8 +135,17 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     )
     calendar = WorkingDayCalendar.from_file(config.calendar_file)
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)
+    watch = SagaWatch(lambda: new_uow(readonly=True), WatchLimits.from_config(config))
     api = CardApi(
-        base.db, cipher, base.clock, base.keys, orchestrator, Argon2Hasher(), identity, bank
+        base.db,
+        cipher,
+        base.clock,
+        base.keys,
+        orchestrator,
+        Argon2Hasher(),
+        identity,
+        bank,
+        watch,
     )
     ops = OpsApi(base.db, cipher, base.clock, orchestrator)
 
@@ -148,6 +158,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         scheduler.start()
 
     def stop() -> None:
+        watch.stop()
         scheduler.stop()
         orchestrator.stop()
 

@@ -1064,11 +1064,27 @@ def list_sagas(
     return uow.sagas.summaries(state, kind, card_id, after, page_size(size))
 
 
+def saga_not_found() -> DomainError:
+    return DomainError("SAGA_NOT_FOUND", "no such saga", kind=Kind.NOT_FOUND)
+
+
 def get_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaSummary:
     found = uow.sagas.summary(saga_id) if saga_id else None
     if found is None:
-        raise DomainError("SAGA_NOT_FOUND", "no such saga", kind=Kind.NOT_FOUND)
+        raise saga_not_found()
     return found
+
+
+def watched_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaRecord:
+    """The saga a caller asks to follow, if it may read the saga's card (A18.1): a person only
+    their own, an employer only its batches'; anyone else's answers as a saga that does not
+    exist."""
+    saga = uow.sagas.get(saga_id) if saga_id else None
+    card = uow.cards.get(saga.card_id) if saga is not None else None
+    if saga is None or card is None or not visible_to(caller, card):
+        raise saga_not_found()
+    _may_read(caller, card)
+    return saga
 
 
 def retry_saga(uow: CardUnitOfWork, saga_id: str, now: dt.datetime, caller: Caller) -> SagaSummary:
