@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    exists,
     false,
     func,
     select,
@@ -261,18 +262,31 @@ _SAVE_SAGA_RETRY = (
     .values({c: bindparam(c) for c in (*_SAGA_PROGRESS, "next_attempt_at")})
 )
 _EVENT_FIELDS = ("state", "step", "retries", "last_error", "refusal_reason", "refusal_rule")
-# The saga's next event, numbered after its last, copied from the row just saved.
+_last_event = saga_events.alias("last_event")
+_LAST_SEQUENCE = (
+    select(func.max(saga_events.c.sequence))
+    .where(saga_events.c.saga_id == sagas.c.saga_id)
+    .scalar_subquery()
+)
+# The saga's next event, numbered after its last, copied from the row just saved; none when the
+# save changed nothing a watcher sees (a lease renewed before a step).
 _ADD_EVENT = saga_events.insert().from_select(
     ["saga_id", "sequence", "at", *_EVENT_FIELDS, "refusal_message"],
     select(
         sagas.c.saga_id,
-        select(func.coalesce(func.max(saga_events.c.sequence), 0) + 1)
-        .where(saga_events.c.saga_id == sagas.c.saga_id)
-        .scalar_subquery(),
+        func.coalesce(_LAST_SEQUENCE, 0) + 1,
         sagas.c.updated_at,
         *(sagas.c[name] for name in _EVENT_FIELDS),
         sagas.c.refusal_message,
-    ).where(sagas.c.saga_id == bindparam("b_saga_id")),
+    ).where(
+        sagas.c.saga_id == bindparam("b_saga_id"),
+        ~exists().where(
+            _last_event.c.saga_id == sagas.c.saga_id,
+            _last_event.c.sequence == _LAST_SEQUENCE,
+            *(_last_event.c[name] == sagas.c[name] for name in ("state", "step", "retries")),
+            _last_event.c.refusal_reason == sagas.c.refusal_reason,
+        ),
+    ),
 )
 _CLAIMABLE = (
     select(sagas)
