@@ -266,6 +266,7 @@ _last_event = saga_events.alias("last_event")
 _LAST_SEQUENCE = (
     select(func.max(saga_events.c.sequence))
     .where(saga_events.c.saga_id == sagas.c.saga_id)
+    .correlate(sagas)
     .scalar_subquery()
 )
 # The saga's next event, numbered after its last, copied from the row just saved; none when the
