@@ -119,6 +119,11 @@ class Started:
     saga_id: str
 
 
+def _document_of(applicant: Applicant) -> tuple[str, str]:
+    """The applicant's document as the card records it."""
+    return applicant.document_type, applicant.document_number.strip().upper()
+
+
 def _start(
     applicant: Applicant,
     bank_code: str,
@@ -143,8 +148,7 @@ def _start(
         person_id=caller.person_id,  # a person's own application is theirs from the start
     )
     contact = Contact(
-        applicant.document_type,
-        applicant.document_number.strip().upper(),
+        *_document_of(applicant),
         applicant.mobile,
         applicant.address.strip(),
         applicant.occupation.strip(),
@@ -202,9 +206,7 @@ def apply(
     refusal = application_refusal(v)
     if refusal is not None:
         raise refusal
-    applicant = cmd.applicant
-    number = applicant.document_number.strip().upper()
-    if uow.cards.exists_for_document(applicant.document_type, number, HOLDS_PLACE):
+    if uow.cards.holding([_document_of(cmd.applicant)], HOLDS_PLACE):
         raise already_has_card()
     assert cmd.delivery is not None
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
@@ -267,14 +269,21 @@ def apply_batch(
         v.add("applicants", f"at most {MAX_BATCH} employees per batch", "TOO_MANY")
     v.raise_if_any("INVALID_BATCH", rule="A6.1")
     outcome = BatchOutcome()
-    rows, sagas = [], []
+    refusals: dict[int, DomainError] = {}
     for index, applicant in enumerate(cmd.applicants):
         person = Violations()
-        prefix = f"applicants[{index}]"
-        check_applicant(applicant, person, beijing_date(now), prefix)
-        refusal = application_refusal(person, prefix)
-        if refusal is not None:
-            outcome.items.append(BatchItem(index, refusal=refusal))
+        check_applicant(applicant, person, beijing_date(now), f"applicants[{index}]")
+        if (refusal := application_refusal(person, f"applicants[{index}]")) is not None:
+            refusals[index] = refusal
+    held = uow.cards.holding(
+        [_document_of(a) for i, a in enumerate(cmd.applicants) if i not in refusals], HOLDS_PLACE
+    )
+    rows, sagas = [], []
+    for index, applicant in enumerate(cmd.applicants):
+        if index not in refusals and _document_of(applicant) in held:
+            refusals[index] = already_has_card()
+        if index in refusals:
+            outcome.items.append(BatchItem(index, refusal=refusals[index]))
             continue
         card, contact, transition, saga = _start(
             applicant,

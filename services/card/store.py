@@ -489,17 +489,22 @@ class CardRepository:
         ).one_or_none()
         return None if row is None else self._to_card(row)
 
-    def exists_for_document(self, doc_type: str, number: str, statuses: Collection[Status]) -> bool:
-        """Whether a card applied for with this document is in one of ``statuses``."""
-        row = self.session.execute(
-            select(cards.c.card_id)
-            .where(
-                cards.c.doc_index == self.doc_index(doc_type, number),
-                cards.c.status.in_([s.value for s in statuses]),
+    def holding(
+        self, documents: Sequence[tuple[str, str]], statuses: Collection[Status]
+    ) -> set[tuple[str, str]]:
+        """Those of ``documents`` (type, number) with a card applied for in one of ``statuses``."""
+        by_index = {self.doc_index(*document): document for document in documents}
+        keys = list(by_index)
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(keys), 1000):
+            rows = self.session.execute(
+                select(cards.c.doc_index).where(
+                    cards.c.doc_index.in_(keys[start : start + 1000]),
+                    cards.c.status.in_([s.value for s in statuses]),
+                )
             )
-            .limit(1)
-        ).first()
-        return row is not None
+            found.update(by_index[row.doc_index] for row in rows)
+        return found
 
     def view(self, card_id: str) -> dict[str, Any] | None:
         """The stored fields shown to callers (masked document and mobile)."""
