@@ -7,7 +7,8 @@ wake the orchestrator once their transaction has committed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ from services.card.store import (
     SagaSummary,
     wall_clock,
 )
+from services.card.watch import FINISHED, SagaWatch
 from services.platform import documents
 from services.platform.auth import Channel, current_caller
 from services.platform.channels import Operation
@@ -196,8 +198,10 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         identity: IdentityPort,
         bank: BankPort,
         transit: TransitPort,
+        watch: SagaWatch,
     ) -> None:
         self._transit = transit
+        self._watch = watch
         self._hasher = hasher
         self._identity = identity
         self._bank = bank
@@ -336,6 +340,34 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         with self._uow(readonly=True) as uow:
             saga, card = service.get_application(uow, request.card_id, request.saga_id, caller)
         return _application_pb(saga, card, self._orchestrator.step_name(saga))
+
+    def WatchSaga(
+        self, request: pb.WatchSagaRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.SagaEvent]:
+        caller = current_caller()
+        with self._uow(readonly=True) as uow:
+            saga = service.watched_saga(uow, request.saga_id, caller)
+        finished = saga.state in FINISHED
+        for event in self._watch.follow(
+            saga.saga_id, max(request.after_sequence, 0), finished, context.is_active
+        ):
+            at_event = replace(
+                saga, state=event.state, step=event.step, refusal_reason=event.refusal_reason
+            )
+            yield pb.SagaEvent(
+                saga_id=saga.saga_id,
+                card_id=saga.card_id,
+                sequence=event.sequence,
+                at=to_timestamp(event.at),
+                state=event.state,
+                step=self._orchestrator.step_name(at_event),
+                retries=event.retries,
+                last_error=event.last_error,
+                refusal_reason=event.refusal_reason,
+                refusal_rule=event.refusal_rule,
+                refusal_message=event.refusal_message,
+                final=event.state in FINISHED,
+            )
 
     # -- reads
 

@@ -27,6 +27,7 @@ from services.card.flows import (
 from services.card.saga import Orchestrator, Tuning
 from services.card.scheduler import Scheduler
 from services.card.store import wall_clock
+from services.card.watch import SagaWatch, WatchLimits
 from services.platform import config as settings
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential
@@ -147,6 +148,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         crash_point=crash_point(config),
     )
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)
+    watch = SagaWatch(lambda: new_uow(readonly=True), WatchLimits.from_config(config))
     api = CardApi(
         base.db,
         cipher,
@@ -157,6 +159,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         identity,
         bank,
         transit,
+        watch,
     )
     ops = OpsApi(base.db, cipher, base.clock, base.keys, orchestrator)
 
@@ -169,6 +172,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         scheduler.start()
 
     def stop() -> None:
+        watch.stop()
         scheduler.stop()
         orchestrator.stop()
 

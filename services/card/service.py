@@ -27,8 +27,10 @@ from services.card.deadlines import (
 from services.card.domain import card as rules
 from services.card.domain.agents import AgentPresence, check_agent
 from services.card.domain.application import (
+    HOLDS_PLACE,
     Applicant,
     OlderCardChoice,
+    already_has_card,
     application_refusal,
     check_address,
     check_applicant,
@@ -127,6 +129,11 @@ class Started:
     saga_id: str
 
 
+def _document_of(applicant: Applicant) -> tuple[str, str]:
+    """The applicant's document as the card records it."""
+    return applicant.document_type, applicant.document_number.strip().upper()
+
+
 def _start(
     applicant: Applicant,
     bank_code: str,
@@ -152,8 +159,7 @@ def _start(
         person_id=caller.person_id,  # a person's own application is theirs from the start
     )
     contact = Contact(
-        applicant.document_type,
-        applicant.document_number.strip().upper(),
+        *_document_of(applicant),
         applicant.mobile,
         applicant.address.strip(),
         applicant.occupation.strip(),
@@ -214,6 +220,8 @@ def apply(
     refusal = application_refusal(v)
     if refusal is not None:
         raise refusal
+    if uow.cards.holding([_document_of(cmd.applicant)], HOLDS_PLACE):
+        raise already_has_card()
     if cmd.delivery is None:
         raise RuntimeError("cmd.delivery must be known here")
     pickup = cmd.pickup_branch_id if cmd.delivery is Delivery.BRANCH_PICKUP else ""
@@ -282,14 +290,21 @@ def apply_batch(
         v.add("applicants", f"at most {MAX_BATCH} employees per batch", "TOO_MANY")
     v.raise_if_any("INVALID_BATCH", rule="A6.1")
     outcome = BatchOutcome()
-    rows, sagas = [], []
+    refusals: dict[int, DomainError] = {}
     for index, applicant in enumerate(cmd.applicants):
         person = Violations()
-        prefix = f"applicants[{index}]"
-        check_applicant(applicant, person, beijing_date(now), prefix)
-        refusal = application_refusal(person, prefix)
-        if refusal is not None:
-            outcome.items.append(BatchItem(index, refusal=refusal))
+        check_applicant(applicant, person, beijing_date(now), f"applicants[{index}]")
+        if (refusal := application_refusal(person, f"applicants[{index}]")) is not None:
+            refusals[index] = refusal
+    held = uow.cards.holding(
+        [_document_of(a) for i, a in enumerate(cmd.applicants) if i not in refusals], HOLDS_PLACE
+    )
+    rows, sagas = [], []
+    for index, applicant in enumerate(cmd.applicants):
+        if index not in refusals and _document_of(applicant) in held:
+            refusals[index] = already_has_card()
+        if index in refusals:
+            outcome.items.append(BatchItem(index, refusal=refusals[index]))
             continue
         card, contact, transition, saga = _start(
             applicant,
@@ -1148,10 +1163,14 @@ def list_sagas(
     return uow.sagas.summaries(state, kind, card_id, after, page_size(size))
 
 
+def saga_not_found() -> DomainError:
+    return DomainError("SAGA_NOT_FOUND", "no such saga", kind=Kind.NOT_FOUND)
+
+
 def get_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaSummary:
     found = uow.sagas.summary(saga_id) if saga_id else None
     if found is None:
-        raise DomainError("SAGA_NOT_FOUND", "no such saga", kind=Kind.NOT_FOUND)
+        raise saga_not_found()
     return found
 
 
@@ -1161,6 +1180,18 @@ def _saga_finished() -> DomainError:
         "the saga has finished; an operator can no longer retry or compensate it",
         kind=Kind.PRECONDITION,
     )
+
+
+def watched_saga(uow: CardUnitOfWork, saga_id: str, caller: Caller) -> SagaRecord:
+    """The saga a caller asks to follow, if it may read the saga's card (A18.1): a person only
+    their own, an employer only its batches'; anyone else's answers as a saga that does not
+    exist."""
+    saga = uow.sagas.get(saga_id) if saga_id else None
+    card = uow.cards.get(saga.card_id) if saga is not None else None
+    if saga is None or card is None or not visible_to(caller, card):
+        raise saga_not_found()
+    _may_read(caller, card)
+    return saga
 
 
 def retry_saga(uow: CardUnitOfWork, saga_id: str, now: dt.datetime, caller: Caller) -> SagaSummary:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     case,
+    exists,
     false,
     func,
     select,
@@ -191,6 +192,23 @@ sagas = Table(
     Index("ix_sagas_batch", "batch_id", "state"),
 )
 
+# What happened to each saga, in order (WatchSaga): one row per saved step, retry or outcome,
+# numbered 1, 2, 3... per saga. Written in the transaction that saves the saga's progress.
+saga_events = Table(
+    "saga_events",
+    metadata,
+    Column("saga_id", String(40), ForeignKey("sagas.saga_id"), primary_key=True),
+    Column("sequence", Integer, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("step", SmallInteger, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("last_error", String(200), nullable=False),
+    Column("refusal_reason", String(64), nullable=False),
+    Column("refusal_rule", String(16), nullable=False),
+    Column("refusal_message", String(300), nullable=False),
+)
+
 service_passwords = Table(
     "service_passwords",
     metadata,
@@ -268,6 +286,34 @@ _SAVE_SAGA_RETRY = (
     update(sagas)
     .where(*_HELD)
     .values({c: bindparam(c) for c in (*_SAGA_PROGRESS, "next_attempt_at")})
+)
+_EVENT_FIELDS = ("state", "step", "retries", "last_error", "refusal_reason", "refusal_rule")
+_last_event = saga_events.alias("last_event")
+_LAST_SEQUENCE = (
+    select(func.max(saga_events.c.sequence))
+    .where(saga_events.c.saga_id == sagas.c.saga_id)
+    .correlate(sagas)
+    .scalar_subquery()
+)
+# The saga's next event, numbered after its last, copied from the row just saved; none when the
+# save changed nothing a watcher sees (a lease renewed before a step).
+_ADD_EVENT = saga_events.insert().from_select(
+    ["saga_id", "sequence", "at", *_EVENT_FIELDS, "refusal_message"],
+    select(
+        sagas.c.saga_id,
+        func.coalesce(_LAST_SEQUENCE, 0) + 1,
+        sagas.c.updated_at,
+        *(sagas.c[name] for name in _EVENT_FIELDS),
+        sagas.c.refusal_message,
+    ).where(
+        sagas.c.saga_id == bindparam("b_saga_id"),
+        ~exists().where(
+            _last_event.c.saga_id == sagas.c.saga_id,
+            _last_event.c.sequence == _LAST_SEQUENCE,
+            *(_last_event.c[name] == sagas.c[name] for name in ("state", "step", "retries")),
+            _last_event.c.refusal_reason == sagas.c.refusal_reason,
+        ),
+    ),
 )
 _CLAIMABLE = (
     select(sagas)
@@ -516,6 +562,23 @@ class CardRepository:
             .limit(1)
         ).one_or_none()
         return None if row is None else self._to_card(row)
+
+    def holding(
+        self, documents: Sequence[tuple[str, str]], statuses: Collection[Status]
+    ) -> set[tuple[str, str]]:
+        """Those of ``documents`` (type, number) with a card applied for in one of ``statuses``."""
+        by_index = {self.doc_index(*document): document for document in documents}
+        keys = list(by_index)
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(keys), 1000):
+            rows = self.session.execute(
+                select(cards.c.doc_index).where(
+                    cards.c.doc_index.in_(keys[start : start + 1000]),
+                    cards.c.status.in_([s.value for s in statuses]),
+                )
+            )
+            found.update(by_index[row.doc_index] for row in rows)
+        return found
 
     def view(self, card_id: str) -> dict[str, Any] | None:
         """The stored fields shown to callers (masked document and mobile)."""
@@ -793,6 +856,7 @@ class SagaRepository:
                 for r in records
             ],
         )
+        self.session.execute(_ADD_EVENT, [{"b_saga_id": r.saga_id} for r in records])
 
     def get(self, saga_id: str) -> SagaRecord | None:
         row = self.session.execute(select(sagas).where(sagas.c.saga_id == saga_id)).one_or_none()
@@ -886,7 +950,10 @@ class SagaRepository:
                 updated_at=now,
             )
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        self.session.execute(_ADD_EVENT, {"b_saga_id": saga_id})
+        return True
 
     def give_up(self, saga_id: str, now: dt.datetime, reason: str, message: str) -> bool:
         """Turn a saga that waits for an operator to its compensation, as if refused with
@@ -904,7 +971,10 @@ class SagaRepository:
                 updated_at=now,
             )
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        self.session.execute(_ADD_EVENT, {"b_saga_id": saga_id})
+        return True
 
     def release(self, owner: str) -> int:
         """Hand back every lease ``owner`` holds (a worker stopping), so another replica claims
@@ -946,7 +1016,48 @@ class SagaRepository:
             result = self.session.execute(
                 _SAVE_SAGA_RETRY, {**params, "next_attempt_at": next_attempt_at}
             )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        self.session.execute(_ADD_EVENT, {"b_saga_id": record.saga_id})
+        return True
+
+    def events(self, saga_id: str, after: int, limit: int) -> list[SagaEvent]:
+        """The saga's events numbered after ``after``, in order, at most ``limit``."""
+        rows = self.session.execute(
+            select(saga_events)
+            .where(saga_events.c.saga_id == saga_id, saga_events.c.sequence > after)
+            .order_by(saga_events.c.sequence)
+            .limit(limit)
+        ).all()
+        return [
+            SagaEvent(
+                sequence=row.sequence,
+                at=as_utc(row.at),
+                state=row.state,
+                step=row.step,
+                retries=row.retries,
+                last_error=row.last_error,
+                refusal_reason=row.refusal_reason,
+                refusal_rule=row.refusal_rule,
+                refusal_message=row.refusal_message,
+            )
+            for row in rows
+        ]
+
+
+@dataclass(frozen=True)
+class SagaEvent:
+    """A saga's progress as one save left it (WatchSaga)."""
+
+    sequence: int
+    at: dt.datetime
+    state: str
+    step: int
+    retries: int
+    last_error: str
+    refusal_reason: str
+    refusal_rule: str
+    refusal_message: str
 
 
 @dataclass(frozen=True)

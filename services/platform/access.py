@@ -56,6 +56,7 @@ MATRIX: dict[str, frozenset[Role]] = {
             "ApplyBatch": {EMPLOYER},
             "GetBatch": {EMPLOYER, SERVICE, OPS},
             "GetApplication": {PERSON, COUNTER, EMPLOYER, SERVICE, OPS},
+            "WatchSaga": {PERSON, COUNTER, EMPLOYER, OPS},
             "GetCard": {PERSON, COUNTER, EMPLOYER, SERVICE, OPS},
             "QueryStatus": {PERSON, COUNTER, EMPLOYER, SERVICE, OPS},
             "RecordProduced": {SERVICE},

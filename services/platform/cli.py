@@ -17,9 +17,10 @@
 ``token`` and ``call`` sign development credentials with the development issuer's key
 (var/keys/, never in production) for a client of the registry; ``call`` defaults to the
 operations console (``--client``, ``--person``, ``--channel`` and the other options choose
-another), or takes ``--token``. A client-streaming method takes a JSON list, or JSON lines on stdin.
-With TLS on (the default) a credential is bound to its client's certificate (var/tls/<client>.pem
-unless ``--cert``), and ``call`` presents that certificate (``--key``, ``--cacert``).
+another), or takes ``--token``. A client-streaming method takes a JSON list, or JSON lines on
+stdin; a server-streaming one prints one JSON line per message as it arrives. With TLS on (the
+default) a credential is bound to its client's certificate (var/tls/<client>.pem unless
+``--cert``), and ``call`` presents that certificate (``--key``, ``--cacert``).
 """
 
 from __future__ import annotations
@@ -489,6 +490,19 @@ def cmd_call(args: argparse.Namespace) -> int:
                 response_deserializer=response_type.FromString,
             )
             answer = call(iter(requests), metadata=metadata, timeout=args.timeout)
+        elif method.server_streaming:  # one JSON line per message, as it arrives
+            request = json_format.Parse(args.json or "{}", request_type())
+            stream = channel.unary_stream(
+                path,
+                request_serializer=request_type.SerializeToString,
+                response_deserializer=response_type.FromString,
+            )
+            for answer in stream(request, metadata=metadata, timeout=args.timeout):
+                line = json_format.MessageToJson(
+                    answer, preserving_proto_field_name=True, ensure_ascii=False, indent=None
+                )
+                print(line, flush=True)
+            return 0
         else:
             request = json_format.Parse(args.json or "{}", request_type())
             unary = channel.unary_unary(

@@ -211,29 +211,24 @@ class TestApplication:
                 "A3.1",
             )
 
-    def test_A4_2_a_second_application_is_refused_and_leaves_nothing_behind(
+    def test_A4_2_a_second_application_is_refused_in_the_answer_and_leaves_nothing_behind(
         self, suite: Suite
     ) -> None:
         person = suite.person()
         first = suite.apply(person)
+        in_progress = rpc_error(lambda: suite.apply(person))  # the first is not yet settled
         suite.settle(first.card_id)
-        second = suite.apply(person)
-        application = suite.settle(second.card_id)
-        assert (application.state, application.step) == (pb.FAILED, "failed")
-        assert (application.refusal_reason, application.refusal_rule) == (
-            "ALREADY_HAS_CARD",
-            "A4.2",
-        )
-        card = suite.get(second.card_id)
-        assert card.status == pb.REFUSED
-        assert "rule A4.2" in card.status_text
-        assert suite.registered_card(person) == first.card_id
-        error = rpc_error(
-            lambda: suite.bank.GetProductionOrder(
-                bank_pb2.GetProductionOrderRequest(card_id=second.card_id), metadata=suite.service
+        for error in (in_progress, rpc_error(lambda: suite.apply(person))):
+            assert refusal(error) == (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "ALREADY_HAS_CARD",
+                "A4.2",
             )
+        assert suite.registered_card(person) == first.card_id
+        status = suite.card.QueryStatus(
+            pb.QueryStatusRequest(document=person.document()), metadata=suite.ops
         )
-        assert error.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+        assert status.card_id == first.card_id
 
     def test_A4_2_a_refusal_at_the_bank_releases_the_reservation_and_closes_the_account(
         self, suite: Suite
@@ -432,21 +427,24 @@ class TestEmployerBatches:
             metadata=metadata,
         )
 
-    def test_A6_1_a_refused_person_never_fails_the_batch(self, suite: Suite) -> None:
-        holder = suite.person()
+    def test_A6_1_A4_2_a_refused_person_never_fails_the_batch(self, suite: Suite) -> None:
+        holder, refused_later = suite.person(), suite.person(insured=False)
         suite.settle(suite.apply(holder).card_id)
-        people = [suite.person(), suite.person(), holder, suite.person()]
+        people = [suite.person(), suite.person(), holder, refused_later]
         answer = self._batch(suite, people, employer(suite), "batch-1")
-        assert (answer.accepted, answer.refused) == (3, 1)
+        assert (answer.accepted, answer.refused) == (2, 2)
         assert answer.results[1].reason == "INVALID_APPLICATION"
         assert answer.results[1].violations[0].field == "applicants[1].mobile"
+        # one person, one card: refused in the answer, not later in the saga
+        assert (answer.results[2].reason, answer.results[2].rule) == ("ALREADY_HAS_CARD", "A4.2")
         for result in answer.results:
             if result.card_id:
                 suite.settle(result.card_id)
         progress = suite.card.GetBatch(pb.GetBatchRequest(batch_id="batch-1"), metadata=suite.ops)
-        assert (progress.total, progress.completed, progress.refused) == (4, 2, 1)
+        assert (progress.total, progress.refused_at_submission) == (4, 2)
+        assert (progress.completed, progress.refused) == (1, 1)
         assert progress.finished
-        assert progress.refusals[0].reason == "ALREADY_HAS_CARD"
+        assert progress.refusals[0].reason == "NOT_ELIGIBLE"
 
     def test_A6_2_A7_3_an_employer_applies_at_a_branch_collects_and_hands_out(
         self, suite: Suite

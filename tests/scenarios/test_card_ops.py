@@ -30,11 +30,11 @@ def test_sagas_are_listed_by_state_and_paged(suite: Suite) -> None:
     holder = suite.person()
     first = suite.apply(holder)
     suite.settle(first.card_id)
-    refused = suite.apply(holder)  # A4.2: refused, compensated
+    refused = suite.apply(suite.person(insured=False))  # A2.3: refused by identity, compensated
     suite.settle(refused.card_id)
     failed = ops.ListSagas(pb.ListSagasRequest(state=pb.FAILED), metadata=suite.ops).sagas
     assert [(s.card_id, s.refusal_reason, s.refusal_rule, s.step) for s in failed] == [
-        (refused.card_id, "ALREADY_HAS_CARD", "A4.2", "failed")
+        (refused.card_id, "NOT_ELIGIBLE", "A2.3", "failed")
     ]
     page = ops.ListSagas(pb.ListSagasRequest(page_size=1), metadata=suite.ops)
     rest = ops.ListSagas(

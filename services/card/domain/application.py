@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from services.card.domain.card import Delivery
+from services.card.domain.card import IN_HAND, LOST, NOT_HANDED_OUT, Delivery
 from services.platform import documents
 from services.platform.errors import DomainError, Violations, invalid
 
@@ -21,6 +21,8 @@ MAX_PHOTO = 512 * 1024
 MOBILE = re.compile(r"^1[3-9]\d{9}$")
 CREDIT_CODE = re.compile(r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$")
 BANK_CODE = re.compile(r"^[A-Z0-9]{2,12}$")
+# A4.2: the states in which a card holds its person's place in the one-person-one-card register.
+HOLDS_PLACE = NOT_HANDED_OUT | IN_HAND | LOST
 
 
 @dataclass(frozen=True)
@@ -152,3 +154,14 @@ def application_refusal(v: Violations, prefix: str = "applicant") -> DomainError
     else:
         reason, rule = "INVALID_APPLICATION", "A5.1"
     return invalid(reason, v.items, rule)
+
+
+def already_has_card() -> DomainError:
+    """A4.2, refused at the door when this service already knows a card of the document that
+    holds its person's place; the identity service's register, consulted by the saga, stays the
+    authority (a card under an earlier document, two applications at the same moment)."""
+    return DomainError(
+        "ALREADY_HAS_CARD",
+        "the person already holds a valid 3rd-generation card or has an application in progress",
+        rule="A4.2",
+    )
