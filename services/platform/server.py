@@ -3,11 +3,13 @@
 ``create_server(config, deps)`` builds a bound, not yet started server (tests use port 0);
 ``serve(config, build)`` runs a service until SIGTERM / SIGINT, in ``config.workers`` processes
 sharing one port through SO_REUSEPORT, restarting a worker that dies. Health
-(``grpc.health.v1``) says SERVING only while the database answers and is at its alembic head,
-and NOT_SERVING from the moment shutdown begins: on SIGTERM the service keeps taking calls for
-``SSCARD_DRAIN_SECONDS`` while reporting NOT_SERVING, then stops accepting and lets calls in
-flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflection lists the service. Sync gRPC
-with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see BENCHMARKS.md).
+(``grpc.health.v1``) has two meanings: readiness ("" and each service name) is SERVING only
+while the database answers and is at its alembic head; liveness (``liveness``) is SERVING while
+the process answers. Both are NOT_SERVING from the moment shutdown begins: on SIGTERM the service
+keeps taking calls for ``SSCARD_DRAIN_SECONDS`` while reporting NOT_SERVING, then stops accepting
+and lets calls in flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflection (v1 and
+v1alpha) lists the service. Sync gRPC with a thread pool and sync SQLAlchemy: measured fastest
+on this hardware (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client.core import Metric
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
-from services.platform import logs, migrations, processes
+from services.platform import logs, migrations, processes, reflection
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
@@ -50,6 +51,11 @@ from services.platform.pii import PiiCipher
 from services.platform.trust import TrustError, Verifier
 
 log = logging.getLogger("sscard.server")
+
+# The health entry for liveness probes: SERVING while the process answers calls, whatever its
+# database does, so a database outage makes pods unready (readiness: "" and each service name)
+# but never restarts them; NOT_SERVING from the start of shutdown, like every entry.
+LIVENESS = "liveness"
 
 Task = tuple[float, Callable[[], object]]
 
@@ -102,14 +108,14 @@ class Server:
         )
         deps.register(self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        names = [*deps.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self._grpc)
+        reflection.enable([*deps.service_names, health.SERVICE_NAME], self._grpc)
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = self._grpc.add_insecure_port(config.address)
         if self.port == 0:
             raise OSError(f"{config.name}: cannot listen on {config.address}")
 
     def _set_status(self, status: Any) -> None:
+        """Readiness: the whole server ("") and each of its services."""
         for name in ("", *self.deps.service_names):
             self.health.set(name, status)
 
@@ -152,6 +158,7 @@ class Server:
 
     def start(self) -> None:
         self._grpc.start()
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.metrics.serve(self.config.host, self.config.metrics_port)
         if self.deps.on_start is not None:
             self.deps.on_start()
