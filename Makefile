@@ -13,7 +13,7 @@ GENERATED := gen/.generated
 BUF_VERSION := 1.75.0
 BUF := .buf/node_modules/.bin/buf
 
-.PHONY: run test test-fast protos migrate lint format bench chaos demo docs contracts clean
+.PHONY: run test test-fast protos migrate lint format bench chaos demo docs contracts contracts-release clean
 
 run: $(GENERATED)
 	$(PY) deploy/run_local.py
@@ -39,9 +39,17 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix services console tests deploy
 	$(VENV)/bin/ruff format services console tests deploy
 
-# The contracts as any language sees them: buf lint over protos/ alone (buf.yaml).
+# The contracts as any language sees them: buf lint over protos/ alone (buf.yaml), and buf
+# breaking against the released contracts, protos/released.json (an image committed with each
+# release, so the check means the same in any clone, on main as on a branch).
+RELEASED := protos/released.json
 contracts: $(BUF)
 	$(BUF) lint
+	$(BUF) breaking --against $(RELEASED)
+
+# At a release only: the contracts as they now are become the ones `make contracts` protects.
+contracts-release: $(BUF)
+	$(BUF) build --exclude-source-info -o $(RELEASED)
 
 $(BUF):
 	npm install --prefix .buf --no-save --no-audit --no-fund @bufbuild/buf@$(BUF_VERSION)
