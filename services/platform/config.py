@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from services.platform.calendar import WorkingDayCalendar
+from services.platform.calendar import SHIPPED_CALENDAR_FILE, WorkingDayCalendar
 from services.platform.clock import Clock, SharedTestClock, SystemClock
 
 SERVICES = ("identity", "card", "bank", "transit")
@@ -263,9 +263,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         idempotency_ttl_hours=ttl_hours,
         environment=environment,
         test_clock_file=test_clock_file,
-        calendar_file=_env(
-            env, "SSCARD_CALENDAR_FILE", str(REPO_ROOT / "deploy" / "calendar" / "cn-workdays.json")
-        ),
+        calendar_file=_env(env, "SSCARD_CALENDAR_FILE", str(SHIPPED_CALENDAR_FILE)),
         log_level=_choice(
             "SSCARD_LOG_LEVEL", _env(env, "SSCARD_LOG_LEVEL", "INFO").upper(), LOG_LEVELS
         ),

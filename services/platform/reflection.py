@@ -34,7 +34,7 @@ def _v1_file() -> descriptor_pb2.FileDescriptorProto:
     for message in file.message_type:
         for field in message.field:
             if field.HasField("type_name"):
-                    field.type_name = field.type_name.replace(_V1ALPHA_PACKAGE, _V1_PACKAGE)
+                field.type_name = field.type_name.replace(_V1ALPHA_PACKAGE, _V1_PACKAGE)
     for service in file.service:
         for method in service.method:
             method.input_type = method.input_type.replace(_V1ALPHA_PACKAGE, _V1_PACKAGE)
