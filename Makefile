@@ -92,15 +92,18 @@ $(INSTALLED): pyproject.toml $(LOCK)
 $(GENERATED): $(INSTALLED) $(PROTOS)
 	$(PY) protos/generate.py
 
-# requirements.lock (what the services need: the image and the wheel's deployments) and
-# requirements-dev.lock (that and the dev extras: `make`), from pyproject.toml's pins.
+# requirements.lock (what the services need: the image and the wheel's deployments),
+# requirements-dev.lock (that and the dev extras: `make`) and requirements-build.lock (what
+# building the wheel needs: the image's build stage), from pyproject.toml's pins.
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+  --no-emit-find-links
 lock:
 	$(PYTHON) -m venv .lockenv
 	.lockenv/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION)
-	.lockenv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
-	.lockenv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-	  --no-emit-index-url --no-emit-find-links --extra dev -o $(LOCK) pyproject.toml
+	.lockenv/bin/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
+	.lockenv/bin/pip-compile $(LOCK_FLAGS) --extra dev -o $(LOCK) pyproject.toml
+	.lockenv/bin/pip-compile $(LOCK_FLAGS) --only-build-deps --build-deps-for wheel \
+	  -o requirements-build.lock pyproject.toml
 
 # dist/sscard-<version>-py3-none-any.whl: the services, the console and the generated code;
 # install it with `pip install --require-hashes -r requirements.lock` then `--no-deps` the wheel.
