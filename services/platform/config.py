@@ -62,6 +62,8 @@ class ServiceConfig:
     log_level: str
     log_format: str
     metrics_port: int
+    # Where to write the bound port once listening (for a supervisor that asked for port 0).
+    port_file: Path | None
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def secret(self, name: str, default_file: Path, size: int | None = None) -> bytes:
@@ -238,6 +240,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         )
     ttl_hours = int_setting(env, "SSCARD_IDEMPOTENCY_TTL_HOURS", 48, minimum=24)
     signing_key_file, token_file = _own_credential(env, prefix, name, environment)
+    port_file = env.get(prefix + "PORT_FILE", "").strip()
     return ServiceConfig(
         name=name,
         host=_env(env, prefix + "HOST", "127.0.0.1"),
@@ -271,5 +274,6 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
             "SSCARD_LOG_FORMAT", _env(env, "SSCARD_LOG_FORMAT", "json").lower(), LOG_FORMATS
         ),
         metrics_port=_port(env, prefix + "METRICS_PORT", DEFAULT_METRICS_PORTS[name]),
+        port_file=Path(port_file) if port_file else None,
         env=dict(env),
     )

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -242,6 +243,8 @@ def _serve_one(config: ServiceConfig, build: Build) -> None:
     server = create_server(config, build(config))
     server.start()
     log.info("%s listening on %s:%d", config.name, config.host, server.port)
+    if config.port_file is not None:
+        _report_port(config.port_file, server.port)
     stop.wait()
     log.info(
         "%s stopping: NOT_SERVING, drain %.1fs, then grace %.1fs",
@@ -250,6 +253,13 @@ def _serve_one(config: ServiceConfig, build: Build) -> None:
         config.grace_seconds,
     )
     server.stop(drain=config.drain_seconds)
+
+
+def _report_port(path: Path, port: int) -> None:
+    """Write ``port`` to ``path`` whole (a reader never sees a partial file)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"{port}\n")
+    partial.replace(path)
 
 
 def _worker(config: ServiceConfig, build: Build, parent: int) -> None:

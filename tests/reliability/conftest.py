@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +13,11 @@ from tests.reliability.deployment import Deployment
 
 @pytest.fixture
 def deployment(
-    start_service: Callable[..., Any], service_env: dict[str, str], token: Callable[..., Any]
+    start_service: Callable[..., Any],
+    service_env: dict[str, str],
+    token: Callable[..., Any],
+    tmp_path: Path,
 ) -> Iterator[Deployment]:
-    deployed = Deployment(start_service, service_env, token)
+    deployed = Deployment(start_service, service_env, token, tmp_path)
     yield deployed
     deployed.stop()
