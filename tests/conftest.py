@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fcntl
 import os
 import random
 import secrets
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -158,11 +160,16 @@ def service_env(
 
 
 _handed_out: set[int] = set()
+# Ports this process has claimed, each by an exclusive lock on a file of PORT_LOCKS held until
+# the process ends (the system drops the lock even after a SIGKILL): a test run beside this one
+# (another `make test`, another pytest-xdist worker) skips them.
+PORT_LOCKS = Path(tempfile.gettempdir()) / "sscard-test-ports"
+_claims: list[IO[bytes]] = []
 
 
 def _port_range() -> range:
     """This process's share of the ports below the kernel's ephemeral range: each pytest-xdist
-    worker draws from its own slice, so two workers never pick the same port."""
+    worker draws from its own slice, so two workers rarely try the same port."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     index = int(worker) if worker.isdigit() else 0
@@ -170,21 +177,36 @@ def _port_range() -> range:
     return range(20_000 + index * width, 20_000 + (index + 1) * width)
 
 
+def _claim(port: int) -> bool:
+    """Whether this process now holds ``port``'s lock (no other test process does)."""
+    PORT_LOCKS.mkdir(exist_ok=True)
+    claim = (PORT_LOCKS / f"{port}.lock").open("ab")
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        claim.close()
+        return False
+    _claims.append(claim)
+    return True
+
+
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range, so no outgoing connection takes it
-    between this check and the server's bind; never one this process has handed out before,
-    so two servers of a test (or of consecutive tests) never race for the same port."""
+    """A free port for a server that other services must know before it starts (the suite's
+    services reach each other at addresses fixed when they are built; a server nobody needs to
+    know in advance binds port 0 instead). Below the kernel's ephemeral range, so no outgoing
+    connection takes it; claimed for the whole run against every other test process; never
+    one this process has handed out before."""
     ports = _port_range()
     for _ in range(200):
         port = random.randrange(ports.start, ports.stop)
-        if port in _handed_out:
+        if port in _handed_out or not _claim(port):
             continue
+        _handed_out.add(port)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError:  # taken by a process outside the tests
                 continue
-        _handed_out.add(port)
         return port
     raise RuntimeError("no free port")
 

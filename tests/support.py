@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from google.type.date_pb2 import Date
@@ -99,3 +101,16 @@ def refusal(excinfo: object) -> tuple[grpc.StatusCode, DomainError]:
     """The status code and the decoded rich error of a failed call."""
     error = excinfo.value  # type: ignore[attr-defined]
     return error.code(), from_rpc_error(error)
+
+
+def bound_port(port_file: Path, process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """The port a service process reports in its ``SSCARD_<SERVICE>_PORT_FILE`` once it listens
+    (started with port 0, it binds whatever port is free: no race for a port chosen before)."""
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited with {process.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no port reported in {port_file} within {timeout}s")
+        time.sleep(0.05)
+    return int(port_file.read_text())

@@ -18,7 +18,6 @@ from services.bank.ledger_api import LedgerApi
 from services.bank.ledger_service import LedgerConfig
 from services.bank.service import RELAY_CALL_DEADLINE, NoticeRelay
 from services.platform import config as settings
-from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential, channel_to
 from services.platform.clock import Clock
 from services.platform.metrics import labelled
@@ -49,8 +48,8 @@ def alert_gauges(session: Session) -> Iterator[Metric]:
 
 
 def build(config: settings.ServiceConfig) -> ServiceDeps:
-    cipher = PiiCipher(config.secret("BANK_PII_KEY", settings.VAR_DIR / "bank-pii.key"))
-    calendar = WorkingDayCalendar.from_file(config.calendar_file)
+    cipher = PiiCipher(config.pii_key())
+    calendar = config.calendar()
     base = foundation(config, store.idempotency_keys, cipher)
     api = BankApi(base.db, cipher, base.clock, base.keys, calendar)
     card = GrpcCardPort(channel_to(config, "card"), ServiceCredential(config), RELAY_CALL_DEADLINE)

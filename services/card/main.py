@@ -29,7 +29,6 @@ from services.card.scheduler import Scheduler
 from services.card.store import wall_clock
 from services.card.watch import SagaWatch, WatchLimits
 from services.platform import config as settings
-from services.platform.calendar import WorkingDayCalendar
 from services.platform.clients import ServiceCredential
 from services.platform.clock import Clock
 from services.platform.metrics import Gauges, gauge, labelled
@@ -47,9 +46,9 @@ OPS_SERVICE_NAME = card_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 def saga_tuning(config: settings.ServiceConfig) -> Tuning:
     env = config.env
     return Tuning(
-        workers=int(env.get("SSCARD_CARD_SAGA_WORKERS", "8")),
-        lease=dt.timedelta(seconds=float(env.get("SSCARD_SAGA_LEASE_SECONDS", "15"))),
-        max_retries=int(env.get("SSCARD_SAGA_MAX_RETRIES", "50")),
+        workers=settings.int_setting(env, "SSCARD_CARD_SAGA_WORKERS", 8, minimum=1),
+        lease=dt.timedelta(seconds=settings.float_setting(env, "SSCARD_SAGA_LEASE_SECONDS", 15)),
+        max_retries=settings.int_setting(env, "SSCARD_SAGA_MAX_RETRIES", 50, minimum=1),
     )
 
 
@@ -114,7 +113,7 @@ def operations_gauges(clock: Clock) -> Gauges:
 
 
 def build(config: settings.ServiceConfig) -> ServiceDeps:
-    cipher = PiiCipher(config.secret("CARD_PII_KEY", settings.VAR_DIR / "card-pii.key"))
+    cipher = PiiCipher(config.pii_key())
     base = foundation(config, store.idempotency_keys, cipher)
     credential = ServiceCredential(config)
     identity, bank = IdentityPort(config, credential), BankPort(config, credential)
@@ -123,7 +122,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     def new_uow(readonly: bool = False) -> store.CardUnitOfWork:
         return store.CardUnitOfWork(base.db, cipher, readonly)
 
-    calendar = WorkingDayCalendar.from_file(config.calendar_file)
+    calendar = config.calendar()
     orchestrator = Orchestrator(
         new_uow,
         [
@@ -144,7 +143,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         new_uow,
         base.clock,
         deadlines.handlers(base.clock, bank),
-        poll_seconds=float(config.env.get("SSCARD_SCHEDULER_POLL_SECONDS", "1")),
+        poll_seconds=settings.float_setting(config.env, "SSCARD_SCHEDULER_POLL_SECONDS", 1),
         crash_point=crash_point(config),
     )
     deaths = DeathWatch(new_uow, identity, calendar, base.clock)

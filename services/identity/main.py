@@ -13,7 +13,7 @@ SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_
 
 
 def build(config: settings.ServiceConfig) -> ServiceDeps:
-    cipher = PiiCipher(config.secret("IDENTITY_PII_KEY", settings.VAR_DIR / "identity-pii.key"))
+    cipher = PiiCipher(config.pii_key())
     base = foundation(config, store.idempotency_keys, cipher)
     api = IdentityApi(base.db, cipher, base.clock, base.keys)
     return ServiceDeps(

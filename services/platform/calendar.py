@@ -66,7 +66,8 @@ __all__ = [
 ]
 
 CALENDAR_FILE_SETTING = "SSCARD_CALENDAR_FILE"
-SHIPPED_CALENDAR_FILE = Path(__file__).resolve().parents[2] / "deploy/calendar/cn-workdays.json"
+# deploy/calendar/cn-workdays.json, linked beside this module so that the wheel carries it.
+SHIPPED_CALENDAR_FILE = Path(__file__).with_name("cn-workdays.json")
 
 _log = logging.getLogger("sscard.calendar")
 _YEAR_KEYS = frozenset({"confirmed", "notice", "holidays", "workdays"})

@@ -8,17 +8,24 @@ a fresh checkout; secrets default to files under ``var/`` that the local supervi
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from services.platform.calendar import SHIPPED_CALENDAR_FILE, WorkingDayCalendar
 from services.platform.clock import Clock, SharedTestClock, SystemClock
 
 SERVICES = ("identity", "card", "bank", "transit")
 DEFAULT_PORTS = {"identity": 50051, "card": 50052, "bank": 50053, "transit": 50054}
 DEFAULT_METRICS_PORTS = {"identity": 9051, "card": 9052, "bank": 9053, "transit": 9054}
 LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENVIRONMENTS = ("development", "production")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VAR_DIR = REPO_ROOT / "var"
 
@@ -66,11 +73,25 @@ class ServiceConfig:
     metrics_port: int
     health_port: int  # 0: no plaintext health-only listener
     tls: TlsFiles | None  # None: plaintext (development only, SSCARD_TLS=off)
+    # Where to write the bound port once listening (for a supervisor that asked for port 0).
+    port_file: Path | None
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
-    def secret(self, name: str, default_file: Path) -> bytes:
-        """A secret of this service (``SSCARD_<NAME>`` or ``SSCARD_<NAME>_FILE``)."""
-        return read_secret(self.env, name, default_file)
+    def secret(self, name: str, default_file: Path, size: int | None = None) -> bytes:
+        """A secret of this service (``SSCARD_<NAME>`` or ``SSCARD_<NAME>_FILE``), of ``size``
+        bytes when given."""
+        return read_secret(self.env, name, default_file, size)
+
+    def pii_key(self) -> bytes:
+        """The 32-byte master key of this service's PII cipher (``SSCARD_<SERVICE>_PII_KEY``)."""
+        return self.secret(f"{self.name.upper()}_PII_KEY", VAR_DIR / f"{self.name}-pii.key", 32)
+
+    def calendar(self) -> WorkingDayCalendar:
+        """The working-day calendar of ``SSCARD_CALENDAR_FILE``."""
+        try:
+            return WorkingDayCalendar.from_file(self.calendar_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"SSCARD_CALENDAR_FILE: {_one_line(exc)}") from exc
 
     @property
     def address(self) -> str:
@@ -102,7 +123,14 @@ def _env(env: Mapping[str, str], key: str, default: str) -> str:
     return value or default
 
 
-def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def int_setting(
+    env: Mapping[str, str], key: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """A whole-number setting; a malformed or out-of-range value is a ConfigError naming it."""
     raw = _env(env, key, str(default))
     try:
         value = int(raw)
@@ -110,17 +138,42 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
         raise ConfigError(f"{key} must be a whole number, got {raw!r}") from exc
     if value < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} must be at most {maximum}, got {value}")
     return value
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
+def float_setting(env: Mapping[str, str], key: str, default: float) -> float:
+    """A non-negative number (e.g. seconds); a malformed value is a ConfigError naming it."""
     raw = _env(env, key, str(default))
     try:
         value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{key} must be a number, got {raw!r}") from exc
-    if value < 0:
-        raise ConfigError(f"{key} must not be negative, got {value}")
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{key} must be a finite number not below 0, got {raw!r}")
+    return value
+
+
+def _port(env: Mapping[str, str], key: str, default: int) -> int:
+    return int_setting(env, key, default, maximum=65535)
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _db_url(env: Mapping[str, str], key: str, default: str) -> str:
+    value = _env(env, key, default)
+    try:
+        make_url(value)
+    except ArgumentError:
+        # The URL may hold a password: name the setting, never echo the value.
+        raise ConfigError(
+            f"{key} is not a database URL (e.g. postgresql+psycopg://user:pw@host/db)"
+        ) from None
     return value
 
 
@@ -169,16 +222,9 @@ def tls_files(
 
 
 def environment_of(env: Mapping[str, str]) -> str:
-    return _env(env, "SSCARD_ENVIRONMENT", "development")
-
-
-def _log_format(env: Mapping[str, str]) -> str:
-    value = _env(env, "SSCARD_LOG_FORMAT", "json").lower()
-    if value not in LOG_FORMATS:
-        raise ConfigError(
-            f"SSCARD_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {value!r}"
-        )
-    return value
+    return _choice(
+        "SSCARD_ENVIRONMENT", _env(env, "SSCARD_ENVIRONMENT", "development"), ENVIRONMENTS
+    )
 
 
 def target_of(service: str, env: Mapping[str, str] | None = None) -> str:
@@ -189,23 +235,37 @@ def target_of(service: str, env: Mapping[str, str] | None = None) -> str:
     if explicit:
         return explicit
     host = _env(env, prefix + "HOST", "127.0.0.1")
-    return f"{host}:{_int(env, prefix + 'PORT', DEFAULT_PORTS[service])}"
+    return f"{host}:{_port(env, prefix + 'PORT', DEFAULT_PORTS[service])}"
 
 
-def read_secret(env: Mapping[str, str], name: str, default_file: Path) -> bytes:
-    """A secret from ``SSCARD_<NAME>`` (base64) or the file ``SSCARD_<NAME>_FILE`` names."""
+def read_secret(
+    env: Mapping[str, str], name: str, default_file: Path, size: int | None = None
+) -> bytes:
+    """A secret from ``SSCARD_<NAME>`` (base64) or the file ``SSCARD_<NAME>_FILE`` names, of
+    ``size`` bytes when given. Messages name the setting, never the secret."""
     inline = env.get(f"SSCARD_{name}", "").strip()
+    where = f"SSCARD_{name}"
     if inline:
-        return base64.b64decode(inline)
-    path = Path(_env(env, f"SSCARD_{name}_FILE", str(default_file)))
+        data = inline.encode()
+    else:
+        path = Path(_env(env, f"SSCARD_{name}_FILE", str(default_file)))
+        where = f"SSCARD_{name}_FILE ({path})"
+        try:
+            data = path.read_bytes().strip()
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"secret SSCARD_{name} is not set and {path} does not exist "
+                "(`make run` creates development secrets under var/)"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"{where} cannot be read: {exc.strerror}") from exc
     try:
-        data = path.read_bytes().strip()
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"secret SSCARD_{name} is not set and {path} does not exist "
-            "(`make run` creates development secrets under var/)"
-        ) from exc
-    return base64.b64decode(data)
+        secret = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where} is not valid base64") from None
+    if size is not None and len(secret) != size:
+        raise ConfigError(f"{where} must decode to {size} bytes, got {len(secret)}")
+    return secret
 
 
 def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -220,38 +280,44 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         raise ConfigError(
             "SSCARD_TEST_CLOCK_FILE must not be set when SSCARD_ENVIRONMENT=production"
         )
-    ttl_hours = _int(env, "SSCARD_IDEMPOTENCY_TTL_HOURS", 48, minimum=24)
+    ttl_hours = int_setting(env, "SSCARD_IDEMPOTENCY_TTL_HOURS", 48, minimum=24)
     signing_key_file, token_file = _own_credential(env, prefix, name, environment)
+    port_file = env.get(prefix + "PORT_FILE", "").strip()
     return ServiceConfig(
         name=name,
         host=_env(env, prefix + "HOST", "127.0.0.1"),
-        port=_int(env, prefix + "PORT", DEFAULT_PORTS[name]),
-        db_url=_env(env, prefix + "DB_URL", f"sqlite:///{VAR_DIR / (name + '.db')}"),
-        workers=_int(env, prefix + "WORKERS", 1, minimum=1),
-        threads=_int(env, prefix + "THREADS", 8, minimum=1),
-        grace_seconds=float(_env(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", "5")),
-        drain_seconds=_float(env, "SSCARD_DRAIN_SECONDS", 5.0),
-        max_message_bytes=_int(env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024),
-        max_request_bytes=_int(env, "SSCARD_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
-        client_max_calls=_int(env, "SSCARD_CLIENT_MAX_CALLS", 32, minimum=1),
+        port=_port(env, prefix + "PORT", DEFAULT_PORTS[name]),
+        db_url=_db_url(env, prefix + "DB_URL", f"sqlite:///{VAR_DIR / (name + '.db')}"),
+        workers=int_setting(env, prefix + "WORKERS", 1, minimum=1),
+        threads=int_setting(env, prefix + "THREADS", 8, minimum=1),
+        grace_seconds=float_setting(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", 5.0),
+        drain_seconds=float_setting(env, "SSCARD_DRAIN_SECONDS", 5.0),
+        max_message_bytes=int_setting(
+            env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024
+        ),
+        max_request_bytes=int_setting(env, "SSCARD_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+        client_max_calls=int_setting(env, "SSCARD_CLIENT_MAX_CALLS", 32, minimum=1),
         trust_dir=Path(_env(env, "SSCARD_TRUST_DIR", str(VAR_DIR / "trust"))),
         client_registry=Path(
             _env(env, "SSCARD_CLIENT_REGISTRY", str(REPO_ROOT / "deploy" / "clients.toml"))
         ),
-        trust_reload_seconds=_float(env, "SSCARD_TRUST_RELOAD_SECONDS", 2.0),
+        trust_reload_seconds=float_setting(env, "SSCARD_TRUST_RELOAD_SECONDS", 2.0),
         signing_key_file=signing_key_file,
         token_file=token_file,
-        token_ttl_seconds=_int(env, "SSCARD_SERVICE_TOKEN_TTL_SECONDS", 3600, minimum=60),
+        token_ttl_seconds=int_setting(env, "SSCARD_SERVICE_TOKEN_TTL_SECONDS", 3600, minimum=60),
         idempotency_ttl_hours=ttl_hours,
         environment=environment,
         test_clock_file=test_clock_file,
-        calendar_file=_env(
-            env, "SSCARD_CALENDAR_FILE", str(REPO_ROOT / "deploy" / "calendar" / "cn-workdays.json")
+        calendar_file=_env(env, "SSCARD_CALENDAR_FILE", str(SHIPPED_CALENDAR_FILE)),
+        log_level=_choice(
+            "SSCARD_LOG_LEVEL", _env(env, "SSCARD_LOG_LEVEL", "INFO").upper(), LOG_LEVELS
         ),
-        log_level=_env(env, "SSCARD_LOG_LEVEL", "INFO").upper(),
-        log_format=_log_format(env),
-        metrics_port=_int(env, prefix + "METRICS_PORT", DEFAULT_METRICS_PORTS[name]),
-        health_port=_int(env, prefix + "HEALTH_PORT", 0),
+        log_format=_choice(
+            "SSCARD_LOG_FORMAT", _env(env, "SSCARD_LOG_FORMAT", "json").lower(), LOG_FORMATS
+        ),
+        metrics_port=_port(env, prefix + "METRICS_PORT", DEFAULT_METRICS_PORTS[name]),
+        port_file=Path(port_file) if port_file else None,
+        health_port=_port(env, prefix + "HEALTH_PORT", 0),
         tls=tls_files(env, f"{name}-service", prefix, environment),
         env=dict(env),
     )

@@ -3,14 +3,16 @@
 ``create_server(config, deps)`` builds a bound, not yet started server (tests use port 0);
 ``serve(config, build)`` runs a service until SIGTERM / SIGINT, in ``config.workers`` processes
 sharing one port through SO_REUSEPORT, restarting a worker that dies. Health
-(``grpc.health.v1``) says SERVING only while the database answers and is at its alembic head,
-and NOT_SERVING from the moment shutdown begins: on SIGTERM the service keeps taking calls for
-``SSCARD_DRAIN_SECONDS`` while reporting NOT_SERVING, then stops accepting and lets calls in
-flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflection lists the service. The
-listener serves mutual TLS (``tls``) unless development turned it off; an orchestrator's probe
-that cannot present a certificate asks the plaintext health-only listener
-(``SSCARD_<SERVICE>_HEALTH_PORT``, off by default), which serves nothing but health. Sync gRPC
-with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see BENCHMARKS.md).
+(``grpc.health.v1``) has two meanings: readiness ("" and each service name) is SERVING only
+while the database answers and is at its alembic head; liveness (``liveness``) is SERVING while
+the process answers. Both are NOT_SERVING from the moment shutdown begins: on SIGTERM the service
+keeps taking calls for ``SSCARD_DRAIN_SECONDS`` while reporting NOT_SERVING, then stops accepting
+and lets calls in flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflection (v1 and
+v1alpha) lists the service. The listener serves mutual TLS (``tls``) unless development turned it
+off; an orchestrator's probe that cannot present a certificate asks the plaintext health-only
+listener (``SSCARD_<SERVICE>_HEALTH_PORT``, off by default), which serves nothing but health.
+Sync gRPC with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see
+BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client.core import Metric
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
-from services.platform import logs, migrations, processes, tls, tracing
+from services.platform import logs, migrations, processes, reflection, tls, tracing
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
@@ -53,6 +55,11 @@ from services.platform.pii import PiiCipher
 from services.platform.trust import TrustError, Verifier
 
 log = logging.getLogger("sscard.server")
+
+# The health entry for liveness probes: SERVING while the process answers calls, whatever its
+# database does, so a database outage makes pods unready (readiness: "" and each service name)
+# but never restarts them; NOT_SERVING from the start of shutdown, like every entry.
+LIVENESS = "liveness"
 
 Task = tuple[float, Callable[[], object]]
 
@@ -109,8 +116,7 @@ class Server:
         )
         deps.register(self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        names = [*deps.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self._grpc)
+        reflection.enable([*deps.service_names, health.SERVICE_NAME], self._grpc)
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         if config.tls is None:
             self.port = self._grpc.add_insecure_port(config.address)
@@ -132,6 +138,7 @@ class Server:
                 raise OSError(f"{config.name}: cannot listen on {probe_address}")
 
     def _set_status(self, status: Any) -> None:
+        """Readiness: the whole server ("") and each of its services."""
         for name in ("", *self.deps.service_names):
             self.health.set(name, status)
 
@@ -176,6 +183,7 @@ class Server:
         self._grpc.start()
         if self._probe is not None:
             self._probe.start()
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.metrics.serve(self.config.host, self.config.metrics_port)
         if self.deps.on_start is not None:
             self.deps.on_start()
@@ -262,6 +270,8 @@ def _serve_one(config: ServiceConfig, build: Build) -> None:
     server = create_server(config, build(config))
     server.start()
     log.info("%s listening on %s:%d", config.name, config.host, server.port)
+    if config.port_file is not None:
+        _report_port(config.port_file, server.port)
     stop.wait()
     log.info(
         "%s stopping: NOT_SERVING, drain %.1fs, then grace %.1fs",
@@ -270,6 +280,13 @@ def _serve_one(config: ServiceConfig, build: Build) -> None:
         config.grace_seconds,
     )
     server.stop(drain=config.drain_seconds)
+
+
+def _report_port(path: Path, port: int) -> None:
+    """Write ``port`` to ``path`` whole (a reader never sees a partial file)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"{port}\n")
+    partial.replace(path)
 
 
 def _worker(config: ServiceConfig, build: Build, parent: int) -> None:

@@ -4,6 +4,7 @@ reflection, caller credentials, and the one error mapping (no raw exception text
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +12,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -25,7 +24,8 @@ from services.platform.access import MATRIX
 from services.platform.auth import Channel, Role
 from services.platform.db import make_engine
 from services.platform.errors import DomainError, Kind
-from services.platform.server import ServiceDeps
+from services.platform.reflection import V1_SERVICE, V1ALPHA_SERVICE
+from services.platform.server import LIVENESS, ServiceDeps
 from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
 from tests.conftest import PG_URL, expired_token
@@ -52,10 +52,52 @@ def test_health_is_serving_only_once_the_database_is_at_its_migration_head(
     wait_serving(running.channel, IDENTITY)
 
 
-def test_reflection_lists_the_service(start_service: Callable[..., Any]) -> None:
+def test_liveness_does_not_depend_on_the_database(start_service: Callable[..., Any]) -> None:
+    """An unmigrated database keeps the service unready, but a liveness probe never restarts it
+    for that; shutdown ends liveness too."""
+    running = start_service("identity", build, migrate=False)
+    assert _status(running.channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert _status(running.channel, LIVENESS) == health_pb2.HealthCheckResponse.SERVING
+    threading.Thread(target=running.server.stop, kwargs={"drain": 1.0}, daemon=True).start()
+    deadline = time.monotonic() + 5
+    while _status(running.channel, LIVENESS) == health_pb2.HealthCheckResponse.SERVING:
+        assert time.monotonic() < deadline, "still live after shutdown began"
+        time.sleep(0.05)
+
+
+def _reflect(channel: grpc.Channel, service: str, **request: str) -> Any:
+    """One reflection request over ``service`` (v1 or v1alpha), with that version's messages."""
+    package = service.rsplit(".", 1)[0]
+    pool = descriptor_pool.Default()
+    request_type, response_type = (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
+        for name in ("ServerReflectionRequest", "ServerReflectionResponse")
+    )
+    info = channel.stream_stream(
+        f"/{service}/ServerReflectionInfo",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+    return next(info(iter([request_type(**request)]), timeout=5))
+
+
+@pytest.mark.parametrize("service", [V1_SERVICE, V1ALPHA_SERVICE])
+def test_reflection_v1_and_v1alpha_list_and_describe_the_service(
+    start_service: Callable[..., Any], service: str
+) -> None:
     running = start_service("identity", build)
-    services = ProtoReflectionDescriptorDatabase(running.channel).get_services()
-    assert IDENTITY in services
+    listed = _reflect(running.channel, service, list_services="")
+    names = {entry.name for entry in listed.list_services_response.service}
+    assert {IDENTITY, V1_SERVICE, V1ALPHA_SERVICE} <= names
+    for symbol in (IDENTITY, V1_SERVICE):
+        answer = _reflect(running.channel, service, file_containing_symbol=symbol)
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in answer.file_descriptor_response.file_descriptor_proto
+        ]
+        assert any(
+            f"{file.package}.{entry.name}" == symbol for file in files for entry in file.service
+        ), symbol
 
 
 class TestCredentials:

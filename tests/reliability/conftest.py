@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,8 @@ def deployment(
     service_env: dict[str, str],
     token: Callable[..., Any],
     trust: TestTrust,
+    tmp_path: Path,
 ) -> Iterator[Deployment]:
-    deployed = Deployment(start_service, service_env, token, trust)
+    deployed = Deployment(start_service, service_env, token, trust, tmp_path)
     yield deployed
     deployed.stop()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,7 +25,7 @@ from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.cardsuite import BANK, BRANCH, JPEG
-from tests.support import PersonSpec, wait_serving
+from tests.support import PersonSpec, bound_port, wait_serving
 from tests.trust import TestTrust
 
 
@@ -37,9 +38,11 @@ class Deployment:
         env: dict[str, str],
         token: Callable[..., Any],
         trust: TestTrust,
+        tmp: Path,
     ) -> None:
         self.trust = trust
         self.env = {**os.environ, **env, "SSCARD_LOG_LEVEL": "WARNING"}
+        self.tmp = tmp
         self.token = token
         identity = start("identity", build_identity)
         bank = start("bank", build_bank)
@@ -68,6 +71,8 @@ class Deployment:
     def card_process(
         self, port: int | None = None, crash_after: str = "", crash_point: str = ""
     ) -> Any:
+        """A card-service process on the suite's card port, or on ``port`` (0: any free port;
+        the process reports the one it got)."""
         env = dict(self.env)
         if port is not None:
             env["SSCARD_CARD_PORT"] = str(port)
@@ -75,9 +80,11 @@ class Deployment:
             env["SSCARD_CARD_CRASH_AFTER"] = f"application:{crash_after}"
         if crash_point:
             env["SSCARD_CARD_CRASH_AFTER"] = crash_point
+        port_file = self.tmp / f"card-{len(self.processes)}.port"
+        env["SSCARD_CARD_PORT_FILE"] = str(port_file)
         proc = subprocess.Popen([sys.executable, "-m", "services.card"], cwd=REPO_ROOT, env=env)
         self.processes.append(proc)
-        channel = self.trust.channel(f"127.0.0.1:{env['SSCARD_CARD_PORT']}")
+        channel = self.trust.channel(f"127.0.0.1:{bound_port(port_file, proc)}")
         wait_serving(channel, timeout=30)
         return proc, card_pb2_grpc.CardServiceStub(channel)
 

@@ -11,7 +11,6 @@ import pytest
 
 from sscard.card.v1 import card_pb2 as pb
 from tests.cardsuite import OTHER_INSTANT
-from tests.conftest import free_port
 from tests.reliability.deployment import Deployment, killed
 
 pytestmark = pytest.mark.slow
@@ -56,7 +55,7 @@ def test_a_card_service_killed_while_compensating_leaves_nothing_behind(
 def test_two_card_services_on_one_database_run_each_saga_once(deployment: Deployment) -> None:
     people = deployment.people(200)
     _, first = deployment.card_process()
-    _, second = deployment.card_process(port=free_port())
+    _, second = deployment.card_process(port=0)  # a second replica, on the port it is given
     card_ids = [
         deployment.apply(first if i % 2 else second, person) for i, person in enumerate(people)
     ]

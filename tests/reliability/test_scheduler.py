@@ -20,7 +20,6 @@ from services.platform.clock import ManualClock, SharedTestClock
 from services.platform.db import Database, make_engine
 from services.platform.pii import PiiCipher
 from sscard.card.v1 import card_pb2 as pb
-from tests.conftest import free_port
 from tests.reliability.deployment import Deployment, killed
 
 pytestmark = pytest.mark.slow
@@ -144,15 +143,14 @@ def test_a_card_service_killed_while_firing_fires_each_deadline_once_after_resta
     """A13.3's sibling timers under a real SIGKILL: the card-service process dies after firing
     the A22.1 production deadlines of 12 cards, before its commit; restarted, it fires each once
     and each card carries exactly one operations notice."""
-    port = free_port()
-    proc, card = deployment.card_process(port, crash_point=f"timer:{PRODUCTION_OVERDUE}")
+    proc, card = deployment.card_process(0, crash_point=f"timer:{PRODUCTION_OVERDUE}")
     people = deployment.people(12)
     card_ids = [deployment.apply(card, person) for person in people]
     deployment.settle(card, card_ids)
     test_clock.advance(dt.timedelta(days=33))
     killed(proc)
 
-    _, card = deployment.card_process(port)
+    _, card = deployment.card_process(0)
     deadline = time.monotonic() + 60
     while True:
         notices = {

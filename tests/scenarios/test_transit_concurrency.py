@@ -31,7 +31,6 @@ from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.transit.v1 import transit_pb2 as tpb
 from sscard.transit.v1 import transit_pb2_grpc
-from tests.conftest import free_port
 from tests.support import wait_serving
 from tests.trust import TestTrust
 
@@ -70,8 +69,7 @@ def fake(trust: TestTrust) -> Iterator[tuple[FakeCardAndLedger, int]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     card_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
     ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
-    port = free_port()
-    trust.listen(server, f"127.0.0.1:{port}")
+    port = trust.listen(server, "127.0.0.1:0")
     server.start()
     yield servicer, port
     server.stop(0)

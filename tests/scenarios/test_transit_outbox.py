@@ -24,7 +24,6 @@ from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.transit.v1 import transit_pb2 as tpb
 from sscard.transit.v1 import transit_pb2_grpc
-from tests.conftest import free_port
 from tests.support import wait_serving
 from tests.trust import TestTrust
 
@@ -65,8 +64,7 @@ def bank(trust: TestTrust) -> Iterator[tuple[FakeBank, int]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     card_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
     ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
-    port = free_port()
-    trust.listen(server, f"127.0.0.1:{port}")
+    port = trust.listen(server, "127.0.0.1:0")
     server.start()
     yield servicer, port
     server.stop(0)
