@@ -35,13 +35,17 @@ MISSING = [tool for tool in TOOLS if shutil.which(tool) is None] + [
     str(GOCODE / library) for library in LIBRARIES if not (GOCODE / library).exists()
 ]
 
-pytestmark = pytest.mark.skipif(
-    bool(MISSING),
-    reason="the Go example builds from Debian's golang-go, protobuf-compiler, protoc-gen-go, "
-    "protoc-gen-go-grpc, golang-google-grpc-dev, golang-google-protobuf-dev, "
-    "golang-google-genproto-dev and golang-github-golang-protobuf-1-5-dev; "
-    f"missing: {', '.join(MISSING)}",
-)
+# slow: the first build compiles grpc-go and its dependencies (about a minute).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(MISSING),
+        reason="the Go example builds from Debian's golang-go, protobuf-compiler, protoc-gen-go, "
+        "protoc-gen-go-grpc, golang-google-grpc-dev, golang-google-protobuf-dev, "
+        "golang-google-genproto-dev and golang-github-golang-protobuf-1-5-dev; "
+        f"missing: {', '.join(MISSING)}",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
