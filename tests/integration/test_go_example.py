@@ -78,11 +78,13 @@ def test_the_go_example_applies_watches_tops_up_and_decodes_refusals(
     env["SSCARD_BRANCH"] = BRANCH
     if trust.client_tls is None:
         env["SSCARD_TLS"] = "off"
-    else:  # every credential the tests mint is bound to the tests' client certificate
+    else:  # every credential the tests mint is bound to the tests' client certificate; it is
+        # named per credential, as a client holding one certificate per credential names them
         files = trust.certificate("test-client")
         env["SSCARD_TLS_CA_FILE"] = str(trust.ca_file)
-        env["SSCARD_TLS_CERT_FILE"] = str(files.cert_file)
-        env["SSCARD_TLS_KEY_FILE"] = str(files.key_file)
+        for name in credentials:
+            env[f"SSCARD_TLS_CERT_{name}_FILE"] = str(files.cert_file)
+            env[f"SSCARD_TLS_KEY_{name}_FILE"] = str(files.key_file)
     for name, metadata in credentials.items():
         file = tmp_path / f"{name.lower()}.jwt"
         file.write_text(bearer(metadata) + "\n")
