@@ -35,7 +35,7 @@ MISSING = [tool for tool in TOOLS if shutil.which(tool) is None] + [
     str(GOCODE / library) for library in LIBRARIES if not (GOCODE / library).exists()
 ]
 
-# slow: the first build compiles grpc-go and its dependencies (about a minute).
+# slow: the first build compiles grpc-go and its dependencies (about 20 s of CPU).
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
