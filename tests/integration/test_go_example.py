@@ -1,0 +1,114 @@
+"""The Go example (examples/go) against real services: built offline from Debian's Go packages,
+it connects with the client certificate its credentials are bound to, follows an application
+through a lost stream, retries a top-up after its deadline with the same request id, and
+decodes two refusals' ``ErrorInfo`` and ``BadRequest``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.platform.auth import Channel, Role
+from tests.cardsuite import BANK, Suite
+from tests.trust import TestTrust
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "go"
+BRANCH = "ICBC-GO-01"
+GOCODE = Path("/usr/share/gocode/src")
+TOOLS = ("go", "protoc", "protoc-gen-go", "protoc-gen-go-grpc")
+# github.com/golang/protobuf v1.5 (registry.go) wraps google.golang.org/protobuf; grpc's codec
+# cannot marshal the generated messages with v1.3.
+LIBRARIES = (
+    "google.golang.org/grpc",
+    "google.golang.org/protobuf",
+    "google.golang.org/genproto",
+    "github.com/golang/protobuf/proto/registry.go",
+)
+MISSING = [tool for tool in TOOLS if shutil.which(tool) is None] + [
+    str(GOCODE / library) for library in LIBRARIES if not (GOCODE / library).exists()
+]
+
+# slow: the first build compiles grpc-go and its dependencies (about 20 s of CPU).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(MISSING),
+        reason="the Go example builds from Debian's golang-go, protobuf-compiler, protoc-gen-go, "
+        "protoc-gen-go-grpc, golang-google-grpc-dev, golang-google-protobuf-dev, "
+        "golang-google-genproto-dev and golang-github-golang-protobuf-1-5-dev; "
+        f"missing: {', '.join(MISSING)}",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's binary, built once (offline: GOPROXY=off, Debian's library sources)."""
+    out = tmp_path_factory.mktemp("go-example")
+    subprocess.run([str(EXAMPLE / "build.sh"), str(out)], check=True, timeout=600)
+    return out / "sscard-example"
+
+
+def bearer(metadata: list[tuple[str, str]]) -> str:
+    return dict(metadata)["authorization"].removeprefix("Bearer ")
+
+
+def test_the_go_example_applies_watches_tops_up_and_decodes_refusals(
+    example: Path,
+    start_service: Callable[..., Any],
+    token: Callable[..., Any],
+    trust: TestTrust,
+    tmp_path: Path,
+) -> None:
+    suite = Suite(start_service, token)
+    credentials = {
+        "OPS": suite.ops,
+        "REGISTRY": token(roles=(Role.REGISTRY,), caller="hr-feed"),
+        "BRANCH": suite.at(Channel.BANK_BRANCH, bank_code=BANK, outlet_id=BRANCH),
+        "KIOSK": suite.at(Channel.TRANSIT_OUTLET, outlet_id="YKT-0815"),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSCARD_")}
+    env["SSCARD_BRANCH"] = BRANCH
+    if trust.client_tls is None:
+        env["SSCARD_TLS"] = "off"
+    else:  # every credential the tests mint is bound to the tests' client certificate; it is
+        # named per credential, as a client holding one certificate per credential names them
+        files = trust.certificate("test-client")
+        env["SSCARD_TLS_CA_FILE"] = str(trust.ca_file)
+        for name in credentials:
+            env[f"SSCARD_TLS_CERT_{name}_FILE"] = str(files.cert_file)
+            env[f"SSCARD_TLS_KEY_{name}_FILE"] = str(files.key_file)
+    for name, metadata in credentials.items():
+        file = tmp_path / f"{name.lower()}.jwt"
+        file.write_text(bearer(metadata) + "\n")
+        env[f"SSCARD_TOKEN_{name}_FILE"] = str(file)
+    for name, running in (
+        ("IDENTITY", suite.identity_server),
+        ("CARD", suite.card_server),
+        ("BANK", suite.bank_server),
+        ("TRANSIT", suite.transit_server),
+    ):
+        env[f"SSCARD_{name}_TARGET"] = f"127.0.0.1:{running.server.port}"
+    done = subprocess.run([str(example)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "registered: 1 person"
+    assert re.fullmatch(r"applied: card card-\w+, saga saga-\w+", lines[1])
+    events = [int(m[1]) for line in lines if (m := re.match(r"event (\d+): ", line))]
+    assert events == list(range(1, len(events) + 1)), "an event was lost or repeated"
+    assert "stream lost after sequence 1; resuming" in lines
+    assert [line for line in lines if line.startswith("event ")][-1].endswith("COMPLETED completed")
+    assert "card status: ACTIVE" in lines
+    assert "top-up attempt 1: DEADLINE_EXCEEDED; retrying with the same request id" in lines
+    assert "balance: 50.00 yuan (5000 fen)" in lines
+    assert "malformed: INVALID_ARGUMENT INVALID_DOCUMENT rule A4.1" in lines
+    assert any(line.startswith("  field applicant.document.number: ") for line in lines)
+    assert "second card: FAILED_PRECONDITION ALREADY_HAS_CARD rule A4.2" in lines
+    assert lines[-1] == "done"
