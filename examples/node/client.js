@@ -67,21 +67,55 @@ function token(name) {
   throw new Error(`set ${variable} (or ${variable}_FILE) to a credential from \`sscard token\``);
 }
 
+// A credential is bound to the client certificate it was issued for (mutual TLS, README's
+// Transport section): each one travels over connections that present its own certificate.
 function credential(name) {
   const metadata = new grpc.Metadata();
   metadata.set("authorization", `Bearer ${token(name)}`);
+  connections.set(metadata, { name, clients: {} });
   return metadata;
+}
+
+// SSCARD_TLS_CA_FILE (default var/tls/ca.pem), and per credential SSCARD_TLS_CERT_<NAME>_FILE / SSCARD_TLS_KEY_<NAME>_FILE
+// (else SSCARD_TLS_CERT_FILE / SSCARD_TLS_KEY_FILE); SSCARD_TLS=off for a development suite
+// without TLS.
+function transport(name) {
+  if ((process.env.SSCARD_TLS || "on").toLowerCase() === "off") {
+    return grpc.credentials.createInsecure();
+  }
+  const file = (kind) => {
+    const variable = [`SSCARD_TLS_${kind}_${name}_FILE`, `SSCARD_TLS_${kind}_FILE`].find(
+      (v) => process.env[v],
+    );
+    if (!variable) throw new Error(`set SSCARD_TLS_${kind}_${name}_FILE or SSCARD_TLS_${kind}_FILE`);
+    return fs.readFileSync(process.env[variable]);
+  };
+  const ca = process.env.SSCARD_TLS_CA_FILE || path.join(__dirname, "..", "..", "var", "tls", "ca.pem");
+  return grpc.credentials.createSsl(fs.readFileSync(ca), file("KEY"), file("CERT"));
 }
 
 function target(service, port) {
   return process.env[`SSCARD_${service.toUpperCase()}_TARGET`] || `127.0.0.1:${port}`;
 }
 
-const insecure = grpc.credentials.createInsecure();
-const identity = new sscard.identity.v1.IdentityService(target("identity", 50051), insecure);
-const card = new sscard.card.v1.CardService(target("card", 50052), insecure);
-const bank = new sscard.bank.v1.BankService(target("bank", 50053), insecure);
-const transit = new sscard.transit.v1.TransitService(target("transit", 50054), insecure);
+const SERVICES = {
+  identity: [sscard.identity.v1.IdentityService, 50051],
+  card: [sscard.card.v1.CardService, 50052],
+  bank: [sscard.bank.v1.BankService, 50053],
+  transit: [sscard.transit.v1.TransitService, 50054],
+};
+const connections = new Map();
+const [identity, card, bank, transit] = Object.keys(SERVICES);
+
+// The client of `service` that carries `metadata`'s credential over its own certificate.
+function client(service, metadata) {
+  const held = connections.get(metadata);
+  if (!held.clients[service]) {
+    const [Service, port] = SERVICES[service];
+    held.clients[service] = new Service(target(service, port), transport(held.name));
+  }
+  return held.clients[service];
+}
 
 // --- calls --------------------------------------------------------------------------------
 
@@ -89,9 +123,9 @@ function deadline(ms) {
   return new Date(Date.now() + ms);
 }
 
-function call(client, method, request, metadata, ms = 10000) {
+function call(service, method, request, metadata, ms = 10000) {
   return new Promise((resolve, reject) => {
-    client[method](request, metadata, { deadline: deadline(ms) }, (error, answer) =>
+    client(service, metadata)[method](request, metadata, { deadline: deadline(ms) }, (error, answer) =>
       error ? reject(error) : resolve(answer),
     );
   });
@@ -134,7 +168,10 @@ function residentId() {
 // Every event of a saga, resumable: `after` is the last sequence already received.
 function watch(sagaId, after, metadata, onEvent) {
   return new Promise((resolve, reject) => {
-    const stream = card.WatchSaga({ saga_id: sagaId, after_sequence: String(after) }, metadata);
+    const stream = client(card, metadata).WatchSaga(
+      { saga_id: sagaId, after_sequence: String(after) },
+      metadata,
+    );
     let last = after;
     let ended = false;
     stream.on("data", (event) => {
@@ -172,7 +209,7 @@ async function main() {
 
   const document = { type: "RESIDENT_ID", number: residentId() };
   const imported = await new Promise((resolve, reject) => {
-    const stream = identity.ImportPersons(registry, { deadline: deadline(10000) }, (e, a) =>
+    const stream = client(identity, registry).ImportPersons(registry, { deadline: deadline(10000) }, (e, a) =>
       e ? reject(e) : resolve(a),
     );
     stream.write({
@@ -269,4 +306,8 @@ main()
     console.error(`failed: ${r.code} ${r.reason} ${r.rule} ${error.details || error.message}`);
     process.exitCode = 1;
   })
-  .finally(() => [identity, card, bank, transit].forEach((client) => client.close()));
+  .finally(() => {
+    for (const held of connections.values()) {
+      for (const open of Object.values(held.clients)) open.close();
+    }
+  });

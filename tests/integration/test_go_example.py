@@ -5,7 +5,6 @@ decodes two refusals' ``ErrorInfo`` and ``BadRequest``."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -15,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.platform.auth import Channel, Role
-from tests.cardsuite import BANK, Suite
+from tests.integration.examples import example_env
 from tests.trust import TestTrust
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "go"
@@ -56,10 +54,6 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "sscard-example"
 
 
-def bearer(metadata: list[tuple[str, str]]) -> str:
-    return dict(metadata)["authorization"].removeprefix("Bearer ")
-
-
 def test_the_go_example_applies_watches_tops_up_and_decodes_refusals(
     example: Path,
     start_service: Callable[..., Any],
@@ -67,35 +61,7 @@ def test_the_go_example_applies_watches_tops_up_and_decodes_refusals(
     trust: TestTrust,
     tmp_path: Path,
 ) -> None:
-    suite = Suite(start_service, token)
-    credentials = {
-        "OPS": suite.ops,
-        "REGISTRY": token(roles=(Role.REGISTRY,), caller="hr-feed"),
-        "BRANCH": suite.at(Channel.BANK_BRANCH, bank_code=BANK, outlet_id=BRANCH),
-        "KIOSK": suite.at(Channel.TRANSIT_OUTLET, outlet_id="YKT-0815"),
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSCARD_")}
-    env["SSCARD_BRANCH"] = BRANCH
-    if trust.client_tls is None:
-        env["SSCARD_TLS"] = "off"
-    else:  # every credential the tests mint is bound to the tests' client certificate; it is
-        # named per credential, as a client holding one certificate per credential names them
-        files = trust.certificate("test-client")
-        env["SSCARD_TLS_CA_FILE"] = str(trust.ca_file)
-        for name in credentials:
-            env[f"SSCARD_TLS_CERT_{name}_FILE"] = str(files.cert_file)
-            env[f"SSCARD_TLS_KEY_{name}_FILE"] = str(files.key_file)
-    for name, metadata in credentials.items():
-        file = tmp_path / f"{name.lower()}.jwt"
-        file.write_text(bearer(metadata) + "\n")
-        env[f"SSCARD_TOKEN_{name}_FILE"] = str(file)
-    for name, running in (
-        ("IDENTITY", suite.identity_server),
-        ("CARD", suite.card_server),
-        ("BANK", suite.bank_server),
-        ("TRANSIT", suite.transit_server),
-    ):
-        env[f"SSCARD_{name}_TARGET"] = f"127.0.0.1:{running.server.port}"
+    env = example_env(start_service, token, trust, tmp_path, BRANCH)
     done = subprocess.run([str(example)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

@@ -4,7 +4,6 @@ the same request id, and two refusals decoded from ``grpc-status-details-bin``."
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -14,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from services.platform.auth import Channel, Role
-from tests.cardsuite import BANK, Suite
+from tests.integration.examples import example_env
+from tests.trust import TestTrust
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"
 BRANCH = "ICBC-NODE-01"
@@ -35,34 +34,14 @@ def installed() -> None:
     )
 
 
-def bearer(metadata: list[tuple[str, str]]) -> str:
-    return dict(metadata)["authorization"].removeprefix("Bearer ")
-
-
 def test_the_node_example_applies_watches_tops_up_and_decodes_refusals(
-    start_service: Callable[..., Any], token: Callable[..., Any], tmp_path: Path
+    start_service: Callable[..., Any],
+    token: Callable[..., Any],
+    trust: TestTrust,
+    tmp_path: Path,
 ) -> None:
     installed()
-    suite = Suite(start_service, token)
-    credentials = {
-        "OPS": suite.ops,
-        "REGISTRY": token(roles=(Role.REGISTRY,), caller="hr-feed"),
-        "BRANCH": suite.at(Channel.BANK_BRANCH, bank_code=BANK, outlet_id=BRANCH),
-        "KIOSK": suite.at(Channel.TRANSIT_OUTLET, outlet_id="YKT-0815"),
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSCARD_")}
-    env["SSCARD_BRANCH"] = BRANCH
-    for name, metadata in credentials.items():
-        file = tmp_path / f"{name.lower()}.jwt"
-        file.write_text(bearer(metadata) + "\n")
-        env[f"SSCARD_TOKEN_{name}_FILE"] = str(file)
-    for name, running in (
-        ("IDENTITY", suite.identity_server),
-        ("CARD", suite.card_server),
-        ("BANK", suite.bank_server),
-        ("TRANSIT", suite.transit_server),
-    ):
-        env[f"SSCARD_{name}_TARGET"] = f"127.0.0.1:{running.server.port}"
+    env = example_env(start_service, token, trust, tmp_path, BRANCH)
     done = subprocess.run(
         [str(NODE), "client.js"],
         cwd=EXAMPLE,
