@@ -1,9 +1,17 @@
 """What the call guard admits, and how it reads a request it has admitted.
 
-* Size: the transport accepts messages up to the bulk limit (``SSCARD_MAX_MESSAGE_BYTES``), but
-  only the bulk methods (``BULK_METHODS``) may use it; every other method's request must fit
+* Size: only the bulk methods (``BULK_METHODS``) may send a request up to the bulk limit
+  (``SSCARD_MAX_MESSAGE_BYTES``); every other method's request must fit
   ``SSCARD_MAX_REQUEST_BYTES`` (1 MiB: the largest single-card request, an Apply with a 512 KiB
   photo, is about 0.5 MiB). A larger one is refused before it is decoded.
+* Memory: grpc core reads a request message whole, up to the server's receive limit, before
+  the guard can look at its size, so the receive limit (``Limits.receive_limit``) is what bounds
+  the memory one admitted call can take: the request limit on a server without bulk methods
+  (bank, transit), the bulk limit only on one with them (identity, card). A call refused at the
+  door (no or a bad credential, a method its roles may not call, its client over the admission
+  limit) is never read: what the transport holds of its body is the HTTP/2 flow-control window,
+  freed when the call is refused. So a service's memory under hostile calls is bounded by
+  admitted calls (``SSCARD_CLIENT_MAX_CALLS`` per client) times its receive limit.
 * Bytes that do not decode as the method's request are the caller's error
   (INVALID_ARGUMENT ``MALFORMED_REQUEST``), not an exception of the server.
 * Admission: each client (the credential's ``client_id``) has at most
@@ -19,7 +27,7 @@ read, let alone decoded.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +76,13 @@ class Limits:
 
     def request_limit(self, method: str) -> int:
         return self.bulk_bytes if method in BULK_METHODS else self.request_bytes
+
+    def receive_limit(self, services: Iterable[str]) -> int:
+        """The largest message the transport of a server of ``services`` reads: the bulk limit
+        only where one of them has a bulk method."""
+        served = set(services)
+        bulk = any(method.split("/")[1] in served for method in BULK_METHODS)
+        return self.bulk_bytes if bulk else self.request_bytes
 
 
 def tolerant(deserializer: Callable[[bytes], Any] | None, limit: int) -> Callable[[bytes], Any]:

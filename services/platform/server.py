@@ -98,6 +98,7 @@ class Server:
             )
         except TrustError as exc:
             raise settings.ConfigError(str(exc)) from exc
+        limits = _limits(config)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
@@ -105,11 +106,18 @@ class Server:
             interceptors=[
                 tracing.ServerTracer(),
                 CallObserver(self.metrics),
-                CallGuard(verifier, f"{config.name}.sscard", _limits(config)),
+                CallGuard(verifier, f"{config.name}.sscard", limits),
             ],
             options=[
-                ("grpc.max_receive_message_length", config.max_message_bytes),
+                # what bounds an admitted call's memory (inbound): grpc core reads a message
+                # whole before the guard sees its size
+                ("grpc.max_receive_message_length", limits.receive_limit(deps.service_names)),
                 ("grpc.max_send_message_length", config.max_message_bytes),
+                # what a call's body may hold in the transport before it is read: one
+                # request's worth per call, not the window BDP probing grows to (hundreds of MB
+                # under 48 concurrent 31 MiB calls, though every one of them is refused)
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.http2.lookahead_bytes", limits.request_bytes),
                 ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
             ],
             maximum_concurrent_rpcs=config.threads * 16,
