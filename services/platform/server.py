@@ -127,12 +127,14 @@ class Server:
         reflection.enable([*deps.service_names, health.SERVICE_NAME], self._grpc)
         self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         if config.tls is None:
-            self.port = self._grpc.add_insecure_port(config.address)
+            self.port = _listen(config.name, config.address, self._grpc.add_insecure_port)
         else:
             credentials = tls.server_credentials(config.tls)
-            self.port = self._grpc.add_secure_port(config.address, credentials)
-        if self.port == 0:
-            raise OSError(f"{config.name}: cannot listen on {config.address}")
+            self.port = _listen(
+                config.name,
+                config.address,
+                lambda address: self._grpc.add_secure_port(address, credentials),
+            )
         self._probe: grpc.Server | None = None
         if config.health_port:
             self._probe = grpc.server(
@@ -142,8 +144,7 @@ class Server:
             )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._probe)
             probe_address = f"{config.host}:{config.health_port}"
-            if self._probe.add_insecure_port(probe_address) == 0:
-                raise OSError(f"{config.name}: cannot listen on {probe_address}")
+            _listen(config.name, probe_address, self._probe.add_insecure_port)
 
     def _set_status(self, status: Any) -> None:
         """Readiness: the whole server ("") and each of its services."""
@@ -303,6 +304,21 @@ def _worker(config: ServiceConfig, build: Build, parent: int) -> None:
     _serve_one(config, build)
 
 
+class CannotListen(OSError):
+    """The address a service was given is taken or cannot be bound."""
+
+
+def _listen(name: str, address: str, bind: Callable[[str], int]) -> int:
+    """Bind a listener, the port it got; a port another process holds is one clear line."""
+    try:
+        port = bind(address)
+    except RuntimeError:  # grpc raises where it once returned 0
+        port = 0
+    if port == 0:
+        raise CannotListen(f"{name}: cannot listen on {address}: is another process using it?")
+    return port
+
+
 def run_service(name: str, build: Build) -> None:
     """Entry point of ``python -m services.<name>``: a configuration error is one clear line."""
     try:
@@ -310,6 +326,9 @@ def run_service(name: str, build: Build) -> None:
         serve(config, build)
     except settings.ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except CannotListen as exc:
+        print(exc, file=sys.stderr)
         raise SystemExit(2) from None
 
 
