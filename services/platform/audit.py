@@ -17,7 +17,9 @@ to that lane: concurrent writers on PostgreSQL to one lane queue at its head for
 between their audit row and their commit and never fork it, writers to other lanes go by (on
 SQLite the write lock already serialises everything). ``verify`` walks every lane and names
 the first row of each that was modified, deleted or inserted out of order; a deleted tail shows
-against the lane's head.
+against the lane's head. The lane itself is not hashed: a row's place is proven by its link to
+its predecessor and, outside lane 0, by its target's lane, so a row moved between lanes breaks
+both.
 
 The lane count is fixed when the lanes are created (each service's audit-lane migration); the
 chain kept before lanes existed carries on as lane 0, unchanged, and verifies as before (its
