@@ -20,10 +20,21 @@ from sqlalchemy.orm import Session
 from services.bank import store as bank_store
 from services.bank.main import build as build_bank
 from services.platform import migrations
-from services.platform.audit import GENESIS, LANES, OK, AuditTrail, Entry, Row, digest, lane_for
+from services.platform.audit import (
+    GENESIS,
+    LANES,
+    OK,
+    AuditTrail,
+    Entry,
+    Row,
+    digest,
+    lane_for,
+    template,
+)
 from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
-from services.platform.db import make_engine
+from services.platform.db import Database, make_engine
+from services.platform.idempotency import OneStatement
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from tests.cardsuite import BANK, Suite, reason_rule, rpc_error, wait_until
 from tests.support import wait_serving
@@ -309,3 +320,72 @@ def _entry() -> Entry:
         outcome=OK,
         rule="",
     )
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_audit_transits_one_statement_top_up_chains_its_row_in_its_cards_lane_as_python_would(
+    db_url: str,
+) -> None:
+    """``transit_top_up`` computes each row's hash in PostgreSQL: top-ups of cards in two
+    different lanes each land, settled by the function alone, in their card's lane, and the
+    trail verifies with the hashes Python computes."""
+    from services.transit import store as transit_store
+    from services.transit.domain import rules
+    from services.transit.domain.wallet import Entry as Booking
+    from services.transit.domain.wallet import EntryKind
+
+    engine = make_engine(db_url)
+    try:
+        migrations.upgrade("transit", engine)
+        db = Database(engine)
+        at = _entry().at
+        cards = [_request_ids_in(3, 1, "card")[0], _request_ids_in(11, 1, "card")[0]]
+        wallets, statuses = transit_store.wallets, transit_store.card_status
+        with engine.begin() as conn:
+            for card_id in cards:
+                conn.execute(
+                    wallets.insert(),
+                    {
+                        "card_id": card_id,
+                        "balance_fen": 100,
+                        "status": "OPEN",
+                        "created_at": at,
+                        "updated_at": at,
+                    },
+                )
+                conn.execute(
+                    statuses.insert(),
+                    {
+                        "card_id": card_id,
+                        "status": sorted(rules.COLLECTED_STATES)[0],
+                        "version": 1,
+                        "recorded_at": at,
+                    },
+                )
+        for n, card_id in enumerate(cards * 2):
+            item = replace(_entry(), method="TopUp", card_id=card_id, request_id=f"kiosk-{n}")
+            call = OneStatement(
+                f"lock-{n}",
+                "TopUp",
+                f"kiosk-{n}",
+                "f" * 64,
+                at + dt.timedelta(days=1),
+                template(item),
+            )
+            booking = Booking(
+                card_id, EntryKind.TOP_UP, 100, 0, f"kiosk-{n}", "TRANSIT_OUTLET", "K-1", at
+            )
+            trip = transit_store.top_up_in_one(
+                db, call, booking, rules.COLLECTED_STATES, 10**6, b""
+            )
+            assert trip.result == "OK"
+        trail = AuditTrail(transit_store.metadata)
+        with Session(engine) as session:
+            verdict = trail.verify(session)
+            placed = [(r.item.card_id, r.lane, r.seq) for r in trail.rows(session)]
+        assert verdict.intact, verdict.breaks
+        assert sorted(placed) == sorted(
+            [(cards[0], 3, 1), (cards[0], 3, 2), (cards[1], 11, 1), (cards[1], 11, 2)]
+        )
+    finally:
+        engine.dispose()
