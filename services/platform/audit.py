@@ -6,13 +6,24 @@ which channel, which operator and outlet, for which person (the opaque person id
 document number), which method and request id, which card or account, and the outcome (``OK``
 or the refusal's reason) with its rule.
 
-Rows are numbered 1, 2, 3, ... and chained: each carries the hash of the one before (the first
-follows ``GENESIS``) and its own hash, SHA-256 over a canonical encoding of its fields and that
-predecessor hash. ``audit_head`` holds the number and hash of the last row in one row, locked
-(``FOR UPDATE``) by every append: concurrent writers on PostgreSQL queue at the head for the
-moment between their audit row and their commit and never fork the chain (on SQLite the write
-lock already serialises them). ``verify`` walks the chain and names the first row that was
-modified, deleted or inserted out of order; a deleted tail shows against the head.
+The trail is ``LANES`` independent chains ("lanes"). A row goes into the lane of its target
+(``lane_of``: a stable hash of its card, account or person id, else of its request id), so the
+writes about one card stay in one ordered chain while writes about different cards do not wait
+for each other. In its lane a row is numbered 1, 2, 3, ... and chained: it carries the hash of
+the one before (the first follows ``GENESIS``) and its own hash, SHA-256 over a canonical
+encoding of its fields, its number and that predecessor hash. ``audit_head`` holds the number
+and hash of the last row of each lane, one row per lane, locked (``FOR UPDATE``) by every append
+to that lane: concurrent writers on PostgreSQL to one lane queue at its head for the moment
+between their audit row and their commit and never fork it, writers to other lanes go by (on
+SQLite the write lock already serialises everything). ``verify`` walks every lane and names
+the first row of each that was modified, deleted or inserted out of order; a deleted tail shows
+against the lane's head. The lane itself is not hashed: a row's place is proven by its link to
+its predecessor and, outside lane 0, by its target's lane, so a row moved between lanes breaks
+both.
+
+The lane count is fixed when the lanes are created (each service's audit-lane migration); the
+chain kept before lanes existed carries on as lane 0, unchanged, and verifies as before (its
+rows are the only ones allowed in a lane that is not their target's).
 
 The chain makes tampering evident to whoever did not also recompute every later hash; the head's
 hash, copied elsewhere from time to time, anchors it against that.
@@ -24,6 +35,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 from sqlalchemy import (
@@ -35,6 +47,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     select,
     update,
 )
@@ -49,6 +62,7 @@ GENESIS = "0" * 64
 OK = "OK"
 TRAIL = "audit_trail"
 HEAD = "audit_head"
+LANES = 16  # as created by each service's audit-lane migration; a new count needs a migration
 
 
 def define_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -56,6 +70,7 @@ def define_tables(metadata: MetaData) -> tuple[Table, Table]:
     trail = Table(
         TRAIL,
         metadata,
+        Column("lane", Integer, primary_key=True, autoincrement=False),
         Column("seq", Serial, primary_key=True, autoincrement=False),
         Column("at", DateTime(timezone=True), nullable=False),
         Column("client_id", String(64), nullable=False),
@@ -77,7 +92,7 @@ def define_tables(metadata: MetaData) -> tuple[Table, Table]:
     head = Table(
         HEAD,
         metadata,
-        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("lane", Integer, primary_key=True, autoincrement=False),
         Column("seq", BigInteger, nullable=False),
         Column("hash", String(64), nullable=False),
     )
@@ -158,14 +173,26 @@ def digest(seq: int, prev_hash: str, item: Entry) -> str:
     return hashlib.sha256(_canonical(seq, prev_hash, item).encode()).hexdigest()
 
 
+def lane_of(item: Entry) -> int:
+    """The lane of a row: a stable hash of its target, the card, account or person it is about,
+    or its request when it names none (the same in every process and in the database)."""
+    return lane_for(item.card_id or item.account_id or item.person_id or item.request_id)
+
+
+def lane_for(target: str) -> int:
+    """The lane of the rows about ``target``: the first 8 bytes of its SHA-256, modulo
+    ``LANES``."""
+    return int.from_bytes(hashlib.sha256(target.encode()).digest()[:8], "big") % LANES
+
+
 @dataclass(frozen=True)
 class Template:
-    """A row's canonical encoding around the two values only its place in the chain gives it,
-    for a database function that appends it: ``before + prev_hash + between + str(seq) +
-    after`` is what ``digest`` hashes; ``fields`` are its columns but those two and the hash,
-    as JSON values."""
+    """A row's canonical encoding around the two values only its place in its lane's chain
+    gives it, for a database function that appends it: ``before + prev_hash + between +
+    str(seq) + after`` is what ``digest`` hashes; ``fields`` are its columns but those two and
+    the hash, as JSON values (its ``lane`` among them)."""
 
-    fields: dict[str, str]
+    fields: dict[str, str | int]
     before: str
     between: str
     after: str
@@ -178,25 +205,40 @@ def template(item: Entry) -> Template:
     start = encoded.index(prev_key) + len(prev_key)  # keys are unique, values are escaped
     if not encoded.endswith(seq_key):  # "seq" sorts last of the fields
         raise ValueError("the canonical encoding no longer ends with the row's number")
-    return Template(_fields(item), encoded[:start], encoded[start:-2], "}")
+    fields: dict[str, str | int] = {**_fields(item), "lane": lane_of(item)}
+    return Template(fields, encoded[:start], encoded[start:-2], "}")
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first row of a lane out of place, and how."""
+
+    lane: int
+    seq: int
+    problem: str
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The result of walking a chain: ``problem`` is empty when it is intact."""
+    """The result of walking every lane: ``breaks`` is empty when the trail is intact."""
 
     rows: int
-    seq: int = 0
-    problem: str = ""
-    head: str = ""  # the hash of the last row of an intact chain, to keep elsewhere
+    breaks: tuple[Break, ...] = ()
+    heads: tuple[str, ...] = ()  # the hash of each lane's last row, in lane order, when intact
 
     @property
     def intact(self) -> bool:
-        return not self.problem
+        return not self.breaks
+
+    @property
+    def head(self) -> str:
+        """One hash over every lane's head, to keep elsewhere as the trail's anchor."""
+        return hashlib.sha256("".join(self.heads).encode()).hexdigest() if self.heads else ""
 
 
 @dataclass(frozen=True)
 class Row:
+    lane: int
     seq: int
     item: Entry
     prev_hash: str
@@ -208,7 +250,7 @@ class Row:
         person = i.person_id[:6] + "…" if i.person_id else "-"
         return "  ".join(
             [
-                f"#{self.seq}",
+                f"#{self.lane}.{self.seq}",
                 as_utc(i.at).isoformat(timespec="seconds"),
                 i.method,
                 f"outcome={i.outcome}" + (f" rule={i.rule}" if i.rule else ""),
@@ -224,32 +266,78 @@ class Row:
         )
 
 
+def _broken() -> DomainError:
+    return DomainError(
+        "AUDIT_TRAIL_BROKEN",
+        "the audit trail has lost its head; operations must repair it",
+        kind=Kind.UNAVAILABLE,
+        rule="AUDIT",
+    )
+
+
+class _Walk:
+    """One lane's chain as ``verify`` walks it: the next number and hash it expects."""
+
+    def __init__(self, lane: int) -> None:
+        self.lane, self.expected, self.prev_hash = lane, 1, GENESIS
+        self.problem: Break | None = None
+
+    def follow(self, row: Row) -> None:
+        if self.problem is not None:
+            return
+        seq = row.seq
+        if seq > self.expected:
+            self.problem = Break(
+                self.lane, self.expected, f"rows {self.expected} to {seq - 1} were deleted"
+            )
+        elif row.hash != digest(seq, row.prev_hash, row.item):
+            self.problem = Break(self.lane, seq, f"row {seq} was modified")
+        elif row.prev_hash != self.prev_hash or (self.lane and lane_of(row.item) != self.lane):
+            self.problem = Break(
+                self.lane, seq, f"row {seq} does not follow row {seq - 1} (inserted out of order)"
+            )
+        else:
+            self.expected, self.prev_hash = seq + 1, row.hash
+
+    def end(self, head: Any) -> Break | None:
+        """The lane's verdict against its head row (None: the head was deleted)."""
+        if self.problem is not None:
+            return self.problem
+        last = self.expected - 1
+        if head is None:
+            return Break(self.lane, last, "the lane's head was deleted")
+        if head.seq > last:
+            return Break(self.lane, last + 1, f"rows {last + 1} to {head.seq} were deleted")
+        if head.seq < last or head.hash != self.prev_hash:
+            return Break(self.lane, last, f"row {last} is not the head's (inserted out of order)")
+        return None
+
+
 class AuditTrail:
     """Appends to, walks and lists a service's audit trail (the only SQL on those tables)."""
 
     def __init__(self, metadata: MetaData) -> None:
         self.trail = metadata.tables[TRAIL]
         self.head = metadata.tables[HEAD]
+        h = self.head.c
+        self._lock_head = select(h.seq, h.hash).where(h.lane == bindparam("lane")).with_for_update()
 
     def append(self, session: Session, item: Entry) -> None:
-        """Add ``item`` after the chain's head, inside the caller's transaction."""
-        head = session.execute(
-            select(self.head.c.seq, self.head.c.hash).where(self.head.c.id == 1).with_for_update()
-        ).one_or_none()
+        """Add ``item`` after the head of its lane, inside the caller's transaction (the lane's
+        head stays locked until the transaction ends)."""
+        lane = lane_of(item)
+        head = session.execute(self._lock_head, {"lane": lane}).one_or_none()
         if head is None:
-            raise DomainError(
-                "AUDIT_TRAIL_BROKEN",
-                "the audit trail has lost its head; operations must repair it",
-                kind=Kind.UNAVAILABLE,
-                rule="AUDIT",
-            )
+            raise _broken()
         seq = int(head.seq) + 1
         row_hash = digest(seq, head.hash, item)
         session.execute(
             self.trail.insert(),
-            {**asdict(item), "seq": seq, "prev_hash": head.hash, "hash": row_hash},
+            {**asdict(item), "lane": lane, "seq": seq, "prev_hash": head.hash, "hash": row_hash},
         )
-        session.execute(update(self.head).where(self.head.c.id == 1).values(seq=seq, hash=row_hash))
+        session.execute(
+            update(self.head).where(self.head.c.lane == lane).values(seq=seq, hash=row_hash)
+        )
 
     def rows(
         self,
@@ -261,9 +349,10 @@ class AuditTrail:
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[Row]:
-        """Rows in chain order, filtered by card, person, client and time."""
+        """Rows in time order across lanes (in a lane's order at the same instant), filtered by
+        card, person, client and time."""
         t = self.trail
-        query = select(t).order_by(t.c.seq)
+        query = select(t).order_by(t.c.at, t.c.lane, t.c.seq)
         if card_id:
             query = query.where(t.c.card_id == card_id)
         if person_id:
@@ -277,36 +366,26 @@ class AuditTrail:
         return [_row(r) for r in session.execute(query).mappings()]
 
     def verify(self, session: Session) -> Verdict:
-        """Walk the chain from its first row; the first row out of place is the verdict."""
-        expected, prev_hash, count = 1, GENESIS, 0
-        t = self.trail
-        for found in session.execute(select(t).order_by(t.c.seq)).mappings().yield_per(1000):
+        """Walk every lane from its first row; the first row of each out of place is a break."""
+        t, h = self.trail, self.head
+        heads = {int(r.lane): r for r in session.execute(select(h.c.lane, h.c.seq, h.c.hash))}
+        walks = {lane: _Walk(lane) for lane in range(LANES)}
+        count = 0
+        query = select(t).order_by(t.c.lane, t.c.seq)
+        for found in session.execute(query).mappings().yield_per(1000):
             row = _row(found)
             count += 1
-            if row.seq > expected:
-                return Verdict(count, expected, f"rows {expected} to {row.seq - 1} were deleted")
-            if row.hash != digest(row.seq, row.prev_hash, row.item):
-                return Verdict(count, row.seq, f"row {row.seq} was modified")
-            if row.prev_hash != prev_hash:
-                return Verdict(
-                    count,
-                    row.seq,
-                    f"row {row.seq} does not follow row {row.seq - 1} (inserted out of order)",
-                )
-            expected, prev_hash = row.seq + 1, row.hash
-        head = session.execute(select(self.head.c.seq, self.head.c.hash)).one_or_none()
-        last = expected - 1
-        if head is None:
-            return Verdict(count, last, "the chain's head was deleted")
-        if head.seq > last:
-            return Verdict(count, last + 1, f"rows {last + 1} to {head.seq} were deleted")
-        if head.seq < last or head.hash != prev_hash:
-            return Verdict(count, last, f"row {last} is not the head's (inserted out of order)")
-        return Verdict(count, head=prev_hash)
+            walks.setdefault(row.lane, _Walk(row.lane)).follow(row)
+        breaks = [w.end(heads.get(lane)) for lane, w in sorted(walks.items())]
+        found_breaks = tuple(b for b in breaks if b is not None)
+        if found_breaks:
+            return Verdict(count, found_breaks)
+        return Verdict(count, heads=tuple(w.prev_hash for _, w in sorted(walks.items())))
 
 
 def _row(found: object) -> Row:
     values = dict(found)  # type: ignore[call-overload]
-    seq, prev_hash, row_hash = values.pop("seq"), values.pop("prev_hash"), values.pop("hash")
+    lane, seq = values.pop("lane"), values.pop("seq")
+    prev_hash, row_hash = values.pop("prev_hash"), values.pop("hash")
     values["at"] = as_utc(values["at"])
-    return Row(int(seq), Entry(**values), prev_hash, row_hash)
+    return Row(int(lane), int(seq), Entry(**values), prev_hash, row_hash)

@@ -362,10 +362,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if args.action == "verify":
                 verdict = trail.verify(session)
                 if verdict.intact:
-                    print(f"{args.service}: audit trail intact, {verdict.rows} rows")
+                    lanes = len(verdict.heads)
+                    print(
+                        f"{args.service}: audit trail intact, {verdict.rows} rows in {lanes} lanes"
+                    )
                     print(f"head {verdict.head}")
                     return 0
-                print(f"{args.service}: audit trail BROKEN at row {verdict.seq}: {verdict.problem}")
+                for found in verdict.breaks:
+                    print(
+                        f"{args.service}: audit trail BROKEN in lane {found.lane} at row "
+                        f"{found.seq}: {found.problem}"
+                    )
                 return 1
             since = None
             if args.since:

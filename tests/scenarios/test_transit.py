@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from services.platform.audit import AuditTrail
+from services.platform.audit import AuditTrail, lane_for
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
 from services.transit import store as transit_store
@@ -232,6 +232,7 @@ class TestTopUp:
             trail = AuditTrail(transit_store.metadata)
             assert trail.verify(session).intact
             rows = trail.rows(session, card_id=card_id)
+        assert {r.lane for r in rows} == {lane_for(card_id)}  # the card's own chain
         top_ups = [r.item for r in rows if r.item.method == "TopUp"]  # a replay adds none
         assert [(i.request_id, i.outcome) for i in top_ups] == [
             ("KIOSK-7-0", "OK"),
