@@ -77,6 +77,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         # Production due dates (A22.2) follow a year operations load into the calendar file.
         maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run), (5.0, calendar.refresh)],
         gauges=base.gauges(alert_gauges),
+        on_stop=relay.stop,
     )
 
 

@@ -26,6 +26,7 @@ from services.bank.domain.recall import CardRecall, RecallReason
 from services.bank.store import BankUnitOfWork
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
+from services.platform.drain import RelayDrain
 from services.platform.errors import DomainError, Kind
 
 if TYPE_CHECKING:
@@ -308,23 +309,40 @@ class NoticeRelay:
         self._clock = clock
         self._batch = batch
         self._lease = lease
+        self._drain: RelayDrain[int] = RelayDrain("card notice relay")
 
     def run(self) -> int:
         """Deliver every notice that is due now; returns how many were delivered."""
         delivered = 0
-        while True:
-            with self._new_uow() as uow:
-                notices = uow.notices.claim(self._clock.now(), self._lease, self._batch)
-                uow.commit()
-            if not notices:
-                return delivered
-            leased_at = time.monotonic()
-            for notice in notices:
-                if time.monotonic() - leased_at > self._lease.total_seconds() - RELAY_CALL_DEADLINE:
-                    return delivered  # the lease runs out; the rest are claimed again later
-                delivered += self._deliver(notice)
-            if len(notices) < self._batch:
-                return delivered
+        with self._drain.passing():
+            while not self._drain.stopping:
+                now = self._clock.now()
+                with self._new_uow() as uow:
+                    notices = uow.notices.claim(now, self._lease, self._batch)
+                    uow.commit()
+                if not notices:
+                    return delivered
+                self._drain.holding((notice.notice_id for notice in notices), now + self._lease)
+                lease_ends = time.monotonic() + self._lease.total_seconds() - RELAY_CALL_DEADLINE
+                for notice in notices:
+                    if self._drain.stopping:
+                        return delivered  # draining: stop() hands the rest back
+                    if time.monotonic() > lease_ends:
+                        return delivered  # the lease runs out; the rest are claimed again later
+                    delivered += self._deliver(notice)
+                if len(notices) < self._batch:
+                    return delivered
+        return delivered
+
+    def stop(self, timeout: float = RELAY_CALL_DEADLINE + 2) -> None:
+        """The drain: claim nothing more, and once the notice being sent is settled, hand back
+        the leases of the rest of the batch."""
+        self._drain.stop(self._release, timeout)
+
+    def _release(self, notice_ids: list[int], until: dt.datetime) -> None:
+        with self._new_uow() as uow:
+            uow.notices.release(notice_ids, until)
+            uow.commit()
 
     def _deliver(self, notice: production.CardNotice) -> int:
         try:

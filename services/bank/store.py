@@ -10,7 +10,7 @@ holds one row per card taken back, and its destruction (A16.6, A21, A7.4).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -482,6 +482,15 @@ class NoticeRepository:
             )
             for row in rows
         ]
+
+    def release(self, notice_ids: Sequence[int], until: dt.datetime) -> None:
+        """Hand back the leases taken until ``until`` of those notices not yet delivered."""
+        t = card_notices
+        self.session.execute(
+            update(t)
+            .where(t.c.notice_id.in_(notice_ids), _UNDELIVERED, t.c.leased_until == until)
+            .values(leased_until=None)
+        )
 
     def delivered(self, notice_id: int, now: dt.datetime) -> None:
         t = card_notices

@@ -68,9 +68,19 @@ class Scheduler:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Claim nothing more; once the batch being fired is done, hand back the leases this
+        worker still holds (a batch abandoned or cut off by a database error), so another
+        replica fires those timers at once rather than when the leases run out."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # a batch still fires: its leases stay, and run out on their own
+        with self._new_uow() as uow:
+            released = uow.timers.release(self.owner)
+            uow.commit()
+        if released:
+            log.info("handed back %d timer leases", released)
 
     def _loop(self) -> None:
         failures = FailureLog(log, "firing due timers")

@@ -1258,12 +1258,27 @@ class TimerRepository:
         return True
 
     def failed(self, timer_id: str, owner: str, outcome: str, retry_at: dt.datetime) -> None:
-        """Record a failed firing; the lease's end is when it is tried again."""
+        """Record a failed firing; the lease's end, held by no worker, is when it is tried
+        again."""
         self.session.execute(
             update(timers)
             .where(timers.c.timer_id == timer_id, timers.c.lease_owner == owner)
-            .values(outcome=outcome[:200], attempts=timers.c.attempts + 1, lease_until=retry_at)
+            .values(
+                outcome=outcome[:200],
+                attempts=timers.c.attempts + 1,
+                lease_owner="",
+                lease_until=retry_at,
+            )
         )
+
+    def release(self, owner: str) -> int:
+        """Hand back every lease ``owner`` holds on a pending timer (a worker stopping)."""
+        result = self.session.execute(
+            update(timers)
+            .where(timers.c.lease_owner == owner, timers.c.state == "PENDING")
+            .values(lease_owner="", lease_until=None)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class FeedRepository:

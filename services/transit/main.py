@@ -52,6 +52,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
         service_names=[SERVICE_NAME],
         maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run)],
         gauges=base.gauges(refund_gauges(base.clock)),
+        on_stop=relay.stop,
     )
 
 

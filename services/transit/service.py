@@ -22,6 +22,7 @@ from services.platform import idempotency, logs
 from services.platform.auth import Caller
 from services.platform.clock import Clock
 from services.platform.db import Database
+from services.platform.drain import RelayDrain
 from services.platform.errors import DomainError, Kind
 from services.platform.idempotency import OneStatement
 from services.transit import store
@@ -242,23 +243,40 @@ class RefundRelay:
         self._clock = clock
         self._batch = batch
         self._lease = lease
+        self._drain: RelayDrain[str] = RelayDrain("refund relay")
 
     def run(self) -> int:
         """Deliver every refund that is due now; returns how many arrived."""
         arrived = 0
-        while True:
-            with self._new_uow() as uow:
-                due = uow.refunds.claim(self._clock.now(), self._lease, self._batch)
-                uow.commit()
-            if not due:
-                return arrived
-            leased_at = time.monotonic()
-            for item in due:
-                if time.monotonic() - leased_at > self._lease.total_seconds() - RELAY_CALL_DEADLINE:
-                    return arrived  # the lease runs out; the rest are claimed again later
-                arrived += self._deliver(item)
-            if len(due) < self._batch:
-                return arrived
+        with self._drain.passing():
+            while not self._drain.stopping:
+                now = self._clock.now()
+                with self._new_uow() as uow:
+                    due = uow.refunds.claim(now, self._lease, self._batch)
+                    uow.commit()
+                if not due:
+                    return arrived
+                self._drain.holding((item.refund_id for item in due), now + self._lease)
+                lease_ends = time.monotonic() + self._lease.total_seconds() - RELAY_CALL_DEADLINE
+                for item in due:
+                    if self._drain.stopping:
+                        return arrived  # draining: stop() hands the rest back
+                    if time.monotonic() > lease_ends:
+                        return arrived  # the lease runs out; the rest are claimed again later
+                    arrived += self._deliver(item)
+                if len(due) < self._batch:
+                    return arrived
+        return arrived
+
+    def stop(self, timeout: float = RELAY_CALL_DEADLINE + 2) -> None:
+        """The drain: claim nothing more, and once the refund being sent is settled, hand back
+        the leases of the rest of the batch."""
+        self._drain.stop(self._release, timeout)
+
+    def _release(self, refund_ids: list[str], until: dt.datetime) -> None:
+        with self._new_uow() as uow:
+            uow.refunds.release(refund_ids, until)
+            uow.commit()
 
     def _deliver(self, item: Refund) -> int:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -420,6 +421,19 @@ class RefundRepository:
             update(t).where(t.c.refund_id.in_(ids)).values(leased_until=now + lease)
         )
         return [self._to_refund(row) for row in rows]
+
+    def release(self, refund_ids: Sequence[str], until: dt.datetime) -> None:
+        """Hand back the leases taken until ``until`` of those refunds still SENDING."""
+        t = refunds
+        self.session.execute(
+            update(t)
+            .where(
+                t.c.refund_id.in_(refund_ids),
+                t.c.state == RefundState.SENDING.value,
+                t.c.leased_until == until,
+            )
+            .values(leased_until=None)
+        )
 
     def arrived(self, refund_id: str, bank_entry_id: str, now: dt.datetime) -> None:
         t = refunds

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print the answers' tally")
     parser.add_argument("--replay", type=Path, help="run a trace printed by a failed run")
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM (a run split or cut short): stop the seed's services on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pg_url = (os.environ.get("SSCARD_TEST_PG_URL", "").strip() or DEFAULT_PG_URL) if args.pg else ""
     backend = "postgresql" if pg_url else "sqlite"
     failed = 0

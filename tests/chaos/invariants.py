@@ -145,6 +145,7 @@ def check_money(driver: Driver, cards: list[str]) -> list[str]:
     out_of_wallets = arrived = 0
     topups: Counter[str] = Counter()
     credits: Counter[str] = Counter()
+    accounts: set[str] = set()
     for card_id in cards:
         wallet = driver.read(
             lambda t, c=card_id: driver.transit.GetBalance(
@@ -172,8 +173,9 @@ def check_money(driver: Driver, cards: list[str]) -> list[str]:
                 )
             )
         )
-        if account is None:
-            continue
+        if account is None or account.account_id in accounts:
+            continue  # a replacement without a bank change keeps the account: count it once
+        accounts.add(account.account_id)
         booked = list(
             _pages(
                 lambda token, c=card_id: driver.read(
@@ -250,9 +252,16 @@ def check_one_card(driver: Driver) -> list[str]:
             for c in sorted(cards)
         }
         active = [c for c, s in status.items() if s == pb.ACTIVE]
+        # The place moves to a replacement at once; the old card works on until the new one
+        # is activated (A16.5).
+        replaced = {
+            driver.world.cards[slot.old].card_id
+            for slot in driver.world.cards.values()
+            if slot.old and slot.card_id == registered and status.get(registered) != pb.ACTIVE
+        }
         if len(active) > 1:
             found.append(f"one card: {key} holds {len(active)} active cards")
-        if active and registered != active[0]:
+        if active and registered != active[0] and active[0] not in replaced:
             found.append(f"one card: {key}'s active card {active[0]} is not the registered one")
         if registered and status[registered] in OUT_OF_USE:
             found.append(

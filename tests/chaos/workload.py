@@ -68,6 +68,8 @@ OPERATIONS = {
     "clock": 2,
 }
 FAULTS = {"kill": 2, "cut_db": 2, "proxy": 4}
+# The operation that moves a card in this status towards use.
+ADVANCE = {pb.IN_PRODUCTION: "produce", pb.READY: "collect", pb.COLLECTED: "activate"}
 
 
 @dataclass
@@ -145,10 +147,14 @@ def _pick(rng: random.Random, weights: dict[str, int]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
-def _card(rng: random.Random, world: World, *statuses: int) -> str:
-    """A card slot, preferring one last seen in one of ``statuses``."""
+def _card(
+    rng: random.Random, world: World, *statuses: int, prefer: frozenset[str] = frozenset()
+) -> str:
+    """A card slot, preferring one last seen in one of ``statuses``, and among those one whose
+    card id is in ``prefer``."""
     fitting = [s for s, c in world.cards.items() if c.status in statuses and c.card_id]
-    pool = fitting or [s for s, c in world.cards.items() if c.card_id]
+    preferred = [s for s in fitting if world.cards[s].card_id in prefer]
+    pool = preferred or fitting or [s for s, c in world.cards.items() if c.card_id]
     return rng.choice(sorted(pool)) if pool else ""
 
 
@@ -211,7 +217,16 @@ def _operation(rng: random.Random, world: World) -> Step:
         "cancel_district": (pb.ACTIVE, pb.CANCELLATION_DUE),
         "cancel_bank": (pb.ACTIVE, pb.CANCELLATION_DUE, pb.SS_CANCELLED),
     }.get(op, (pb.ACTIVE, pb.COLLECTED))
-    slot = _card(rng, world, *wants)
+    # A cancellation mostly finds money in the wallet: the refund must arrive before the
+    # account closes (A19.1).
+    funded = frozenset(card_id for card_id, _ in world.topups.values())
+    slot = _card(rng, world, *wants, prefer=funded if op.startswith("cancel") else frozenset())
+    if slot and world.cards[slot].status not in wants:
+        # No card fits: move one along its life instead, so that cards reach use.
+        movable = sorted(s for s, c in world.cards.items() if c.card_id and c.status in ADVANCE)
+        if movable:
+            slot = rng.choice(movable)
+            op = ADVANCE[world.cards[slot].status]
     if not slot:
         return {
             "op": "import",

@@ -4,6 +4,7 @@ restarts a service that died and leaves nothing running after Ctrl-C or after be
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import socket
@@ -17,9 +18,12 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select
 
 from services.platform.auth import Role
 from services.platform.config import REPO_ROOT, SERVICES
+from services.platform.db import make_engine
+from services.transit.store import refunds
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.support import wait_serving
 
@@ -276,3 +280,55 @@ def test_the_supervisor_restarts_a_service_that_died(
     assert _service_named(_children(proc.pid), "identity") != identity
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(30) == 0
+
+
+def test_a_draining_relay_hands_back_the_leases_of_what_it_did_not_send(
+    suite_env: dict[str, str], spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    """The drain: on SIGTERM the refund relay claims nothing more, settles the refund it is
+    sending, and hands back the leases of the rest of its batch, so another replica sends them
+    at once rather than when the leases (30 s) run out."""
+    _migrate(suite_env)
+    engine = make_engine(suite_env["SSCARD_TRANSIT_DB_URL"])
+    long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    with engine.begin() as db:
+        db.execute(
+            refunds.insert(),
+            [
+                {
+                    "refund_id": f"refund-{i}",
+                    "card_id": f"card-{i}",
+                    "to_card_id": f"card-{i}",
+                    "amount_fen": 100,
+                    "reason": "CANCELLATION",
+                    "state": "SENDING",
+                    "balance_after_fen": 0,
+                    "created_at": long_ago,
+                    "attempts": 0,
+                    "next_attempt_at": long_ago,
+                }
+                for i in range(3)
+            ],
+        )
+
+    def leases() -> list[tuple[dt.datetime | None, int]]:
+        with engine.connect() as db:
+            query = select(refunds.c.leased_until, refunds.c.attempts)
+            return [(row.leased_until, row.attempts) for row in db.execute(query)]
+
+    # A bank that takes connections and never answers: each credit runs into its deadline.
+    with socket.socket() as bank:
+        bank.bind(("127.0.0.1", 0))
+        bank.listen(16)
+        env = {**suite_env, "SSCARD_BANK_PORT": str(bank.getsockname()[1])}
+        proc = _start([sys.executable, "-m", "services.transit"], env, spawn)
+        deadline = time.monotonic() + 90
+        while not any(until for until, _ in leases()):
+            assert time.monotonic() < deadline, "the relay never claimed the refunds"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    after = leases()
+    engine.dispose()
+    assert [until for until, _ in after] == [None, None, None]
+    assert any(attempts == 0 for _, attempts in after)  # handed back untried

@@ -168,3 +168,27 @@ def test_a_card_service_killed_while_firing_fires_each_deadline_once_after_resta
             break
         time.sleep(0.2)
     assert notices == {card_id: ["A22.1"] for card_id in card_ids}
+
+
+def test_a_stopping_scheduler_hands_back_the_leases_of_a_batch_cut_off(db: Database) -> None:
+    """The drain: timers a stopping worker claimed but could not fire are fired by another
+    replica at once, not when the worker's lease (a minute) runs out."""
+    clock = ManualClock()
+    (timer_id,) = _add_due(db, clock, 1)
+    fired: list[str] = []
+
+    def cut_off_first_time(uow: CardUnitOfWork, timer: TimerRecord) -> str:
+        if not fired:
+            fired.append("")
+            raise WorkerDied
+        fired.append(timer.timer_id)
+        return "done"
+
+    first = Scheduler(_uow_factory(db), clock, {KIND: cut_off_first_time})  # type: ignore[arg-type]
+    with pytest.raises(WorkerDied):
+        first.fire_due()
+    first.stop()
+    replica = Scheduler(_uow_factory(db), clock, {KIND: cut_off_first_time})  # type: ignore[arg-type]
+    assert replica.fire_due() == 1
+    assert fired == ["", timer_id]
+    assert _states(db) == {"FIRED": 1}
