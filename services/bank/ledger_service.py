@@ -226,6 +226,12 @@ def credit(
     III balance cap (A4.5)."""
     held = _hold(uow, config, cmd.card_id)
     _check_counter(counter, held.account)
+    if cmd.source is EntrySource.TRANSIT_REFUND and cmd.reference:
+        # A refund's relay retries until it has an answer, possibly after the request id's key
+        # has expired: the refund id (its reference) books it once, whenever the retry comes.
+        booked = uow.ledger.transit_refund(cmd.reference)
+        if booked is not None:
+            return booked
     now = config.clock.now()
     _receive(config, held, cmd.amount_fen)
     return _book(

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -42,6 +43,8 @@ from services.bank.domain.ledger import (
 )
 from services.bank.domain.tiers import Tier
 from services.platform.db import Serial, as_utc
+
+_TRANSIT_REFUND = text("source = 'TRANSIT_REFUND' AND reference <> ''")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,15 @@ def define_tables(metadata: MetaData) -> LedgerTables:
         Column("booked_by", String(200), nullable=False),
         Index("ix_ledger_entries_account", "account_id", "entry_no"),
         Index("ix_ledger_entries_account_booked", "account_id", "booked_at"),
+        # A transit refund is booked once, however late its retry (the refund id is its
+        # reference): the relay's request-id key lives for its TTL only.
+        Index(
+            "ux_ledger_entries_transit_refund",
+            "reference",
+            unique=True,
+            postgresql_where=_TRANSIT_REFUND,
+            sqlite_where=_TRANSIT_REFUND,
+        ),
     )
     alerts = Table(
         "alerts",
@@ -181,6 +193,15 @@ class LedgerRepository:
                 booked_by=entry.booked_by,
             ),
         )
+
+    def transit_refund(self, refund_id: str) -> Entry | None:
+        """The entry that booked transit refund ``refund_id``, if it was booked."""
+        t = self.t.entries
+        row = self.session.execute(
+            # the index's own predicate, as literal SQL: a prepared generic plan keeps the index
+            select(t).where(_TRANSIT_REFUND, t.c.reference == refund_id)
+        ).one_or_none()
+        return None if row is None else self._to_entry(row)
 
     @staticmethod
     def _to_entry(row: Row[Any]) -> Entry:

@@ -82,12 +82,13 @@ class Ledger(Bank):
         counterparty: str = "transit",
         metadata: Any = None,
     ) -> pb.LedgerEntry:
+        request_id = request_id or rid("credit")
         request = pb.CreditRequest(
-            request_id=request_id or rid("credit"),
+            request_id=request_id,
             card_id=card_id,
             amount_fen=amount,
             source=source,  # type: ignore[arg-type]
-            reference="ref",
+            reference=f"ref-{request_id}",
             counterparty=counterparty,
         )
         return self.ledger.Credit(request, metadata=metadata or self.service)
@@ -273,6 +274,31 @@ class TestLedger:
         code, reason, _, _ = rejected(lambda: ledger.credit("card-1", 999, request_id="refund-7"))
         assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
         assert len(ledger.entries("card-1")) == 2 and ledger.consistent("card-1") == 70 * YUAN
+
+    def test_a_transit_refund_is_booked_once_however_late_its_retry(self, ledger: Ledger) -> None:
+        """A refund's relay retries until it has an answer; when the first Credit committed but
+        its answer was lost, the retry may come after the request id's key has expired (here: a
+        new request id). The refund id, the entry's reference, books it once."""
+        card = "card-refund-once"
+        ledger.account(card)
+
+        def refund(request_id: str) -> pb.LedgerEntry:
+            return ledger.ledger.Credit(
+                pb.CreditRequest(
+                    request_id=request_id,
+                    card_id=card,
+                    amount_fen=30 * YUAN,
+                    source=pb.TRANSIT_REFUND,
+                    reference="refund-0001",
+                    counterparty="transit",
+                ),
+                metadata=ledger.service,
+            )
+
+        first = refund("refund-0001")
+        again = refund("refund-0001-after-its-key-expired")
+        assert again.entry_id == first.entry_id
+        assert ledger.balance(card).balance_fen == 30 * YUAN
 
     def test_bad_requests_name_their_fields(self, ledger: Ledger) -> None:
         ledger.account("card-1")
