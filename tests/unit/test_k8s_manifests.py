@@ -19,9 +19,9 @@ CONSOLE_TARGETS = {"card", "bank", "transit"}  # console/config.py
 
 
 def _calls_in_code(service: str) -> set[str]:
-    """The services ``service`` opens channels to (``config.target("<name>")``)."""
+    """The services ``service`` opens channels to (``channel_to(config, "<name>")``)."""
     code = "\n".join(p.read_text() for p in (ROOT / "services" / service).glob("*.py"))
-    return set(re.findall(r'config\.target\("([a-z]+)"\)', code))
+    return set(re.findall(r'channel_to\(config, "([a-z]+)"\)', code))
 
 
 def _policies() -> dict[str, dict[str, Any]]:
