@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -313,26 +312,21 @@ class NoticeRelay:
 
     def run(self) -> int:
         """Deliver every notice that is due now; returns how many were delivered."""
-        delivered = 0
-        with self._drain.passing():
-            while not self._drain.stopping:
-                now = self._clock.now()
-                with self._new_uow() as uow:
-                    notices = uow.notices.claim(now, self._lease, self._batch)
-                    uow.commit()
-                if not notices:
-                    return delivered
-                self._drain.holding((notice.notice_id for notice in notices), now + self._lease)
-                lease_ends = time.monotonic() + self._lease.total_seconds() - RELAY_CALL_DEADLINE
-                for notice in notices:
-                    if self._drain.stopping:
-                        return delivered  # draining: stop() hands the rest back
-                    if time.monotonic() > lease_ends:
-                        return delivered  # the lease runs out; the rest are claimed again later
-                    delivered += self._deliver(notice)
-                if len(notices) < self._batch:
-                    return delivered
-        return delivered
+        return self._drain.deliver_due(
+            self._clock.now,
+            self._claim,
+            lambda notice: notice.notice_id,
+            self._deliver,
+            self._batch,
+            self._lease,
+            RELAY_CALL_DEADLINE,
+        )
+
+    def _claim(self, now: dt.datetime) -> list[production.CardNotice]:
+        with self._new_uow() as uow:
+            notices = uow.notices.claim(now, self._lease, self._batch)
+            uow.commit()
+        return notices
 
     def stop(self, timeout: float = RELAY_CALL_DEADLINE + 2) -> None:
         """The drain: claim nothing more, and once the notice being sent is settled, hand back

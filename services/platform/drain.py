@@ -7,13 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 log = logging.getLogger("sscard.drain")
 
 K = TypeVar("K")
+T = TypeVar("T")
 
 
 class RelayDrain(Generic[K]):
@@ -37,6 +39,39 @@ class RelayDrain(Generic[K]):
     def passing(self) -> Iterator[None]:
         with self._pass:
             yield
+
+    def deliver_due(
+        self,
+        now: Callable[[], dt.datetime],
+        claim: Callable[[dt.datetime], Sequence[T]],
+        key: Callable[[T], K],
+        deliver: Callable[[T], int],
+        batch: int,
+        lease: dt.timedelta,
+        call_deadline: float,
+    ) -> int:
+        """One pass of a relay: claim what is due in batches (``claim`` leases up to ``batch``
+        items until ``lease`` from the instant it is given) and ``deliver`` each, until nothing is
+        due, the drain begins, or the batch's lease would run out before another call could end;
+        how many were delivered."""
+        delivered = 0
+        with self.passing():
+            while not self.stopping:
+                at = now()
+                items = claim(at)
+                if not items:
+                    return delivered
+                self.holding((key(item) for item in items), at + lease)
+                lease_ends = time.monotonic() + lease.total_seconds() - call_deadline
+                for item in items:
+                    if self.stopping:
+                        return delivered  # draining: stop() hands the rest back
+                    if time.monotonic() > lease_ends:
+                        return delivered  # the lease runs out; the rest are claimed again later
+                    delivered += deliver(item)
+                if len(items) < batch:
+                    return delivered
+        return delivered
 
     def holding(self, keys: Iterable[K], until: dt.datetime) -> None:
         self._held = dict.fromkeys(keys)

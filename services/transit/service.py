@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -247,26 +246,21 @@ class RefundRelay:
 
     def run(self) -> int:
         """Deliver every refund that is due now; returns how many arrived."""
-        arrived = 0
-        with self._drain.passing():
-            while not self._drain.stopping:
-                now = self._clock.now()
-                with self._new_uow() as uow:
-                    due = uow.refunds.claim(now, self._lease, self._batch)
-                    uow.commit()
-                if not due:
-                    return arrived
-                self._drain.holding((item.refund_id for item in due), now + self._lease)
-                lease_ends = time.monotonic() + self._lease.total_seconds() - RELAY_CALL_DEADLINE
-                for item in due:
-                    if self._drain.stopping:
-                        return arrived  # draining: stop() hands the rest back
-                    if time.monotonic() > lease_ends:
-                        return arrived  # the lease runs out; the rest are claimed again later
-                    arrived += self._deliver(item)
-                if len(due) < self._batch:
-                    return arrived
-        return arrived
+        return self._drain.deliver_due(
+            self._clock.now,
+            self._claim,
+            lambda item: item.refund_id,
+            self._deliver,
+            self._batch,
+            self._lease,
+            RELAY_CALL_DEADLINE,
+        )
+
+    def _claim(self, now: dt.datetime) -> list[Refund]:
+        with self._new_uow() as uow:
+            due = uow.refunds.claim(now, self._lease, self._batch)
+            uow.commit()
+        return due
 
     def stop(self, timeout: float = RELAY_CALL_DEADLINE + 2) -> None:
         """The drain: claim nothing more, and once the refund being sent is settled, hand back
