@@ -5,6 +5,7 @@ bound to when mutual TLS is on, and each service's address."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,21 @@ def example_env(
     ):
         env[f"SSCARD_{name}_TARGET"] = f"127.0.0.1:{running.server.port}"
     return env
+
+
+def assert_the_walk(lines: list[str]) -> None:
+    """What every example prints of its walk: the person registered, the application watched to
+    its end through a lost stream with no event lost or repeated, the card active, the top-up
+    booked once, and the two refusals decoded."""
+    assert lines[0] == "registered: 1 person"
+    assert re.fullmatch(r"applied: card card-\w+, saga saga-\w+", lines[1])
+    events = [int(m[1]) for line in lines if (m := re.match(r"event (\d+): ", line))]
+    assert events == list(range(1, len(events) + 1)), "an event was lost or repeated"
+    assert "stream lost after sequence 1; resuming" in lines
+    assert [line for line in lines if line.startswith("event ")][-1].endswith("COMPLETED completed")
+    assert "card status: ACTIVE" in lines
+    assert "balance: 50.00 yuan (5000 fen)" in lines
+    assert "malformed: INVALID_ARGUMENT INVALID_DOCUMENT rule A4.1" in lines
+    assert any(line.startswith("  field applicant.document.number: ") for line in lines)
+    assert "second card: FAILED_PRECONDITION ALREADY_HAS_CARD rule A4.2" in lines
+    assert lines[-1] == "done"
