@@ -281,7 +281,10 @@ def _serve_one(config: ServiceConfig, build: Build) -> None:
     log.info("%s listening on %s:%d", config.name, config.host, server.port)
     if config.port_file is not None:
         _report_port(config.port_file, server.port)
-    stop.wait()
+    # Woken now and then: a signal the kernel hands to one of grpc's threads sets Python's flag
+    # but wakes no one, and its handler runs only when the main thread next runs Python code.
+    while not stop.wait(0.5):
+        pass
     log.info(
         "%s stopping: NOT_SERVING, drain %.1fs, then grace %.1fs",
         config.name,
