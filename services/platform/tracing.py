@@ -145,14 +145,18 @@ class ServerTracer(grpc.ServerInterceptor):  # type: ignore[type-arg]
         )
 
 
+def _server_span(method: str, parent: otel_context.Context) -> trace.Span:
+    return _tracer.start_span(
+        method.lstrip("/"),
+        context=parent,
+        kind=trace.SpanKind.SERVER,
+        attributes=_rpc_attributes(method),
+    )
+
+
 def _unary(method: str, parent: otel_context.Context, behaviour: Callable[..., Any]) -> Any:
     def traced(request: Any, context: grpc.ServicerContext) -> Any:
-        span = _tracer.start_span(
-            method.lstrip("/"),
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes=_rpc_attributes(method),
-        )
+        span = _server_span(method, parent)
         failed = True
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=False):
@@ -167,12 +171,7 @@ def _unary(method: str, parent: otel_context.Context, behaviour: Callable[..., A
 
 def _streaming(method: str, parent: otel_context.Context, behaviour: Callable[..., Any]) -> Any:
     def traced(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        span = _tracer.start_span(
-            method.lstrip("/"),
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes=_rpc_attributes(method),
-        )
+        span = _server_span(method, parent)
         failed = True
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=False):
