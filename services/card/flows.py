@@ -29,11 +29,24 @@ from services.platform.auth import Caller, Channel
 from services.platform.calendar import WorkingDayCalendar
 from services.platform.clock import Clock
 from services.platform.errors import DomainError, Kind
+from services.platform.masking import mask_account
 
 APPLICATION = "application"
 REPLACEMENT = "replacement"
 RETIREMENT = "retirement"
 SYSTEM = Caller("card-service", Channel.INTERNAL)
+# The payout destination that is no account: the balance handed over at the counter.
+CASH = "cash"
+
+
+def paid_to_text(card_id: str, destination: str) -> str:
+    """Where a closed account's balance went, as a notice says it: the card's own account by
+    name, any other only by its last digits (a notice is no place for an account number)."""
+    if destination == card_account(card_id):
+        return "your new card's account"
+    if destination.lower() == CASH:
+        return "you in cash"
+    return f"account {mask_account(destination)}"
 
 
 def application_data(
@@ -411,17 +424,13 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
             )
         return {}
 
-    def where(saga: SagaRecord, destination: str) -> str:
-        new_account = destination == card_account(saga.card_id)
-        return "your new card's account" if new_account else destination
-
     def done(uow: CardUnitOfWork, saga: SagaRecord) -> None:
         """The old card is retired; after a bank change, or the cancellation of an older
         card's financial function, the holder is told where the closed account's balance went
         and to give the paying bodies the new account (A20.1, A15.2, A27.3)."""
         older = saga.data.get("older_card")
         if older:
-            paid_to = where(saga, older["payout_destination"])
+            paid_to = paid_to_text(saga.card_id, older["payout_destination"])
             _tell(
                 uow,
                 saga,
@@ -438,7 +447,9 @@ def retirement_saga(identity: IdentityPort, bank: BankPort, clock: Clock) -> Sag
             )
         if not closes_old_account(saga):
             return
-        paid_to = where(saga, saga.data.get("payout_destination") or card_account(saga.card_id))
+        paid_to = paid_to_text(
+            saga.card_id, saga.data.get("payout_destination") or card_account(saga.card_id)
+        )
         _tell(
             uow,
             saga,
@@ -652,7 +663,8 @@ def cancellation_saga(bank: BankPort, transit: TransitPort, clock: Clock) -> Sag
             "A19.1",
             lambda card: (
                 "Your card is cancelled: its transit balance was refunded and its bank account "
-                f"closed, the balance paid to {saga.data['payout_destination']}."
+                f"closed, the balance paid to "
+                f"{paid_to_text(saga.card_id, saga.data['payout_destination'])}."
             ),
         )
 

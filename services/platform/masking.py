@@ -36,6 +36,14 @@ def mask_phone(number: str) -> str:
     return "*" * len(number)
 
 
+def mask_account(destination: str) -> str:
+    """An account as a notice names it: the number's last 4 characters, the rest hidden, the
+    bank kept (``6222020000001234@BOC`` -> ``************1234@BOC``); short ones show nothing."""
+    number, at, bank = destination.partition("@")
+    shown = "*" * (len(number) - 4) + number[-4:] if len(number) > 8 else "*" * len(number)
+    return shown + at + bank
+
+
 def redact(text: str) -> str:
     """Mask every 18-character ID-like and 11-digit mobile-like run in free text."""
     text = _ID_LIKE.sub(lambda m: m.group(1) + "********" + m.group(2), text)

@@ -460,3 +460,7 @@ class TestMoneyOnBankChange:
             (-300 * YUAN, "6222020000000000@CCB")
         ]
         assert account_balance(suite, started.card_id).balance_fen == 0
+        # The holder is told where the money went, without the account's number in full.
+        (told,) = [n for n in suite.get(started.card_id, history=True).notices if n.rule == "A20.1"]
+        assert "paid to account ************0000@CCB" in told.text
+        assert "6222020000000000" not in told.text

@@ -16,7 +16,13 @@ from services.platform.auth import Channel, ClientKind, Role
 from services.platform.clients import credential_source
 from services.platform.clock import SharedTestClock
 from services.platform.errors import DomainError, Kind
-from services.platform.masking import RedactingFormatter, mask_document_number, mask_phone, redact
+from services.platform.masking import (
+    RedactingFormatter,
+    mask_account,
+    mask_document_number,
+    mask_phone,
+    redact,
+)
 from services.platform.trust import TrustError, Verifier
 from tests.trust import TEST_ISSUER, TestTrust
 
@@ -274,6 +280,11 @@ class TestMasking:
         assert mask_document_number("11010519900307002X") == "110105********002X"
         assert mask_phone("13812345678") == "138****5678"
         assert mask_document_number("H12345678") == "H1*****78"
+
+    def test_accounts_keep_their_last_digits_and_bank(self) -> None:
+        assert mask_account("6222020000001234@BOC") == "************1234@BOC"
+        assert mask_account("6222020000001234") == "************1234"
+        assert mask_account("12345678@X") == "********@X"
 
     def test_free_text_is_redacted(self) -> None:
         text = redact("id 11010519900307002X phone 13812345678 order 12")
