@@ -7,6 +7,7 @@ health service waits for.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,15 @@ def upgrade(service: str, engine: Engine, revision: str = "head") -> None:
     command.upgrade(config_for(service, engine), revision)
 
 
+@functools.cache
+def _scripts(service: str) -> ScriptDirectory:
+    """The service's migration scripts, read once per process: they do not change under a
+    running release, and readiness asks for them on every health check."""
+    return ScriptDirectory.from_config(config_for(service))
+
+
 def head(service: str) -> str | None:
-    script = ScriptDirectory.from_config(config_for(service))
-    return script.get_current_head()
+    return _scripts(service).get_current_head()
 
 
 def current(engine: Engine) -> str | None:
@@ -52,7 +59,7 @@ def at_head(service: str, engine: Engine) -> bool:
     revision = current(engine)
     if revision is None:
         return False
-    script = ScriptDirectory.from_config(config_for(service))
+    script = _scripts(service)
     if revision == script.get_current_head():
         return True
     try:

@@ -58,6 +58,19 @@ def test_the_network_policy_allows_exactly_the_calls_the_services_make() -> None
         assert _names(grpc_rule["from"]) == expected, callee
 
 
+@pytest.mark.parametrize("service", settings.SERVICES)
+def test_each_deployment_names_exactly_the_services_it_calls(service: str) -> None:
+    docs = yaml.safe_load_all((K8S / f"{service}.yaml").read_text())
+    (deployment,) = (doc for doc in docs if doc["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    targets = {
+        m.group(1).lower()
+        for var in container["env"]
+        if (m := re.fullmatch(r"SSCARD_([A-Z]+)_TARGET", var["name"]))
+    }
+    assert targets == _calls_in_code(service)
+
+
 def test_everything_else_is_denied_both_ways() -> None:
     deny = _policies()["default-deny"]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
