@@ -349,6 +349,7 @@ class Orchestrator:
             saga.data.update(result)
             _mark(saga, saga.step, DONE)
             saga.step += 1
+            saga.retries = 0  # failures are counted in a row, per step
             local = self._advance_locally(saga, definition)
             for name in (step.name, *local):
                 self._maybe_crash(saga, name)
@@ -378,6 +379,7 @@ class Orchestrator:
                     self._retry_later(saga, error, f"undo {step.name}")
                     return
             saga.step = index
+            saga.retries = 0
             _mark(saga, index, UNDONE)
             self._save(saga)
             self._maybe_crash(saga, f"undo {step.name}")

@@ -188,7 +188,7 @@ def test_a_transport_failure_is_retried_with_the_same_request_id(
     assert world.calls == [(s, f"s1:{INDEX[s]}") for s in REMOTE for _ in range(attempts[s])]
     assert world.marks == ["s1"]
     assert record.state == "COMPLETED"
-    assert record.retries == 2
+    assert record.retries == 0  # counted afresh once the step went through
     assert record.last_error.startswith(f"{failing}:")
     assert "DOWN" in record.last_error
     assert world.ended == [("completed", "COMPLETED")]
@@ -212,7 +212,7 @@ def test_a_failing_compensation_is_retried_until_it_succeeds(
         ("undo a", "s1:0:undo"),
     ]
     assert record.state == "FAILED"
-    assert record.retries == times
+    assert record.retries == 0  # counted afresh once the undo went through
     assert record.last_error.startswith("undo b:")
     # The saga keeps the refusal that failed it, not the compensation's.
     assert (record.refusal_reason, record.refusal_rule) == ("NOPE", "A0.1")
@@ -279,7 +279,7 @@ def test_backoff_still_schedules_a_retry_after_many_transient_failures(world: Wo
     world.services["a"].fail("do", transport, 1)
     record = world.finish(world.orchestrator())
     assert record.state == "COMPLETED"
-    assert record.retries == 1024
+    assert record.retries == 0  # counted afresh once the step went through
 
 
 def test_a_stopping_worker_hands_its_leases_back_for_another_to_claim_at_once(
@@ -293,6 +293,18 @@ def test_a_stopping_worker_hands_its_leases_back_for_another_to_claim_at_once(
     stopping.stop()
     assert world.get().lease_owner == ""
     assert world.finish(world.orchestrator()).state == "COMPLETED"
+
+
+def test_failures_are_counted_in_a_row_per_step_not_over_the_saga(world: World) -> None:
+    """One transient failure at each of three steps is three blips, not three failures in a
+    row: with a bound of 2 the saga still completes on its own."""
+    world.add()
+    for name in REMOTE:
+        world.services[name].fail("do", transport, 1)
+    orchestrator = Orchestrator(world.new_uow, [world.definition], replace(TUNING, max_retries=2))
+    record = world.finish(orchestrator)
+    assert (record.state, record.retries) == ("COMPLETED", 0)
+    assert [c[0] for c in world.calls] == ["a", "a", "b", "b", "c", "c"]
 
 
 def test_a_saga_out_of_retries_waits_for_an_operator_then_resumes(world: World) -> None:
