@@ -23,6 +23,7 @@ from services.platform import tls, tracing
 from services.platform.config import ConfigError, ServiceConfig, TlsFiles
 from services.platform.errors import DomainError, Kind
 from services.platform.grpc_errors import from_rpc_error, is_retryable
+from services.platform.inbound import OVER_LIMIT
 from services.platform.tokens import CredentialSource, Signer, SigningSource, TokenFileSource
 
 M = TypeVar("M", bound=Message)
@@ -127,16 +128,23 @@ def call(
     credential: ServiceCredential,
     deadline: float = DEFAULT_DEADLINE,
 ) -> M:
-    """Call another service; refusals and transport failures come back as DomainErrors."""
+    """Call another service; refusals and transport failures come back as DomainErrors.
+
+    A callee that has as many of this service's calls in progress as it admits
+    (``CLIENT_OVER_LIMIT``) is busy, not refusing: like a transport failure, the call is worth
+    repeating later with the same request id, so it comes back UNAVAILABLE too (a saga retries
+    it; a caller of this service is told to try again)."""
     try:
         return method(request, metadata=credential.metadata(), timeout=deadline)
     except grpc.RpcError as exc:
-        if is_retryable(exc):
-            code = exc.code().name
-            raise DomainError(
-                "DEPENDENCY_UNAVAILABLE",
-                f"a dependency did not answer ({code}); try again",
-                kind=Kind.UNAVAILABLE,
-                metadata={"code": code},
-            ) from exc
-        raise from_rpc_error(exc) from exc
+        refusal = None if is_retryable(exc) else from_rpc_error(exc)
+        if refusal is not None and refusal.reason != OVER_LIMIT:
+            raise refusal from exc
+        code = exc.code().name
+        raise DomainError(
+            "DEPENDENCY_UNAVAILABLE",
+            f"a dependency did not answer ({code}); try again",
+            kind=Kind.UNAVAILABLE,
+            metadata={"code": code},
+            retry_after_seconds=refusal.retry_after_seconds if refusal else 0,
+        ) from exc

@@ -42,6 +42,8 @@ BULK_METHODS = frozenset(
     }
 )
 RETRY_AFTER_SECONDS = 1
+# A client with as many calls in progress as it is admitted (``Admission``).
+OVER_LIMIT = "CLIENT_OVER_LIMIT"
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ TOO_LARGE = Unreadable(
     "REQUEST_TOO_LARGE", "the request is larger than this method accepts", Kind.EXHAUSTED
 )
 # Refusals a flood of hostile calls produces: logged counted and summarised, not one per call.
-FLOOD_REASONS = (MALFORMED.reason, TOO_LARGE.reason, "CLIENT_OVER_LIMIT")
+FLOOD_REASONS = (MALFORMED.reason, TOO_LARGE.reason, OVER_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class Admission:
             calls = self._calls.get(client, 0)
             if calls >= self._per_client:
                 raise DomainError(
-                    "CLIENT_OVER_LIMIT",
+                    OVER_LIMIT,
                     f"this client already has {calls} calls in progress; retry shortly",
                     kind=Kind.EXHAUSTED,
                     retry_after_seconds=RETRY_AFTER_SECONDS,
