@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import fcntl
+import logging
 import os
 import random
 import secrets
@@ -78,6 +79,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "[postgresql" in item.nodeid:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """A test that runs a service's entry point in this process has it send the root logger to
+    the stderr pytest captured for that test; put the handlers back, so later tests' servers do
+    not log into a stream that test's end has closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(params=BACKENDS)
