@@ -34,13 +34,20 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the process refuses to start."""
 
 
+# How often a process looks for changes to the files it re-reads without a restart: the trust
+# directory, the client registry, and its certificate, key and trust bundle.
+TRUST_RELOAD_SECONDS = 2.0
+
+
 @dataclass(frozen=True)
 class TlsFiles:
-    """Mutual TLS of one process: the CA bundle it trusts, its certificate and private key."""
+    """Mutual TLS of one process: the CA bundle it trusts, its certificate and private key, and
+    how often it looks whether they changed (``SSCARD_TRUST_RELOAD_SECONDS``)."""
 
     ca_file: Path
     cert_file: Path
     key_file: Path
+    reload_seconds: float = TRUST_RELOAD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,11 @@ def float_setting(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+def trust_reload_seconds(env: Mapping[str, str]) -> float:
+    """``SSCARD_TRUST_RELOAD_SECONDS``: how often changed trust files and certificates are seen."""
+    return float_setting(env, "SSCARD_TRUST_RELOAD_SECONDS", TRUST_RELOAD_SECONDS)
+
+
 def _port(env: Mapping[str, str], key: str, default: int) -> int:
     return int_setting(env, key, default, maximum=65535)
 
@@ -218,6 +230,7 @@ def tls_files(
         ca_file=Path(_env(env, "SSCARD_TLS_CA_FILE", str(tls_dir / "ca.pem"))),
         cert_file=Path(_env(env, prefix + "TLS_CERT_FILE", str(tls_dir / f"{client_id}.pem"))),
         key_file=Path(_env(env, prefix + "TLS_KEY_FILE", str(tls_dir / f"{client_id}.key"))),
+        reload_seconds=trust_reload_seconds(env),
     )
 
 
@@ -301,7 +314,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         client_registry=Path(
             _env(env, "SSCARD_CLIENT_REGISTRY", str(REPO_ROOT / "deploy" / "clients.toml"))
         ),
-        trust_reload_seconds=float_setting(env, "SSCARD_TRUST_RELOAD_SECONDS", 2.0),
+        trust_reload_seconds=trust_reload_seconds(env),
         signing_key_file=signing_key_file,
         token_file=token_file,
         token_ttl_seconds=int_setting(env, "SSCARD_SERVICE_TOKEN_TTL_SECONDS", 3600, minimum=60),

@@ -301,14 +301,24 @@ def _report_port(path: Path, port: int) -> None:
     partial.replace(path)
 
 
-def _worker(config: ServiceConfig, build: Build, parent: int) -> None:
-    """A worker process: dies with the supervisor that started it, whatever kills that."""
+def _worker(config: ServiceConfig, build: Build, parent: int, refusals: Any) -> None:
+    """A worker process: dies with the supervisor that started it, whatever kills that. A
+    worker that cannot start as configured (``Refusal``) tells the supervisor why and exits:
+    restarting it would meet the same setting again."""
     processes.die_with_parent(parent)
-    _serve_one(config, build)
+    try:
+        _serve_one(config, build)
+    except Refusal as exc:
+        refusals.put(exc)
+        raise SystemExit(2) from None
 
 
 class CannotListen(OSError):
     """The address a service was given is taken or cannot be bound."""
+
+
+# Why a service cannot start as configured: one line, exit code 2, no restart.
+Refusal = (settings.ConfigError, CannotListen)
 
 
 def _listen(name: str, address: str, bind: Callable[[str], int]) -> int:
@@ -347,22 +357,28 @@ def serve(config: ServiceConfig, build: Build) -> None:
 
     With several workers this process supervises them: a worker that dies is restarted with a
     growing delay, each restart logged with its count; after too many quick crashes the
-    service gives up (exit 1) so that its own supervisor sees it. Workers die with this
+    service gives up (exit 1) so that its own supervisor sees it. A worker that cannot start
+    as configured (a configuration error, a port it cannot bind) stops the whole service: its
+    error is raised here, as the single process would raise it. Workers die with this
     process, even when it is killed with SIGKILL.
     """
     if config.workers == 1:
         _serve_one(config, build)
         return
     if config.port == 0:
-        raise ValueError("several workers need a fixed port")
+        upper = config.name.upper()
+        raise settings.ConfigError(
+            f"SSCARD_{upper}_WORKERS={config.workers} needs a fixed SSCARD_{upper}_PORT, not 0"
+        )
     logs.configure(config.name, config.log_level, config.log_format)
     ctx = multiprocessing.get_context("spawn")
     parent = os.getpid()
+    refusals = ctx.SimpleQueue()
 
     def spawn(i: int) -> multiprocessing.process.BaseProcess:
         worker = ctx.Process(
             target=_worker,
-            args=(_worker_config(config, i), build, parent),
+            args=(_worker_config(config, i), build, parent, refusals),
             name=f"{config.name}-{i}",
         )
         worker.start()
@@ -375,6 +391,7 @@ def serve(config: ServiceConfig, build: Build) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     failed = False
+    refused: BaseException | None = None
     while not stop.wait(0.2):
         now = time.monotonic()
         for i, worker in enumerate(workers):
@@ -386,6 +403,9 @@ def serve(config: ServiceConfig, build: Build) -> None:
                 continue
             if worker.is_alive():
                 continue
+            if not refusals.empty():
+                refused = refusals.get()
+                break
             delay = backoff.crashed(now)
             if delay is None:
                 log.critical(
@@ -406,7 +426,7 @@ def serve(config: ServiceConfig, build: Build) -> None:
                 delay,
             )
             restart_at[i] = now + delay
-        if failed:
+        if failed or refused is not None:
             break
     for worker in workers:
         if worker.is_alive():
@@ -415,5 +435,7 @@ def serve(config: ServiceConfig, build: Build) -> None:
         worker.join(config.drain_seconds + config.grace_seconds + 5)
         if worker.is_alive():
             worker.kill()
+    if refused is not None:
+        raise refused
     if failed:
         raise SystemExit(1)

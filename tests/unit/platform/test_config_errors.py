@@ -102,3 +102,19 @@ def test_a_service_process_with_a_bad_setting_exits_with_one_line(
         "card: configuration error: SSCARD_CARD_PII_KEY is not valid base64"
     ]
     assert "%%%" not in done.stderr
+
+
+def test_several_workers_without_a_fixed_port_is_one_line(
+    service_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {**service_env, "SSCARD_IDENTITY_WORKERS": "2", "SSCARD_IDENTITY_PORT": "0"}
+    monkeypatch.setattr(os, "environ", env)
+    with pytest.raises(SystemExit) as exit_:
+        run_service("identity", build_identity)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "identity: configuration error: SSCARD_IDENTITY_WORKERS=2 needs a fixed "
+        "SSCARD_IDENTITY_PORT, not 0"
+    ]
