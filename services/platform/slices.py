@@ -4,8 +4,9 @@ A service refuses a request message over its request limit (``SSCARD_MAX_REQUEST
 by default) before reading it (``inbound``), so a batch of any size travels as a stream of
 slices. ``slices`` cuts one whole request along its repeated field: the first message keeps the
 other fields (the header: batch_id, or request_id, employer, bank and branch), every message
-carries as many items as fit in ``limit``. An item larger than the limit on its own travels
-alone, and the service refuses it. The examples in other languages (examples/) do the same.
+carries as many items as fit in ``limit`` (and at most ``most``, where a caller measured a
+count that suits it). An item larger than the limit on its own travels alone, and the service
+refuses it. The examples in other languages (examples/) do the same.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _varint_size(value: int) -> int:
     return max(1, (value.bit_length() + 6) // 7)
 
 
-def slices(request: M, limit: int = REQUEST_BYTES) -> Iterator[M]:
+def slices(request: M, limit: int = REQUEST_BYTES, most: int | None = None) -> Iterator[M]:
     """The messages of a client stream carrying ``request`` whole, each within ``limit``."""
     fields = [
         f
@@ -39,13 +40,14 @@ def slices(request: M, limit: int = REQUEST_BYTES) -> Iterator[M]:
     current = type(request)()
     current.CopyFrom(request)
     current.ClearField(field.name)
-    size = current.ByteSize()
+    size, count = current.ByteSize(), 0
     for item in getattr(request, field.name):
         item_size = item.ByteSize()
         cost = tag + _varint_size(item_size) + item_size
-        if size and size + cost > limit:
+        if (size and size + cost > limit) or count == most:
             yield current
-            current, size = type(request)(), 0
+            current, size, count = type(request)(), 0, 0
         getattr(current, field.name).append(item)
         size += cost
+        count += 1
     yield current
