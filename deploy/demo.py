@@ -29,6 +29,7 @@ from services.platform.cli import dev_client_tls, dev_credential
 from services.platform.clients import open_channel
 from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import (
     bank_pb2,
     bank_pb2_grpc,
@@ -137,20 +138,18 @@ def main() -> int:
 
     say("The HR data feed registers a person", f"{name}, resident ID {document.number[:6]}****")
     identity.ImportPersons(
-        iter(
-            [
-                identity_pb2.ImportPersonsRequest(
-                    batch_id=f"demo-{run}",
-                    records=[
-                        identity_pb2.PersonRecord(
-                            document=document,
-                            name=name,
-                            insured_in_beijing=True,
-                            source=identity_pb2.HR,
-                        )
-                    ],
-                )
-            ]
+        slices(
+            identity_pb2.ImportPersonsRequest(
+                batch_id=f"demo-{run}",
+                records=[
+                    identity_pb2.PersonRecord(
+                        document=document,
+                        name=name,
+                        insured_in_beijing=True,
+                        source=identity_pb2.HR,
+                    )
+                ],
+            )
         ),
         metadata=credential("hr-feed"),
     )
@@ -331,21 +330,19 @@ def main() -> int:
     today = dt.date.today()
     settled = Date(year=today.year, month=today.month, day=today.day)
     identity.ImportPersons(
-        iter(
-            [
-                identity_pb2.ImportPersonsRequest(
-                    batch_id=f"demo-settled-{run}",
-                    records=[
-                        identity_pb2.PersonRecord(
-                            document=document,
-                            name=name,
-                            insured_in_beijing=True,
-                            source=identity_pb2.HR,
-                            business_settled_on=settled,
-                        )
-                    ],
-                )
-            ]
+        slices(
+            identity_pb2.ImportPersonsRequest(
+                batch_id=f"demo-settled-{run}",
+                records=[
+                    identity_pb2.PersonRecord(
+                        document=document,
+                        name=name,
+                        insured_in_beijing=True,
+                        source=identity_pb2.HR,
+                        business_settled_on=settled,
+                    )
+                ],
+            )
         ),
         metadata=credential("hr-feed"),
     )

@@ -15,6 +15,7 @@ from services.card.main import build as build_card
 from services.identity.main import build as build_identity
 from services.platform.auth import Channel, Role
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from services.transit.main import build as build_transit
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
@@ -86,12 +87,10 @@ class Suite:
     def person(self, **spec: Any) -> PersonSpec:
         person = PersonSpec(**spec)
         self.identity.ImportPersons(
-            iter(
-                [
-                    identity_pb2.ImportPersonsRequest(
-                        batch_id=self.rid("feed"), records=[person.record()]
-                    )
-                ]
+            slices(
+                identity_pb2.ImportPersonsRequest(
+                    batch_id=self.rid("feed"), records=[person.record()]
+                )
             ),
             metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
         )

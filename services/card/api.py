@@ -7,6 +7,7 @@ wake the orchestrator once their transaction has committed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -34,7 +35,7 @@ from services.platform.auth import Channel, current_caller
 from services.platform.channels import Operation
 from services.platform.clock import Clock, beijing_date
 from services.platform.db import Database
-from services.platform.errors import DomainError, FieldViolation, Kind, Violations
+from services.platform.errors import DomainError, FieldViolation, Kind, Violations, invalid
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
@@ -110,6 +111,41 @@ def _applicant(msg: pb.Applicant) -> Applicant:
         address=msg.address,
         document_valid_until=valid_until,
     )
+
+
+_BATCH_HEADER = ("request_id", "employer", "bank_code", "pickup_branch_id")
+
+
+def _read_batch(
+    requests: Iterator[pb.ApplyBatchRequest],
+) -> tuple[pb.ApplyBatchRequest, list[Applicant], str]:
+    """The batch an ApplyBatch stream carries: its header (the first message's; a later message
+    repeats it or leaves it empty), its applicants in stream order, and a fingerprint of the
+    whole for its request_id, whatever the slicing. Reading stops one applicant past the limit
+    of a batch, which ``apply_batch`` refuses (A6.1), so an endless stream holds no more."""
+    header = pb.ApplyBatchRequest()
+    applicants: list[Applicant] = []
+    digest = hashlib.sha256()
+    for position, message in enumerate(requests):
+        if position == 0:
+            header.CopyFrom(message)
+            header.ClearField("applicants")
+            digest.update(header.SerializeToString(deterministic=True))
+        else:
+            for name in _BATCH_HEADER:
+                value = getattr(message, name)
+                if value != type(value)() and value != getattr(header, name):
+                    raise invalid(
+                        "BATCH_HEADER_CHANGED",
+                        [FieldViolation(name, "differs from the first message of the batch")],
+                    )
+        for applicant in message.applicants:
+            serialized = applicant.SerializeToString(deterministic=True)
+            digest.update(len(serialized).to_bytes(8, "big") + serialized)
+            applicants.append(_applicant(applicant))
+            if len(applicants) > service.MAX_BATCH:
+                return header, applicants, digest.hexdigest()
+    return header, applicants, digest.hexdigest()
 
 
 def card_pb(card: Card, view: dict[str, Any] | None, history: Any = None) -> pb.Card:
@@ -272,16 +308,17 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         return answer
 
     def ApplyBatch(
-        self, request: pb.ApplyBatchRequest, context: grpc.ServicerContext
+        self, request_iterator: Iterator[pb.ApplyBatchRequest], context: grpc.ServicerContext
     ) -> pb.ApplyBatchResponse:
         caller = current_caller()
+        header, applicants, fp = _read_batch(request_iterator)
         cmd = service.BatchCommand(
-            batch_id=request.request_id,
-            employer_id=request.employer.employer_id,
-            employer_name=request.employer.name,
-            bank_code=request.bank_code,
-            pickup_branch_id=request.pickup_branch_id,
-            applicants=[_applicant(a) for a in request.applicants],
+            batch_id=header.request_id,
+            employer_id=header.employer.employer_id,
+            employer_name=header.employer.name,
+            bank_code=header.bank_code,
+            pickup_branch_id=header.pickup_branch_id,
+            applicants=applicants,
         )
 
         def work(uow: CardUnitOfWork) -> pb.ApplyBatchResponse:
@@ -302,7 +339,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                     answer.results.append(_refusal_pb(item.index, item.refusal))
             return answer
 
-        answer = self._once.call("ApplyBatch", request, pb.ApplyBatchResponse, work)
+        answer = self._once.run(
+            "ApplyBatch", header.request_id, header, pb.ApplyBatchResponse, work, fp
+        )
         self._orchestrator.poke(answer.accepted)
         return answer
 

@@ -475,6 +475,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     from services.platform.clients import open_channel
     from services.platform.grpc_errors import CODES, from_rpc_error
+    from services.platform.slices import slices
 
     method, request_type, response_type = _method(args.service, args.method)
     own = dev_client_tls(args.client, args.cert, args.key, args.cacert)
@@ -486,10 +487,14 @@ def cmd_call(args: argparse.Namespace) -> int:
         if method.client_streaming:
             text = args.json if args.json is not None else sys.stdin.read()
             items = json.loads(text) if text.lstrip().startswith("[") else text.splitlines()
+            # each message as given, re-sliced where it would not fit the request limit
             requests = [
-                json_format.Parse(i if isinstance(i, str) else json.dumps(i), request_type())
+                piece
                 for i in items
                 if i
+                for piece in slices(
+                    json_format.Parse(i if isinstance(i, str) else json.dumps(i), request_type())
+                )
             ]
             call = channel.stream_unary(
                 path,

@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from services.platform.calendar import SHIPPED_CALENDAR_FILE, WorkingDayCalendar
 from services.platform.clock import Clock, SharedTestClock, SystemClock
+from services.platform.inbound import REQUEST_BYTES
 
 SERVICES = ("identity", "card", "bank", "transit")
 DEFAULT_PORTS = {"identity": 50051, "card": 50052, "bank": 50053, "transit": 50054}
@@ -62,7 +63,7 @@ class ServiceConfig:
     threads: int
     grace_seconds: float
     drain_seconds: float
-    max_message_bytes: int
+    max_response_bytes: int
     max_request_bytes: int
     client_max_calls: int
     trust_dir: Path
@@ -305,10 +306,10 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         threads=int_setting(env, prefix + "THREADS", 8, minimum=1),
         grace_seconds=float_setting(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", 5.0),
         drain_seconds=float_setting(env, "SSCARD_DRAIN_SECONDS", 5.0),
-        max_message_bytes=int_setting(
-            env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024
+        max_response_bytes=int_setting(
+            env, "SSCARD_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=1024
         ),
-        max_request_bytes=int_setting(env, "SSCARD_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+        max_request_bytes=int_setting(env, "SSCARD_MAX_REQUEST_BYTES", REQUEST_BYTES, minimum=1024),
         client_max_calls=int_setting(env, "SSCARD_CLIENT_MAX_CALLS", 32, minimum=1),
         trust_dir=Path(_env(env, "SSCARD_TRUST_DIR", str(VAR_DIR / "trust"))),
         client_registry=Path(

@@ -47,7 +47,6 @@ from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError
 from services.platform.faultlog import FailureLog
 from services.platform.idempotency import IdempotencyStore
-from services.platform.inbound import Limits
 from services.platform.interceptors import CallGuard
 from services.platform.metrics import Gauges, ServiceMetrics, labelled
 from services.platform.observe import CallObserver
@@ -98,7 +97,6 @@ class Server:
             )
         except TrustError as exc:
             raise settings.ConfigError(str(exc)) from exc
-        limits = _limits(config)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
@@ -106,18 +104,19 @@ class Server:
             interceptors=[
                 tracing.ServerTracer(),
                 CallObserver(self.metrics),
-                CallGuard(verifier, f"{config.name}.sscard", limits),
+                CallGuard(verifier, f"{config.name}.sscard", config.client_max_calls),
             ],
             options=[
                 # what bounds an admitted call's memory (inbound): grpc core reads a message
-                # whole before the guard sees its size
-                ("grpc.max_receive_message_length", limits.receive_limit(deps.service_names)),
-                ("grpc.max_send_message_length", config.max_message_bytes),
+                # whole before the guard sees it, and refuses a larger one itself
+                ("grpc.max_receive_message_length", config.max_request_bytes),
+                # the largest answer: an import's or a batch's results, a few MB at most
+                ("grpc.max_send_message_length", config.max_response_bytes),
                 # what a call's body may hold in the transport before it is read: one
                 # request's worth per call, not the window BDP probing grows to (hundreds of MB
                 # under 48 concurrent 31 MiB calls, though every one of them is refused)
                 ("grpc.http2.bdp_probe", 0),
-                ("grpc.http2.lookahead_bytes", limits.request_bytes),
+                ("grpc.http2.lookahead_bytes", config.max_request_bytes),
                 ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
             ],
             maximum_concurrent_rpcs=config.threads * 16,
@@ -218,10 +217,6 @@ class Server:
             self._probe.stop(0)
         self.metrics.stop()
         self.deps.db.dispose()
-
-
-def _limits(config: ServiceConfig) -> Limits:
-    return Limits(config.max_request_bytes, config.max_message_bytes, config.client_max_calls)
 
 
 def create_server(config: ServiceConfig, deps: ServiceDeps) -> Server:

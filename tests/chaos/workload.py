@@ -23,6 +23,7 @@ from google.type.date_pb2 import Date
 
 from services.platform.auth import Channel, Role
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -391,12 +392,10 @@ class Driver:
         outcome = self.call(
             "import",
             lambda t: self.identity.ImportPersons(
-                iter(
-                    [
-                        identity_pb2.ImportPersonsRequest(
-                            batch_id=rid, records=[p.record() for p in people.values()]
-                        )
-                    ]
+                slices(
+                    identity_pb2.ImportPersonsRequest(
+                        batch_id=rid, records=[p.record() for p in people.values()]
+                    )
                 ),
                 metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
                 timeout=t,
@@ -457,12 +456,14 @@ class Driver:
         outcome = self.call(
             "batch",
             lambda t: self.card().ApplyBatch(
-                pb.ApplyBatchRequest(
-                    request_id=rid,
-                    employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
-                    bank_code=BANK,
-                    pickup_branch_id=INSTANT,
-                    applicants=[self.applicant(p) for p in people],
+                slices(
+                    pb.ApplyBatchRequest(
+                        request_id=rid,
+                        employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
+                        bank_code=BANK,
+                        pickup_branch_id=INSTANT,
+                        applicants=[self.applicant(p) for p in people],
+                    )
                 ),
                 metadata=self.token(Channel.ONLINE, (Role.EMPLOYER,), EMPLOYER_ID),
                 timeout=t,

@@ -20,6 +20,7 @@ from services.platform import migrations
 from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from services.platform.db import Database, make_engine
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -91,12 +92,10 @@ class Deployment:
     def people(self, count: int) -> list[PersonSpec]:
         people = [PersonSpec() for _ in range(count)]
         imported = self.identity.ImportPersons(
-            iter(
-                [
-                    identity_pb2.ImportPersonsRequest(
-                        batch_id=f"feed-{time.monotonic_ns()}", records=[p.record() for p in people]
-                    )
-                ]
+            slices(
+                identity_pb2.ImportPersonsRequest(
+                    batch_id=f"feed-{time.monotonic_ns()}", records=[p.record() for p in people]
+                )
             ),
             metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
         )

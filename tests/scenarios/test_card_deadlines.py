@@ -10,6 +10,7 @@ import grpc
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -76,12 +77,14 @@ def employer_collects(suite: Suite, count: int) -> tuple[list[str], list[PersonS
     people = [suite.person() for _ in range(count)]
     employer = suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID)
     answer = suite.card.ApplyBatch(
-        pb.ApplyBatchRequest(
-            request_id=suite.rid("batch"),
-            employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
-            bank_code=BANK,
-            pickup_branch_id=INSTANT,
-            applicants=[suite.applicant(p) for p in people],
+        slices(
+            pb.ApplyBatchRequest(
+                request_id=suite.rid("batch"),
+                employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
+                bank_code=BANK,
+                pickup_branch_id=INSTANT,
+                applicants=[suite.applicant(p) for p in people],
+            )
         ),
         metadata=employer,
     )

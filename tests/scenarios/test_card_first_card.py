@@ -16,6 +16,7 @@ from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock, beijing_date
 from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.common.v1 import common_pb2
@@ -179,12 +180,14 @@ class TestApplication:
             "agent.agent_document.number"
         ]
         answer = suite.card.ApplyBatch(
-            pb.ApplyBatchRequest(
-                request_id=suite.rid("batch"),
-                employer=pb.Employer(employer_id=EMPLOYER_ID, name="北京示例有限公司"),
-                bank_code=BANK,
-                pickup_branch_id=INSTANT,
-                applicants=[suite.applicant(bad)],
+            slices(
+                pb.ApplyBatchRequest(
+                    request_id=suite.rid("batch"),
+                    employer=pb.Employer(employer_id=EMPLOYER_ID, name="北京示例有限公司"),
+                    bank_code=BANK,
+                    pickup_branch_id=INSTANT,
+                    applicants=[suite.applicant(bad)],
+                )
             ),
             metadata=suite.token(
                 channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID
@@ -417,12 +420,14 @@ class TestEmployerBatches:
         applicants = [suite.applicant(p) for p in people]
         applicants[1].mobile = "555"  # malformed: refused alone
         return suite.card.ApplyBatch(
-            pb.ApplyBatchRequest(
-                request_id=request_id,
-                employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
-                bank_code=BANK,
-                pickup_branch_id=INSTANT,
-                applicants=applicants,
+            slices(
+                pb.ApplyBatchRequest(
+                    request_id=request_id,
+                    employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
+                    bank_code=BANK,
+                    pickup_branch_id=INSTANT,
+                    applicants=applicants,
+                )
             ),
             metadata=metadata,
         )

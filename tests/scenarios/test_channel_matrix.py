@@ -22,6 +22,7 @@ from services.platform.auth import Channel, Role
 from services.platform.channels import MATRIX, Operation
 from services.platform.clock import SharedTestClock, beijing_date
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.transit.v1 import transit_pb2
@@ -79,12 +80,14 @@ def apply_batch(c: Cards, md: Any) -> Any:
         c,
         md,
         "ApplyBatch",
-        pb.ApplyBatchRequest(
-            request_id=c.rid(),
-            employer=pb.Employer(employer_id=EMPLOYER_ID, name="Matrix Co."),
-            bank_code=BANK,
-            pickup_branch_id=INSTANT,
-            applicants=[c.suite.applicant(c.suite.person())],
+        slices(
+            pb.ApplyBatchRequest(
+                request_id=c.rid(),
+                employer=pb.Employer(employer_id=EMPLOYER_ID, name="Matrix Co."),
+                bank_code=BANK,
+                pickup_branch_id=INSTANT,
+                applicants=[c.suite.applicant(c.suite.person())],
+            )
         ),
     )
 

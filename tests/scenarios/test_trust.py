@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from services.platform import tokens
 from services.platform.auth import Channel, ClientKind, Role
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
@@ -467,12 +468,14 @@ class TestEmployersReachOnlyTheirOwn:
 
     def _batch(self, suite: Suite, employer_id: str, metadata: Any) -> Any:
         return suite.card.ApplyBatch(
-            pb.ApplyBatchRequest(
-                request_id=suite.rid("batch"),
-                employer=pb.Employer(employer_id=employer_id, name="Beijing Example Co."),
-                bank_code=BANK,
-                pickup_branch_id="ICBC-0001",
-                applicants=[suite.applicant(suite.person())],
+            slices(
+                pb.ApplyBatchRequest(
+                    request_id=suite.rid("batch"),
+                    employer=pb.Employer(employer_id=employer_id, name="Beijing Example Co."),
+                    bank_code=BANK,
+                    pickup_branch_id="ICBC-0001",
+                    applicants=[suite.applicant(suite.person())],
+                )
             ),
             metadata=metadata,
         )

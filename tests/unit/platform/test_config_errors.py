@@ -35,7 +35,7 @@ BAD_SETTINGS = [
     ("identity", "SSCARD_SHUTDOWN_GRACE_SECONDS", "soon"),
     ("identity", "SSCARD_DRAIN_SECONDS", "-3"),
     ("transit", "SSCARD_TRUST_RELOAD_SECONDS", "nan"),
-    ("identity", "SSCARD_MAX_MESSAGE_BYTES", "1"),
+    ("identity", "SSCARD_MAX_RESPONSE_BYTES", "1"),
     ("identity", "SSCARD_IDEMPOTENCY_TTL_HOURS", "1.5"),
     ("identity", "SSCARD_SERVICE_TOKEN_TTL_SECONDS", "10"),
     ("identity", "SSCARD_ENVIRONMENT", "prod"),
