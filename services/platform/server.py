@@ -11,6 +11,8 @@ and lets calls in flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflec
 v1alpha) lists the service. The listener serves mutual TLS (``tls``) unless development turned it
 off; an orchestrator's probe that cannot present a certificate asks the plaintext health-only
 listener (``SSCARD_<SERVICE>_HEALTH_PORT``, off by default), which serves nothing but health.
+The audit trail is anchored (``anchors``) when the server starts, periodically, and once more
+when it stops, after the calls in flight have finished.
 Sync gRPC with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see
 BENCHMARKS.md).
 """
@@ -193,8 +195,8 @@ class Server:
             else:
                 failures.success()
 
-    def _anchor(self, failures: FailureLog) -> None:
-        anchoring = self.deps.anchoring
+    def _anchor(self) -> None:
+        anchoring, failures = self.deps.anchoring, self._anchor_failures
         if anchoring is None:
             return
         try:
@@ -208,10 +210,10 @@ class Server:
         else:
             failures.success()
 
-    def _keep_anchoring(self, failures: FailureLog, interval: float) -> None:
-        self._anchor(failures)
+    def _keep_anchoring(self, interval: float) -> None:
+        self._anchor()
         while not self._stopping.wait(interval):
-            self._anchor(failures)
+            self._anchor()
 
     def start(self) -> None:
         self._grpc.start()
@@ -229,7 +231,7 @@ class Server:
         if self.deps.anchoring is not None:
             threading.Thread(
                 target=self._keep_anchoring,
-                args=(self._anchor_failures, self.deps.anchoring.interval),
+                args=(self.deps.anchoring.interval,),
                 name="audit-anchor",
                 daemon=True,
             ).start()
@@ -246,7 +248,7 @@ class Server:
             log.info("%s draining for %.1fs", self.config.name, drain)
             time.sleep(drain)
         self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
-        self._anchor(self._anchor_failures)  # covers the last calls' rows
+        self._anchor()  # covers the rows of the last calls
         if self._probe is not None:
             self._probe.stop(0)
         self.metrics.stop()
