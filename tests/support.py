@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from google.type.date_pb2 import Date
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.platform.clock import BEIJING
+from services.platform.config import REPO_ROOT
 from services.platform.documents import gb11643_check_char
 from services.platform.errors import DomainError
 from services.platform.grpc_errors import from_rpc_error
@@ -114,3 +117,15 @@ def bound_port(port_file: Path, process: subprocess.Popen[bytes], timeout: float
             raise TimeoutError(f"no port reported in {port_file} within {timeout}s")
         time.sleep(0.05)
     return int(port_file.read_text())
+
+
+def sscard(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``sscard`` command as operations run it, against the services' configured databases."""
+    path = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "gen")])
+    return subprocess.run(
+        [sys.executable, "-m", "services.platform.cli", *args],
+        env={**os.environ, **env, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -73,6 +73,8 @@ class ServiceConfig:
     token_file: Path | None
     token_ttl_seconds: int
     idempotency_ttl_hours: int
+    audit_anchor_seconds: float
+    audit_anchor_file: Path
     environment: str
     test_clock_file: str | None
     calendar_file: str
@@ -93,6 +95,11 @@ class ServiceConfig:
     def pii_key(self) -> bytes:
         """The 32-byte master key of this service's PII cipher (``SSCARD_<SERVICE>_PII_KEY``)."""
         return self.secret(f"{self.name.upper()}_PII_KEY", VAR_DIR / f"{self.name}-pii.key", 32)
+
+    def audit_key(self) -> bytes:
+        """The 32-byte key signing this service's audit anchors (``SSCARD_<SERVICE>_AUDIT_KEY``):
+        required in every environment, and in none the key of anything else."""
+        return self.secret(f"{self.name.upper()}_AUDIT_KEY", VAR_DIR / f"{self.name}-audit.key", 32)
 
     def calendar(self) -> WorkingDayCalendar:
         """The working-day calendar of ``SSCARD_CALENDAR_FILE``."""
@@ -170,6 +177,16 @@ def trust_reload_seconds(env: Mapping[str, str]) -> float:
 
 def _port(env: Mapping[str, str], key: str, default: int) -> int:
     return int_setting(env, key, default, maximum=65535)
+
+
+def _anchor_seconds(env: Mapping[str, str]) -> float:
+    """How often the audit trail is anchored; anchoring cannot be turned off."""
+    seconds = float_setting(env, "SSCARD_AUDIT_ANCHOR_SECONDS", 60.0)
+    if seconds <= 0:
+        raise ConfigError(
+            "SSCARD_AUDIT_ANCHOR_SECONDS must be above 0: the audit trail is always anchored"
+        )
+    return seconds
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
@@ -297,6 +314,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
     ttl_hours = int_setting(env, "SSCARD_IDEMPOTENCY_TTL_HOURS", 48, minimum=24)
     signing_key_file, token_file = _own_credential(env, prefix, name, environment)
     port_file = env.get(prefix + "PORT_FILE", "").strip()
+    anchors = VAR_DIR / "audit" / f"{name}-anchors.jsonl"
     return ServiceConfig(
         name=name,
         host=_env(env, prefix + "HOST", "127.0.0.1"),
@@ -320,6 +338,8 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         token_file=token_file,
         token_ttl_seconds=int_setting(env, "SSCARD_SERVICE_TOKEN_TTL_SECONDS", 3600, minimum=60),
         idempotency_ttl_hours=ttl_hours,
+        audit_anchor_seconds=_anchor_seconds(env),
+        audit_anchor_file=Path(_env(env, prefix + "AUDIT_ANCHOR_FILE", str(anchors))),
         environment=environment,
         test_clock_file=test_clock_file,
         calendar_file=_env(env, "SSCARD_CALENDAR_FILE", str(SHIPPED_CALENDAR_FILE)),

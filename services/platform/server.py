@@ -11,6 +11,8 @@ and lets calls in flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflec
 v1alpha) lists the service. The listener serves mutual TLS (``tls``) unless development turned it
 off; an orchestrator's probe that cannot present a certificate asks the plaintext health-only
 listener (``SSCARD_<SERVICE>_HEALTH_PORT``, off by default), which serves nothing but health.
+The audit trail is anchored (``anchors``) when the server starts, periodically, and once more
+when it stops, after the calls in flight have finished.
 Sync gRPC with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see
 BENCHMARKS.md).
 """
@@ -37,10 +39,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client.core import Metric
 from sqlalchemy import Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
 from services.platform import logs, migrations, processes, reflection, tls, tracing
+from services.platform.anchors import Anchoring
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
@@ -77,6 +81,8 @@ class ServiceDeps:
     on_stop: Callable[[], None] | None = None
     # The service's gauges for /metrics, read from its database at scrape time.
     gauges: Gauges | None = None
+    # Writes the audit trail's anchors: at start, periodically, and once more at stop.
+    anchoring: Anchoring | None = None
 
 
 class Server:
@@ -86,6 +92,7 @@ class Server:
         self.config = config
         self.deps = deps
         self._stopping = threading.Event()
+        self._anchor_failures = FailureLog(log, f"{config.name}: audit anchoring")
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.metrics = ServiceMetrics(config.name, deps.db, deps.gauges)
         try:
@@ -187,6 +194,26 @@ class Server:
             else:
                 failures.success()
 
+    def _anchor(self) -> None:
+        anchoring, failures = self.deps.anchoring, self._anchor_failures
+        if anchoring is None:
+            return
+        try:
+            anchoring.anchor()
+        except OSError as exc:  # the anchor file: what the system said, no stack trace
+            failures.failure(f"{type(exc).__name__} ({exc.strerror})")
+        except SQLAlchemyError as exc:  # the database is down: readiness says so too
+            failures.failure(type(exc).__name__)
+        except Exception as exc:
+            failures.failure(type(exc).__name__, exc)
+        else:
+            failures.success()
+
+    def _keep_anchoring(self, interval: float) -> None:
+        self._anchor()
+        while not self._stopping.wait(interval):
+            self._anchor()
+
     def start(self) -> None:
         self._grpc.start()
         if self._probe is not None:
@@ -199,6 +226,13 @@ class Server:
         for interval, chore in self.deps.maintenance:
             threading.Thread(
                 target=self._run_chore, args=(interval, chore), name="chore", daemon=True
+            ).start()
+        if self.deps.anchoring is not None:
+            threading.Thread(
+                target=self._keep_anchoring,
+                args=(self.deps.anchoring.interval,),
+                name="audit-anchor",
+                daemon=True,
             ).start()
 
     def stop(self, grace: float | None = None, drain: float = 0.0) -> None:
@@ -213,6 +247,7 @@ class Server:
             log.info("%s draining for %.1fs", self.config.name, drain)
             time.sleep(drain)
         self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        self._anchor()  # covers the rows of the last calls
         if self._probe is not None:
             self._probe.stop(0)
         self.metrics.stop()
@@ -232,6 +267,7 @@ class Foundation:
     db: Database
     clock: Clock
     keys: IdempotencyStore
+    anchoring: Anchoring
 
     def purge_task(self, interval: float = 600.0) -> Task:
         """Periodic removal of expired idempotency keys."""
@@ -253,13 +289,25 @@ class Foundation:
 def foundation(
     config: ServiceConfig, keys_table: Table, cipher: PiiCipher | None = None
 ) -> Foundation:
-    """Engine, clock and idempotency store for a service, built once per process."""
+    """Engine, clock, idempotency store and audit anchoring for a service, built once per
+    process."""
+    audit_key = config.audit_key()
     db = Database(make_engine(config.db_url, pool_size=config.threads))
     clock = config.clock()
     if config.test_clock_file:
         log.warning("%s runs on the shared TEST clock (%s)", config.name, config.test_clock_file)
     ttl = dt.timedelta(hours=config.idempotency_ttl_hours)
-    return Foundation(config.name, db, clock, IdempotencyStore(keys_table, clock, ttl, cipher))
+    keys = IdempotencyStore(keys_table, clock, ttl, cipher)
+    anchoring = Anchoring(
+        config.name,
+        keys.trail,
+        db,
+        clock,
+        audit_key,
+        config.audit_anchor_file,
+        config.audit_anchor_seconds,
+    )
+    return Foundation(config.name, db, clock, keys, anchoring)
 
 
 Build = Callable[[ServiceConfig], ServiceDeps]
