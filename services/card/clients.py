@@ -344,12 +344,13 @@ class TransitPort:
         self,
         request_id: str,
         card_id: str,
+        person_id: str,
         status: str,
         version: int,
         deadline: float = DEFAULT_DEADLINE,
     ) -> None:
-        """Tell transit the card's status as of ``version`` (its view of the card, which
-        decides top-ups without asking this service)."""
+        """Tell transit the card's status as of ``version`` and its holder (its view of the
+        card, which decides top-ups, the app's too, without asking this service)."""
         call(
             self._stub.RecordCardStatus,
             transit_pb2.RecordCardStatusRequest(
@@ -357,6 +358,7 @@ class TransitPort:
                 card_id=card_id,
                 status=status,
                 version=version,
+                person_id=person_id,
             ),
             self._credential,
             deadline,

@@ -21,7 +21,7 @@ from services.platform.auth import Caller, Role, current_caller
 from services.platform.channels import Operation
 from services.platform.clock import Clock
 from services.platform.db import Database
-from services.platform.errors import DomainError, Kind, Violations
+from services.platform.errors import DomainError, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.protoconv import to_date, to_timestamp
 from services.transit import service
@@ -113,14 +113,6 @@ def _may_read(caller: Caller, operation: Operation) -> None:
     if caller.has_any(Role.SERVICE, Role.OPS):
         return
     channels.check(operation, caller)
-
-
-def _check_own(caller: Caller, card: CardFacts) -> CardFacts:
-    """A person's own credential reaches only their own card's wallet and pass: another
-    person's card answers exactly as a card that does not exist (the card service's answer)."""
-    if caller.person_id and card.person_id != caller.person_id:
-        raise DomainError("CARD_NOT_FOUND", "no such card", kind=Kind.NOT_FOUND)
-    return card
 
 
 _CARD_STATUSES = frozenset(card_pb2.CardStatus.values())
@@ -226,9 +218,27 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             raise
         return None
 
+    def _learn(self, card_id: str, holder: bool) -> CardFacts:
+        """Ask the card service about the card and record its answer in transit's view: the
+        status with its version, or with ``holder`` the full answer, which names the holder
+        (its status has no version: kept only where transit holds no status of the card)."""
+        card = self._cards.card(card_id) if holder else self._cards.status(card_id)
+        view = CardView(card.card_id, card.status, card.status_version, card.person_id)
+        with self._uow() as uow:
+            service.record_card_view(uow, view, self._clock)
+            uow.commit()
+        return card
+
     def _own(self, caller: Caller, card_id: str) -> None:
-        if caller.person_id:
-            _check_own(caller, self._cards.card(card_id))
+        """A person reads only their own card's wallet and pass, as transit's view names its
+        holder; a view that does not name it yet is completed once from the card service."""
+        if not caller.person_id:
+            return
+        with self._uow(readonly=True) as uow:
+            holder = service.holder_of(uow, card_id)
+        if not holder:
+            holder = self._learn(card_id, holder=True).person_id
+        wallets.check_own(caller.person_id, holder)
 
     # -- wallet
 
@@ -236,25 +246,21 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         caller = current_caller()
         channels.check(Operation.TOP_UP, caller)
         _card_id(request.card_id)
-        if not caller.person_id:
-            at_once = self._top_up_in_one(request, caller)
-            if at_once is not None:
-                return at_once
-            try:  # on transit's own view of the card
-                return self._top_up(request, caller, None)
-            except service.CardViewUnsettled:
-                pass  # the card service decides
+        at_once = self._top_up_in_one(request, caller)
+        if at_once is not None:
+            return at_once
+        try:  # on transit's own view of the card
+            return self._top_up(request, caller, None)
+        except service.NotTheHolder:
+            raise wallets.card_not_found() from None
+        except service.CardViewUnsettled as unsettled:  # the card service decides
+            holder_unknown = unsettled.holder_unknown
         found: list[CardFacts] = []
 
         def ask() -> None:
-            if caller.person_id:  # the holder's own app: the card's holder is needed too
-                found.append(_check_own(caller, self._cards.card(request.card_id)))
-                return
-            card = self._cards.status(request.card_id)
-            with self._uow() as uow:
-                view = CardView(card.card_id, card.status, card.status_version)
-                service.record_card_view(uow, view, self._clock)
-                uow.commit()
+            card = self._learn(request.card_id, holder=holder_unknown)
+            if holder_unknown:
+                wallets.check_own(caller.person_id, card.person_id)
             found.append(card)
 
         stored = self._ask("TopUp", request, pb.Entry, ask)
@@ -274,7 +280,7 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             return None
         call = self._keys.one_statement("TopUp", request.request_id, request, intended.booked_at)
         answer = entry_pb(intended)
-        trip = service.top_up_in_one(self._db, call, intended, answer.SerializeToString())
+        trip = service.top_up_in_one(self._db, call, intended, answer.SerializeToString(), caller)
         if trip.result == "OK":
             answer.entry_id, answer.balance_after_fen = trip.entry_id, trip.balance_after_fen
             return answer
@@ -459,8 +465,15 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             v.add("status", "a CardStatus", "INVALID")
         if request.version <= 0:
             v.add("version", "a positive status version", "OUT_OF_RANGE")
+        if len(request.person_id) > MAX_ID:
+            v.add("person_id", f"an id of at most {MAX_ID} characters", "INVALID")
         v.raise_if_any(rule="A13.2")
-        view = CardView(request.card_id, card_pb2.CardStatus.Name(request.status), request.version)
+        view = CardView(
+            request.card_id,
+            card_pb2.CardStatus.Name(request.status),
+            request.version,
+            request.person_id,
+        )
 
         def work(uow: TransitUnitOfWork) -> pb.CardStatusView:
             kept = service.record_card_view(uow, view, self._clock)

@@ -320,6 +320,7 @@ def test_audit_transits_one_statement_top_up_chains_its_row_in_its_cards_lane_as
     """``transit_top_up`` computes each row's hash in PostgreSQL: top-ups of cards in two
     different lanes each land, settled by the function alone, in their card's lane, and the
     trail verifies with the hashes Python computes."""
+    from services.transit import card_view_store
     from services.transit import store as transit_store
     from services.transit.domain import rules
     from services.transit.domain.wallet import Entry as Booking
@@ -366,8 +367,8 @@ def test_audit_transits_one_statement_top_up_chains_its_row_in_its_cards_lane_as
             booking = Booking(
                 card_id, EntryKind.TOP_UP, 100, 0, f"kiosk-{n}", "TRANSIT_OUTLET", "K-1", at
             )
-            trip = transit_store.top_up_in_one(
-                db, call, booking, rules.COLLECTED_STATES, 10**6, b""
+            trip = card_view_store.top_up_in_one(
+                db, call, booking, rules.COLLECTED_STATES, 10**6, b"", ""
             )
             assert trip.result == "OK"
         trail = AuditTrail(transit_store.metadata)

@@ -111,6 +111,15 @@ def get_pass(suite: Suite, card_id: str, year: int = 0) -> tpb.ParkPass:
     )
 
 
+def transit_told(suite: Suite, card_id: str) -> bool:
+    """Whether every change of the card's status has reached transit (its pushes completed)."""
+    ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
+    sagas = ops.ListSagas(
+        pb.ListSagasRequest(card_id=card_id, kind="transit_status"), metadata=suite.ops
+    ).sagas
+    return bool(sagas) and all(s.state == pb.COMPLETED for s in sagas)
+
+
 def transit_view(transit: Any, card_id: str) -> str:
     """The card's status in transit's own view, read from its database."""
     with transit.deps.db.engine.connect() as connection:
@@ -333,15 +342,7 @@ class TestFreezing:
         )
         restarted = start_service("transit", build_transit)
         transit = tpb_grpc.TransitServiceStub(restarted.channel)
-        ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
-
-        def told() -> bool:
-            sagas = ops.ListSagas(
-                pb.ListSagasRequest(card_id=card_id, kind="transit_status"), metadata=suite.ops
-            ).sagas
-            return bool(sagas) and all(s.state == pb.COMPLETED for s in sagas)
-
-        wait_until(told, timeout=60)
+        wait_until(lambda: transit_told(suite, card_id), timeout=60)
         assert transit_view(restarted, card_id) == "TEMPORARILY_LOST"
         error = rpc_error(
             lambda: transit.TopUp(
