@@ -22,7 +22,7 @@ from sscard.transit.v1 import transit_pb2
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 CHART_DAYS = 14
-ACTIVE_SAGA_STATES = (card_pb2.RUNNING, card_pb2.COMPENSATING)
+ACTIVE_SAGA_STATES = (card_pb2.SAGA_STATE_RUNNING, card_pb2.SAGA_STATE_COMPENSATING)
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,12 @@ def overview(backend: Backend, now: dt.datetime, wall: dt.datetime) -> dict[str,
             for name, value in ledger_pb2.AlertStatus.items()
             if value
         )
-        return found[ledger_pb2.ALERT_OPEN] + found[ledger_pb2.ALERT_ASSIGNED], bars
+        return found[ledger_pb2.ALERT_STATUS_ALERT_OPEN] + found[
+            ledger_pb2.ALERT_STATUS_ALERT_ASSIGNED
+        ], bars
 
     def refunds() -> tuple[int, tuple[Bar, ...]]:
-        return len(backend.refunds(transit_pb2.SENDING)), ()
+        return len(backend.refunds(transit_pb2.REFUND_STATE_SENDING)), ()
 
     return {
         "tiles": [
@@ -165,7 +167,7 @@ def deadlines(backend: Backend, query: Mapping[str, str], now: dt.datetime) -> d
     their outcome (e.g. a card flagged as made late, A22.1)."""
     rule = query.get("rule", "").strip()
     overdue = query.get("overdue") == "1"
-    state = _enum(card_pb2.DeadlineState, query.get("state", "")) or card_pb2.PENDING
+    state = _enum(card_pb2.DeadlineState, query.get("state", "")) or card_pb2.DEADLINE_STATE_PENDING
     rows = []
     for d in backend.deadlines(state=state, rule=rule, overdue_only=overdue):
         late = (now - _stamp(d.due_at)).days if d.overdue else 0
@@ -191,7 +193,9 @@ def alert(backend: Backend, alert_id: str) -> ledger_pb2.Alert | None:
 
 
 def refunds(backend: Backend, query: Mapping[str, str]) -> dict[str, Any]:
-    state = _enum(transit_pb2.RefundState, query.get("state", "")) or transit_pb2.SENDING
+    state = (
+        _enum(transit_pb2.RefundState, query.get("state", "")) or transit_pb2.REFUND_STATE_SENDING
+    )
     return {
         "refunds": backend.refunds(state),
         "states": [n for n, v in transit_pb2.RefundState.items() if v],

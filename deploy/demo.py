@@ -106,7 +106,9 @@ def new_person() -> tuple[common_pb2.IdentityDocument, str]:
     birth = dt.date(1970, 1, 1) + dt.timedelta(days=random.randrange(12_000))
     first17 = f"110105{birth:%Y%m%d}{random.randrange(1000):03d}"
     number = first17 + gb11643_check_char(first17)
-    return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=number), "李明"
+    return common_pb2.IdentityDocument(
+        type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=number
+    ), "李明"
 
 
 def main() -> int:
@@ -131,7 +133,7 @@ def main() -> int:
     def wait_for(card_id: str, status: int) -> card_pb2.QueryStatusResponse:
         for _ in range(200):
             answer = progress(card_id)
-            if answer.status in (status, card_pb2.REFUSED):
+            if answer.status in (status, card_pb2.CARD_STATUS_REFUSED):
                 return answer
             time.sleep(0.1)
         raise SystemExit("the suite did not move on; is `make run` still running?")
@@ -146,7 +148,7 @@ def main() -> int:
                         document=document,
                         name=name,
                         insured_in_beijing=True,
-                        source=identity_pb2.HR,
+                        source=identity_pb2.RECORD_SOURCE_HR,
                     )
                 ],
             )
@@ -182,16 +184,16 @@ def main() -> int:
                 address="1 Xichang'an Street, Xicheng, Beijing",
             ),
             bank_code=BANK,
-            delivery=card_pb2.BRANCH_PICKUP,
+            delivery=card_pb2.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=BRANCH,
         ),
         metadata=online,
     )
     card_id = started.card_id
     say("The person applies online (A5.1)", f"card {card_id}: {progress(card_id).progress}")
-    answer = wait_for(card_id, card_pb2.IN_PRODUCTION)
+    answer = wait_for(card_id, card_pb2.CARD_STATUS_IN_PRODUCTION)
     say("The hotline reads the progress (A18.1)", answer.progress)
-    if answer.status == card_pb2.REFUSED:
+    if answer.status == card_pb2.CARD_STATUS_REFUSED:
         return 1
 
     order = bank.GetProductionOrder(
@@ -201,7 +203,7 @@ def main() -> int:
         bank_pb2.MarkProducedRequest(request_id=f"demo-made-{run}", order_id=order.order_id),
         metadata=factory,
     )
-    answer = wait_for(card_id, card_pb2.READY)
+    answer = wait_for(card_id, card_pb2.CARD_STATUS_READY)
     notices = card.GetCard(
         card_pb2.GetCardRequest(card_id=card_id, include_history=True), metadata=hotline
     ).notices
@@ -213,7 +215,7 @@ def main() -> int:
         card_pb2.RecordCollectionRequest(
             request_id=f"demo-collect-{run}",
             card_id=card_id,
-            method=card_pb2.AT_BRANCH,
+            method=card_pb2.COLLECTION_METHOD_AT_BRANCH,
             document=document,
         ),
         metadata=counter,
@@ -267,12 +269,12 @@ def main() -> int:
             request_id=f"demo-reissue-{run}",
             card_id=card_id,
             document=document,
-            delivery=card_pb2.BRANCH_PICKUP,
+            delivery=card_pb2.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=BRANCH,
         ),
         metadata=online,
     ).card_id
-    answer = wait_for(successor, card_pb2.IN_PRODUCTION)
+    answer = wait_for(successor, card_pb2.CARD_STATUS_IN_PRODUCTION)
     say("A reissue is applied for online (A15.1, due in 4 working days: A22.2)", answer.progress)
     order = bank.GetProductionOrder(
         bank_pb2.GetProductionOrderRequest(card_id=successor), metadata=factory
@@ -281,12 +283,12 @@ def main() -> int:
         bank_pb2.MarkProducedRequest(request_id=f"demo-made2-{run}", order_id=order.order_id),
         metadata=factory,
     )
-    wait_for(successor, card_pb2.READY)
+    wait_for(successor, card_pb2.CARD_STATUS_READY)
     card.RecordCollection(
         card_pb2.RecordCollectionRequest(
             request_id=f"demo-collect2-{run}",
             card_id=successor,
-            method=card_pb2.AT_BRANCH,
+            method=card_pb2.COLLECTION_METHOD_AT_BRANCH,
             document=document,
         ),
         metadata=counter,
@@ -338,7 +340,7 @@ def main() -> int:
                         document=document,
                         name=name,
                         insured_in_beijing=True,
-                        source=identity_pb2.HR,
+                        source=identity_pb2.RECORD_SOURCE_HR,
                         business_settled_on=settled,
                     )
                 ],

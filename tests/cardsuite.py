@@ -120,7 +120,7 @@ class Suite:
         self,
         person: PersonSpec,
         metadata: Any = None,
-        delivery: int = pb.BRANCH_PICKUP,
+        delivery: int = pb.DELIVERY_BRANCH_PICKUP,
         bank_code: str = BANK,
         pickup: str = BRANCH,
         request_id: str | None = None,
@@ -132,7 +132,7 @@ class Suite:
                 applicant=self.applicant(person, **overrides),
                 bank_code=bank_code,
                 delivery=delivery,  # type: ignore[arg-type]
-                pickup_branch_id=pickup if delivery == pb.BRANCH_PICKUP else "",
+                pickup_branch_id=pickup if delivery == pb.DELIVERY_BRANCH_PICKUP else "",
             ),
             metadata=metadata or self.at(Channel.ONLINE, person),
         )
@@ -144,7 +144,7 @@ class Suite:
             application = self.card.GetApplication(
                 pb.GetApplicationRequest(card_id=card_id), metadata=self.ops
             )
-            if application.state in (pb.COMPLETED, pb.FAILED):
+            if application.state in (pb.SAGA_STATE_COMPLETED, pb.SAGA_STATE_FAILED):
                 return application
             if time.monotonic() > deadline:
                 raise TimeoutError(f"saga still {pb.SagaState.Name(application.state)}")
@@ -165,7 +165,7 @@ class Suite:
             metadata=self.factory,
         )
         deadline = time.monotonic() + timeout
-        while (card := self.get(card_id)).status != pb.READY:
+        while (card := self.get(card_id)).status != pb.CARD_STATUS_READY:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"card still {pb.CardStatus.Name(card.status)}")
             time.sleep(0.05)
@@ -178,7 +178,7 @@ class Suite:
             pb.RecordCollectionRequest(
                 request_id=self.rid("collect"),
                 card_id=card_id,
-                method=pb.AT_BRANCH,
+                method=pb.COLLECTION_METHOD_AT_BRANCH,
                 document=person.document(),
                 **extra,
             ),

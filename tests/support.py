@@ -60,7 +60,9 @@ class PersonSpec:
     person_id: str = ""  # the registry's opaque id, once imported: a person credential's subject
 
     def document(self) -> common_pb2.IdentityDocument:
-        return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=self.number)
+        return common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=self.number
+        )
 
     def document_valid_until(self) -> Date | None:
         """The validity printed on the document the person presents (None: long-term)."""
@@ -74,7 +76,7 @@ class PersonSpec:
             public_service_entitled=self.entitled,
             preferential=list(self.preferential),
             legacy_card_generation=self.legacy_generation,
-            source=ipb.HR,
+            source=ipb.RECORD_SOURCE_HR,
         )
         if self.valid_until:
             record.document_valid_until.CopyFrom(date_pb(self.valid_until))

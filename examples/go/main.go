@@ -286,7 +286,7 @@ func watch(c *caller, sagaID string, after int64, onEvent func(*cardv1.SagaEvent
 
 func printEvent(event *cardv1.SagaEvent) {
 	fmt.Printf("event %d: %s %s\n", event.GetSequence(), event.GetState(), event.GetStep())
-	if event.GetFinal() && event.GetState() == cardv1.SagaState_FAILED {
+	if event.GetFinal() && event.GetState() == cardv1.SagaState_SAGA_STATE_FAILED {
 		fmt.Printf("refused: %s rule %s\n", event.GetRefusalReason(), event.GetRefusalRule())
 	}
 }
@@ -318,7 +318,7 @@ func run() error {
 		return err
 	}
 
-	document := &commonv1.IdentityDocument{Type: commonv1.DocumentType_RESIDENT_ID, Number: residentID()}
+	document := &commonv1.IdentityDocument{Type: commonv1.DocumentType_DOCUMENT_TYPE_RESIDENT_ID, Number: residentID()}
 	ctx, cancel = registry.context(10 * time.Second)
 	defer cancel()
 	feed, err := identityv1.NewIdentityServiceClient(registry.conns["identity"]).ImportPersons(ctx)
@@ -328,7 +328,7 @@ func run() error {
 	for _, message := range slices(&identityv1.ImportPersonsRequest{
 		BatchId: "go-feed-" + runID,
 		Records: []*identityv1.PersonRecord{{
-			Document: document, Name: "王芳", InsuredInBeijing: true, Source: identityv1.RecordSource_HR,
+			Document: document, Name: "王芳", InsuredInBeijing: true, Source: identityv1.RecordSource_RECORD_SOURCE_HR,
 		}},
 	}, requestBytes) {
 		if err := feed.Send(message.(*identityv1.ImportPersonsRequest)); err != nil {
@@ -357,7 +357,7 @@ func run() error {
 			RequestId:      requestID,
 			Applicant:      applicant,
 			BankCode:       bank,
-			Delivery:       cardv1.Delivery_BRANCH_PICKUP,
+			Delivery:       cardv1.Delivery_DELIVERY_BRANCH_PICKUP,
 			PickupBranchId: branchID,
 		}
 	}
@@ -394,7 +394,7 @@ func run() error {
 	defer cancel()
 	if _, err := cards.RecordCollection(ctx, &cardv1.RecordCollectionRequest{
 		RequestId: "go-collect-" + runID, CardId: started.GetCardId(),
-		Method: cardv1.CollectionMethod_AT_BRANCH, Document: document,
+		Method: cardv1.CollectionMethod_COLLECTION_METHOD_AT_BRANCH, Document: document,
 	}); err != nil {
 		return err
 	}
@@ -435,7 +435,7 @@ func run() error {
 	fmt.Printf("balance: %d.%02d yuan (%d fen)\n", fen/100, fen%100, fen)
 
 	// Two refusals, decoded: a malformed document, and a second card for the same person.
-	malformed := &commonv1.IdentityDocument{Type: commonv1.DocumentType_RESIDENT_ID, Number: "123"}
+	malformed := &commonv1.IdentityDocument{Type: commonv1.DocumentType_DOCUMENT_TYPE_RESIDENT_ID, Number: "123"}
 	for _, attempt := range []struct {
 		label   string
 		request *cardv1.ApplyRequest

@@ -245,14 +245,14 @@ async function main() {
     branch: { bank_code: BANK, branch_id: BRANCH, name: "Node example branch", instant: true },
   }, ops);
 
-  const document = { type: "RESIDENT_ID", number: residentId() };
+  const document = { type: "DOCUMENT_TYPE_RESIDENT_ID", number: residentId() };
   const imported = await new Promise((resolve, reject) => {
     const stream = client(identity, registry).ImportPersons(registry, { deadline: deadline(10000) }, (e, a) =>
       e ? reject(e) : resolve(a),
     );
     const feed = {
       batch_id: `node-feed-${run}`,
-      records: [{ document, name: "王芳", insured_in_beijing: true, source: "HR" }],
+      records: [{ document, name: "王芳", insured_in_beijing: true, source: "RECORD_SOURCE_HR" }],
     };
     for (const message of slices("sscard.identity.v1.ImportPersonsRequest", feed)) stream.write(message);
     stream.end();
@@ -271,7 +271,7 @@ async function main() {
     request_id: `node-apply-${run}`,
     applicant,
     bank_code: BANK,
-    delivery: "BRANCH_PICKUP",
+    delivery: "DELIVERY_BRANCH_PICKUP",
     pickup_branch_id: BRANCH,
   };
   const started = await call(card, "Apply", application, branch);
@@ -288,7 +288,7 @@ async function main() {
     while (!outcome.final) {
       outcome = await watch(started.saga_id, outcome.last, branch, (event) => {
         say(`event ${event.sequence}: ${event.state} ${event.step}`);
-        if (event.final && event.state === "FAILED") {
+        if (event.final && event.state === "SAGA_STATE_FAILED") {
           say(`refused: ${event.refusal_reason} rule ${event.refusal_rule}`);
         }
       });
@@ -298,7 +298,7 @@ async function main() {
   await call(card, "RecordCollection", {
     request_id: `node-collect-${run}`,
     card_id: started.card_id,
-    method: "AT_BRANCH",
+    method: "COLLECTION_METHOD_AT_BRANCH",
     document,
   }, branch);
   const active = await call(card, "ActivateCard", {
@@ -324,7 +324,7 @@ async function main() {
 
   // Two refusals, decoded: a malformed document, and a second card for the same person.
   for (const [label, request] of [
-    ["malformed", { ...application, request_id: `node-bad-${run}`, applicant: { ...applicant, document: { type: "RESIDENT_ID", number: "123" } } }],
+    ["malformed", { ...application, request_id: `node-bad-${run}`, applicant: { ...applicant, document: { type: "DOCUMENT_TYPE_RESIDENT_ID", number: "123" } } }],
     ["second card", { ...application, request_id: `node-again-${run}` }],
   ]) {
     try {

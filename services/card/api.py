@@ -44,12 +44,15 @@ from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
 
-_DELIVERY_FROM_PB = {pb.BRANCH_PICKUP: Delivery.BRANCH_PICKUP, pb.MAIL: Delivery.MAIL}
+_DELIVERY_FROM_PB = {
+    pb.DELIVERY_BRANCH_PICKUP: Delivery.BRANCH_PICKUP,
+    pb.DELIVERY_MAIL: Delivery.MAIL,
+}
 _COLLECTION_FROM_PB = {
-    pb.AT_BRANCH: CollectionMethod.AT_BRANCH,
-    pb.MAIL_SENT: CollectionMethod.MAIL_SENT,
-    pb.MAIL_DELIVERED: CollectionMethod.MAIL_DELIVERED,
-    pb.BY_EMPLOYER: CollectionMethod.BY_EMPLOYER,
+    pb.COLLECTION_METHOD_AT_BRANCH: CollectionMethod.AT_BRANCH,
+    pb.COLLECTION_METHOD_MAIL_SENT: CollectionMethod.MAIL_SENT,
+    pb.COLLECTION_METHOD_MAIL_DELIVERED: CollectionMethod.MAIL_DELIVERED,
+    pb.COLLECTION_METHOD_BY_EMPLOYER: CollectionMethod.BY_EMPLOYER,
 }
 
 

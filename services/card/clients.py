@@ -127,7 +127,9 @@ class IdentityPort:
             self._credential,
         )
         return [
-            PersonEvent(e.sequence, e.person_id, e.type == identity_pb2.PERSON_DIED)
+            PersonEvent(
+                e.sequence, e.person_id, e.type == identity_pb2.PERSON_EVENT_TYPE_PERSON_DIED
+            )
             for e in answer.events
         ]
 
@@ -254,7 +256,7 @@ class BankPort:
         )
         due = answer.due_date
         due_date = dt.date(due.year, due.month, due.day) if due.year else None
-        number = answer.card_number if answer.status == bank_pb2.PRODUCED else ""
+        number = answer.card_number if answer.status == bank_pb2.ORDER_STATUS_PRODUCED else ""
         return Order(answer.order_id, due_date, number)
 
     def suspend_for_loss(
@@ -330,7 +332,11 @@ class TransitPort:
         with ``cancellation`` to the card's own account (A19.1); the card's wallet closes. A
         zero balance succeeds and moves nothing. Returns the refund's id ("" if nothing moved);
         the money reaches the bank after this returns (``refund_arrived``)."""
-        reason = transit_pb2.CANCELLATION if cancellation else transit_pb2.REPLACEMENT
+        reason = (
+            transit_pb2.REFUND_REASON_CANCELLATION
+            if cancellation
+            else transit_pb2.REFUND_REASON_REPLACEMENT
+        )
         answer = call(
             self._stub.RefundBalance,
             transit_pb2.RefundBalanceRequest(
@@ -372,10 +378,10 @@ class TransitPort:
             transit_pb2.GetRefundRequest(refund_id=refund_id),
             self._credential,
         )
-        if answer.state == transit_pb2.RETURNED_TO_WALLET:
+        if answer.state == transit_pb2.REFUND_STATE_RETURNED_TO_WALLET:
             raise DomainError(
                 "REFUND_RETURNED",
                 f"the bank refused the transit refund: {answer.last_error}",
                 rule="A19.1",
             )
-        return bool(answer.state == transit_pb2.ARRIVED)
+        return bool(answer.state == transit_pb2.REFUND_STATE_ARRIVED)

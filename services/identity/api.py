@@ -58,24 +58,27 @@ MAX_IMPORT_RECORDS = 200_000
 MAX_CARD_ID = 64
 M = TypeVar("M", bound=Message)
 
-_SEX_TO_PB = {Sex.MALE: common_pb2.MALE, Sex.FEMALE: common_pb2.FEMALE}
+_SEX_TO_PB = {Sex.MALE: common_pb2.SEX_MALE, Sex.FEMALE: common_pb2.SEX_FEMALE}
 _SEX_FROM_PB = {v: k for k, v in _SEX_TO_PB.items()}
 _OUTCOME_TO_PB = {
-    Outcome.CREATED: pb.CREATED,
-    Outcome.UPDATED: pb.UPDATED,
-    Outcome.UNCHANGED: pb.UNCHANGED,
+    Outcome.CREATED: pb.IMPORT_OUTCOME_CREATED,
+    Outcome.UPDATED: pb.IMPORT_OUTCOME_UPDATED,
+    Outcome.UNCHANGED: pb.IMPORT_OUTCOME_UNCHANGED,
 }
 _BASIS_TO_PB = {
-    Basis.INSURED_IN_BEIJING: pb.INSURED_IN_BEIJING,
-    Basis.PUBLIC_SERVICE_ENTITLED: pb.PUBLIC_SERVICE_ENTITLED,
+    Basis.INSURED_IN_BEIJING: pb.ELIGIBILITY_BASIS_INSURED_IN_BEIJING,
+    Basis.PUBLIC_SERVICE_ENTITLED: pb.ELIGIBILITY_BASIS_PUBLIC_SERVICE_ENTITLED,
 }
 _KIND_FROM_PB = {
-    pb.FIRST: IssuanceKind.FIRST,
-    pb.REISSUE: IssuanceKind.REISSUE,
-    pb.REPLACEMENT: IssuanceKind.REPLACEMENT,
-    pb.UPGRADE: IssuanceKind.UPGRADE,
+    pb.ISSUANCE_KIND_FIRST: IssuanceKind.FIRST,
+    pb.ISSUANCE_KIND_REISSUE: IssuanceKind.REISSUE,
+    pb.ISSUANCE_KIND_REPLACEMENT: IssuanceKind.REPLACEMENT,
+    pb.ISSUANCE_KIND_UPGRADE: IssuanceKind.UPGRADE,
 }
-_SOURCE_FROM_PB = {pb.HR: Source.HR, pb.MEDICAL_INSURANCE: Source.MEDICAL_INSURANCE}
+_SOURCE_FROM_PB = {
+    pb.RECORD_SOURCE_HR: Source.HR,
+    pb.RECORD_SOURCE_MEDICAL_INSURANCE: Source.MEDICAL_INSURANCE,
+}
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ def _result_pb(result: service.RecordResult) -> pb.ImportRecordResult:
         raise RuntimeError("error must be known here")
     return pb.ImportRecordResult(
         index=result.index,
-        outcome=pb.REJECTED,
+        outcome=pb.IMPORT_OUTCOME_REJECTED,
         reason=error.reason,
         violations=[
             pb.RecordViolation(field=x.field, description=x.description) for x in error.violations

@@ -118,8 +118,8 @@ def _may_read(caller: Caller, operation: Operation) -> None:
 _CARD_STATUSES = frozenset(card_pb2.CardStatus.values())
 
 _MOVE_REASONS = {
-    pb.REPLACEMENT: RefundReason.REPLACEMENT,
-    pb.CANCELLATION: RefundReason.CANCELLATION,
+    pb.REFUND_REASON_REPLACEMENT: RefundReason.REPLACEMENT,
+    pb.REFUND_REASON_CANCELLATION: RefundReason.CANCELLATION,
 }
 
 

@@ -123,7 +123,7 @@ class GrpcLedgerPort:
                 request_id=refund_id,
                 card_id=card_id,
                 amount_fen=amount_fen,
-                source=ledger_pb2.TRANSIT_REFUND,
+                source=ledger_pb2.ENTRY_SOURCE_TRANSIT_REFUND,
                 reference=refund_id,
                 counterparty="transit",
             ),

@@ -38,7 +38,7 @@ class EchoTransit(transit_pb2_grpc.TransitServiceServicer):
         return pb.Entry(
             entry_id=1,
             card_id=request.card_id,
-            kind=pb.TOP_UP,
+            kind=pb.ENTRY_KIND_TOP_UP,
             amount_fen=request.amount_fen,
             balance_after_fen=request.amount_fen,
             reference=request.request_id,
@@ -65,7 +65,7 @@ class BareTransit(transit_pb2_grpc.TransitServiceServicer):
         return pb.Entry(
             entry_id=1,
             card_id=request.card_id,
-            kind=pb.TOP_UP,
+            kind=pb.ENTRY_KIND_TOP_UP,
             amount_fen=request.amount_fen,
             balance_after_fen=request.amount_fen,
             reference=request.request_id,

@@ -118,7 +118,7 @@ class Deployment:
                     address="2 Financial Street, Xicheng, Beijing",
                 ),
                 bank_code=BANK,
-                delivery=pb.BRANCH_PICKUP,
+                delivery=pb.DELIVERY_BRANCH_PICKUP,
                 pickup_branch_id=pickup,
             ),
             metadata=self.online(person),
@@ -136,7 +136,7 @@ class Deployment:
                 application = card.GetApplication(
                     pb.GetApplicationRequest(card_id=card_id), metadata=self.ops, timeout=10
                 )
-                if application.state in (pb.COMPLETED, pb.FAILED):
+                if application.state in (pb.SAGA_STATE_COMPLETED, pb.SAGA_STATE_FAILED):
                     done[card_id] = application
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(card_ids) - len(done)} sagas unfinished")

@@ -159,7 +159,7 @@ class TestOwnCard:
             tpb.RecordCardStatusRequest(
                 request_id="push-1",
                 card_id=card_id,
-                status=pb.ACTIVE,
+                status=pb.CARD_STATUS_ACTIVE,
                 version=2**40,
                 person_id="someone-else",
             ),

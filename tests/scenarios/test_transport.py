@@ -78,8 +78,8 @@ def test_a_card_is_issued_with_every_service_speaking_mutual_tls(
     suite = Suite(start_service, token)
     person = suite.person()
     started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-    assert suite.settle(started.card_id).state == pb.COMPLETED
-    assert suite.get(started.card_id).status == pb.READY
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
+    assert suite.get(started.card_id).status == pb.CARD_STATUS_READY
 
 
 def test_a_plaintext_call_is_refused(identity: Running, trust: TestTrust) -> None:
@@ -187,7 +187,7 @@ def test_a_service_calls_the_others_with_its_renewed_certificate_without_a_resta
     suite = Suite(start_service, token)
     before = suite.person()
     started = suite.apply(before, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-    assert suite.settle(started.card_id).state == pb.COMPLETED
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
 
     new_ca, new_ca_key = tmp_path / "new-ca.pem", tmp_path / "new-ca.key"
     tls.ensure_ca(new_ca, new_ca_key, "next CA")
@@ -203,7 +203,7 @@ def test_a_service_calls_the_others_with_its_renewed_certificate_without_a_resta
     )
     during = suite.person()
     started = suite.apply(during, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-    assert suite.settle(started.card_id).state == pb.COMPLETED
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
 
     after = suite.person()
     suite.identity_server.server.stop(0)
@@ -212,7 +212,7 @@ def test_a_service_calls_the_others_with_its_renewed_certificate_without_a_resta
     mtls["SSCARD_TLS_CA_FILE"] = str(only_new)
     start_service("identity", build_identity)  # same port and database, trusts the new CA only
     started = suite.apply(after, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-    assert suite.settle(started.card_id).state == pb.COMPLETED
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
 
 
 def test_a_half_written_certificate_keeps_the_last_good_one(
