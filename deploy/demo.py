@@ -29,6 +29,7 @@ from services.platform.cli import dev_client_tls, dev_credential
 from services.platform.clients import open_channel
 from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.protoconv import enum_name
 from services.platform.slices import slices
 from sscard.bank.v1 import (
     bank_pb2,
@@ -327,7 +328,8 @@ def main() -> int:
     )
     say(
         "The financial function is activated at the bank's counter (A9.1, A9.2)",
-        f"activated; the SS function is {card_pb2.CardStatus.Name(progress(successor).status)}",
+        "activated; the SS function is "
+        + enum_name(card_pb2.CardStatus, progress(successor).status),
     )
     today = dt.date.today()
     settled = Date(year=today.year, month=today.month, day=today.day)
@@ -374,7 +376,7 @@ def main() -> int:
     ).entries
     for entry in reversed(entries):
         print(
-            f"   ledger: {ledger_pb2.EntrySource.Name(entry.source):<16} "
+            f"   ledger: {enum_name(ledger_pb2.EntrySource, entry.source):<16} "
             f"{entry.amount_fen / 100:>8.2f} yuan  balance {entry.balance_after_fen / 100:.2f}"
         )
     return 0
@@ -388,8 +390,8 @@ def print_history(card: Any, card_id: str, metadata: Any, title: str) -> None:
     for t in history.transitions:
         when = t.at.ToDatetime(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8)))
         print(
-            f"   {when:%Y-%m-%d %H:%M}  {card_pb2.CardStatus.Name(t.to_status):<16} "
-            f"{common_pb2.Channel.Name(t.channel):<15} rule {t.rule:<6} {t.reason}"
+            f"   {when:%Y-%m-%d %H:%M}  {enum_name(card_pb2.CardStatus, t.to_status):<16} "
+            f"{enum_name(common_pb2.Channel, t.channel):<15} rule {t.rule:<6} {t.reason}"
         )
     for notice in history.notices:
         print(f"   notice ({notice.rule}) to the {notice.recipient}: {notice.text}")

@@ -39,7 +39,7 @@ from services.platform.errors import DomainError, FieldViolation, Kind, Violatio
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, from_date, to_date, to_timestamp
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -158,9 +158,9 @@ def card_pb(card: Card, view: dict[str, Any] | None, history: Any = None) -> pb.
         holder_name=card.holder_name,
         bank_code=card.bank_code,
         generation=rules.GENERATION,
-        status=card.status.value,
+        status=enum_value(pb.CardStatus, card.status.value),
         status_text=rules.progress(card),
-        delivery=card.delivery.value,
+        delivery=enum_value(pb.Delivery, card.delivery.value),
         pickup_branch_id=card.pickup_branch_id,
         employer_id=card.employer_id,
         applied_at=to_timestamp(card.applied_at),
@@ -168,17 +168,17 @@ def card_pb(card: Card, view: dict[str, Any] | None, history: Any = None) -> pb.
         card_number_masked=rules.mask_card_number(card.card_number) if card.card_number else "",
     )
     if view is not None:
-        answer.document.type = view["doc_type"]
+        answer.document.type = enum_value(common_pb2.DocumentType, view["doc_type"])
         answer.document.number_masked = view["doc_masked"]
         answer.mobile_masked = view["mobile_masked"]
     if history is not None:
         transitions, notices = history
         for t in transitions:
             answer.transitions.add(
-                from_status=t.from_status.value if t.from_status else "CARD_STATUS_UNSPECIFIED",
-                to_status=t.to_status.value,
+                from_status=enum_value(pb.CardStatus, t.from_status.value if t.from_status else ""),
+                to_status=enum_value(pb.CardStatus, t.to_status.value),
                 at=to_timestamp(t.at),
-                channel=t.channel.value,
+                channel=enum_value(common_pb2.Channel, t.channel.value),
                 outlet_id=t.outlet_id,
                 operator_id=t.operator_id,
                 rule=t.rule,
@@ -195,14 +195,14 @@ def _application_pb(saga: SagaRecord, card: Card, step: str) -> pb.Application:
     return pb.Application(
         saga_id=saga.saga_id,
         card_id=saga.card_id,
-        state=saga.state,
+        state=enum_value(pb.SagaState, saga.state),
         step=step,
         retries=saga.retries,
         last_error=saga.last_error,
         refusal_reason=saga.refusal_reason,
         refusal_rule=saga.refusal_rule,
         refusal_message=saga.refusal_message,
-        card_status=card.status.value,
+        card_status=enum_value(pb.CardStatus, card.status.value),
     )
 
 
@@ -303,7 +303,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             return pb.ApplyResponse(
                 card_id=started.card.card_id,
                 saga_id=started.saga_id,
-                status=started.card.status.value,
+                status=enum_value(pb.CardStatus, started.card.status.value),
             )
 
         answer = self._once.call("Apply", request, pb.ApplyResponse, work)
@@ -401,7 +401,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                 card_id=saga.card_id,
                 sequence=event.sequence,
                 at=to_timestamp(event.at),
-                state=event.state,
+                state=enum_value(pb.SagaState, event.state),
                 step=self._orchestrator.step_name(at_event),
                 retries=event.retries,
                 last_error=event.last_error,
@@ -434,7 +434,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             status, version = service.status_version(uow, card)
         return pb.QueryStatusResponse(
             card_id=card.card_id,
-            status=status.value,
+            status=enum_value(pb.CardStatus, status.value),
             progress=rules.progress(card),
             status_version=version,
         )
@@ -642,7 +642,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             return pb.ApplyResponse(
                 card_id=started.card.card_id,
                 saga_id=started.saga_id,
-                status=started.card.status.value,
+                status=enum_value(pb.CardStatus, started.card.status.value),
             )
 
         answer = self._once.call(method, request, pb.ApplyResponse, work)
@@ -787,7 +787,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
             kind=saga.kind,
             card_id=saga.card_id,
             batch_id=saga.batch_id,
-            state=saga.state,
+            state=enum_value(pb.SagaState, saga.state),
             step=self._orchestrator.step_name(saga),
             retries=saga.retries,
             last_error=saga.last_error,
@@ -800,7 +800,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
             steps=[
                 pb.SagaStep(
                     name=view.name,
-                    state=f"STEP_{view.state.upper()}",
+                    state=enum_value(pb.SagaStepState, f"STEP_{view.state.upper()}"),
                     done_at=to_timestamp(view.done_at),
                     undone_at=to_timestamp(view.undone_at),
                 )
@@ -891,7 +891,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
                     target=t.target,
                     rule=t.rule,
                     due_at=to_timestamp(t.due_at),
-                    state=t.state,
+                    state=enum_value(pb.DeadlineState, t.state),
                     overdue=t.state == "PENDING" and t.due_at < now,
                     outcome=t.outcome,
                     attempts=t.attempts,

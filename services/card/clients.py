@@ -17,15 +17,18 @@ from google.type.date_pb2 import Date
 from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call, channel_to
 from services.platform.config import ServiceConfig
 from services.platform.errors import DomainError, Kind
-from services.platform.protoconv import to_timestamp
+from services.platform.protoconv import enum_name, enum_value, to_timestamp
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from sscard.card.v1 import card_pb2
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 
 def _document(doc_type: str, number: str) -> common_pb2.IdentityDocument:
-    return common_pb2.IdentityDocument(type=doc_type, number=number)
+    return common_pb2.IdentityDocument(
+        type=enum_value(common_pb2.DocumentType, doc_type), number=number
+    )
 
 
 def _facts(facts: dict[str, Any]) -> bank_pb2.IdentityFacts:
@@ -80,7 +83,7 @@ class IdentityPort:
                 document=_document(doc_type, number),
                 name=name,
                 card_id=card_id,
-                kind=kind,
+                kind=enum_value(identity_pb2.IssuanceKind, kind),
                 replaces_card_id=replaces_card_id,
                 person_id=person_id,
             ),
@@ -90,7 +93,7 @@ class IdentityPort:
         facts: dict[str, Any] = {
             "name": person.name,
             "document": {
-                "type": common_pb2.DocumentType.Name(person.document.type),
+                "type": enum_name(common_pb2.DocumentType, person.document.type),
                 "number": person.document.number,
             },
         }
@@ -172,7 +175,9 @@ class BankPort:
         call(
             self._ledger.SuspendNonCounter,
             ledger_pb2.SuspendNonCounterRequest(
-                request_id=request_id, card_id=card_id, reason=reason
+                request_id=request_id,
+                card_id=card_id,
+                reason=enum_value(ledger_pb2.NonCounterReason, reason),
             ),
             self._credential,
         )
@@ -246,10 +251,10 @@ class BankPort:
                 card_id=card_id,
                 bank_code=bank_code,
                 account_id=account_id,
-                kind=kind,
+                kind=enum_value(bank_pb2.ProductionKind, kind),
                 applied_at=to_timestamp(applied_at),
                 applied_at_branch_id=applied_at_branch_id,
-                delivery=delivery,
+                delivery=enum_value(bank_pb2.Delivery, delivery),
                 pickup_branch_id=pickup_branch_id,
             ),
             self._credential,
@@ -264,7 +269,11 @@ class BankPort:
     ) -> None:
         call(
             self._stub.SuspendForLoss,
-            bank_pb2.SuspendForLossRequest(request_id=request_id, card_id=card_id, kind=loss),
+            bank_pb2.SuspendForLossRequest(
+                request_id=request_id,
+                card_id=card_id,
+                kind=enum_value(bank_pb2.LossKind, loss),
+            ),
             self._credential,
             deadline,
         )
@@ -279,7 +288,11 @@ class BankPort:
     def recall(self, request_id: str, card_id: str, reason: str) -> None:
         call(
             self._stub.RecallCard,
-            bank_pb2.RecallCardRequest(request_id=request_id, card_id=card_id, reason=reason),
+            bank_pb2.RecallCardRequest(
+                request_id=request_id,
+                card_id=card_id,
+                reason=enum_value(bank_pb2.RecallReason, reason),
+            ),
             self._credential,
         )
 
@@ -362,7 +375,7 @@ class TransitPort:
             transit_pb2.RecordCardStatusRequest(
                 request_id=request_id,
                 card_id=card_id,
-                status=status,
+                status=enum_value(card_pb2.CardStatus, status),
                 version=version,
                 person_id=person_id,
             ),

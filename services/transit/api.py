@@ -23,7 +23,7 @@ from services.platform.clock import Clock
 from services.platform.db import Database
 from services.platform.errors import DomainError, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
-from services.platform.protoconv import to_date, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, to_date, to_timestamp
 from services.transit import service
 from services.transit.clients import CardPort, IdentityPort
 from services.transit.domain import park_pass as passes
@@ -40,6 +40,7 @@ from services.transit.domain.wallet import (
 )
 from services.transit.store import TransitUnitOfWork
 from sscard.card.v1 import card_pb2
+from sscard.common.v1 import common_pb2
 from sscard.transit.v1 import transit_pb2 as pb
 from sscard.transit.v1 import transit_pb2_grpc
 
@@ -93,7 +94,7 @@ def _refund_page(
     if request.state not in pb.RefundState.values():
         v.add("state", "a RefundState", "INVALID")
     elif request.state != pb.REFUND_STATE_UNSPECIFIED:
-        state = RefundState(pb.RefundState.Name(request.state))
+        state = RefundState(enum_name(pb.RefundState, request.state))
     after = None
     if request.page_token:
         created, _, refund_id = request.page_token.partition("|")
@@ -130,11 +131,11 @@ def entry_pb(entry: Entry) -> pb.Entry:
     return pb.Entry(
         entry_id=entry.entry_id,
         card_id=entry.card_id,
-        kind=entry.kind.value,
+        kind=enum_value(pb.EntryKind, entry.kind.value),
         amount_fen=entry.amount_fen,
         balance_after_fen=entry.balance_after_fen,
         reference=entry.reference,
-        channel=entry.channel,
+        channel=enum_value(common_pb2.Channel, entry.channel),
         outlet_id=entry.outlet_id,
         booked_at=to_timestamp(entry.booked_at),
     )
@@ -144,8 +145,10 @@ def wallet_pb(wallet: Wallet) -> pb.Wallet:
     return pb.Wallet(
         card_id=wallet.card_id,
         balance_fen=wallet.balance_fen,
-        status=wallet.status.value,
-        closed_reason=wallet.closed_reason.value if wallet.closed_reason else None,
+        status=enum_value(pb.WalletStatus, wallet.status.value),
+        closed_reason=enum_value(
+            pb.RefundReason, wallet.closed_reason.value if wallet.closed_reason else ""
+        ),
         updated_at=to_timestamp(wallet.updated_at),
     )
 
@@ -156,8 +159,8 @@ def refund_pb(refund: Refund) -> pb.BalanceRefund:
         card_id=refund.card_id,
         to_card_id=refund.to_card_id,
         amount_fen=refund.amount_fen,
-        reason=refund.reason.value,
-        state=refund.state.value,
+        reason=enum_value(pb.RefundReason, refund.reason.value),
+        state=enum_value(pb.RefundState, refund.state.value),
         balance_after_fen=refund.balance_after_fen,
         created_at=to_timestamp(refund.created_at),
         arrived_at=to_timestamp(refund.arrived_at),
@@ -174,7 +177,7 @@ def pass_pb(held: ParkPass) -> pb.ParkPass:
         valid_from=to_date(held.valid_from),
         valid_until=to_date(held.valid_until),
         purchased_at=to_timestamp(held.purchased_at),
-        channel=held.channel,
+        channel=enum_value(common_pb2.Channel, held.channel),
         outlet_id=held.outlet_id,
         original_card_id=held.original_card_id,
         transferred_at=to_timestamp(held.transferred_at),
@@ -470,7 +473,7 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         v.raise_if_any(rule="A13.2")
         view = CardView(
             request.card_id,
-            card_pb2.CardStatus.Name(request.status),
+            enum_name(card_pb2.CardStatus, request.status),
             request.version,
             request.person_id,
         )
@@ -479,7 +482,7 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             kept = service.record_card_view(uow, view, self._clock)
             return pb.CardStatusView(
                 card_id=kept.card_id,
-                status=kept.status,
+                status=enum_value(card_pb2.CardStatus, kept.status),
                 version=kept.version,
             )
 

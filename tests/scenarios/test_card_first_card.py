@@ -343,13 +343,13 @@ class TestProductionAndDelivery:
         assert suite.collect(started.card_id, person).status == pb.CARD_STATUS_COLLECTED
         assert suite.activate(started.card_id, person).status == pb.CARD_STATUS_ACTIVE
         history = suite.get(started.card_id, history=True).transitions
-        assert [pb.CardStatus.Name(t.to_status) for t in history] == [
-            "APPLIED",
-            "VERIFYING",
-            "IN_PRODUCTION",
-            "READY",
-            "COLLECTED",
-            "ACTIVE",
+        assert [t.to_status for t in history] == [
+            pb.CARD_STATUS_APPLIED,
+            pb.CARD_STATUS_VERIFYING,
+            pb.CARD_STATUS_IN_PRODUCTION,
+            pb.CARD_STATUS_READY,
+            pb.CARD_STATUS_COLLECTED,
+            pb.CARD_STATUS_ACTIVE,
         ]
         assert [t.rule for t in history] == ["A5.1", "A4.1", "A22.1", "A7.1", "A7.2", "A8.1"]
         assert history[-1].channel == common_pb2.CHANNEL_ONLINE
