@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,6 +39,7 @@ from console.users import UserStore
 from services.platform.clock import Clock, SystemClock
 from services.platform.errors import DomainError, Kind
 from services.platform.masking import redact
+from services.platform.protoconv import enum_name
 from sscard.bank.v1 import ledger_pb2
 from sscard.card.v1 import card_pb2
 from sscard.transit.v1 import transit_pb2
@@ -79,14 +81,14 @@ templates.env.filters.update(
     when=_when, when_exact=_when_exact, yuan=_yuan, redact=lambda text: redact(str(text))
 )
 templates.env.globals.update(
-    saga_state=card_pb2.SagaState.Name,
-    step_state=card_pb2.SagaStepState.Name,
-    card_status=card_pb2.CardStatus.Name,
-    alert_status=ledger_pb2.AlertStatus.Name,
-    refund_state=transit_pb2.RefundState.Name,
-    refund_reason=transit_pb2.RefundReason.Name,
-    wallet_entry_kind=transit_pb2.EntryKind.Name,
-    ledger_source=ledger_pb2.EntrySource.Name,
+    saga_state=functools.partial(enum_name, card_pb2.SagaState),
+    step_state=functools.partial(enum_name, card_pb2.SagaStepState),
+    card_status=functools.partial(enum_name, card_pb2.CardStatus),
+    alert_status=functools.partial(enum_name, ledger_pb2.AlertStatus),
+    refund_state=functools.partial(enum_name, transit_pb2.RefundState),
+    refund_reason=functools.partial(enum_name, transit_pb2.RefundReason),
+    wallet_entry_kind=functools.partial(enum_name, transit_pb2.EntryKind),
+    ledger_source=functools.partial(enum_name, ledger_pb2.EntrySource),
 )
 
 _STATUS = {

@@ -123,7 +123,7 @@ class Backend:
     def due_before(self, until: dt.datetime) -> list[card_pb2.Deadline]:
         """Pending deadlines due before ``until``, overdue ones included (by due time)."""
         found = []
-        for deadline in self.deadlines(state=card_pb2.PENDING):
+        for deadline in self.deadlines(state=card_pb2.DEADLINE_STATE_PENDING):
             if deadline.due_at.ToDatetime(dt.UTC) >= until:
                 break
             found.append(deadline)

@@ -65,13 +65,12 @@ class ConsoleConfig:
                 "(`make run` creates the development key under var/keys/)"
             )
         signer = Signer(DEV_ISSUER, self.signing_key_file)
-        own = self.client_tls()
         return SigningSource(
             signer,
             CLIENT_ID,
             dt.timedelta(minutes=30),
             roles=frozenset({Role.OPS}),
-            certificate=own.certificate if own is not None else None,
+            bound_to=self.client_tls(),
             operator_id=operator,
         )
 

@@ -16,13 +16,14 @@ from typing import Any
 from console.backend import Backend
 from services.platform.errors import DomainError
 from services.platform.masking import mask_document_number
+from services.platform.protoconv import enum_name, enum_value
 from sscard.bank.v1 import ledger_pb2
 from sscard.card.v1 import card_pb2
 from sscard.transit.v1 import transit_pb2
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 CHART_DAYS = 14
-ACTIVE_SAGA_STATES = (card_pb2.RUNNING, card_pb2.COMPENSATING)
+ACTIVE_SAGA_STATES = (card_pb2.SAGA_STATE_RUNNING, card_pb2.SAGA_STATE_COMPENSATING)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,7 @@ def overview(backend: Backend, now: dt.datetime, wall: dt.datetime) -> dict[str,
         by_state = Counter(int(s.state) for s in backend.sagas())
         bars = tuple(
             Bar(name.lower()[:7], by_state[value], f"/sagas?state={name}")
-            for name, value in card_pb2.SagaState.items()
-            if value
+            for name, value in _named(card_pb2.SagaState)
         )
         return sum(by_state[s] for s in ACTIVE_SAGA_STATES), bars
 
@@ -94,13 +94,14 @@ def overview(backend: Backend, now: dt.datetime, wall: dt.datetime) -> dict[str,
         found = Counter(int(a.status) for a in backend.alerts())
         bars = tuple(
             Bar(name.removeprefix("ALERT_").lower()[:7], found[value], f"/alerts?status={name}")
-            for name, value in ledger_pb2.AlertStatus.items()
-            if value
+            for name, value in _named(ledger_pb2.AlertStatus)
         )
-        return found[ledger_pb2.ALERT_OPEN] + found[ledger_pb2.ALERT_ASSIGNED], bars
+        return found[ledger_pb2.ALERT_STATUS_ALERT_OPEN] + found[
+            ledger_pb2.ALERT_STATUS_ALERT_ASSIGNED
+        ], bars
 
     def refunds() -> tuple[int, tuple[Bar, ...]]:
-        return len(backend.refunds(transit_pb2.SENDING)), ()
+        return len(backend.refunds(transit_pb2.REFUND_STATE_SENDING)), ()
 
     return {
         "tiles": [
@@ -113,10 +114,17 @@ def overview(backend: Backend, now: dt.datetime, wall: dt.datetime) -> dict[str,
     }
 
 
+def _named(enum: Any) -> list[tuple[str, int]]:
+    """A proto enum's values but the unspecified one, each with the domain's name the console
+    shows and puts in its query strings (``FAILED``, not ``SAGA_STATE_FAILED``)."""
+    return [(enum_name(enum, value), value) for value in enum.values() if value]
+
+
 def _enum(enum: Any, name: str) -> int:
-    """The value of ``name`` in a proto enum; 0 (any) for an empty or unknown name."""
+    """The value of the domain's ``name`` in a proto enum; 0 (any) for an empty or unknown
+    name."""
     try:
-        return int(enum.Value(name)) if name else 0
+        return int(enum_value(enum, name))
     except ValueError:
         return 0
 
@@ -145,10 +153,10 @@ def sagas(backend: Backend, query: Mapping[str, str], wall: dt.datetime) -> dict
     return {
         "sagas": shown,
         "kinds": sorted({s.kind for s in found} | {"application", "replacement", kind} - {""}),
-        "states": [n for n, v in card_pb2.SagaState.items() if v],
+        "states": [n for n, _ in _named(card_pb2.SagaState)],
         "filters": {
             "kind": kind,
-            "state": card_pb2.SagaState.Name(state) if state else "",
+            "state": enum_name(card_pb2.SagaState, state),
             "min_age_minutes": min_age or "",
             "min_retries": min_retries or "",
             "active": active,
@@ -165,15 +173,19 @@ def deadlines(backend: Backend, query: Mapping[str, str], now: dt.datetime) -> d
     their outcome (e.g. a card flagged as made late, A22.1)."""
     rule = query.get("rule", "").strip()
     overdue = query.get("overdue") == "1"
-    state = _enum(card_pb2.DeadlineState, query.get("state", "")) or card_pb2.PENDING
+    state = _enum(card_pb2.DeadlineState, query.get("state", "")) or card_pb2.DEADLINE_STATE_PENDING
     rows = []
     for d in backend.deadlines(state=state, rule=rule, overdue_only=overdue):
         late = (now - _stamp(d.due_at)).days if d.overdue else 0
         rows.append((d, late))
     return {
         "rows": rows,
-        "states": [n for n, v in card_pb2.DeadlineState.items() if v],
-        "filters": {"rule": rule, "overdue": overdue, "state": card_pb2.DeadlineState.Name(state)},
+        "states": [n for n, _ in _named(card_pb2.DeadlineState)],
+        "filters": {
+            "rule": rule,
+            "overdue": overdue,
+            "state": enum_name(card_pb2.DeadlineState, state),
+        },
     }
 
 
@@ -181,8 +193,8 @@ def alerts(backend: Backend, query: Mapping[str, str]) -> dict[str, Any]:
     status = _enum(ledger_pb2.AlertStatus, query.get("status", ""))
     return {
         "alerts": backend.alerts(status),
-        "statuses": [n for n, v in ledger_pb2.AlertStatus.items() if v],
-        "filters": {"status": ledger_pb2.AlertStatus.Name(status) if status else ""},
+        "statuses": [n for n, _ in _named(ledger_pb2.AlertStatus)],
+        "filters": {"status": enum_name(ledger_pb2.AlertStatus, status)},
     }
 
 
@@ -191,11 +203,13 @@ def alert(backend: Backend, alert_id: str) -> ledger_pb2.Alert | None:
 
 
 def refunds(backend: Backend, query: Mapping[str, str]) -> dict[str, Any]:
-    state = _enum(transit_pb2.RefundState, query.get("state", "")) or transit_pb2.SENDING
+    state = (
+        _enum(transit_pb2.RefundState, query.get("state", "")) or transit_pb2.REFUND_STATE_SENDING
+    )
     return {
         "refunds": backend.refunds(state),
-        "states": [n for n, v in transit_pb2.RefundState.items() if v],
-        "filters": {"state": transit_pb2.RefundState.Name(state)},
+        "states": [n for n, _ in _named(transit_pb2.RefundState)],
+        "filters": {"state": enum_name(transit_pb2.RefundState, state)},
     }
 
 

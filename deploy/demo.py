@@ -29,6 +29,8 @@ from services.platform.cli import dev_client_tls, dev_credential
 from services.platform.clients import open_channel
 from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.protoconv import enum_name
+from services.platform.slices import slices
 from sscard.bank.v1 import (
     bank_pb2,
     bank_pb2_grpc,
@@ -105,7 +107,9 @@ def new_person() -> tuple[common_pb2.IdentityDocument, str]:
     birth = dt.date(1970, 1, 1) + dt.timedelta(days=random.randrange(12_000))
     first17 = f"110105{birth:%Y%m%d}{random.randrange(1000):03d}"
     number = first17 + gb11643_check_char(first17)
-    return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=number), "李明"
+    return common_pb2.IdentityDocument(
+        type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=number
+    ), "李明"
 
 
 def main() -> int:
@@ -130,27 +134,25 @@ def main() -> int:
     def wait_for(card_id: str, status: int) -> card_pb2.QueryStatusResponse:
         for _ in range(200):
             answer = progress(card_id)
-            if answer.status in (status, card_pb2.REFUSED):
+            if answer.status in (status, card_pb2.CARD_STATUS_REFUSED):
                 return answer
             time.sleep(0.1)
         raise SystemExit("the suite did not move on; is `make run` still running?")
 
     say("The HR data feed registers a person", f"{name}, resident ID {document.number[:6]}****")
     identity.ImportPersons(
-        iter(
-            [
-                identity_pb2.ImportPersonsRequest(
-                    batch_id=f"demo-{run}",
-                    records=[
-                        identity_pb2.PersonRecord(
-                            document=document,
-                            name=name,
-                            insured_in_beijing=True,
-                            source=identity_pb2.HR,
-                        )
-                    ],
-                )
-            ]
+        slices(
+            identity_pb2.ImportPersonsRequest(
+                batch_id=f"demo-{run}",
+                records=[
+                    identity_pb2.PersonRecord(
+                        document=document,
+                        name=name,
+                        insured_in_beijing=True,
+                        source=identity_pb2.RECORD_SOURCE_HR,
+                    )
+                ],
+            )
         ),
         metadata=credential("hr-feed"),
     )
@@ -183,16 +185,16 @@ def main() -> int:
                 address="1 Xichang'an Street, Xicheng, Beijing",
             ),
             bank_code=BANK,
-            delivery=card_pb2.BRANCH_PICKUP,
+            delivery=card_pb2.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=BRANCH,
         ),
         metadata=online,
     )
     card_id = started.card_id
     say("The person applies online (A5.1)", f"card {card_id}: {progress(card_id).progress}")
-    answer = wait_for(card_id, card_pb2.IN_PRODUCTION)
+    answer = wait_for(card_id, card_pb2.CARD_STATUS_IN_PRODUCTION)
     say("The hotline reads the progress (A18.1)", answer.progress)
-    if answer.status == card_pb2.REFUSED:
+    if answer.status == card_pb2.CARD_STATUS_REFUSED:
         return 1
 
     order = bank.GetProductionOrder(
@@ -202,7 +204,7 @@ def main() -> int:
         bank_pb2.MarkProducedRequest(request_id=f"demo-made-{run}", order_id=order.order_id),
         metadata=factory,
     )
-    answer = wait_for(card_id, card_pb2.READY)
+    answer = wait_for(card_id, card_pb2.CARD_STATUS_READY)
     notices = card.GetCard(
         card_pb2.GetCardRequest(card_id=card_id, include_history=True), metadata=hotline
     ).notices
@@ -214,7 +216,7 @@ def main() -> int:
         card_pb2.RecordCollectionRequest(
             request_id=f"demo-collect-{run}",
             card_id=card_id,
-            method=card_pb2.AT_BRANCH,
+            method=card_pb2.COLLECTION_METHOD_AT_BRANCH,
             document=document,
         ),
         metadata=counter,
@@ -268,12 +270,12 @@ def main() -> int:
             request_id=f"demo-reissue-{run}",
             card_id=card_id,
             document=document,
-            delivery=card_pb2.BRANCH_PICKUP,
+            delivery=card_pb2.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=BRANCH,
         ),
         metadata=online,
     ).card_id
-    answer = wait_for(successor, card_pb2.IN_PRODUCTION)
+    answer = wait_for(successor, card_pb2.CARD_STATUS_IN_PRODUCTION)
     say("A reissue is applied for online (A15.1, due in 4 working days: A22.2)", answer.progress)
     order = bank.GetProductionOrder(
         bank_pb2.GetProductionOrderRequest(card_id=successor), metadata=factory
@@ -282,12 +284,12 @@ def main() -> int:
         bank_pb2.MarkProducedRequest(request_id=f"demo-made2-{run}", order_id=order.order_id),
         metadata=factory,
     )
-    wait_for(successor, card_pb2.READY)
+    wait_for(successor, card_pb2.CARD_STATUS_READY)
     card.RecordCollection(
         card_pb2.RecordCollectionRequest(
             request_id=f"demo-collect2-{run}",
             card_id=successor,
-            method=card_pb2.AT_BRANCH,
+            method=card_pb2.COLLECTION_METHOD_AT_BRANCH,
             document=document,
         ),
         metadata=counter,
@@ -326,26 +328,25 @@ def main() -> int:
     )
     say(
         "The financial function is activated at the bank's counter (A9.1, A9.2)",
-        f"activated; the SS function is {card_pb2.CardStatus.Name(progress(successor).status)}",
+        "activated; the SS function is "
+        + enum_name(card_pb2.CardStatus, progress(successor).status),
     )
     today = dt.date.today()
     settled = Date(year=today.year, month=today.month, day=today.day)
     identity.ImportPersons(
-        iter(
-            [
-                identity_pb2.ImportPersonsRequest(
-                    batch_id=f"demo-settled-{run}",
-                    records=[
-                        identity_pb2.PersonRecord(
-                            document=document,
-                            name=name,
-                            insured_in_beijing=True,
-                            source=identity_pb2.HR,
-                            business_settled_on=settled,
-                        )
-                    ],
-                )
-            ]
+        slices(
+            identity_pb2.ImportPersonsRequest(
+                batch_id=f"demo-settled-{run}",
+                records=[
+                    identity_pb2.PersonRecord(
+                        document=document,
+                        name=name,
+                        insured_in_beijing=True,
+                        source=identity_pb2.RECORD_SOURCE_HR,
+                        business_settled_on=settled,
+                    )
+                ],
+            )
         ),
         metadata=credential("hr-feed"),
     )
@@ -375,7 +376,7 @@ def main() -> int:
     ).entries
     for entry in reversed(entries):
         print(
-            f"   ledger: {ledger_pb2.EntrySource.Name(entry.source):<16} "
+            f"   ledger: {enum_name(ledger_pb2.EntrySource, entry.source):<16} "
             f"{entry.amount_fen / 100:>8.2f} yuan  balance {entry.balance_after_fen / 100:.2f}"
         )
     return 0
@@ -389,8 +390,8 @@ def print_history(card: Any, card_id: str, metadata: Any, title: str) -> None:
     for t in history.transitions:
         when = t.at.ToDatetime(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=8)))
         print(
-            f"   {when:%Y-%m-%d %H:%M}  {card_pb2.CardStatus.Name(t.to_status):<16} "
-            f"{common_pb2.Channel.Name(t.channel):<15} rule {t.rule:<6} {t.reason}"
+            f"   {when:%Y-%m-%d %H:%M}  {enum_name(card_pb2.CardStatus, t.to_status):<16} "
+            f"{enum_name(common_pb2.Channel, t.channel):<15} rule {t.rule:<6} {t.reason}"
         )
     for notice in history.notices:
         print(f"   notice ({notice.rule}) to the {notice.recipient}: {notice.text}")

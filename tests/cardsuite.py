@@ -15,6 +15,7 @@ from services.card.main import build as build_card
 from services.identity.main import build as build_identity
 from services.platform.auth import Channel, Role
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from services.transit.main import build as build_transit
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
@@ -86,12 +87,10 @@ class Suite:
     def person(self, **spec: Any) -> PersonSpec:
         person = PersonSpec(**spec)
         self.identity.ImportPersons(
-            iter(
-                [
-                    identity_pb2.ImportPersonsRequest(
-                        batch_id=self.rid("feed"), records=[person.record()]
-                    )
-                ]
+            slices(
+                identity_pb2.ImportPersonsRequest(
+                    batch_id=self.rid("feed"), records=[person.record()]
+                )
             ),
             metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
         )
@@ -121,7 +120,7 @@ class Suite:
         self,
         person: PersonSpec,
         metadata: Any = None,
-        delivery: int = pb.BRANCH_PICKUP,
+        delivery: int = pb.DELIVERY_BRANCH_PICKUP,
         bank_code: str = BANK,
         pickup: str = BRANCH,
         request_id: str | None = None,
@@ -133,7 +132,7 @@ class Suite:
                 applicant=self.applicant(person, **overrides),
                 bank_code=bank_code,
                 delivery=delivery,  # type: ignore[arg-type]
-                pickup_branch_id=pickup if delivery == pb.BRANCH_PICKUP else "",
+                pickup_branch_id=pickup if delivery == pb.DELIVERY_BRANCH_PICKUP else "",
             ),
             metadata=metadata or self.at(Channel.ONLINE, person),
         )
@@ -145,7 +144,7 @@ class Suite:
             application = self.card.GetApplication(
                 pb.GetApplicationRequest(card_id=card_id), metadata=self.ops
             )
-            if application.state in (pb.COMPLETED, pb.FAILED):
+            if application.state in (pb.SAGA_STATE_COMPLETED, pb.SAGA_STATE_FAILED):
                 return application
             if time.monotonic() > deadline:
                 raise TimeoutError(f"saga still {pb.SagaState.Name(application.state)}")
@@ -166,7 +165,7 @@ class Suite:
             metadata=self.factory,
         )
         deadline = time.monotonic() + timeout
-        while (card := self.get(card_id)).status != pb.READY:
+        while (card := self.get(card_id)).status != pb.CARD_STATUS_READY:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"card still {pb.CardStatus.Name(card.status)}")
             time.sleep(0.05)
@@ -179,7 +178,7 @@ class Suite:
             pb.RecordCollectionRequest(
                 request_id=self.rid("collect"),
                 card_id=card_id,
-                method=pb.AT_BRANCH,
+                method=pb.COLLECTION_METHOD_AT_BRANCH,
                 document=person.document(),
                 **extra,
             ),

@@ -28,7 +28,7 @@ def pay_in(suite: Suite, card_id: str, amount_fen: int, payer: str = "pension-fu
             request_id=suite.rid("credit"),
             card_id=card_id,
             amount_fen=amount_fen,
-            source=ledger_pb2.NON_COUNTER,
+            source=ledger_pb2.ENTRY_SOURCE_NON_COUNTER,
             reference=suite.rid("payment"),
             counterparty=payer,
         ),
@@ -97,12 +97,13 @@ def books(suite: Suite, card_ids: Iterable[str]) -> Books:
                 seen.stranded.append(f"account of {card_id}")
             seen.balances += account.balance_fen
             for e in entries:
-                between_cards = e.source == ledger_pb2.CLOSING_PAYOUT and e.counterparty.startswith(
-                    "card:"
+                between_cards = (
+                    e.source == ledger_pb2.ENTRY_SOURCE_CLOSING_PAYOUT
+                    and e.counterparty.startswith("card:")
                 )
                 if between_cards:
                     seen.card_to_card += e.amount_fen
-                elif e.source == ledger_pb2.TRANSIT_REFUND:
+                elif e.source == ledger_pb2.ENTRY_SOURCE_TRANSIT_REFUND:
                     seen.bank_from_wallets += e.amount_fen
                 elif e.amount_fen > 0:
                     seen.outside_in += e.amount_fen
@@ -122,11 +123,11 @@ def books(suite: Suite, card_ids: Iterable[str]) -> Books:
         )
         if sum(m.amount_fen for m in moves) != wallet.balance_fen:
             seen.unbalanced.append(f"wallet of {card_id}")
-        if wallet.status == transit_pb2.CLOSED and wallet.balance_fen:
+        if wallet.status == transit_pb2.WALLET_STATUS_CLOSED and wallet.balance_fen:
             seen.stranded.append(f"wallet of {card_id}")
         seen.balances += wallet.balance_fen
         for m in moves:
-            if m.kind == transit_pb2.TOP_UP:
+            if m.kind == transit_pb2.ENTRY_KIND_TOP_UP:
                 seen.outside_in += m.amount_fen
             else:  # refunds and moves to a bank account, and refunds put back
                 seen.wallets_to_bank -= m.amount_fen

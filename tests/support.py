@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from google.type.date_pb2 import Date
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.platform.clock import BEIJING
+from services.platform.config import REPO_ROOT
 from services.platform.documents import gb11643_check_char
 from services.platform.errors import DomainError
 from services.platform.grpc_errors import from_rpc_error
@@ -57,7 +60,9 @@ class PersonSpec:
     person_id: str = ""  # the registry's opaque id, once imported: a person credential's subject
 
     def document(self) -> common_pb2.IdentityDocument:
-        return common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=self.number)
+        return common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=self.number
+        )
 
     def document_valid_until(self) -> Date | None:
         """The validity printed on the document the person presents (None: long-term)."""
@@ -71,7 +76,7 @@ class PersonSpec:
             public_service_entitled=self.entitled,
             preferential=list(self.preferential),
             legacy_card_generation=self.legacy_generation,
-            source=ipb.HR,
+            source=ipb.RECORD_SOURCE_HR,
         )
         if self.valid_until:
             record.document_valid_until.CopyFrom(date_pb(self.valid_until))
@@ -114,3 +119,15 @@ def bound_port(port_file: Path, process: subprocess.Popen[bytes], timeout: float
             raise TimeoutError(f"no port reported in {port_file} within {timeout}s")
         time.sleep(0.05)
     return int(port_file.read_text())
+
+
+def sscard(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``sscard`` command as operations run it, against the services' configured databases."""
+    path = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "gen")])
+    return subprocess.run(
+        [sys.executable, "-m", "services.platform.cli", *args],
+        env={**os.environ, **env, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

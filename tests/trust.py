@@ -11,8 +11,10 @@ service and one for the tests' client, to which every credential ``token`` mints
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ class TestTrust:
         self.keys = root / "keys"
         self.trust_dir = root / "trust"
         self.registry = root / "clients.toml"
+        self.audit = root / "audit"  # each service's audit key and anchor file
         self._lock = threading.Lock()
         self._clients: dict[str, dict[str, Any]] = {}
         tokens.ensure_issuer(self.key_file(TEST_ISSUER), self.trust_dir, TEST_ISSUER)
@@ -137,8 +140,23 @@ class TestTrust:
             **self._tls_env,
         }
         for name in SERVICES:
-            env[f"SSCARD_{name.upper()}_SIGNING_KEY_FILE"] = str(self.key_file(f"sscard-{name}"))
+            upper = name.upper()
+            env[f"SSCARD_{upper}_SIGNING_KEY_FILE"] = str(self.key_file(f"sscard-{name}"))
+            env[f"SSCARD_{upper}_AUDIT_KEY"] = base64.b64encode(self.audit_key(name)).decode()
+            env[f"SSCARD_{upper}_AUDIT_ANCHOR_FILE"] = str(self.anchor_file(name))
         return env
+
+    def audit_key(self, service: str) -> bytes:
+        """The key signing ``service``'s audit anchors, made on first use."""
+        path = self.audit / f"{service}.key"
+        with self._lock:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    def anchor_file(self, service: str) -> Path:
+        return self.audit / f"{service}-anchors.jsonl"
 
     def register(
         self,

@@ -35,6 +35,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	bankv1 "sscard/gen/go/sscard/bank/v1"
 	cardv1 "sscard/gen/go/sscard/card/v1"
@@ -49,6 +52,41 @@ var (
 	photo = append([]byte{0xff, 0xd8, 0xff, 0xe0}, make([]byte, 64)...)
 	ports = map[string]string{"identity": "50051", "card": "50052", "bank": "50053", "transit": "50054"}
 )
+
+// requestBytes is the largest request message a service reads (its SSCARD_MAX_REQUEST_BYTES,
+// 1 MiB by default); a larger one is refused RESOURCE_EXHAUSTED by gRPC itself.
+const requestBytes = 1 << 20
+
+// slices cuts a bulk client stream's request (ImportPersons, ApplyBatch) along its repeated
+// field into messages that each fit limit bytes: the first keeps the other fields (the header),
+// each carries as many items as fit. An item larger than the limit travels alone, and the
+// service refuses it.
+func slices(request proto.Message, limit int) []proto.Message {
+	whole := request.ProtoReflect()
+	var field protoreflect.FieldDescriptor
+	fields := whole.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		if f := fields.Get(i); f.IsList() && f.Message() != nil {
+			field = f
+		}
+	}
+	items := whole.Get(field).List()
+	first := proto.Clone(request)
+	first.ProtoReflect().Clear(field)
+	messages := []proto.Message{first}
+	current, used := first.ProtoReflect(), proto.Size(first)
+	for i := 0; i < items.Len(); i++ {
+		item := items.Get(i)
+		cost := protowire.SizeTag(field.Number()) + protowire.SizeBytes(proto.Size(item.Message().Interface()))
+		if used > 0 && used+cost > limit {
+			current, used = whole.New(), 0
+			messages = append(messages, current.Interface())
+		}
+		current.Mutable(field).List().Append(item)
+		used += cost
+	}
+	return messages
+}
 
 // retryable: transport failures after which the same request again, with the same request
 // id, is safe.
@@ -248,7 +286,7 @@ func watch(c *caller, sagaID string, after int64, onEvent func(*cardv1.SagaEvent
 
 func printEvent(event *cardv1.SagaEvent) {
 	fmt.Printf("event %d: %s %s\n", event.GetSequence(), event.GetState(), event.GetStep())
-	if event.GetFinal() && event.GetState() == cardv1.SagaState_FAILED {
+	if event.GetFinal() && event.GetState() == cardv1.SagaState_SAGA_STATE_FAILED {
 		fmt.Printf("refused: %s rule %s\n", event.GetRefusalReason(), event.GetRefusalRule())
 	}
 }
@@ -280,20 +318,22 @@ func run() error {
 		return err
 	}
 
-	document := &commonv1.IdentityDocument{Type: commonv1.DocumentType_RESIDENT_ID, Number: residentID()}
+	document := &commonv1.IdentityDocument{Type: commonv1.DocumentType_DOCUMENT_TYPE_RESIDENT_ID, Number: residentID()}
 	ctx, cancel = registry.context(10 * time.Second)
 	defer cancel()
 	feed, err := identityv1.NewIdentityServiceClient(registry.conns["identity"]).ImportPersons(ctx)
 	if err != nil {
 		return err
 	}
-	if err := feed.Send(&identityv1.ImportPersonsRequest{
+	for _, message := range slices(&identityv1.ImportPersonsRequest{
 		BatchId: "go-feed-" + runID,
 		Records: []*identityv1.PersonRecord{{
-			Document: document, Name: "王芳", InsuredInBeijing: true, Source: identityv1.RecordSource_HR,
+			Document: document, Name: "王芳", InsuredInBeijing: true, Source: identityv1.RecordSource_RECORD_SOURCE_HR,
 		}},
-	}); err != nil {
-		return err
+	}, requestBytes) {
+		if err := feed.Send(message.(*identityv1.ImportPersonsRequest)); err != nil {
+			return err
+		}
 	}
 	imported, err := feed.CloseAndRecv()
 	if err != nil {
@@ -317,7 +357,7 @@ func run() error {
 			RequestId:      requestID,
 			Applicant:      applicant,
 			BankCode:       bank,
-			Delivery:       cardv1.Delivery_BRANCH_PICKUP,
+			Delivery:       cardv1.Delivery_DELIVERY_BRANCH_PICKUP,
 			PickupBranchId: branchID,
 		}
 	}
@@ -354,7 +394,7 @@ func run() error {
 	defer cancel()
 	if _, err := cards.RecordCollection(ctx, &cardv1.RecordCollectionRequest{
 		RequestId: "go-collect-" + runID, CardId: started.GetCardId(),
-		Method: cardv1.CollectionMethod_AT_BRANCH, Document: document,
+		Method: cardv1.CollectionMethod_COLLECTION_METHOD_AT_BRANCH, Document: document,
 	}); err != nil {
 		return err
 	}
@@ -395,7 +435,7 @@ func run() error {
 	fmt.Printf("balance: %d.%02d yuan (%d fen)\n", fen/100, fen%100, fen)
 
 	// Two refusals, decoded: a malformed document, and a second card for the same person.
-	malformed := &commonv1.IdentityDocument{Type: commonv1.DocumentType_RESIDENT_ID, Number: "123"}
+	malformed := &commonv1.IdentityDocument{Type: commonv1.DocumentType_DOCUMENT_TYPE_RESIDENT_ID, Number: "123"}
 	for _, attempt := range []struct {
 		label   string
 		request *cardv1.ApplyRequest

@@ -57,6 +57,44 @@ const DETAILS = {
   "type.googleapis.com/google.rpc.RetryInfo": rpc.lookupType("google.rpc.RetryInfo"),
 };
 
+// The largest request message a service reads (its SSCARD_MAX_REQUEST_BYTES, 1 MiB by
+// default); a larger one is refused RESOURCE_EXHAUSTED by gRPC itself.
+const REQUEST_BYTES = 1 << 20;
+// The contracts as protobufjs types, to measure the messages of a bulk stream (slices).
+const contracts = new protobuf.Root();
+contracts.resolvePath = (_origin, target) => {
+  const local = path.join(PROTOS, target);
+  return fs.existsSync(local) ? local : target;
+};
+contracts.loadSync(["sscard/identity/v1/identity.proto", "sscard/card/v1/card.proto"], {
+  keepCase: true,
+});
+contracts.resolveAll();
+
+// The messages of a bulk client stream (ImportPersons, ApplyBatch) carrying `request` whole,
+// cut along its repeated field: the first keeps the other fields (the header), each carries as
+// many items as fit in `limit` bytes. An item larger than the limit travels alone, and the
+// service refuses it.
+function slices(typeName, request, limit = REQUEST_BYTES) {
+  const type = contracts.lookupType(typeName);
+  const field = type.fieldsArray.find((f) => f.repeated && f.resolvedType instanceof protobuf.Type).name;
+  const size = (message) => type.encode(type.fromObject(message)).finish().length;
+  let current = { ...request, [field]: [] };
+  const messages = [current];
+  let used = size(current);
+  for (const item of request[field]) {
+    const cost = size({ [field]: [item] });
+    if (used > 0 && used + cost > limit) {
+      current = { [field]: [] };
+      messages.push(current);
+      used = 0;
+    }
+    current[field].push(item);
+    used += cost;
+  }
+  return messages;
+}
+
 // --- credentials --------------------------------------------------------------------------
 
 function token(name) {
@@ -207,15 +245,16 @@ async function main() {
     branch: { bank_code: BANK, branch_id: BRANCH, name: "Node example branch", instant: true },
   }, ops);
 
-  const document = { type: "RESIDENT_ID", number: residentId() };
+  const document = { type: "DOCUMENT_TYPE_RESIDENT_ID", number: residentId() };
   const imported = await new Promise((resolve, reject) => {
     const stream = client(identity, registry).ImportPersons(registry, { deadline: deadline(10000) }, (e, a) =>
       e ? reject(e) : resolve(a),
     );
-    stream.write({
+    const feed = {
       batch_id: `node-feed-${run}`,
-      records: [{ document, name: "王芳", insured_in_beijing: true, source: "HR" }],
-    });
+      records: [{ document, name: "王芳", insured_in_beijing: true, source: "RECORD_SOURCE_HR" }],
+    };
+    for (const message of slices("sscard.identity.v1.ImportPersonsRequest", feed)) stream.write(message);
     stream.end();
   });
   say(`registered: ${imported.created} person`);
@@ -232,7 +271,7 @@ async function main() {
     request_id: `node-apply-${run}`,
     applicant,
     bank_code: BANK,
-    delivery: "BRANCH_PICKUP",
+    delivery: "DELIVERY_BRANCH_PICKUP",
     pickup_branch_id: BRANCH,
   };
   const started = await call(card, "Apply", application, branch);
@@ -249,7 +288,7 @@ async function main() {
     while (!outcome.final) {
       outcome = await watch(started.saga_id, outcome.last, branch, (event) => {
         say(`event ${event.sequence}: ${event.state} ${event.step}`);
-        if (event.final && event.state === "FAILED") {
+        if (event.final && event.state === "SAGA_STATE_FAILED") {
           say(`refused: ${event.refusal_reason} rule ${event.refusal_rule}`);
         }
       });
@@ -259,7 +298,7 @@ async function main() {
   await call(card, "RecordCollection", {
     request_id: `node-collect-${run}`,
     card_id: started.card_id,
-    method: "AT_BRANCH",
+    method: "COLLECTION_METHOD_AT_BRANCH",
     document,
   }, branch);
   const active = await call(card, "ActivateCard", {
@@ -285,7 +324,7 @@ async function main() {
 
   // Two refusals, decoded: a malformed document, and a second card for the same person.
   for (const [label, request] of [
-    ["malformed", { ...application, request_id: `node-bad-${run}`, applicant: { ...applicant, document: { type: "RESIDENT_ID", number: "123" } } }],
+    ["malformed", { ...application, request_id: `node-bad-${run}`, applicant: { ...applicant, document: { type: "DOCUMENT_TYPE_RESIDENT_ID", number: "123" } } }],
     ["second card", { ...application, request_id: `node-again-${run}` }],
   ]) {
     try {

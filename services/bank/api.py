@@ -9,6 +9,7 @@ encodes the answer.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import grpc
 
@@ -36,7 +37,7 @@ from services.platform.db import Database
 from services.platform.errors import Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, from_date, to_date, to_timestamp
 from sscard.bank.v1 import bank_pb2 as pb
 from sscard.bank.v1 import bank_pb2_grpc
 from sscard.common.v1 import common_pb2
@@ -79,14 +80,23 @@ def _order_request(msg: pb.CreateProductionOrderRequest) -> OrderRequest:
     required_id(msg.account_id, "account_id", v)
     kind = enum_name(pb.ProductionKind, msg.kind)
     if not kind:
-        v.add("kind", "FIRST, REISSUE or REPLACEMENT is required", "REQUIRED")
+        v.add(
+            "kind",
+            "PRODUCTION_KIND_FIRST, PRODUCTION_KIND_REISSUE or PRODUCTION_KIND_REPLACEMENT "
+            "is required",
+            "REQUIRED",
+        )
     if not msg.HasField("applied_at"):
         v.add("applied_at", "the time of the application is required", "REQUIRED")
     if msg.applied_at_branch_id:
         check_branch_id(msg.applied_at_branch_id, "applied_at_branch_id", v)
     delivery = enum_name(pb.Delivery, msg.delivery)
     if not delivery:
-        v.add("delivery", "BRANCH_PICKUP, MAIL or EMPLOYER is required", "REQUIRED")
+        v.add(
+            "delivery",
+            "DELIVERY_BRANCH_PICKUP, DELIVERY_MAIL or DELIVERY_EMPLOYER is required",
+            "REQUIRED",
+        )
     elif Delivery(delivery) in COLLECTED_AT_BRANCH:
         check_branch_id(msg.pickup_branch_id, "pickup_branch_id", v)
     v.raise_if_any(rule="A22.1")
@@ -115,7 +125,8 @@ def _recall_reason(value: int, v: Violations) -> RecallReason | None:
     if not reason:
         v.add(
             "reason",
-            "REPLACED, NOT_HANDED_OUT, HOLDER_DECEASED or RETURNED_BY_EMPLOYER is required",
+            "RECALL_REASON_REPLACED, RECALL_REASON_NOT_HANDED_OUT, "
+            "RECALL_REASON_HOLDER_DECEASED or RECALL_REASON_RETURNED_BY_EMPLOYER is required",
             "REQUIRED",
         )
         return None
@@ -144,19 +155,19 @@ def order_pb(order: ProductionOrder) -> pb.ProductionOrder:
         order_id=order.order_id,
         card_id=order.card_id,
         bank_code=order.bank_code,
-        status=order.status.value,
-        kind=order.kind.value,
+        status=enum_value(pb.OrderStatus, order.status.value),
+        kind=enum_value(pb.ProductionKind, order.kind.value),
         due_date=to_date(order.due_date),
         instant=order.instant,
         card_number=order.card_number,
         produced_at=to_timestamp(order.produced_at),
-        delivery=order.delivery.value,
+        delivery=enum_value(pb.Delivery, order.delivery.value),
         pickup_branch_id=order.pickup_branch_id,
     )
 
 
-def _account_status(account: Account) -> str:
-    return account.status.value
+def _account_status(account: Account) -> Any:
+    return enum_value(pb.AccountStatus, account.status.value)
 
 
 def account_pb(
@@ -167,7 +178,7 @@ def account_pb(
         card_id=account.card_id,
         bank_code=account.bank_code,
         status=_account_status(account),
-        loss=account.loss.value if account.loss else pb.LOSS_KIND_UNSPECIFIED,
+        loss=enum_value(pb.LossKind, account.loss.value if account.loss else ""),
         suspended_at=to_timestamp(account.suspended_at),
         financial_activated_at=to_timestamp(account.financial_activated_at),
         reserved_phone_masked=phone_masked,
@@ -178,7 +189,7 @@ def account_pb(
 def recall_pb(recall: CardRecall) -> pb.CardRecall:
     return pb.CardRecall(
         card_id=recall.card_id,
-        reason=recall.reason.value,
+        reason=enum_value(pb.RecallReason, recall.reason.value),
         recalled_at=to_timestamp(recall.recalled_at),
         recalled_by=recall.recalled_by,
         destroyed_at=to_timestamp(recall.destroyed_at),

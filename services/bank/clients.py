@@ -18,7 +18,7 @@ from typing import Protocol
 import grpc
 
 from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call
-from services.platform.protoconv import to_timestamp
+from services.platform.protoconv import enum_name, enum_value, to_timestamp
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -94,7 +94,9 @@ class GrpcCounterCardPort:
         request = card_pb2.ActivateCardRequest(
             request_id=request_id,
             card_id=card_id,
-            document=common_pb2.IdentityDocument(type=document_type, number=document_number),
+            document=common_pb2.IdentityDocument(
+                type=enum_value(common_pb2.DocumentType, document_type), number=document_number
+            ),
         )
         call(self._stub.ActivateCard, request, ForwardedCredential(authorization), self._deadline)
 
@@ -128,11 +130,14 @@ class GrpcIdentityPort:
     def person(self, document_type: str, document_number: str) -> PersonFacts:
         request = identity_pb2.GetPersonRequest(
             person=identity_pb2.PersonRef(
-                document=common_pb2.IdentityDocument(type=document_type, number=document_number)
+                document=common_pb2.IdentityDocument(
+                    type=enum_value(common_pb2.DocumentType, document_type), number=document_number
+                )
             )
         )
         answer = call(self._stub.GetPerson, request, self._credential, self._deadline)
         flags = frozenset(
-            identity_pb2.PreferentialTreatment.Name(flag) for flag in answer.person.preferential
+            enum_name(identity_pb2.PreferentialTreatment, flag)
+            for flag in answer.person.preferential
         )
         return PersonFacts(answer.person.person_id, flags)

@@ -32,7 +32,7 @@ from services.platform.idempotency import TRANSIENT, IdempotencyStore, Idempoten
 from services.platform.masking import mask_phone
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, from_date, to_date, to_timestamp
 from sscard.bank.v1 import bank_pb2, counter_pb2_grpc
 from sscard.bank.v1 import counter_pb2 as pb
 from sscard.common.v1 import common_pb2
@@ -113,12 +113,12 @@ def home_pb(booking: Booking) -> pb.HomeService:
         branch_id=booking.branch_id,
         address=booking.address,
         date=to_date(booking.date),
-        slot=booking.slot.value,
-        business=booking.business.value,
+        slot=enum_value(pb.HomeSlot, booking.slot.value),
+        business=enum_value(pb.HomeBusiness, booking.business.value),
         contact_name=booking.contact_name,
         contact_phone_masked=mask_phone(booking.contact_phone),
         note=booking.note,
-        status=booking.status.value,
+        status=enum_value(pb.HomeServiceStatus, booking.status.value),
         staff_id=booking.staff_id,
         booked_at=to_timestamp(booking.booked_at),
         updated_at=to_timestamp(booking.updated_at),
@@ -512,7 +512,12 @@ class CounterApi(counter_pb2_grpc.CounterServiceServicer):
         required_id(request.home_service_id, "home_service_id", v)
         to = enum_name(pb.HomeServiceStatus, request.status)
         if to not in ("HOME_SCHEDULED", "HOME_DONE", "HOME_CANCELLED"):
-            v.add("status", "HOME_SCHEDULED, HOME_DONE or HOME_CANCELLED is required", "REQUIRED")
+            v.add(
+                "status",
+                "HOME_SERVICE_STATUS_HOME_SCHEDULED, HOME_SERVICE_STATUS_HOME_DONE or "
+                "HOME_SERVICE_STATUS_HOME_CANCELLED is required",
+                "REQUIRED",
+            )
         if request.staff_id and len(request.staff_id) > home_service.MAX_STAFF_ID:
             v.add("staff_id", f"at most {home_service.MAX_STAFF_ID} characters", "TOO_LONG")
         note = _text(request.note, "note", home_service.MAX_NOTE, v, required=False)

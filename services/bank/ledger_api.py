@@ -37,7 +37,7 @@ from services.platform.db import Database
 from services.platform.errors import DomainError, Kind, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, to_timestamp
 from sscard.bank.v1 import ledger_pb2 as pb
 from sscard.bank.v1 import ledger_pb2_grpc
 
@@ -108,7 +108,8 @@ def _payment_channel(value: int, v: Violations) -> PaymentChannel | None:
     if not name:
         v.add(
             "channel",
-            "PAYMENT_COUNTER, ONLINE_BANKING, ATM or THIRD_PARTY is required",
+            "PAYMENT_CHANNEL_PAYMENT_COUNTER, PAYMENT_CHANNEL_ONLINE_BANKING, "
+            "PAYMENT_CHANNEL_ATM or PAYMENT_CHANNEL_THIRD_PARTY is required",
             "REQUIRED",
         )
         return None
@@ -118,7 +119,11 @@ def _payment_channel(value: int, v: Violations) -> PaymentChannel | None:
 def _tier(value: int, v: Violations) -> Tier | None:
     name = enum_name(pb.AccountTier, value)
     if not name:
-        v.add("tier", "TIER_I, TIER_II or TIER_III is required", "REQUIRED")
+        v.add(
+            "tier",
+            "ACCOUNT_TIER_TIER_I, ACCOUNT_TIER_TIER_II or ACCOUNT_TIER_TIER_III is required",
+            "REQUIRED",
+        )
         return None
     return Tier(name.removeprefix("TIER_"))
 
@@ -126,7 +131,7 @@ def _tier(value: int, v: Violations) -> Tier | None:
 def _reason(value: int, v: Violations) -> NonCounterReason | None:
     name = enum_name(pb.NonCounterReason, value)
     if not name:
-        known = ", ".join(reason.value for reason in NonCounterReason)
+        known = ", ".join(name for name, number in pb.NonCounterReason.items() if number)
         v.add("reason", f"one of {known} is required", "REQUIRED")
         return None
     return NonCounterReason(name)
@@ -154,11 +159,11 @@ def entry_pb(entry: Entry) -> pb.LedgerEntry:
         card_id=entry.card_id,
         amount_fen=entry.amount_fen,
         balance_after_fen=entry.balance_after_fen,
-        source=entry.source.value,
+        source=enum_value(pb.EntrySource, entry.source.value),
         reference=entry.reference,
         counterparty=entry.counterparty,
         booked_at=to_timestamp(entry.booked_at),
-        channel=entry.channel.value if entry.channel else pb.PAYMENT_CHANNEL_UNSPECIFIED,
+        channel=enum_value(pb.PaymentChannel, entry.channel.value if entry.channel else ""),
         transfer_id=entry.transfer_id,
     )
 
@@ -180,7 +185,7 @@ def alert_pb(alert: Alert) -> pb.Alert:
         summary=alert.summary,
         entry_ids=list(alert.entry_ids),
         freeze=alert.freeze,
-        status=alert.status.value,
+        status=enum_value(pb.AlertStatus, alert.status.value),
         assignee=alert.assignee,
         resolution=alert.resolution,
         raised_at=to_timestamp(alert.raised_at),
@@ -216,10 +221,12 @@ class LedgerApi(ledger_pb2_grpc.LedgerServiceServicer):
             account_id=standing.account.account_id,
             card_id=standing.account.card_id,
             balance_fen=ledger_row.balance_fen,
-            tier=f"TIER_{ledger_row.tier.value}",
+            tier=enum_value(pb.AccountTier, f"TIER_{ledger_row.tier.value}"),
             limits=_limits_pb(self._config.tiers.of(ledger_row.tier)),
             non_counter_today_fen=standing.non_counter_today_fen,
-            non_counter_suspensions=sorted(r.value for r in ledger_row.non_counter),
+            non_counter_suspensions=sorted(
+                enum_value(pb.NonCounterReason, r.value) for r in ledger_row.non_counter
+            ),
             non_counter_suspended_at=to_timestamp(since),
             closed=standing.account.closed_at is not None,
         )

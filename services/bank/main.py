@@ -72,6 +72,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
     return ServiceDeps(
         db=base.db,
+        anchoring=base.anchoring,
         register=register,
         service_names=[SERVICE_NAME, LEDGER_SERVICE_NAME, COUNTER_SERVICE_NAME],
         # Production due dates (A22.2) follow a year operations load into the calendar file.

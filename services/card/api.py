@@ -7,6 +7,7 @@ wake the orchestrator once their transaction has committed.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -34,21 +35,24 @@ from services.platform.auth import Channel, current_caller
 from services.platform.channels import Operation
 from services.platform.clock import Clock, beijing_date
 from services.platform.db import Database
-from services.platform.errors import DomainError, FieldViolation, Kind, Violations
+from services.platform.errors import DomainError, FieldViolation, Kind, Violations, invalid
 from services.platform.idempotency import IdempotencyStore, Idempotent
 from services.platform.passwords import Argon2Hasher
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, from_date, to_date, to_timestamp
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
 from sscard.common.v1 import common_pb2
 
-_DELIVERY_FROM_PB = {pb.BRANCH_PICKUP: Delivery.BRANCH_PICKUP, pb.MAIL: Delivery.MAIL}
+_DELIVERY_FROM_PB = {
+    pb.DELIVERY_BRANCH_PICKUP: Delivery.BRANCH_PICKUP,
+    pb.DELIVERY_MAIL: Delivery.MAIL,
+}
 _COLLECTION_FROM_PB = {
-    pb.AT_BRANCH: CollectionMethod.AT_BRANCH,
-    pb.MAIL_SENT: CollectionMethod.MAIL_SENT,
-    pb.MAIL_DELIVERED: CollectionMethod.MAIL_DELIVERED,
-    pb.BY_EMPLOYER: CollectionMethod.BY_EMPLOYER,
+    pb.COLLECTION_METHOD_AT_BRANCH: CollectionMethod.AT_BRANCH,
+    pb.COLLECTION_METHOD_MAIL_SENT: CollectionMethod.MAIL_SENT,
+    pb.COLLECTION_METHOD_MAIL_DELIVERED: CollectionMethod.MAIL_DELIVERED,
+    pb.COLLECTION_METHOD_BY_EMPLOYER: CollectionMethod.BY_EMPLOYER,
 }
 
 
@@ -112,6 +116,41 @@ def _applicant(msg: pb.Applicant) -> Applicant:
     )
 
 
+_BATCH_HEADER = ("request_id", "employer", "bank_code", "pickup_branch_id")
+
+
+def _read_batch(
+    requests: Iterator[pb.ApplyBatchRequest],
+) -> tuple[pb.ApplyBatchRequest, list[Applicant], str]:
+    """The batch an ApplyBatch stream carries: its header (the first message's; a later message
+    repeats it or leaves it empty), its applicants in stream order, and a fingerprint of the
+    whole for its request_id, whatever the slicing. Reading stops one applicant past the limit
+    of a batch, which ``apply_batch`` refuses (A6.1), so an endless stream holds no more."""
+    header = pb.ApplyBatchRequest()
+    applicants: list[Applicant] = []
+    digest = hashlib.sha256()
+    for position, message in enumerate(requests):
+        if position == 0:
+            header.CopyFrom(message)
+            header.ClearField("applicants")
+            digest.update(header.SerializeToString(deterministic=True))
+        else:
+            for name in _BATCH_HEADER:
+                value = getattr(message, name)
+                if value != type(value)() and value != getattr(header, name):
+                    raise invalid(
+                        "BATCH_HEADER_CHANGED",
+                        [FieldViolation(name, "differs from the first message of the batch")],
+                    )
+        for applicant in message.applicants:
+            serialized = applicant.SerializeToString(deterministic=True)
+            digest.update(len(serialized).to_bytes(8, "big") + serialized)
+            applicants.append(_applicant(applicant))
+            if len(applicants) > service.MAX_BATCH:
+                return header, applicants, digest.hexdigest()
+    return header, applicants, digest.hexdigest()
+
+
 def card_pb(card: Card, view: dict[str, Any] | None, history: Any = None) -> pb.Card:
     answer = pb.Card(
         card_id=card.card_id,
@@ -119,9 +158,9 @@ def card_pb(card: Card, view: dict[str, Any] | None, history: Any = None) -> pb.
         holder_name=card.holder_name,
         bank_code=card.bank_code,
         generation=rules.GENERATION,
-        status=card.status.value,
+        status=enum_value(pb.CardStatus, card.status.value),
         status_text=rules.progress(card),
-        delivery=card.delivery.value,
+        delivery=enum_value(pb.Delivery, card.delivery.value),
         pickup_branch_id=card.pickup_branch_id,
         employer_id=card.employer_id,
         applied_at=to_timestamp(card.applied_at),
@@ -129,17 +168,17 @@ def card_pb(card: Card, view: dict[str, Any] | None, history: Any = None) -> pb.
         card_number_masked=rules.mask_card_number(card.card_number) if card.card_number else "",
     )
     if view is not None:
-        answer.document.type = view["doc_type"]
+        answer.document.type = enum_value(common_pb2.DocumentType, view["doc_type"])
         answer.document.number_masked = view["doc_masked"]
         answer.mobile_masked = view["mobile_masked"]
     if history is not None:
         transitions, notices = history
         for t in transitions:
             answer.transitions.add(
-                from_status=t.from_status.value if t.from_status else "CARD_STATUS_UNSPECIFIED",
-                to_status=t.to_status.value,
+                from_status=enum_value(pb.CardStatus, t.from_status.value if t.from_status else ""),
+                to_status=enum_value(pb.CardStatus, t.to_status.value),
                 at=to_timestamp(t.at),
-                channel=t.channel.value,
+                channel=enum_value(common_pb2.Channel, t.channel.value),
                 outlet_id=t.outlet_id,
                 operator_id=t.operator_id,
                 rule=t.rule,
@@ -156,14 +195,14 @@ def _application_pb(saga: SagaRecord, card: Card, step: str) -> pb.Application:
     return pb.Application(
         saga_id=saga.saga_id,
         card_id=saga.card_id,
-        state=saga.state,
+        state=enum_value(pb.SagaState, saga.state),
         step=step,
         retries=saga.retries,
         last_error=saga.last_error,
         refusal_reason=saga.refusal_reason,
         refusal_rule=saga.refusal_rule,
         refusal_message=saga.refusal_message,
-        card_status=card.status.value,
+        card_status=enum_value(pb.CardStatus, card.status.value),
     )
 
 
@@ -264,7 +303,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             return pb.ApplyResponse(
                 card_id=started.card.card_id,
                 saga_id=started.saga_id,
-                status=started.card.status.value,
+                status=enum_value(pb.CardStatus, started.card.status.value),
             )
 
         answer = self._once.call("Apply", request, pb.ApplyResponse, work)
@@ -272,16 +311,17 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
         return answer
 
     def ApplyBatch(
-        self, request: pb.ApplyBatchRequest, context: grpc.ServicerContext
+        self, request_iterator: Iterator[pb.ApplyBatchRequest], context: grpc.ServicerContext
     ) -> pb.ApplyBatchResponse:
         caller = current_caller()
+        header, applicants, fp = _read_batch(request_iterator)
         cmd = service.BatchCommand(
-            batch_id=request.request_id,
-            employer_id=request.employer.employer_id,
-            employer_name=request.employer.name,
-            bank_code=request.bank_code,
-            pickup_branch_id=request.pickup_branch_id,
-            applicants=[_applicant(a) for a in request.applicants],
+            batch_id=header.request_id,
+            employer_id=header.employer.employer_id,
+            employer_name=header.employer.name,
+            bank_code=header.bank_code,
+            pickup_branch_id=header.pickup_branch_id,
+            applicants=applicants,
         )
 
         def work(uow: CardUnitOfWork) -> pb.ApplyBatchResponse:
@@ -302,7 +342,9 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                     answer.results.append(_refusal_pb(item.index, item.refusal))
             return answer
 
-        answer = self._once.call("ApplyBatch", request, pb.ApplyBatchResponse, work)
+        answer = self._once.run(
+            "ApplyBatch", header.request_id, header, pb.ApplyBatchResponse, work, fp
+        )
         self._orchestrator.poke(answer.accepted)
         return answer
 
@@ -359,7 +401,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
                 card_id=saga.card_id,
                 sequence=event.sequence,
                 at=to_timestamp(event.at),
-                state=event.state,
+                state=enum_value(pb.SagaState, event.state),
                 step=self._orchestrator.step_name(at_event),
                 retries=event.retries,
                 last_error=event.last_error,
@@ -392,7 +434,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             status, version = service.status_version(uow, card)
         return pb.QueryStatusResponse(
             card_id=card.card_id,
-            status=status.value,
+            status=enum_value(pb.CardStatus, status.value),
             progress=rules.progress(card),
             status_version=version,
         )
@@ -600,7 +642,7 @@ class CardApi(card_pb2_grpc.CardServiceServicer):
             return pb.ApplyResponse(
                 card_id=started.card.card_id,
                 saga_id=started.saga_id,
-                status=started.card.status.value,
+                status=enum_value(pb.CardStatus, started.card.status.value),
             )
 
         answer = self._once.call(method, request, pb.ApplyResponse, work)
@@ -745,7 +787,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
             kind=saga.kind,
             card_id=saga.card_id,
             batch_id=saga.batch_id,
-            state=saga.state,
+            state=enum_value(pb.SagaState, saga.state),
             step=self._orchestrator.step_name(saga),
             retries=saga.retries,
             last_error=saga.last_error,
@@ -758,7 +800,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
             steps=[
                 pb.SagaStep(
                     name=view.name,
-                    state=f"STEP_{view.state.upper()}",
+                    state=enum_value(pb.SagaStepState, f"STEP_{view.state.upper()}"),
                     done_at=to_timestamp(view.done_at),
                     undone_at=to_timestamp(view.undone_at),
                 )
@@ -849,7 +891,7 @@ class OpsApi(card_pb2_grpc.OpsServiceServicer):
                     target=t.target,
                     rule=t.rule,
                     due_at=to_timestamp(t.due_at),
-                    state=t.state,
+                    state=enum_value(pb.DeadlineState, t.state),
                     overdue=t.state == "PENDING" and t.due_at < now,
                     outcome=t.outcome,
                     attempts=t.attempts,

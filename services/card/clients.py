@@ -17,15 +17,18 @@ from google.type.date_pb2 import Date
 from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call, channel_to
 from services.platform.config import ServiceConfig
 from services.platform.errors import DomainError, Kind
-from services.platform.protoconv import to_timestamp
+from services.platform.protoconv import enum_name, enum_value, to_timestamp
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from sscard.card.v1 import card_pb2
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
 from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
 
 
 def _document(doc_type: str, number: str) -> common_pb2.IdentityDocument:
-    return common_pb2.IdentityDocument(type=doc_type, number=number)
+    return common_pb2.IdentityDocument(
+        type=enum_value(common_pb2.DocumentType, doc_type), number=number
+    )
 
 
 def _facts(facts: dict[str, Any]) -> bank_pb2.IdentityFacts:
@@ -80,7 +83,7 @@ class IdentityPort:
                 document=_document(doc_type, number),
                 name=name,
                 card_id=card_id,
-                kind=kind,
+                kind=enum_value(identity_pb2.IssuanceKind, kind),
                 replaces_card_id=replaces_card_id,
                 person_id=person_id,
             ),
@@ -90,7 +93,7 @@ class IdentityPort:
         facts: dict[str, Any] = {
             "name": person.name,
             "document": {
-                "type": common_pb2.DocumentType.Name(person.document.type),
+                "type": enum_name(common_pb2.DocumentType, person.document.type),
                 "number": person.document.number,
             },
         }
@@ -127,7 +130,9 @@ class IdentityPort:
             self._credential,
         )
         return [
-            PersonEvent(e.sequence, e.person_id, e.type == identity_pb2.PERSON_DIED)
+            PersonEvent(
+                e.sequence, e.person_id, e.type == identity_pb2.PERSON_EVENT_TYPE_PERSON_DIED
+            )
             for e in answer.events
         ]
 
@@ -170,7 +175,9 @@ class BankPort:
         call(
             self._ledger.SuspendNonCounter,
             ledger_pb2.SuspendNonCounterRequest(
-                request_id=request_id, card_id=card_id, reason=reason
+                request_id=request_id,
+                card_id=card_id,
+                reason=enum_value(ledger_pb2.NonCounterReason, reason),
             ),
             self._credential,
         )
@@ -244,17 +251,17 @@ class BankPort:
                 card_id=card_id,
                 bank_code=bank_code,
                 account_id=account_id,
-                kind=kind,
+                kind=enum_value(bank_pb2.ProductionKind, kind),
                 applied_at=to_timestamp(applied_at),
                 applied_at_branch_id=applied_at_branch_id,
-                delivery=delivery,
+                delivery=enum_value(bank_pb2.Delivery, delivery),
                 pickup_branch_id=pickup_branch_id,
             ),
             self._credential,
         )
         due = answer.due_date
         due_date = dt.date(due.year, due.month, due.day) if due.year else None
-        number = answer.card_number if answer.status == bank_pb2.PRODUCED else ""
+        number = answer.card_number if answer.status == bank_pb2.ORDER_STATUS_PRODUCED else ""
         return Order(answer.order_id, due_date, number)
 
     def suspend_for_loss(
@@ -262,7 +269,11 @@ class BankPort:
     ) -> None:
         call(
             self._stub.SuspendForLoss,
-            bank_pb2.SuspendForLossRequest(request_id=request_id, card_id=card_id, kind=loss),
+            bank_pb2.SuspendForLossRequest(
+                request_id=request_id,
+                card_id=card_id,
+                kind=enum_value(bank_pb2.LossKind, loss),
+            ),
             self._credential,
             deadline,
         )
@@ -277,7 +288,11 @@ class BankPort:
     def recall(self, request_id: str, card_id: str, reason: str) -> None:
         call(
             self._stub.RecallCard,
-            bank_pb2.RecallCardRequest(request_id=request_id, card_id=card_id, reason=reason),
+            bank_pb2.RecallCardRequest(
+                request_id=request_id,
+                card_id=card_id,
+                reason=enum_value(bank_pb2.RecallReason, reason),
+            ),
             self._credential,
         )
 
@@ -330,7 +345,11 @@ class TransitPort:
         with ``cancellation`` to the card's own account (A19.1); the card's wallet closes. A
         zero balance succeeds and moves nothing. Returns the refund's id ("" if nothing moved);
         the money reaches the bank after this returns (``refund_arrived``)."""
-        reason = transit_pb2.CANCELLATION if cancellation else transit_pb2.REPLACEMENT
+        reason = (
+            transit_pb2.REFUND_REASON_CANCELLATION
+            if cancellation
+            else transit_pb2.REFUND_REASON_REPLACEMENT
+        )
         answer = call(
             self._stub.RefundBalance,
             transit_pb2.RefundBalanceRequest(
@@ -344,19 +363,21 @@ class TransitPort:
         self,
         request_id: str,
         card_id: str,
+        person_id: str,
         status: str,
         version: int,
         deadline: float = DEFAULT_DEADLINE,
     ) -> None:
-        """Tell transit the card's status as of ``version`` (its view of the card, which
-        decides top-ups without asking this service)."""
+        """Tell transit the card's status as of ``version`` and its holder (its view of the
+        card, which decides top-ups, the app's too, without asking this service)."""
         call(
             self._stub.RecordCardStatus,
             transit_pb2.RecordCardStatusRequest(
                 request_id=request_id,
                 card_id=card_id,
-                status=status,
+                status=enum_value(card_pb2.CardStatus, status),
                 version=version,
+                person_id=person_id,
             ),
             self._credential,
             deadline,
@@ -370,10 +391,10 @@ class TransitPort:
             transit_pb2.GetRefundRequest(refund_id=refund_id),
             self._credential,
         )
-        if answer.state == transit_pb2.RETURNED_TO_WALLET:
+        if answer.state == transit_pb2.REFUND_STATE_RETURNED_TO_WALLET:
             raise DomainError(
                 "REFUND_RETURNED",
                 f"the bank refused the transit refund: {answer.last_error}",
                 rule="A19.1",
             )
-        return bool(answer.state == transit_pb2.ARRIVED)
+        return bool(answer.state == transit_pb2.REFUND_STATE_ARRIVED)

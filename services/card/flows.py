@@ -563,7 +563,9 @@ def transit_status_saga(transit: TransitPort, clock: Clock) -> SagaDefinition:
 
     def push(saga: SagaRecord, request_id: str) -> dict[str, Any]:
         d = saga.data
-        transit.record_card_status(request_id, saga.card_id, d["status"], d["version"])
+        # A push started before the holder was sent along has none: transit asks for it once.
+        holder = d.get("person_id", "")
+        transit.record_card_status(request_id, saga.card_id, holder, d["status"], d["version"])
         return {}
 
     def completed(uow: CardUnitOfWork, saga: SagaRecord) -> None:

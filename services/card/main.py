@@ -177,6 +177,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
 
     return ServiceDeps(
         db=base.db,
+        anchoring=base.anchoring,
         register=register,
         service_names=[SERVICE_NAME, OPS_SERVICE_NAME],
         maintenance=[

@@ -719,7 +719,7 @@ TRANSIT_PUSH_DEADLINE_SECONDS = 2.0
 
 def push_status_at_once(
     new_uow: Callable[[], CardUnitOfWork],
-    record_card_status: Callable[[str, str, str, int, float], None],
+    record_card_status: Callable[[str, str, str, str, int, float], None],
     pushes: Sequence[SagaRecord],
     clock: Clock,
 ) -> list[rules.Notice]:
@@ -740,6 +740,7 @@ def push_status_at_once(
             record_card_status(
                 f"{push.saga_id}:at-once",
                 push.card_id,
+                push.data["person_id"],
                 status.value,
                 push.data["version"],
                 TRANSIT_PUSH_DEADLINE_SECONDS,

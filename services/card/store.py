@@ -661,7 +661,7 @@ class CardRepository:
                 _ADD_TRANSITIONS, [self._transition_row(card.card_id, t) for t in c.transitions]
             ).scalars()
             if card.status in IN_HAND or any(t.from_status in IN_HAND for t in c.transitions):
-                self._push_status(card.card_id, card.status, max(ids))
+                self._push_status(card, max(ids))
         notices = [
             {
                 "card_id": c.card.card_id,
@@ -699,19 +699,19 @@ class CardRepository:
             "pickup_branch_id": card.pickup_branch_id,
         }
 
-    def _push_status(self, card_id: str, status: Status, version: int) -> None:
-        """Start the saga that tells transit the card's new status, in this transaction: a
-        change rolled back takes its push with it. The status version is the id of the
-        change's last transition: a card's transitions are written under its row's lock, so
-        its ids grow with every change."""
+    def _push_status(self, card: Card, version: int) -> None:
+        """Start the saga that tells transit the card's new status and its holder, in this
+        transaction: a change rolled back takes its push with it. The status version is the id
+        of the change's last transition: a card's transitions are written under its row's
+        lock, so its ids grow with every change."""
         push = SagaRecord(
             saga_id=new_saga_id(),
             kind=TRANSIT_STATUS,
-            card_id=card_id,
+            card_id=card.card_id,
             batch_id="",
             state="RUNNING",
             step=0,
-            data={"status": status.value, "version": version},
+            data={"status": card.status.value, "version": version, "person_id": card.person_id},
         )
         self._sagas.add_many([push], wall_clock())
         self.status_pushes.append(push)

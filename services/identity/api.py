@@ -48,7 +48,7 @@ from services.platform.idempotency import (
 )
 from services.platform.masking import mask_document_number
 from services.platform.pii import PiiCipher
-from services.platform.protoconv import enum_name, from_date, to_date, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, from_date, to_date, to_timestamp
 from sscard.common.v1 import common_pb2
 from sscard.identity.v1 import identity_pb2 as pb
 from sscard.identity.v1 import identity_pb2_grpc
@@ -58,24 +58,27 @@ MAX_IMPORT_RECORDS = 200_000
 MAX_CARD_ID = 64
 M = TypeVar("M", bound=Message)
 
-_SEX_TO_PB = {Sex.MALE: common_pb2.MALE, Sex.FEMALE: common_pb2.FEMALE}
+_SEX_TO_PB = {Sex.MALE: common_pb2.SEX_MALE, Sex.FEMALE: common_pb2.SEX_FEMALE}
 _SEX_FROM_PB = {v: k for k, v in _SEX_TO_PB.items()}
 _OUTCOME_TO_PB = {
-    Outcome.CREATED: pb.CREATED,
-    Outcome.UPDATED: pb.UPDATED,
-    Outcome.UNCHANGED: pb.UNCHANGED,
+    Outcome.CREATED: pb.IMPORT_OUTCOME_CREATED,
+    Outcome.UPDATED: pb.IMPORT_OUTCOME_UPDATED,
+    Outcome.UNCHANGED: pb.IMPORT_OUTCOME_UNCHANGED,
 }
 _BASIS_TO_PB = {
-    Basis.INSURED_IN_BEIJING: pb.INSURED_IN_BEIJING,
-    Basis.PUBLIC_SERVICE_ENTITLED: pb.PUBLIC_SERVICE_ENTITLED,
+    Basis.INSURED_IN_BEIJING: pb.ELIGIBILITY_BASIS_INSURED_IN_BEIJING,
+    Basis.PUBLIC_SERVICE_ENTITLED: pb.ELIGIBILITY_BASIS_PUBLIC_SERVICE_ENTITLED,
 }
 _KIND_FROM_PB = {
-    pb.FIRST: IssuanceKind.FIRST,
-    pb.REISSUE: IssuanceKind.REISSUE,
-    pb.REPLACEMENT: IssuanceKind.REPLACEMENT,
-    pb.UPGRADE: IssuanceKind.UPGRADE,
+    pb.ISSUANCE_KIND_FIRST: IssuanceKind.FIRST,
+    pb.ISSUANCE_KIND_REISSUE: IssuanceKind.REISSUE,
+    pb.ISSUANCE_KIND_REPLACEMENT: IssuanceKind.REPLACEMENT,
+    pb.ISSUANCE_KIND_UPGRADE: IssuanceKind.UPGRADE,
 }
-_SOURCE_FROM_PB = {pb.HR: Source.HR, pb.MEDICAL_INSURANCE: Source.MEDICAL_INSURANCE}
+_SOURCE_FROM_PB = {
+    pb.RECORD_SOURCE_HR: Source.HR,
+    pb.RECORD_SOURCE_MEDICAL_INSURANCE: Source.MEDICAL_INSURANCE,
+}
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -94,9 +97,7 @@ def _document(
 def _record(msg: pb.PersonRecord, v: Violations) -> RecordInput:
     preferential: set[Preferential] = set()
     for flag in msg.preferential:
-        name = (
-            pb.PreferentialTreatment.Name(flag) if flag in pb.PreferentialTreatment.values() else ""
-        )
+        name = enum_name(pb.PreferentialTreatment, flag)
         if name in Preferential.__members__:
             preferential.add(Preferential(name))
         else:
@@ -141,7 +142,7 @@ def _ref(msg: pb.PersonRef, v: Violations) -> service.PersonRef:
 
 def _document_pb(doc: Document, full: bool) -> common_pb2.IdentityDocument:
     return common_pb2.IdentityDocument(
-        type=doc.type.value,
+        type=enum_value(common_pb2.DocumentType, doc.type.value),
         number=doc.number if full else "",
         number_masked=mask_document_number(doc.number),
     )
@@ -160,7 +161,7 @@ def person_pb(person: Person, full: bool) -> pb.Person:
         public_service_entitled=a.public_service_entitled,
         alive=person.alive,
         date_of_death=to_date(a.date_of_death),
-        preferential=sorted(p.value for p in a.preferential),
+        preferential=sorted(enum_value(pb.PreferentialTreatment, p.value) for p in a.preferential),
         legacy_card_generation=a.legacy_card_generation,
         registered_card_id=person.registration.card_id if person.registration else "",
         updated_at=to_timestamp(person.updated_at),
@@ -183,7 +184,7 @@ def _history_pb(change: BasicInfoChange, full: bool) -> pb.BasicInfoChange:
 def _event_pb(sequence: int, event: Event) -> pb.PersonEvent:
     return pb.PersonEvent(
         sequence=sequence,
-        type=event.type.value,
+        type=enum_value(pb.PersonEventType, event.type.value),
         person_id=event.person_id,
         occurred_at=to_timestamp(event.occurred_at),
         registered_card_id=event.registered_card_id or "",
@@ -201,7 +202,7 @@ def _result_pb(result: service.RecordResult) -> pb.ImportRecordResult:
         raise RuntimeError("error must be known here")
     return pb.ImportRecordResult(
         index=result.index,
-        outcome=pb.REJECTED,
+        outcome=pb.IMPORT_OUTCOME_REJECTED,
         reason=error.reason,
         violations=[
             pb.RecordViolation(field=x.field, description=x.description) for x in error.violations
@@ -311,7 +312,12 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         _card_id(request.card_id, "card_id", v)
         kind = _KIND_FROM_PB.get(request.kind)
         if kind is None:
-            v.add("kind", "FIRST, REISSUE, REPLACEMENT or UPGRADE is required", "REQUIRED")
+            v.add(
+                "kind",
+                "ISSUANCE_KIND_FIRST, ISSUANCE_KIND_REISSUE, ISSUANCE_KIND_REPLACEMENT or "
+                "ISSUANCE_KIND_UPGRADE is required",
+                "REQUIRED",
+            )
         elif kind in MOVES_PLACE:
             _card_id(request.replaces_card_id, "replaces_card_id", v)
         v.raise_if_any(rule="A4.1")

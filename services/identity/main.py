@@ -18,6 +18,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     api = IdentityApi(base.db, cipher, base.clock, base.keys)
     return ServiceDeps(
         db=base.db,
+        anchoring=base.anchoring,
         register=lambda server: identity_pb2_grpc.add_IdentityServiceServicer_to_server(
             api, server
         ),

@@ -25,8 +25,8 @@ The lane count is fixed when the lanes are created (each service's audit-lane mi
 chain kept before lanes existed carries on as lane 0, unchanged, and verifies as before (its
 rows are the only ones allowed in a lane that is not their target's).
 
-The chain makes tampering evident to whoever did not also recompute every later hash; the head's
-hash, copied elsewhere from time to time, anchors it against that.
+The chain makes tampering evident to whoever did not also recompute every later hash; the signed
+anchors the service writes outside the database (``anchors``) catch whoever did.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -364,6 +365,20 @@ class AuditTrail:
         if limit is not None:
             query = query.limit(limit)
         return [_row(r) for r in session.execute(query).mappings()]
+
+    def heads(self, session: Session) -> list[tuple[int, int, str]]:
+        """Every lane's head, number and hash of its last row, in lane order (what an anchor
+        keeps, ``anchors``)."""
+        h = self.head.c
+        query = select(h.lane, h.seq, h.hash).order_by(h.lane)
+        return [(int(r.lane), int(r.seq), str(r.hash)) for r in session.execute(query)]
+
+    def links(self, session: Session) -> Iterator[tuple[int, int, str]]:
+        """Lane, number and hash of every row, in lane and chain order."""
+        t = self.trail.c
+        query = select(t.lane, t.seq, t.hash).order_by(t.lane, t.seq)
+        for r in session.execute(query).yield_per(5000):
+            yield int(r.lane), int(r.seq), str(r.hash)
 
     def verify(self, session: Session) -> Verdict:
         """Walk every lane from its first row; the first row of each out of place is a break."""

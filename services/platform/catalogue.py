@@ -352,6 +352,15 @@ class Catalogue:
             "with one field violation per field. An unexpected failure is `INTERNAL` with a log "
             "reference only.",
             "",
+            "One refusal carries no `ErrorInfo`: a request message larger than the service's "
+            "request limit",
+            "(`SSCARD_MAX_REQUEST_BYTES`, 1 MiB by default) is refused `RESOURCE_EXHAUSTED` by "
+            "gRPC itself",
+            "(`Received message larger than max`), before any handler runs. Send less in one "
+            "message: the bulk",
+            "calls (`ImportPersons`, `ApplyBatch`) are client streams that carry a batch in "
+            "slices (docs/guides).",
+            "",
             "Retry: " + ", ".join(sorted(c.name for c in RETRYABLE)) + ' mean "retry with the '
             'same request id": the',
             "service stores the answer of every mutating call under its request id, so a retry "

@@ -8,8 +8,8 @@
     sscard clients                                                     check the client registry
     sscard access                                                      the authorization matrix
     sscard migrate [identity card bank transit]                        migrate databases to head
-    sscard audit verify card | list card [--card ID] [--client ID] [--since 2027-01-04]
-                                                                       the audit trail
+    sscard audit verify card [--anchors FILE] | list card [--card ID] [--client ID]
+                                          [--since 2027-01-04]        the audit trail
     sscard secrets                                                     create development secrets
     sscard calendar load 2027.json [--into FILE]                       a year's holiday schedule
     sscard clock show | advance 16d | set 2027-01-04T09:00+08:00 | reset   move the test clock
@@ -36,12 +36,17 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.platform import access, tls, tokens
 from services.platform import config as settings
 from services.platform.auth import KIND_RULES, SUBJECT_ROLES, Channel, Role
 from services.platform.trust import Client, TrustError, load_registry
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from services.platform.audit import AuditTrail
 
 DEV_ISSUER = "sscard-dev"
 DEV_SECRETS = {
@@ -49,6 +54,7 @@ DEV_SECRETS = {
     "card-pii.key": "SSCARD_CARD_PII_KEY",
     "bank-pii.key": "SSCARD_BANK_PII_KEY",
     "console-session.key": "SSCARD_CONSOLE_SESSION_KEY",
+    **{f"{name}-audit.key": f"SSCARD_{name.upper()}_AUDIT_KEY" for name in settings.SERVICES},
 }
 
 
@@ -74,6 +80,7 @@ def ensure_dev_secrets(var_dir: Path = settings.VAR_DIR) -> None:
     keys, the development issuer's key pair, and a key pair per service for its own credential.
     Private keys go to var/keys/, public keys (JWKS) to var/trust/."""
     var_dir.mkdir(parents=True, exist_ok=True)
+    (var_dir / "audit").mkdir(exist_ok=True)  # the audit trails' anchor files
     for name in DEV_SECRETS:
         path = var_dir / name
         if not path.exists():
@@ -348,8 +355,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Walk (``verify``) or list (``list``, masked) a service's audit trail, reading its
-    database through its configured URL."""
+    """Walk (``verify``, against its anchors with ``--anchors``) or list (``list``, masked) a
+    service's audit trail, reading its database through its configured URL."""
     from services.platform.audit import AuditTrail
     from services.platform.db import Database, make_engine
 
@@ -360,20 +367,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     try:
         with db.reader() as session, session.begin():
             if args.action == "verify":
-                verdict = trail.verify(session)
-                if verdict.intact:
-                    lanes = len(verdict.heads)
-                    print(
-                        f"{args.service}: audit trail intact, {verdict.rows} rows in {lanes} lanes"
-                    )
-                    print(f"head {verdict.head}")
-                    return 0
-                for found in verdict.breaks:
-                    print(
-                        f"{args.service}: audit trail BROKEN in lane {found.lane} at row "
-                        f"{found.seq}: {found.problem}"
-                    )
-                return 1
+                return _verify(args, config, trail, session)
             since = None
             if args.since:
                 since = dt.datetime.fromisoformat(args.since)
@@ -393,6 +387,53 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return 0
     finally:
         db.dispose()
+
+
+def _verify(
+    args: argparse.Namespace, config: settings.ServiceConfig, trail: AuditTrail, session: Session
+) -> int:
+    """``audit verify``: the chain of every lane, then, given ``--anchors``, every anchored head
+    on it; exit 1 with the first offending row of each lane, or an anchor line, that fails."""
+    from services.platform import anchors
+
+    name = args.service
+    verdict = trail.verify(session)
+    breaks = list(verdict.breaks)
+    bad: tuple[str, ...] = ()
+    reading = None
+    if args.anchors:
+        try:
+            with open(args.anchors, encoding="utf-8", errors="replace") as lines:
+                reading = anchors.read(lines, config.audit_key(), name)
+        except OSError as exc:
+            print(f"sscard: cannot read {args.anchors}: {exc.strerror}", file=sys.stderr)
+            return 2
+        bad = reading.bad
+        chained = {b.lane for b in breaks}
+        found = anchors.check(trail, session, reading.anchors)
+        breaks.extend(b for b in found if b.lane not in chained)
+        if not reading.anchors:
+            bad = (*bad, f"{args.anchors} holds no valid anchor")
+        for line in reading.torn:
+            print(f"{name}: anchor line {line} is torn (a write cut off by a crash); ignored")
+    for problem in bad:
+        print(f"{name}: audit anchors BROKEN: {problem}")
+    for found_break in sorted(breaks, key=lambda b: b.lane):
+        print(
+            f"{name}: audit trail BROKEN in lane {found_break.lane} at row "
+            f"{found_break.seq}: {found_break.problem}"
+        )
+    if breaks or bad:
+        return 1
+    print(f"{name}: audit trail intact, {verdict.rows} rows in {len(verdict.heads)} lanes")
+    print(f"head {verdict.head}")
+    if reading is not None:
+        latest = reading.anchors[-1]
+        print(
+            f"{len(reading.anchors)} anchors hold, the latest of {latest.at} "
+            f"(line {latest.line}); rows after it are only hash-chained"
+        )
+    return 0
 
 
 def cmd_calendar(args: argparse.Namespace) -> int:
@@ -475,6 +516,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     from services.platform.clients import open_channel
     from services.platform.grpc_errors import CODES, from_rpc_error
+    from services.platform.slices import slices
 
     method, request_type, response_type = _method(args.service, args.method)
     own = dev_client_tls(args.client, args.cert, args.key, args.cacert)
@@ -486,10 +528,14 @@ def cmd_call(args: argparse.Namespace) -> int:
         if method.client_streaming:
             text = args.json if args.json is not None else sys.stdin.read()
             items = json.loads(text) if text.lstrip().startswith("[") else text.splitlines()
+            # each message as given, re-sliced where it would not fit the request limit
             requests = [
-                json_format.Parse(i if isinstance(i, str) else json.dumps(i), request_type())
+                piece
                 for i in items
                 if i
+                for piece in slices(
+                    json_format.Parse(i if isinstance(i, str) else json.dumps(i), request_type())
+                )
             ]
             call = channel.stream_unary(
                 path,
@@ -558,6 +604,9 @@ def parser() -> argparse.ArgumentParser:
     trail = sub.add_parser("audit", help="verify or list a service's audit trail")
     trail.add_argument("action", choices=["verify", "list"])
     trail.add_argument("service", choices=settings.SERVICES)
+    trail.add_argument(
+        "--anchors", default="", help="verify: also check the trail against this anchor file"
+    )
     trail.add_argument("--card", default="", help="only rows for this card id")
     trail.add_argument("--person", default="", help="only rows for this person id")
     trail.add_argument("--client", default="", help="only rows of this client")

@@ -3,9 +3,9 @@
 A service calls another over mutual TLS with its own certificate (``tls``) and its own
 credential (client `<name>-service`, channel INTERNAL, role `service`), bound to that
 certificate: read from a token file the deployment renews or, in development, signed with the
-service's own key. Every call has a deadline; a refusal comes back as the DomainError the
-other side raised (reason and rule intact), and a transport failure as an UNAVAILABLE
-DomainError that sagas and relays retry.
+service's own key (and signed again for a renewed certificate). Every call has a deadline; a
+refusal comes back as the DomainError the other side raised (reason and rule intact), and a
+transport failure as an UNAVAILABLE DomainError that sagas and relays retry.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from services.platform.config import ConfigError, ServiceConfig, TlsFiles
 from services.platform.errors import DomainError, Kind
 from services.platform.grpc_errors import from_rpc_error, is_retryable
 from services.platform.inbound import OVER_LIMIT
+from services.platform.rotating import RotatingChannel
 from services.platform.tokens import CredentialSource, Signer, SigningSource, TokenFileSource
 
 M = TypeVar("M", bound=Message)
@@ -79,9 +80,7 @@ def credential_source(config: ServiceConfig) -> CredentialSource:
         )
     signer = Signer(config.issuer, config.signing_key_file)
     ttl = dt.timedelta(seconds=config.token_ttl_seconds)
-    own = client_tls(config.tls)
-    certificate = own.certificate if own is not None else None
-    return SigningSource(signer, config.client_id, ttl, certificate=certificate)
+    return SigningSource(signer, config.client_id, ttl, bound_to=client_tls(config.tls))
 
 
 @functools.lru_cache(maxsize=32)
@@ -90,8 +89,9 @@ def _client_tls(files: TlsFiles) -> tls.ClientTls:
 
 
 def client_tls(files: TlsFiles | None) -> tls.ClientTls | None:
-    """A process's client side of mutual TLS (None: plaintext), read once per process: its
-    channels and the certificate its credential is bound to stay the same."""
+    """A process's client side of mutual TLS (None: plaintext), one per process: its channels
+    and the certificate its credential is bound to follow the same files, and move to a renewed
+    certificate together."""
     return None if files is None else _client_tls(files)
 
 
@@ -103,8 +103,8 @@ def channel_to(config: ServiceConfig, service: str) -> grpc.Channel:
 def open_channel(target: str, own: tls.ClientTls | None = None) -> grpc.Channel:
     """A channel that spreads calls over every address the target resolves to, retries calls
     that found no server, and notices within seconds a server that comes back; mutual TLS with
-    ``own`` certificate (plaintext without: development with SSCARD_TLS=off); it carries the
-    trace context of each call (``tracing``)."""
+    ``own`` certificate, following its files (``rotating``; plaintext without: development with
+    SSCARD_TLS=off); it carries the trace context of each call (``tracing``)."""
     options = [
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.keepalive_time_ms", 30_000),
@@ -115,10 +115,13 @@ def open_channel(target: str, own: tls.ClientTls | None = None) -> grpc.Channel:
         ("grpc.min_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
+    channel: grpc.Channel
     if own is None:
         channel = grpc.insecure_channel(target, options=options)
     else:
-        channel = grpc.secure_channel(target, own.credentials, options=options)
+        channel = RotatingChannel(
+            target, own, lambda credentials: grpc.secure_channel(target, credentials, options)
+        )
     return tracing.traced(channel)
 
 

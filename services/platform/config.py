@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from services.platform.calendar import SHIPPED_CALENDAR_FILE, WorkingDayCalendar
 from services.platform.clock import Clock, SharedTestClock, SystemClock
+from services.platform.inbound import REQUEST_BYTES
 
 SERVICES = ("identity", "card", "bank", "transit")
 DEFAULT_PORTS = {"identity": 50051, "card": 50052, "bank": 50053, "transit": 50054}
@@ -34,13 +35,20 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the process refuses to start."""
 
 
+# How often a process looks for changes to the files it re-reads without a restart: the trust
+# directory, the client registry, and its certificate, key and trust bundle.
+TRUST_RELOAD_SECONDS = 2.0
+
+
 @dataclass(frozen=True)
 class TlsFiles:
-    """Mutual TLS of one process: the CA bundle it trusts, its certificate and private key."""
+    """Mutual TLS of one process: the CA bundle it trusts, its certificate and private key, and
+    how often it looks whether they changed (``SSCARD_TRUST_RELOAD_SECONDS``)."""
 
     ca_file: Path
     cert_file: Path
     key_file: Path
+    reload_seconds: float = TRUST_RELOAD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class ServiceConfig:
     threads: int
     grace_seconds: float
     drain_seconds: float
-    max_message_bytes: int
+    max_response_bytes: int
     max_request_bytes: int
     client_max_calls: int
     trust_dir: Path
@@ -65,6 +73,8 @@ class ServiceConfig:
     token_file: Path | None
     token_ttl_seconds: int
     idempotency_ttl_hours: int
+    audit_anchor_seconds: float
+    audit_anchor_file: Path
     environment: str
     test_clock_file: str | None
     calendar_file: str
@@ -85,6 +95,11 @@ class ServiceConfig:
     def pii_key(self) -> bytes:
         """The 32-byte master key of this service's PII cipher (``SSCARD_<SERVICE>_PII_KEY``)."""
         return self.secret(f"{self.name.upper()}_PII_KEY", VAR_DIR / f"{self.name}-pii.key", 32)
+
+    def audit_key(self) -> bytes:
+        """The 32-byte key signing this service's audit anchors (``SSCARD_<SERVICE>_AUDIT_KEY``):
+        required in every environment, and in none the key of anything else."""
+        return self.secret(f"{self.name.upper()}_AUDIT_KEY", VAR_DIR / f"{self.name}-audit.key", 32)
 
     def calendar(self) -> WorkingDayCalendar:
         """The working-day calendar of ``SSCARD_CALENDAR_FILE``."""
@@ -155,8 +170,23 @@ def float_setting(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+def trust_reload_seconds(env: Mapping[str, str]) -> float:
+    """``SSCARD_TRUST_RELOAD_SECONDS``: how often changed trust files and certificates are seen."""
+    return float_setting(env, "SSCARD_TRUST_RELOAD_SECONDS", TRUST_RELOAD_SECONDS)
+
+
 def _port(env: Mapping[str, str], key: str, default: int) -> int:
     return int_setting(env, key, default, maximum=65535)
+
+
+def _anchor_seconds(env: Mapping[str, str]) -> float:
+    """How often the audit trail is anchored; anchoring cannot be turned off."""
+    seconds = float_setting(env, "SSCARD_AUDIT_ANCHOR_SECONDS", 60.0)
+    if seconds <= 0:
+        raise ConfigError(
+            "SSCARD_AUDIT_ANCHOR_SECONDS must be above 0: the audit trail is always anchored"
+        )
+    return seconds
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
@@ -218,6 +248,7 @@ def tls_files(
         ca_file=Path(_env(env, "SSCARD_TLS_CA_FILE", str(tls_dir / "ca.pem"))),
         cert_file=Path(_env(env, prefix + "TLS_CERT_FILE", str(tls_dir / f"{client_id}.pem"))),
         key_file=Path(_env(env, prefix + "TLS_KEY_FILE", str(tls_dir / f"{client_id}.key"))),
+        reload_seconds=trust_reload_seconds(env),
     )
 
 
@@ -283,6 +314,7 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
     ttl_hours = int_setting(env, "SSCARD_IDEMPOTENCY_TTL_HOURS", 48, minimum=24)
     signing_key_file, token_file = _own_credential(env, prefix, name, environment)
     port_file = env.get(prefix + "PORT_FILE", "").strip()
+    anchors = VAR_DIR / "audit" / f"{name}-anchors.jsonl"
     return ServiceConfig(
         name=name,
         host=_env(env, prefix + "HOST", "127.0.0.1"),
@@ -292,20 +324,22 @@ def load(name: str, env: Mapping[str, str] | None = None) -> ServiceConfig:
         threads=int_setting(env, prefix + "THREADS", 8, minimum=1),
         grace_seconds=float_setting(env, "SSCARD_SHUTDOWN_GRACE_SECONDS", 5.0),
         drain_seconds=float_setting(env, "SSCARD_DRAIN_SECONDS", 5.0),
-        max_message_bytes=int_setting(
-            env, "SSCARD_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, minimum=1024
+        max_response_bytes=int_setting(
+            env, "SSCARD_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=1024
         ),
-        max_request_bytes=int_setting(env, "SSCARD_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+        max_request_bytes=int_setting(env, "SSCARD_MAX_REQUEST_BYTES", REQUEST_BYTES, minimum=1024),
         client_max_calls=int_setting(env, "SSCARD_CLIENT_MAX_CALLS", 32, minimum=1),
         trust_dir=Path(_env(env, "SSCARD_TRUST_DIR", str(VAR_DIR / "trust"))),
         client_registry=Path(
             _env(env, "SSCARD_CLIENT_REGISTRY", str(REPO_ROOT / "deploy" / "clients.toml"))
         ),
-        trust_reload_seconds=float_setting(env, "SSCARD_TRUST_RELOAD_SECONDS", 2.0),
+        trust_reload_seconds=trust_reload_seconds(env),
         signing_key_file=signing_key_file,
         token_file=token_file,
         token_ttl_seconds=int_setting(env, "SSCARD_SERVICE_TOKEN_TTL_SECONDS", 3600, minimum=60),
         idempotency_ttl_hours=ttl_hours,
+        audit_anchor_seconds=_anchor_seconds(env),
+        audit_anchor_file=Path(_env(env, prefix + "AUDIT_ANCHOR_FILE", str(anchors))),
         environment=environment,
         test_clock_file=test_clock_file,
         calendar_file=_env(env, "SSCARD_CALENDAR_FILE", str(SHIPPED_CALENDAR_FILE)),

@@ -338,10 +338,14 @@ class Idempotent(Generic[U]):
         request: Message,
         response_type: type[M],
         work: Callable[[U], M],
+        fp: str | None = None,
     ) -> M:
+        """Run ``work`` at most once for the current caller's ``request_id``. A request that
+        is more than ``request`` (a client stream: ``request`` is its first message, which the
+        audit trail reads) passes its own fingerprint ``fp`` of the whole."""
         check_request_id(request_id)
         scope = scope_of(method)
-        fp = fingerprint(request)
+        fp = fingerprint(request) if fp is None else fp
         with self._new_uow() as uow:
             postgres = not uow.db.is_sqlite
             stored = self.store.claim(uow.session, scope, request_id, fp, postgres)

@@ -4,14 +4,15 @@ For every call except health checks and reflection it verifies the caller creden
 expired, forged, outside its client's registration or, over mutual TLS, presented over another
 certificate than the one it is bound to: UNAUTHENTICATED / PERMISSION_DENIED),
 asks the authorization matrix (``access``) whether the credential's roles may call the method,
-admits the call within its client's limit and only then reads the request, refusing one too
-large for the method or that does not decode (``inbound``), makes the caller available to the
-servicer through ``auth.current_caller()``, refuses text carrying NUL characters (no field of
-the suite accepts them, and PostgreSQL cannot store them) and a value the database cannot hold,
+admits the call within its client's limit and only then reads the request, refusing one that
+does not decode (``inbound``; one over the request limit grpc core refuses itself), makes the
+caller available to the servicer through ``auth.current_caller()``, refuses text carrying NUL
+characters in any request message, of a stream too (no field of the suite accepts them, and
+PostgreSQL cannot store them) and a value the database cannot hold,
 answers a lost database connection UNAVAILABLE (retryable with the same request_id), turns a
 ``DomainError`` into the rich status of ``grpc_errors``, turns anything unexpected into INTERNAL
 with a log reference and no exception text, and logs one line per refused call (a flood of
-malformed, oversized or over-limit calls: a line when it starts and a counted summary a minute).
+malformed or over-limit calls: a line when it starts and a counted summary a minute).
 """
 
 from __future__ import annotations
@@ -108,11 +109,10 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
     guarded handler is built once, on its first call, and serves every later one.
     """
 
-    def __init__(self, verifier: Verifier, error_domain: str, limits: inbound.Limits) -> None:
+    def __init__(self, verifier: Verifier, error_domain: str, calls_per_client: int) -> None:
         self._verifier = verifier
         self._domain = error_domain
-        self._limits = limits
-        self._admission = inbound.Admission(limits.calls_per_client)
+        self._admission = inbound.Admission(calls_per_client)
         self._floods = {
             reason: FailureLog(log, f"{error_domain} callers", level=logging.INFO)
             for reason in inbound.FLOOD_REASONS
@@ -148,7 +148,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg]
         )
         if behaviour is None:  # a handler without a behaviour serves nothing: UNIMPLEMENTED
             return None
-        decode = inbound.tolerant(handler.request_deserializer, self._limits.request_limit(method))
+        decode = inbound.tolerant(handler.request_deserializer)
         unary = not handler.request_streaming
         if streams:
             return grpc.stream_stream_rpc_method_handler(
@@ -278,6 +278,7 @@ def _readable(requests: Iterator[Any]) -> Iterator[Any]:
     for request in requests:
         if isinstance(request, inbound.Unreadable):
             raise request.error()
+        _check_text(request)
         yield request
 
 

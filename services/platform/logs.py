@@ -26,6 +26,9 @@ from services.platform.masking import RedactingFormatter, redact
 # Fields a record may carry through ``extra=``; they are part of every line that has them.
 OUTCOME = "outcome"
 REASON = "reason"
+# An audit anchor (``anchors``), logged whole and unmasked: only lanes, numbers, hashes, a time
+# and the service, and masking could turn a run of digits in a hash into something else.
+ANCHOR = "anchor"
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return line
 
 
+def _anchor(record: logging.LogRecord) -> str:
+    anchor = getattr(record, ANCHOR, None)
+    return json.dumps(anchor, separators=(",", ":")) if anchor is not None else ""
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; identifiers masked everywhere, the traceback included."""
 
@@ -104,7 +112,9 @@ class JsonFormatter(logging.Formatter):
         line = _fields(record)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(line, ensure_ascii=False))
+        text = redact(json.dumps(line, ensure_ascii=False))
+        anchor = _anchor(record)
+        return f'{text[:-1]}, "{ANCHOR}": {anchor}}}' if anchor else text
 
 
 class TextFormatter(RedactingFormatter):
@@ -119,7 +129,8 @@ class TextFormatter(RedactingFormatter):
         text = record.message
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return redact(text)
+        anchor = _anchor(record)
+        return redact(text) + (f" {ANCHOR}={anchor}" if anchor else "")
 
 
 def handler(service: str, fmt: str = "json", stream: TextIO | None = None) -> logging.Handler:

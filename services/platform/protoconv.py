@@ -4,6 +4,7 @@ dates are ``google.type.Date`` (unset = all zero), times are ``google.protobuf.T
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -37,7 +38,24 @@ def to_timestamp(value: dt.datetime | None) -> Timestamp | None:
     return stamp
 
 
+def _prefix(enum_type: Any) -> str:
+    """The prefix every non-zero value of a proto enum carries (buf ENUM_VALUE_PREFIX):
+    CardStatus -> "CARD_STATUS_"."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", enum_type.DESCRIPTOR.name).upper() + "_"
+
+
 def enum_name(enum_type: Any, value: int) -> str:
-    """The proto enum's value name, or "" for the unspecified (0) or an unknown value: a request
-    may carry a number this build does not know, which is bad input, never a crash."""
-    return str(enum_type.Name(value)) if value and value in enum_type.values() else ""
+    """The domain's name of a proto enum value, the value's name without its type's prefix
+    (CARD_STATUS_ACTIVE -> "ACTIVE"), as the domain and the databases spell it; "" for the
+    unspecified (0) or an unknown value: a request may carry a number this build does not
+    know, which is bad input, never a crash."""
+    if not value or value not in enum_type.values():
+        return ""
+    return str(enum_type.Name(value)).removeprefix(_prefix(enum_type))
+
+
+def enum_value(enum_type: Any, name: str) -> Any:
+    """The proto enum value of a domain name ("ACTIVE" -> CARD_STATUS_ACTIVE); 0 (unspecified)
+    for ""; the one way back from the domain's names to the contract's. Typed as the generated
+    stubs' own value type of ``enum_type`` would be (an int)."""
+    return enum_type.Value(_prefix(enum_type) + name) if name else 0

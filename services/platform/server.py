@@ -11,6 +11,8 @@ and lets calls in flight finish within ``SSCARD_SHUTDOWN_GRACE_SECONDS``. Reflec
 v1alpha) lists the service. The listener serves mutual TLS (``tls``) unless development turned it
 off; an orchestrator's probe that cannot present a certificate asks the plaintext health-only
 listener (``SSCARD_<SERVICE>_HEALTH_PORT``, off by default), which serves nothing but health.
+The audit trail is anchored (``anchors``) when the server starts, periodically, and once more
+when it stops, after the calls in flight have finished.
 Sync gRPC with a thread pool and sync SQLAlchemy: measured fastest on this hardware (see
 BENCHMARKS.md).
 """
@@ -37,17 +39,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client.core import Metric
 from sqlalchemy import Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from services.platform import config as settings
 from services.platform import logs, migrations, processes, reflection, tls, tracing
+from services.platform.anchors import Anchoring
 from services.platform.clock import Clock
 from services.platform.config import ServiceConfig
 from services.platform.db import Database, make_engine
 from services.platform.errors import DomainError
 from services.platform.faultlog import FailureLog
 from services.platform.idempotency import IdempotencyStore
-from services.platform.inbound import Limits
 from services.platform.interceptors import CallGuard
 from services.platform.metrics import Gauges, ServiceMetrics, labelled
 from services.platform.observe import CallObserver
@@ -78,6 +81,8 @@ class ServiceDeps:
     on_stop: Callable[[], None] | None = None
     # The service's gauges for /metrics, read from its database at scrape time.
     gauges: Gauges | None = None
+    # Writes the audit trail's anchors: at start, periodically, and once more at stop.
+    anchoring: Anchoring | None = None
 
 
 class Server:
@@ -87,6 +92,7 @@ class Server:
         self.config = config
         self.deps = deps
         self._stopping = threading.Event()
+        self._anchor_failures = FailureLog(log, f"{config.name}: audit anchoring")
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.metrics = ServiceMetrics(config.name, deps.db, deps.gauges)
         try:
@@ -98,7 +104,6 @@ class Server:
             )
         except TrustError as exc:
             raise settings.ConfigError(str(exc)) from exc
-        limits = _limits(config)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=config.threads, thread_name_prefix=f"{config.name}-rpc"
@@ -106,18 +111,19 @@ class Server:
             interceptors=[
                 tracing.ServerTracer(),
                 CallObserver(self.metrics),
-                CallGuard(verifier, f"{config.name}.sscard", limits),
+                CallGuard(verifier, f"{config.name}.sscard", config.client_max_calls),
             ],
             options=[
                 # what bounds an admitted call's memory (inbound): grpc core reads a message
-                # whole before the guard sees its size
-                ("grpc.max_receive_message_length", limits.receive_limit(deps.service_names)),
-                ("grpc.max_send_message_length", config.max_message_bytes),
+                # whole before the guard sees it, and refuses a larger one itself
+                ("grpc.max_receive_message_length", config.max_request_bytes),
+                # the largest answer: an import's or a batch's results, a few MB at most
+                ("grpc.max_send_message_length", config.max_response_bytes),
                 # what a call's body may hold in the transport before it is read: one
                 # request's worth per call, not the window BDP probing grows to (hundreds of MB
                 # under 48 concurrent 31 MiB calls, though every one of them is refused)
                 ("grpc.http2.bdp_probe", 0),
-                ("grpc.http2.lookahead_bytes", limits.request_bytes),
+                ("grpc.http2.lookahead_bytes", config.max_request_bytes),
                 ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
             ],
             maximum_concurrent_rpcs=config.threads * 16,
@@ -188,6 +194,26 @@ class Server:
             else:
                 failures.success()
 
+    def _anchor(self) -> None:
+        anchoring, failures = self.deps.anchoring, self._anchor_failures
+        if anchoring is None:
+            return
+        try:
+            anchoring.anchor()
+        except OSError as exc:  # the anchor file: what the system said, no stack trace
+            failures.failure(f"{type(exc).__name__} ({exc.strerror})")
+        except SQLAlchemyError as exc:  # the database is down: readiness says so too
+            failures.failure(type(exc).__name__)
+        except Exception as exc:
+            failures.failure(type(exc).__name__, exc)
+        else:
+            failures.success()
+
+    def _keep_anchoring(self, interval: float) -> None:
+        self._anchor()
+        while not self._stopping.wait(interval):
+            self._anchor()
+
     def start(self) -> None:
         self._grpc.start()
         if self._probe is not None:
@@ -200,6 +226,13 @@ class Server:
         for interval, chore in self.deps.maintenance:
             threading.Thread(
                 target=self._run_chore, args=(interval, chore), name="chore", daemon=True
+            ).start()
+        if self.deps.anchoring is not None:
+            threading.Thread(
+                target=self._keep_anchoring,
+                args=(self.deps.anchoring.interval,),
+                name="audit-anchor",
+                daemon=True,
             ).start()
 
     def stop(self, grace: float | None = None, drain: float = 0.0) -> None:
@@ -214,14 +247,11 @@ class Server:
             log.info("%s draining for %.1fs", self.config.name, drain)
             time.sleep(drain)
         self._grpc.stop(self.config.grace_seconds if grace is None else grace).wait()
+        self._anchor()  # covers the rows of the last calls
         if self._probe is not None:
             self._probe.stop(0)
         self.metrics.stop()
         self.deps.db.dispose()
-
-
-def _limits(config: ServiceConfig) -> Limits:
-    return Limits(config.max_request_bytes, config.max_message_bytes, config.client_max_calls)
 
 
 def create_server(config: ServiceConfig, deps: ServiceDeps) -> Server:
@@ -237,6 +267,7 @@ class Foundation:
     db: Database
     clock: Clock
     keys: IdempotencyStore
+    anchoring: Anchoring
 
     def purge_task(self, interval: float = 600.0) -> Task:
         """Periodic removal of expired idempotency keys."""
@@ -258,13 +289,25 @@ class Foundation:
 def foundation(
     config: ServiceConfig, keys_table: Table, cipher: PiiCipher | None = None
 ) -> Foundation:
-    """Engine, clock and idempotency store for a service, built once per process."""
+    """Engine, clock, idempotency store and audit anchoring for a service, built once per
+    process."""
+    audit_key = config.audit_key()
     db = Database(make_engine(config.db_url, pool_size=config.threads))
     clock = config.clock()
     if config.test_clock_file:
         log.warning("%s runs on the shared TEST clock (%s)", config.name, config.test_clock_file)
     ttl = dt.timedelta(hours=config.idempotency_ttl_hours)
-    return Foundation(config.name, db, clock, IdempotencyStore(keys_table, clock, ttl, cipher))
+    keys = IdempotencyStore(keys_table, clock, ttl, cipher)
+    anchoring = Anchoring(
+        config.name,
+        keys.trail,
+        db,
+        clock,
+        audit_key,
+        config.audit_anchor_file,
+        config.audit_anchor_seconds,
+    )
+    return Foundation(config.name, db, clock, keys, anchoring)
 
 
 Build = Callable[[ServiceConfig], ServiceDeps]
@@ -301,14 +344,24 @@ def _report_port(path: Path, port: int) -> None:
     partial.replace(path)
 
 
-def _worker(config: ServiceConfig, build: Build, parent: int) -> None:
-    """A worker process: dies with the supervisor that started it, whatever kills that."""
+def _worker(config: ServiceConfig, build: Build, parent: int, refusals: Any) -> None:
+    """A worker process: dies with the supervisor that started it, whatever kills that. A
+    worker that cannot start as configured (``Refusal``) tells the supervisor why and exits:
+    restarting it would meet the same setting again."""
     processes.die_with_parent(parent)
-    _serve_one(config, build)
+    try:
+        _serve_one(config, build)
+    except Refusal as exc:
+        refusals.put(exc)
+        raise SystemExit(2) from None
 
 
 class CannotListen(OSError):
     """The address a service was given is taken or cannot be bound."""
+
+
+# Why a service cannot start as configured: one line, exit code 2, no restart.
+Refusal = (settings.ConfigError, CannotListen)
 
 
 def _listen(name: str, address: str, bind: Callable[[str], int]) -> int:
@@ -347,22 +400,28 @@ def serve(config: ServiceConfig, build: Build) -> None:
 
     With several workers this process supervises them: a worker that dies is restarted with a
     growing delay, each restart logged with its count; after too many quick crashes the
-    service gives up (exit 1) so that its own supervisor sees it. Workers die with this
+    service gives up (exit 1) so that its own supervisor sees it. A worker that cannot start
+    as configured (a configuration error, a port it cannot bind) stops the whole service: its
+    error is raised here, as the single process would raise it. Workers die with this
     process, even when it is killed with SIGKILL.
     """
     if config.workers == 1:
         _serve_one(config, build)
         return
     if config.port == 0:
-        raise ValueError("several workers need a fixed port")
+        upper = config.name.upper()
+        raise settings.ConfigError(
+            f"SSCARD_{upper}_WORKERS={config.workers} needs a fixed SSCARD_{upper}_PORT, not 0"
+        )
     logs.configure(config.name, config.log_level, config.log_format)
     ctx = multiprocessing.get_context("spawn")
     parent = os.getpid()
+    refusals = ctx.SimpleQueue()
 
     def spawn(i: int) -> multiprocessing.process.BaseProcess:
         worker = ctx.Process(
             target=_worker,
-            args=(_worker_config(config, i), build, parent),
+            args=(_worker_config(config, i), build, parent, refusals),
             name=f"{config.name}-{i}",
         )
         worker.start()
@@ -375,6 +434,7 @@ def serve(config: ServiceConfig, build: Build) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     failed = False
+    refused: BaseException | None = None
     while not stop.wait(0.2):
         now = time.monotonic()
         for i, worker in enumerate(workers):
@@ -386,6 +446,9 @@ def serve(config: ServiceConfig, build: Build) -> None:
                 continue
             if worker.is_alive():
                 continue
+            if not refusals.empty():
+                refused = refusals.get()
+                break
             delay = backoff.crashed(now)
             if delay is None:
                 log.critical(
@@ -406,7 +469,7 @@ def serve(config: ServiceConfig, build: Build) -> None:
                 delay,
             )
             restart_at[i] = now + delay
-        if failed:
+        if failed or refused is not None:
             break
     for worker in workers:
         if worker.is_alive():
@@ -415,5 +478,7 @@ def serve(config: ServiceConfig, build: Build) -> None:
         worker.join(config.drain_seconds + config.grace_seconds + 5)
         if worker.is_alive():
             worker.kill()
+    if refused is not None:
+        raise refused
     if failed:
         raise SystemExit(1)

@@ -2,11 +2,13 @@
 
 * A service's listener serves TLS and requires a client certificate signed by a CA of the
   trust bundle (``SSCARD_TLS_CA_FILE``). Its certificate, key and trust bundle are read again
-  when one of the files changes: grpcio asks before every new connection's handshake, so a
-  renewed certificate or bundle takes effect for new connections while established ones go on.
+  when one of the files changes (looked at every ``SSCARD_TRUST_RELOAD_SECONDS``): grpcio asks
+  before every new connection's handshake, so a renewed certificate or bundle takes effect for
+  new connections while established ones go on.
 * A client (a service calling another, the console, ``sscard call``) presents its own
-  certificate and trusts the servers the bundle vouches for. Its channel reads the files once:
-  a client picks up a renewed certificate of its own when it restarts.
+  certificate and trusts the servers the bundle vouches for. It follows its files too: once they
+  change, new calls go over a channel built with the new set (``clients.open_channel``) while
+  calls under way finish on the old one, and its credential is bound to the new certificate.
 * A credential is bound to its client's certificate (RFC 8705): its ``cnf`` claim carries
   ``x5t#S256``, the base64url SHA-256 of the certificate's DER encoding (``thumbprint``).
 * Development certificates: ``ensure_ca`` and ``issue`` make a CA and certificates signed by it
@@ -34,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.platform.config import ConfigError, TlsFiles
+from services.platform.watch import FileWatch
 
 log = logging.getLogger("sscard.tls")
 
@@ -92,67 +95,61 @@ def _load(files: TlsFiles) -> _Material:
     return material
 
 
-class _Reloader:
-    """Hands grpcio a new certificate configuration when the files changed (and hold a matching
-    certificate and key); a half-written or mismatched set keeps the last good one, logged."""
+class _Following:
+    """A process's certificate, key and trust bundle, read again when one of the files changed
+    (looked at every ``files.reload_seconds``); a half-written or mismatched set keeps the last
+    good one, logged."""
 
     def __init__(self, files: TlsFiles) -> None:
         self._files = files
         self._lock = threading.Lock()
-        self._stamp = self._stamp_now()
+        self._watch = FileWatch(
+            (files.ca_file, files.cert_file, files.key_file), files.reload_seconds
+        )
         self.material = _load(files)
 
-    def _stamp_now(self) -> tuple[int, ...]:
-        stamp: list[int] = []
-        for path in (self._files.ca_file, self._files.cert_file, self._files.key_file):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            stamp += [st.st_mtime_ns, st.st_size, st.st_ino]
-        return tuple(stamp)
-
-    def configuration(self, material: _Material) -> grpc.ServerCertificateConfiguration:
-        return grpc.ssl_server_certificate_configuration(
-            [(material.key, material.cert)], root_certificates=material.ca
-        )
-
-    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+    def renewed(self) -> bool:
+        """Whether the files now hold another good set than before (then in ``material``)."""
+        if not self._watch.changed():
+            return False
         with self._lock:
-            stamp = self._stamp_now()
-            if stamp == self._stamp:
-                return None
-            self._stamp = stamp
             try:
                 material = _load(self._files)
-            except (
-                ConfigError,
-                OSError,
-            ) as exc:  # half written, unreadable: try at the next change
+            except (ConfigError, OSError) as exc:  # half written, unreadable: at the next change
                 log.error("kept the previous certificate: %s", exc)
-                return None
+                return False
             if material == self.material:
-                return None
+                return False
             self.material = material
-            log.info("reloaded the certificate %s and its trust bundle", self._files.cert_file)
-            return self.configuration(material)
+        log.info("reloaded the certificate %s and its trust bundle", self._files.cert_file)
+        return True
+
+
+def _server_configuration(material: _Material) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(material.key, material.cert)], root_certificates=material.ca
+    )
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """TLS for a listener: client certificates required, files re-read when they change."""
-    reloader = _Reloader(files)
+    """TLS for a listener: client certificates required, files re-read when they change (grpcio
+    asks before each new connection's handshake)."""
+    following = _Following(files)
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        return _server_configuration(following.material) if following.renewed() else None
+
     # grpcio takes None from the fetcher as "no change"; its type stubs do not say so.
-    fetcher = cast(Callable[[], grpc.ServerCertificateConfiguration], reloader)
+    fetcher = cast(Callable[[], grpc.ServerCertificateConfiguration], fetch)
     return grpc.dynamic_ssl_server_credentials(
-        reloader.configuration(reloader.material),
-        fetcher,
-        require_client_authentication=True,
+        _server_configuration(following.material), fetcher, require_client_authentication=True
     )
 
 
 @dataclass(frozen=True)
-class ClientTls:
-    """What a client presents and trusts, read once."""
+class ClientSide:
+    """What a client presents and trusts at one moment: the credentials of a channel and the
+    certificate its own bearer credential is bound to."""
 
     credentials: grpc.ChannelCredentials
     certificate: bytes
@@ -162,13 +159,44 @@ class ClientTls:
         return thumbprint(self.certificate)
 
 
-def client_tls(files: TlsFiles) -> ClientTls:
-    """mTLS for a client: its own certificate and key, and the CA bundle it trusts."""
-    material = _load(files)
+def _client_side(material: _Material) -> ClientSide:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=material.ca, private_key=material.key, certificate_chain=material.cert
     )
-    return ClientTls(credentials, material.cert)
+    return ClientSide(credentials, material.cert)
+
+
+class ClientTls:
+    """mTLS for a client, following its files: ``current()`` is its own certificate and key and
+    the CA bundle it trusts as they are now. A renewed set replaces it (a new ``ClientSide``);
+    channels (``clients.open_channel``) and the credential bound to the certificate
+    (``tokens.SigningSource``) look here, so they move over together."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        self._following = _Following(files)
+        self._current = _client_side(self._following.material)
+
+    def current(self) -> ClientSide:
+        if self._following.renewed():
+            self._current = _client_side(self._following.material)
+        return self._current
+
+    @property
+    def credentials(self) -> grpc.ChannelCredentials:
+        return self.current().credentials
+
+    @property
+    def certificate(self) -> bytes:
+        return self.current().certificate
+
+    @property
+    def thumbprint(self) -> str:
+        return self.current().thumbprint
+
+
+def client_tls(files: TlsFiles) -> ClientTls:
+    """mTLS for a client: its own certificate and key, and the CA bundle it trusts."""
+    return ClientTls(files)
 
 
 # --- development certificates -------------------------------------------------------------

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.platform.auth import Channel, Role
-from services.platform.tls import thumbprint
+from services.platform.tls import ClientTls, thumbprint
 from services.platform.trust import AUDIENCE, CONFIRMATION, THUMBPRINT
 
 
@@ -191,7 +191,8 @@ class CredentialSource(Protocol):
 class SigningSource:
     """Development and tests: the service signs its own credential with its own issuer's key
     (the operations console, role ``ops``, with the development issuer's, naming the staff
-    operator it acts for), bound to its own ``certificate`` when it speaks TLS."""
+    operator it acts for), bound to its own certificate (``bound_to``) when it speaks TLS: the
+    certificate of the moment, so a renewed certificate gets a credential of its own at once."""
 
     def __init__(
         self,
@@ -199,11 +200,12 @@ class SigningSource:
         client_id: str,
         ttl: dt.timedelta,
         roles: frozenset[Role] = frozenset({Role.SERVICE}),
-        certificate: bytes | None = None,
+        bound_to: ClientTls | None = None,
         operator_id: str = "",
     ) -> None:
         self._signer = signer
-        self._certificate = certificate
+        self._own = bound_to
+        self._certificate: bytes | None = None
         self._client_id = client_id
         self._ttl = ttl
         self._roles = roles
@@ -214,16 +216,18 @@ class SigningSource:
 
     def token(self) -> str:
         now = dt.datetime.now(dt.UTC)
+        certificate = self._own.certificate if self._own is not None else None
         with self._lock:
-            if now >= self._renew_at:
+            if now >= self._renew_at or certificate != self._certificate:
                 self._token = self._signer.mint(
                     self._client_id,
                     Channel.INTERNAL,
                     roles=self._roles,
                     ttl=self._ttl,
-                    certificate=self._certificate,
+                    certificate=certificate,
                     operator_id=self._operator_id,
                 )
+                self._certificate = certificate
                 self._renew_at = now + self._ttl / 2
             return self._token
 

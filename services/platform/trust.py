@@ -52,6 +52,7 @@ from services.platform.auth import (
 )
 from services.platform.errors import DomainError, Kind
 from services.platform.tls import common_name, thumbprint
+from services.platform.watch import FileWatch
 
 log = logging.getLogger("sscard.trust")
 
@@ -73,37 +74,18 @@ T = TypeVar("T")
 
 
 class _Reloading(Generic[T]):
-    """A value parsed from a file or folder, parsed again when its modification time changes."""
+    """A value parsed from a file or folder, parsed again when it changes (``FileWatch``)."""
 
     def __init__(self, path: Path, parse: Callable[[Path], T], reload_seconds: float) -> None:
         self._path = path
         self._parse = parse
-        self._every = reload_seconds
         self._lock = threading.Lock()
-        self._stamp = self._stamp_now()
+        self._watch = FileWatch([path], reload_seconds)
         self._value = parse(path)  # a bad file at start is a configuration error
-        self._checked = time.monotonic()
-
-    def _stamp_now(self) -> tuple[int, ...]:
-        paths = sorted(self._path.iterdir()) if self._path.is_dir() else [self._path]
-        stamps: list[int] = []
-        for p in paths:
-            try:
-                st = p.stat()
-            except FileNotFoundError:
-                continue
-            stamps += [hash(p.name), st.st_mtime_ns, st.st_size]
-        return tuple(stamps)
 
     def get(self) -> T:
-        now = time.monotonic()
-        if now - self._checked < self._every:
-            return self._value
-        with self._lock:
-            self._checked = now
-            stamp = self._stamp_now()
-            if stamp != self._stamp:
-                self._stamp = stamp
+        if self._watch.changed():
+            with self._lock:
                 try:
                     self._value = self._parse(self._path)
                     log.info("reloaded %s", self._path)

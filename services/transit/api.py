@@ -21,9 +21,9 @@ from services.platform.auth import Caller, Role, current_caller
 from services.platform.channels import Operation
 from services.platform.clock import Clock
 from services.platform.db import Database
-from services.platform.errors import DomainError, Kind, Violations
+from services.platform.errors import DomainError, Violations
 from services.platform.idempotency import IdempotencyStore, Idempotent
-from services.platform.protoconv import to_date, to_timestamp
+from services.platform.protoconv import enum_name, enum_value, to_date, to_timestamp
 from services.transit import service
 from services.transit.clients import CardPort, IdentityPort
 from services.transit.domain import park_pass as passes
@@ -40,6 +40,7 @@ from services.transit.domain.wallet import (
 )
 from services.transit.store import TransitUnitOfWork
 from sscard.card.v1 import card_pb2
+from sscard.common.v1 import common_pb2
 from sscard.transit.v1 import transit_pb2 as pb
 from sscard.transit.v1 import transit_pb2_grpc
 
@@ -93,7 +94,7 @@ def _refund_page(
     if request.state not in pb.RefundState.values():
         v.add("state", "a RefundState", "INVALID")
     elif request.state != pb.REFUND_STATE_UNSPECIFIED:
-        state = RefundState(pb.RefundState.Name(request.state))
+        state = RefundState(enum_name(pb.RefundState, request.state))
     after = None
     if request.page_token:
         created, _, refund_id = request.page_token.partition("|")
@@ -115,19 +116,11 @@ def _may_read(caller: Caller, operation: Operation) -> None:
     channels.check(operation, caller)
 
 
-def _check_own(caller: Caller, card: CardFacts) -> CardFacts:
-    """A person's own credential reaches only their own card's wallet and pass: another
-    person's card answers exactly as a card that does not exist (the card service's answer)."""
-    if caller.person_id and card.person_id != caller.person_id:
-        raise DomainError("CARD_NOT_FOUND", "no such card", kind=Kind.NOT_FOUND)
-    return card
-
-
 _CARD_STATUSES = frozenset(card_pb2.CardStatus.values())
 
 _MOVE_REASONS = {
-    pb.REPLACEMENT: RefundReason.REPLACEMENT,
-    pb.CANCELLATION: RefundReason.CANCELLATION,
+    pb.REFUND_REASON_REPLACEMENT: RefundReason.REPLACEMENT,
+    pb.REFUND_REASON_CANCELLATION: RefundReason.CANCELLATION,
 }
 
 
@@ -138,11 +131,11 @@ def entry_pb(entry: Entry) -> pb.Entry:
     return pb.Entry(
         entry_id=entry.entry_id,
         card_id=entry.card_id,
-        kind=entry.kind.value,
+        kind=enum_value(pb.EntryKind, entry.kind.value),
         amount_fen=entry.amount_fen,
         balance_after_fen=entry.balance_after_fen,
         reference=entry.reference,
-        channel=entry.channel,
+        channel=enum_value(common_pb2.Channel, entry.channel),
         outlet_id=entry.outlet_id,
         booked_at=to_timestamp(entry.booked_at),
     )
@@ -152,8 +145,10 @@ def wallet_pb(wallet: Wallet) -> pb.Wallet:
     return pb.Wallet(
         card_id=wallet.card_id,
         balance_fen=wallet.balance_fen,
-        status=wallet.status.value,
-        closed_reason=wallet.closed_reason.value if wallet.closed_reason else None,
+        status=enum_value(pb.WalletStatus, wallet.status.value),
+        closed_reason=enum_value(
+            pb.RefundReason, wallet.closed_reason.value if wallet.closed_reason else ""
+        ),
         updated_at=to_timestamp(wallet.updated_at),
     )
 
@@ -164,8 +159,8 @@ def refund_pb(refund: Refund) -> pb.BalanceRefund:
         card_id=refund.card_id,
         to_card_id=refund.to_card_id,
         amount_fen=refund.amount_fen,
-        reason=refund.reason.value,
-        state=refund.state.value,
+        reason=enum_value(pb.RefundReason, refund.reason.value),
+        state=enum_value(pb.RefundState, refund.state.value),
         balance_after_fen=refund.balance_after_fen,
         created_at=to_timestamp(refund.created_at),
         arrived_at=to_timestamp(refund.arrived_at),
@@ -182,7 +177,7 @@ def pass_pb(held: ParkPass) -> pb.ParkPass:
         valid_from=to_date(held.valid_from),
         valid_until=to_date(held.valid_until),
         purchased_at=to_timestamp(held.purchased_at),
-        channel=held.channel,
+        channel=enum_value(common_pb2.Channel, held.channel),
         outlet_id=held.outlet_id,
         original_card_id=held.original_card_id,
         transferred_at=to_timestamp(held.transferred_at),
@@ -226,9 +221,27 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             raise
         return None
 
+    def _learn(self, card_id: str, holder: bool) -> CardFacts:
+        """Ask the card service about the card and record its answer in transit's view: the
+        status with its version, or with ``holder`` the full answer, which names the holder
+        (its status has no version: kept only where transit holds no status of the card)."""
+        card = self._cards.card(card_id) if holder else self._cards.status(card_id)
+        view = CardView(card.card_id, card.status, card.status_version, card.person_id)
+        with self._uow() as uow:
+            service.record_card_view(uow, view, self._clock)
+            uow.commit()
+        return card
+
     def _own(self, caller: Caller, card_id: str) -> None:
-        if caller.person_id:
-            _check_own(caller, self._cards.card(card_id))
+        """A person reads only their own card's wallet and pass, as transit's view names its
+        holder; a view that does not name it yet is completed once from the card service."""
+        if not caller.person_id:
+            return
+        with self._uow(readonly=True) as uow:
+            holder = service.holder_of(uow, card_id)
+        if not holder:
+            holder = self._learn(card_id, holder=True).person_id
+        wallets.check_own(caller.person_id, holder)
 
     # -- wallet
 
@@ -236,25 +249,21 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
         caller = current_caller()
         channels.check(Operation.TOP_UP, caller)
         _card_id(request.card_id)
-        if not caller.person_id:
-            at_once = self._top_up_in_one(request, caller)
-            if at_once is not None:
-                return at_once
-            try:  # on transit's own view of the card
-                return self._top_up(request, caller, None)
-            except service.CardViewUnsettled:
-                pass  # the card service decides
+        at_once = self._top_up_in_one(request, caller)
+        if at_once is not None:
+            return at_once
+        try:  # on transit's own view of the card
+            return self._top_up(request, caller, None)
+        except service.NotTheHolder:
+            raise wallets.card_not_found() from None
+        except service.CardViewUnsettled as unsettled:  # the card service decides
+            holder_unknown = unsettled.holder_unknown
         found: list[CardFacts] = []
 
         def ask() -> None:
-            if caller.person_id:  # the holder's own app: the card's holder is needed too
-                found.append(_check_own(caller, self._cards.card(request.card_id)))
-                return
-            card = self._cards.status(request.card_id)
-            with self._uow() as uow:
-                view = CardView(card.card_id, card.status, card.status_version)
-                service.record_card_view(uow, view, self._clock)
-                uow.commit()
+            card = self._learn(request.card_id, holder=holder_unknown)
+            if holder_unknown:
+                wallets.check_own(caller.person_id, card.person_id)
             found.append(card)
 
         stored = self._ask("TopUp", request, pb.Entry, ask)
@@ -274,7 +283,7 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             return None
         call = self._keys.one_statement("TopUp", request.request_id, request, intended.booked_at)
         answer = entry_pb(intended)
-        trip = service.top_up_in_one(self._db, call, intended, answer.SerializeToString())
+        trip = service.top_up_in_one(self._db, call, intended, answer.SerializeToString(), caller)
         if trip.result == "OK":
             answer.entry_id, answer.balance_after_fen = trip.entry_id, trip.balance_after_fen
             return answer
@@ -459,14 +468,21 @@ class TransitApi(transit_pb2_grpc.TransitServiceServicer):
             v.add("status", "a CardStatus", "INVALID")
         if request.version <= 0:
             v.add("version", "a positive status version", "OUT_OF_RANGE")
+        if len(request.person_id) > MAX_ID:
+            v.add("person_id", f"an id of at most {MAX_ID} characters", "INVALID")
         v.raise_if_any(rule="A13.2")
-        view = CardView(request.card_id, card_pb2.CardStatus.Name(request.status), request.version)
+        view = CardView(
+            request.card_id,
+            enum_name(card_pb2.CardStatus, request.status),
+            request.version,
+            request.person_id,
+        )
 
         def work(uow: TransitUnitOfWork) -> pb.CardStatusView:
             kept = service.record_card_view(uow, view, self._clock)
             return pb.CardStatusView(
                 card_id=kept.card_id,
-                status=kept.status,
+                status=enum_value(card_pb2.CardStatus, kept.status),
                 version=kept.version,
             )
 

@@ -12,6 +12,7 @@ from typing import Protocol
 import grpc
 
 from services.platform.clients import DEFAULT_DEADLINE, ServiceCredential, call
+from services.platform.protoconv import enum_name
 from services.transit.domain.wallet import CardFacts
 from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
@@ -72,11 +73,8 @@ class GrpcCardPort:
         return CardFacts(answer.card_id, _status_name(answer.status), "", "", answer.status_version)
 
 
-_KNOWN = frozenset(card_pb2.CardStatus.values())
-
-
 def _status_name(value: int) -> str:
-    return str(card_pb2.CardStatus.Name(value)) if value in _KNOWN else "UNKNOWN"
+    return enum_name(card_pb2.CardStatus, value) or "UNKNOWN"
 
 
 class GrpcIdentityPort:
@@ -97,12 +95,10 @@ class GrpcIdentityPort:
             self._credential,
             self._deadline,
         )
-        known = identity_pb2.PreferentialTreatment.values()
-        return frozenset(
-            identity_pb2.PreferentialTreatment.Name(flag)
-            for flag in answer.person.preferential
-            if flag in known
+        names = (
+            enum_name(identity_pb2.PreferentialTreatment, f) for f in answer.person.preferential
         )
+        return frozenset(name for name in names if name)
 
 
 class GrpcLedgerPort:
@@ -123,7 +119,7 @@ class GrpcLedgerPort:
                 request_id=refund_id,
                 card_id=card_id,
                 amount_fen=amount_fen,
-                source=ledger_pb2.TRANSIT_REFUND,
+                source=ledger_pb2.ENTRY_SOURCE_TRANSIT_REFUND,
                 reference=refund_id,
                 counterparty="transit",
             ),

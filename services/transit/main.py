@@ -48,6 +48,7 @@ def build(config: settings.ServiceConfig) -> ServiceDeps:
     relay = RefundRelay(lambda: store.TransitUnitOfWork(base.db), ledger, base.clock)
     return ServiceDeps(
         db=base.db,
+        anchoring=base.anchoring,
         register=lambda server: transit_pb2_grpc.add_TransitServiceServicer_to_server(api, server),
         service_names=[SERVICE_NAME],
         maintenance=[base.purge_task(), (RELAY_INTERVAL, relay.run)],

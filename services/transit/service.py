@@ -5,8 +5,8 @@ Transport-free: the servicer (``api.py``) asks the card and identity services wh
 before the transaction (a unit of work never spans a call to another service), decodes requests
 into these arguments and encodes the results; the caller of a mutating use case commits
 (through the idempotency runner). A top-up decides on transit's own view of the card
-(``card_status``, pushed by the card service) and asks the card service only when that view
-cannot allow it (``CardViewUnsettled``).
+(``card_status``, pushed by the card service: its status and its holder, for a person's own
+top-up) and asks the card service only when that view cannot allow it (``CardViewUnsettled``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from services.platform.db import Database
 from services.platform.drain import RelayDrain
 from services.platform.errors import DomainError, Kind
 from services.platform.idempotency import OneStatement
-from services.transit import store
+from services.transit import card_view_store
 from services.transit.clients import LedgerPort
 from services.transit.domain import park_pass as passes
 from services.transit.domain import rules
@@ -63,7 +63,20 @@ CARD_SERVICE_CLIENT = "card-service"
 
 class CardViewUnsettled(Exception):
     """Transit's view of the card does not allow a top-up by itself (no view yet, or a status
-    that takes none): the card service decides, and its answer is recorded."""
+    that takes none): the card service decides, and its answer is recorded. ``holder_unknown``:
+    a person's top-up to a card whose view does not name its holder yet, which only the card
+    service's full answer (``CardPort.card``) names."""
+
+    def __init__(self, card_id: str, holder_unknown: bool = False) -> None:
+        super().__init__(card_id)
+        self.holder_unknown = holder_unknown
+
+
+class NotTheHolder(Exception):
+    """A person's top-up to a card whose view names another holder. Refused as a card that
+    does not exist (``wallets.card_not_found``) and, like that refusal, which the card service
+    gives before the transaction, kept nowhere: not a DomainError, so the idempotency runner
+    stores nothing under the request id."""
 
 
 def check_card_service(caller: Caller) -> None:
@@ -78,8 +91,15 @@ def check_card_service(caller: Caller) -> None:
 
 
 def record_card_view(uow: TransitUnitOfWork, view: CardView, clock: Clock) -> CardView:
-    """Keep the card's status if it is newer than the view held; the view held after."""
+    """Keep the card's status if it is newer than the view held, and its holder if the view
+    held names none; the view held after."""
     return uow.cards.record(view, clock.now())
+
+
+def holder_of(uow: TransitUnitOfWork, card_id: str) -> str:
+    """The card's holder as transit's view names it; "" when it does not yet."""
+    view = uow.cards.get(card_id)
+    return view.person_id if view is not None else ""
 
 
 # --- the wallet (A10) --------------------------------------------------------------------------
@@ -98,12 +118,19 @@ def top_up(
     row locked, updated and its entry written in the one transaction. ``card`` is the card
     service's answer when it was asked; None decides on transit's view, which never lags
     behind a change that stops top-ups (the card service pushes those before acknowledging
-    them), and raises ``CardViewUnsettled`` when it does not allow the top-up by itself."""
+    them), and raises ``CardViewUnsettled`` when it does not allow the top-up by itself. A
+    person tops up only their own card, whose holder the view names (the card's holder is
+    checked before its status, which another person does not learn)."""
     if card is None:
         view = uow.cards.get(card_id)
+        if caller.person_id:
+            if view is None or not view.person_id:
+                raise CardViewUnsettled(card_id, holder_unknown=True)
+            if view.person_id != caller.person_id:
+                raise NotTheHolder(card_id)
         if view is None or not view.takes_top_ups:
             raise CardViewUnsettled(card_id)
-        card = CardFacts(card_id, view.status, "", "")
+        card = CardFacts(card_id, view.status, "", view.person_id)
     wallets.check_card_usable(card)
     wallets.check_top_up_amount(amount_fen)
     now = clock.now()
@@ -141,13 +168,20 @@ def intended_top_up(
 
 
 def top_up_in_one(
-    db: Database, call: OneStatement, intended: Entry, answer: bytes
-) -> store.OneTrip:
+    db: Database, call: OneStatement, intended: Entry, answer: bytes, caller: Caller
+) -> card_view_store.OneTrip:
     """PostgreSQL: the top-up of a card transit's view allows, into an open wallet within the
-    cap (A10.1, A10.2, A13.2), claimed, booked, answered and audited in one statement; anything
-    else is left to ``top_up`` (SLOW) and changes nothing."""
-    trip = store.top_up_in_one(
-        db, call, intended, rules.COLLECTED_STATES, rules.BALANCE_CAP_FEN, answer
+    cap (A10.1, A10.2, A13.2), claimed, booked, answered and audited in one statement; a
+    person's only to a card the view names them the holder of. Anything else is left to
+    ``top_up`` (SLOW) and changes nothing."""
+    trip = card_view_store.top_up_in_one(
+        db,
+        call,
+        intended,
+        rules.COLLECTED_STATES,
+        rules.BALANCE_CAP_FEN,
+        answer,
+        caller.person_id,
     )
     if trip.result == "OK":
         idempotency.log.info("state change committed", extra={logs.OUTCOME: "OK"})

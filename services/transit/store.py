@@ -6,16 +6,14 @@ transaction, so the balance always equals the sum of the card's entries. ``refun
 outbox of money on its way to a bank account: written in the transaction that debits the
 wallet, claimed by the relay with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL).
 ``park_passes`` holds one row per card and year (A11.1). ``card_status`` is transit's view of
-each card's status as the card service pushes it, each with its version: only a newer version
-replaces an older one.
+each card's status and holder (``card_view_store``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -43,9 +41,9 @@ from sqlalchemy.orm import Session
 
 from services.platform import audit, idempotency
 from services.platform.db import Database, Serial, UnitOfWork, advisory_lock, as_utc
+from services.transit import card_view_store
 from services.transit.domain.park_pass import ParkPass
 from services.transit.domain.wallet import (
-    CardView,
     Entry,
     EntryKind,
     Refund,
@@ -123,14 +121,7 @@ park_passes = Table(
 )
 
 
-card_status = Table(
-    "card_status",
-    metadata,
-    Column("card_id", String(64), primary_key=True),
-    Column("status", String(20), nullable=False),  # the card service's CardStatus name
-    Column("version", BigInteger, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-)
+card_status = card_view_store.define_table(metadata)  # transit's view of the cards
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -534,52 +525,11 @@ class ParkPassRepository:
         )
 
 
-class CardStatusRepository:
-    """Transit's view of each card's status (``card_status``)."""
-
-    _get = select(card_status.c.status, card_status.c.version).where(
-        card_status.c.card_id == bindparam("card_id")
-    )
-
-    def __init__(self, session: Session, postgres: bool) -> None:
-        self.session = session
-        dialect_insert = postgresql.insert if postgres else sqlite.insert
-        insert = dialect_insert(card_status)
-        # A push or an answer older than the view changes nothing.
-        self._record = insert.on_conflict_do_update(
-            index_elements=["card_id"],
-            set_={
-                "status": insert.excluded.status,
-                "version": insert.excluded.version,
-                "recorded_at": insert.excluded.recorded_at,
-            },
-            where=card_status.c.version < insert.excluded.version,
-        )
-
-    def get(self, card_id: str) -> CardView | None:
-        row = self.session.execute(self._get, {"card_id": card_id}).one_or_none()
-        return None if row is None else CardView(card_id, row.status, int(row.version))
-
-    def record(self, view: CardView, now: dt.datetime) -> CardView:
-        """Keep ``view`` unless the card's view is as new or newer; the view kept."""
-        self.session.execute(
-            self._record,
-            {
-                "card_id": view.card_id,
-                "status": view.status,
-                "version": view.version,
-                "recorded_at": now,
-            },
-        )
-        kept = self.get(view.card_id)
-        return view if kept is None else kept
-
-
 class TransitUnitOfWork(UnitOfWork):
     wallets: WalletRepository
     refunds: RefundRepository
     passes: ParkPassRepository
-    cards: CardStatusRepository
+    cards: card_view_store.CardStatusRepository
 
     def __init__(self, db: Database, readonly: bool = False) -> None:
         super().__init__(db, readonly)
@@ -588,74 +538,15 @@ class TransitUnitOfWork(UnitOfWork):
         self.wallets = WalletRepository(session, not self.db.is_sqlite)
         self.refunds = RefundRepository(session)
         self.passes = ParkPassRepository(session)
-        self.cards = CardStatusRepository(session, not self.db.is_sqlite)
+        self.cards = card_view_store.CardStatusRepository(
+            session, not self.db.is_sqlite, card_status
+        )
 
     def lock(self, *parts: str) -> None:
         """Take turns with other transactions on the same key until commit (PostgreSQL; on
         SQLite a writing unit of work already holds the database's write lock)."""
         if not self.db.is_sqlite:
             advisory_lock(self.session, "transit", *parts)
-
-
-@dataclass(frozen=True)
-class OneTrip:
-    """What ``transit_top_up`` did: OK (booked), STORED (the request id's earlier answer),
-    IN_PROGRESS (held by another transaction) or SLOW (nothing changed: the ordinary path
-    decides)."""
-
-    result: str
-    entry_id: int
-    balance_after_fen: int
-    held: tuple[str, str, bytes] | None  # STORED: fingerprint, outcome, payload
-
-
-_TOP_UP_IN_ONE = text(
-    "SELECT * FROM transit_top_up(:lock_key, :scope, :request_id, :fingerprint, :expires_at,"
-    " :card_id, :usable, :amount, :cap, :kind, :channel, :outlet_id, :at, :answer,"
-    " CAST(:audit AS jsonb), :audit_before, :audit_between, :audit_after)"
-)
-
-
-def top_up_in_one(
-    db: Database,
-    call: idempotency.OneStatement,
-    entry: Entry,
-    usable: frozenset[str],
-    cap_fen: int,
-    answer: bytes,
-) -> OneTrip:
-    """PostgreSQL: a top-up in one round trip to the database (migration 0006): the key claimed,
-    the card's view read, the wallet credited within ``cap_fen``, ``entry`` booked, ``answer``
-    (completed with the entry id and balance) stored under the key and the audit row appended,
-    in the one statement's own transaction."""
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        row = connection.execute(
-            _TOP_UP_IN_ONE,
-            {
-                "lock_key": call.lock_key,
-                "scope": call.scope,
-                "request_id": call.request_id,
-                "fingerprint": call.fingerprint,
-                "expires_at": call.expires_at,
-                "card_id": entry.card_id,
-                "usable": sorted(usable),
-                "amount": entry.amount_fen,
-                "cap": cap_fen,
-                "kind": entry.kind.value,
-                "channel": entry.channel,
-                "outlet_id": entry.outlet_id,
-                "at": entry.booked_at,
-                "answer": answer,
-                "audit": json.dumps(call.audit.fields),
-                "audit_before": call.audit.before,
-                "audit_between": call.audit.between,
-                "audit_after": call.audit.after,
-            },
-        ).one()
-    held = None
-    if row.result == "STORED":
-        held = (row.stored_fingerprint, row.stored_outcome, bytes(row.stored_payload))
-    return OneTrip(row.result, int(row.entry_id or 0), int(row.balance_after or 0), held)
 
 
 def pending_refunds(session: Session) -> tuple[int, dt.datetime | None]:

@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from services.platform.auth import Channel, Role
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2, card_pb2_grpc
 from sscard.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -45,11 +46,10 @@ def main() -> None:
     ):
         identity = identity_pb2_grpc.IdentityServiceStub(suite.channel("identity"))
         identity.ImportPersons(
-            iter(
+            slices(
                 identity_pb2.ImportPersonsRequest(
-                    batch_id="staff", records=[p.record() for p in people[i : i + 1000]]
+                    batch_id="staff", records=[p.record() for p in people]
                 )
-                for i in range(0, len(people), 1000)
             ),
             metadata=suite.metadata(Role.REGISTRY),
             timeout=600,
@@ -65,23 +65,25 @@ def main() -> None:
         card = card_pb2_grpc.CardServiceStub(suite.channel("card"))
         started = time.perf_counter()
         answer = card.ApplyBatch(
-            card_pb2.ApplyBatchRequest(
-                request_id="batch-bench",
-                employer=card_pb2.Employer(employer_id=EMPLOYER_ID, name="Bench Co."),
-                bank_code=BANK,
-                pickup_branch_id=BRANCH,
-                applicants=[
-                    card_pb2.Applicant(
-                        document=p.document(),
-                        document_valid_until=p.document_valid_until(),
-                        name=p.name,
-                        photo=JPEG,
-                        occupation="engineer",
-                        mobile="13700000000",
-                        address="3 Zhongguancun Street, Haidian, Beijing",
-                    )
-                    for p in people
-                ],
+            slices(
+                card_pb2.ApplyBatchRequest(
+                    request_id="batch-bench",
+                    employer=card_pb2.Employer(employer_id=EMPLOYER_ID, name="Bench Co."),
+                    bank_code=BANK,
+                    pickup_branch_id=BRANCH,
+                    applicants=[
+                        card_pb2.Applicant(
+                            document=p.document(),
+                            document_valid_until=p.document_valid_until(),
+                            name=p.name,
+                            photo=JPEG,
+                            occupation="engineer",
+                            mobile="13700000000",
+                            address="3 Zhongguancun Street, Haidian, Beijing",
+                        )
+                        for p in people
+                    ],
+                )
             ),
             metadata=suite.metadata(Role.EMPLOYER, channel=Channel.ONLINE, caller=EMPLOYER_ID),
             timeout=300,

@@ -28,6 +28,7 @@ from services.platform.auth import current_caller
 from services.platform.db import Database, make_engine
 from services.platform.server import ServiceDeps, serve
 from services.transit.main import SERVICE_NAME
+from sscard.common.v1 import common_pb2
 from sscard.transit.v1 import transit_pb2 as pb
 from sscard.transit.v1 import transit_pb2_grpc
 
@@ -38,7 +39,7 @@ class EchoTransit(transit_pb2_grpc.TransitServiceServicer):
         return pb.Entry(
             entry_id=1,
             card_id=request.card_id,
-            kind=pb.TOP_UP,
+            kind=pb.ENTRY_KIND_TOP_UP,
             amount_fen=request.amount_fen,
             balance_after_fen=request.amount_fen,
             reference=request.request_id,
@@ -65,11 +66,11 @@ class BareTransit(transit_pb2_grpc.TransitServiceServicer):
         return pb.Entry(
             entry_id=1,
             card_id=request.card_id,
-            kind=pb.TOP_UP,
+            kind=pb.ENTRY_KIND_TOP_UP,
             amount_fen=request.amount_fen,
             balance_after_fen=request.amount_fen,
             reference=request.request_id,
-            channel="TRANSIT_OUTLET",
+            channel=common_pb2.CHANNEL_TRANSIT_OUTLET,
             outlet_id="K-1",
         )
 

@@ -17,7 +17,12 @@ from sscard.transit.v1 import transit_pb2 as tpb
 from tests.chaos.workload import MOBILE, Driver
 
 SETTLE_SECONDS = 120
-OUT_OF_USE = (pb.REFUSED, pb.WITHDRAWN, pb.SS_CANCELLED, pb.REPLACED)
+OUT_OF_USE = (
+    pb.CARD_STATUS_REFUSED,
+    pb.CARD_STATUS_WITHDRAWN,
+    pb.CARD_STATUS_SS_CANCELLED,
+    pb.CARD_STATUS_REPLACED,
+)
 
 
 def _pages(list_call: Callable[[str], Any], field: str) -> Iterator[Any]:
@@ -87,7 +92,7 @@ def pending_refunds(driver: Driver, cards: list[str]) -> list[str]:
         refunds |= {
             e.reference
             for e in wallet_entries(driver, card_id)
-            if e.kind in (tpb.REFUND, tpb.TRANSFER_OUT)
+            if e.kind in (tpb.ENTRY_KIND_REFUND, tpb.ENTRY_KIND_TRANSFER_OUT)
         }
     return [
         r
@@ -97,7 +102,7 @@ def pending_refunds(driver: Driver, cards: list[str]) -> list[str]:
                 tpb.GetRefundRequest(refund_id=r), metadata=driver.ops, timeout=t
             )
         ).state
-        == tpb.SENDING
+        == tpb.REFUND_STATE_SENDING
     ]
 
 
@@ -112,7 +117,7 @@ def settle(driver: Driver, bound: float = SETTLE_SECONDS) -> list[str]:
         running = [
             f"saga {s.kind} {s.card_id} at {s.step} ({s.last_error or 'no error'})"
             for s in sagas(driver)
-            if s.state in (pb.RUNNING, pb.COMPENSATING)
+            if s.state in (pb.SAGA_STATE_RUNNING, pb.SAGA_STATE_COMPENSATING)
         ]
         waiting = running + [
             f"refund {r} SENDING" for r in pending_refunds(driver, card_ids(driver))
@@ -157,14 +162,18 @@ def check_money(driver: Driver, cards: list[str]) -> list[str]:
             found.append(f"money: wallet {card_id} balance is not the sum of its entries")
         if wallet.balance_fen < 0:
             found.append(f"money: wallet {card_id} negative ({wallet.balance_fen})")
-        if wallet.status == tpb.CLOSED and wallet.balance_fen:
+        if wallet.status == tpb.WALLET_STATUS_CLOSED and wallet.balance_fen:
             found.append(f"money: closed wallet {card_id} holds {wallet.balance_fen} fen")
         for e in entries:
-            if e.kind == tpb.TOP_UP:
+            if e.kind == tpb.ENTRY_KIND_TOP_UP:
                 topups[e.reference] += 1
                 if driver.world.topups.get(e.reference, (card_id,))[0] != card_id:
                     found.append(f"money: top-up {e.reference} booked on another card")
-            elif e.kind in (tpb.REFUND, tpb.TRANSFER_OUT, tpb.REVERSAL):
+            elif e.kind in (
+                tpb.ENTRY_KIND_REFUND,
+                tpb.ENTRY_KIND_TRANSFER_OUT,
+                tpb.ENTRY_KIND_REVERSAL,
+            ):
                 out_of_wallets -= e.amount_fen
         account = driver.read(
             lambda t, c=card_id: _not_found(
@@ -195,7 +204,7 @@ def check_money(driver: Driver, cards: list[str]) -> list[str]:
         if account.closed and account.balance_fen:
             found.append(f"money: closed account of {card_id} holds {account.balance_fen} fen")
         for e in booked:
-            if e.source == ledger_pb2.TRANSIT_REFUND:
+            if e.source == ledger_pb2.ENTRY_SOURCE_TRANSIT_REFUND:
                 arrived += e.amount_fen
             if e.reference in driver.world.credits or e.reference.startswith("pension-"):
                 credits[e.reference] += 1
@@ -251,13 +260,15 @@ def check_one_card(driver: Driver) -> list[str]:
             ).status
             for c in sorted(cards)
         }
-        active = [c for c, s in status.items() if s == pb.ACTIVE]
+        active = [c for c, s in status.items() if s == pb.CARD_STATUS_ACTIVE]
         # The place moves to a replacement at once; the old card works on until the new one
         # is activated (A16.5).
         replaced = {
             driver.world.cards[slot.old].card_id
             for slot in driver.world.cards.values()
-            if slot.old and slot.card_id == registered and status.get(registered) != pb.ACTIVE
+            if slot.old
+            and slot.card_id == registered
+            and status.get(registered) != pb.CARD_STATUS_ACTIVE
         }
         if len(active) > 1:
             found.append(f"one card: {key} holds {len(active)} active cards")
@@ -276,10 +287,10 @@ def check_one_card(driver: Driver) -> list[str]:
                     )
                 )
             )
-            opened = account is not None and account.status == bank_pb2.OPENED
-            if card_status == pb.REFUSED and opened:
+            opened = account is not None and account.status == bank_pb2.ACCOUNT_STATUS_OPENED
+            if card_status == pb.CARD_STATUS_REFUSED and opened:
                 found.append(f"one card: refused card {card_id} of {key} has an open account")
-            if card_status == pb.ACTIVE and not opened:
+            if card_status == pb.CARD_STATUS_ACTIVE and not opened:
                 found.append(f"one card: active card {card_id} of {key} has no open account")
     return found
 
@@ -293,7 +304,7 @@ def check_sagas(driver: Driver) -> list[str]:
     applications = Counter(s.card_id for s in listed if s.kind == "application")
     found += [f"sagas: card {c} has {n} applications" for c, n in applications.items() if n > 1]
     for s in listed:
-        if s.state in (pb.RUNNING, pb.COMPENSATING) and not s.last_error:
+        if s.state in (pb.SAGA_STATE_RUNNING, pb.SAGA_STATE_COMPENSATING) and not s.last_error:
             found.append(f"sagas: {s.kind} {s.card_id} never ended, at {s.step}, no error shown")
     return found
 
@@ -305,7 +316,8 @@ def check_deadlines(driver: Driver) -> list[str]:
         for d in deadlines(driver, overdue_only=True)
     ]
     fired = Counter(
-        (d.kind, d.target, d.due_at.ToSeconds()) for d in deadlines(driver, state=pb.FIRED)
+        (d.kind, d.target, d.due_at.ToSeconds())
+        for d in deadlines(driver, state=pb.DEADLINE_STATE_FIRED)
     )
     found += [f"deadlines: {k[0]} {k[1]} fired {n}x" for k, n in fired.items() if n > 1]
     return found

@@ -23,6 +23,7 @@ from google.type.date_pb2 import Date
 
 from services.platform.auth import Channel, Role
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -69,7 +70,11 @@ OPERATIONS = {
 }
 FAULTS = {"kill": 2, "cut_db": 2, "proxy": 4}
 # The operation that moves a card in this status towards use.
-ADVANCE = {pb.IN_PRODUCTION: "produce", pb.READY: "collect", pb.COLLECTED: "activate"}
+ADVANCE = {
+    pb.CARD_STATUS_IN_PRODUCTION: "produce",
+    pb.CARD_STATUS_READY: "collect",
+    pb.CARD_STATUS_COLLECTED: "activate",
+}
 
 
 @dataclass
@@ -205,18 +210,22 @@ def _operation(rng: random.Random, world: World) -> Step:
     if op == "clock":
         return {"op": op, "days": rng.choice([1, 1, 3, 11, 16, 31, 45, 190])}
     wants = {
-        "produce": (pb.IN_PRODUCTION,),
-        "collect": (pb.READY,),
-        "employer_collect": (pb.READY,),
-        "activate": (pb.COLLECTED,),
-        "temporary_loss": (pb.ACTIVE,),
-        "formal_loss": (pb.ACTIVE, pb.TEMPORARILY_LOST),
-        "unlock": (pb.TEMPORARILY_LOST, pb.FORMALLY_LOST),
-        "reissue": (pb.FORMALLY_LOST,),
-        "replace": (pb.ACTIVE,),
-        "cancel_district": (pb.ACTIVE, pb.CANCELLATION_DUE),
-        "cancel_bank": (pb.ACTIVE, pb.CANCELLATION_DUE, pb.SS_CANCELLED),
-    }.get(op, (pb.ACTIVE, pb.COLLECTED))
+        "produce": (pb.CARD_STATUS_IN_PRODUCTION,),
+        "collect": (pb.CARD_STATUS_READY,),
+        "employer_collect": (pb.CARD_STATUS_READY,),
+        "activate": (pb.CARD_STATUS_COLLECTED,),
+        "temporary_loss": (pb.CARD_STATUS_ACTIVE,),
+        "formal_loss": (pb.CARD_STATUS_ACTIVE, pb.CARD_STATUS_TEMPORARILY_LOST),
+        "unlock": (pb.CARD_STATUS_TEMPORARILY_LOST, pb.CARD_STATUS_FORMALLY_LOST),
+        "reissue": (pb.CARD_STATUS_FORMALLY_LOST,),
+        "replace": (pb.CARD_STATUS_ACTIVE,),
+        "cancel_district": (pb.CARD_STATUS_ACTIVE, pb.CARD_STATUS_CANCELLATION_DUE),
+        "cancel_bank": (
+            pb.CARD_STATUS_ACTIVE,
+            pb.CARD_STATUS_CANCELLATION_DUE,
+            pb.CARD_STATUS_SS_CANCELLED,
+        ),
+    }.get(op, (pb.CARD_STATUS_ACTIVE, pb.CARD_STATUS_COLLECTED))
     # A cancellation mostly finds money in the wallet: the refund must arrive before the
     # account closes (A19.1).
     funded = frozenset(card_id for card_id, _ in world.topups.values())
@@ -386,17 +395,17 @@ class Driver:
                 number=resident_id(birth=dt.date(1960, 1, 1) + dt.timedelta(days=n), seq=101),
                 name="李四",
                 settled=SETTLED if step["settled"] else None,
-                preferential=(identity_pb2.PARK_PASS,) if step["park"] else (),
+                preferential=(identity_pb2.PREFERENTIAL_TREATMENT_PARK_PASS,)
+                if step["park"]
+                else (),
             )
         outcome = self.call(
             "import",
             lambda t: self.identity.ImportPersons(
-                iter(
-                    [
-                        identity_pb2.ImportPersonsRequest(
-                            batch_id=rid, records=[p.record() for p in people.values()]
-                        )
-                    ]
+                slices(
+                    identity_pb2.ImportPersonsRequest(
+                        batch_id=rid, records=[p.record() for p in people.values()]
+                    )
                 ),
                 metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
                 timeout=t,
@@ -430,7 +439,7 @@ class Driver:
                     request_id=rid,
                     applicant=self.applicant(person),
                     bank_code=BANK,
-                    delivery=pb.BRANCH_PICKUP,
+                    delivery=pb.DELIVERY_BRANCH_PICKUP,
                     pickup_branch_id=step["pickup"],
                 ),
                 metadata=metadata,
@@ -443,7 +452,7 @@ class Driver:
                 BANK,
                 step["pickup"],
                 card_id=outcome[1].card_id,
-                status=pb.APPLIED,
+                status=pb.CARD_STATUS_APPLIED,
             )
 
     def _apply_online(self, step: Step, rid: str) -> None:
@@ -457,12 +466,14 @@ class Driver:
         outcome = self.call(
             "batch",
             lambda t: self.card().ApplyBatch(
-                pb.ApplyBatchRequest(
-                    request_id=rid,
-                    employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
-                    bank_code=BANK,
-                    pickup_branch_id=INSTANT,
-                    applicants=[self.applicant(p) for p in people],
+                slices(
+                    pb.ApplyBatchRequest(
+                        request_id=rid,
+                        employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
+                        bank_code=BANK,
+                        pickup_branch_id=INSTANT,
+                        applicants=[self.applicant(p) for p in people],
+                    )
                 ),
                 metadata=self.token(Channel.ONLINE, (Role.EMPLOYER,), EMPLOYER_ID),
                 timeout=t,
@@ -476,7 +487,7 @@ class Driver:
                         BANK,
                         INSTANT,
                         card_id=result.card_id,
-                        status=pb.APPLIED,
+                        status=pb.CARD_STATUS_APPLIED,
                     )
 
     def _refresh(self, slot: Slot) -> None:
@@ -525,7 +536,7 @@ class Driver:
                     pb.RecordCollectionRequest(
                         request_id=rid,
                         card_id=slot.card_id,
-                        method=pb.AT_BRANCH,
+                        method=pb.COLLECTION_METHOD_AT_BRANCH,
                         document=person.document(),
                         old_card_id=old.card_id if old else "",
                         move_park_pass=step["move_park_pass"],
@@ -547,7 +558,7 @@ class Driver:
                     pb.RecordCollectionRequest(
                         request_id=rid,
                         card_id=slot.card_id,
-                        method=pb.BY_EMPLOYER,
+                        method=pb.COLLECTION_METHOD_BY_EMPLOYER,
                         employer=pb.EmployerDocuments(
                             licence_number=EMPLOYER_ID, legal_representative=True
                         ),
@@ -636,7 +647,7 @@ class Driver:
                 branch,
                 old=step["card"],
                 card_id=outcome[1].card_id,
-                status=pb.APPLIED,
+                status=pb.CARD_STATUS_APPLIED,
             )
 
     def _reissue(self, step: Step, rid: str) -> None:
@@ -649,7 +660,7 @@ class Driver:
                         request_id=rid,
                         card_id=slot.card_id,
                         document=person.document(),
-                        delivery=pb.BRANCH_PICKUP,
+                        delivery=pb.DELIVERY_BRANCH_PICKUP,
                         pickup_branch_id=INSTANT,
                     ),
                     metadata=self.online(person),
@@ -674,8 +685,8 @@ class Driver:
                         card_id=slot.card_id,
                         document=person.document(),
                         name=person.name,
-                        reason=pb.DAMAGED_FACE,
-                        delivery=pb.BRANCH_PICKUP,
+                        reason=pb.REPLACEMENT_REASON_DAMAGED_FACE,
+                        delivery=pb.DELIVERY_BRANCH_PICKUP,
                         pickup_branch_id=branch,
                         new_bank_code=OTHER_BANK if step["bank_change"] else "",
                     ),
@@ -764,7 +775,7 @@ class Driver:
                         request_id=rid,
                         card_id=slot.card_id,
                         amount_fen=step["yuan"] * 100,
-                        source=ledger_pb2.NON_COUNTER,
+                        source=ledger_pb2.ENTRY_SOURCE_NON_COUNTER,
                         reference=reference,
                         counterparty="pension-fund",
                     ),

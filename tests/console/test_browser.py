@@ -72,7 +72,7 @@ def test_A4_5_an_analyst_resolves_an_alert_with_a_note(suite: Suite, page: Any) 
 
     alerts = ledger(suite).ListAlerts(ledger_pb2.ListAlertsRequest(), metadata=suite.ops).alerts
     (alert,) = [a for a in alerts if a.card_id == card_id]
-    assert (alert.status, alert.assignee) == (ledger_pb2.ALERT_RESOLVED, STAFF)
+    assert (alert.status, alert.assignee) == (ledger_pb2.ALERT_STATUS_ALERT_RESOLVED, STAFF)
     assert alert.resolution == "payroll of a small employer, checked with the branch"
 
 

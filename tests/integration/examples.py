@@ -63,8 +63,10 @@ def assert_the_walk(lines: list[str]) -> None:
     events = [int(m[1]) for line in lines if (m := re.match(r"event (\d+): ", line))]
     assert events == list(range(1, len(events) + 1)), "an event was lost or repeated"
     assert "stream lost after sequence 1; resuming" in lines
-    assert [line for line in lines if line.startswith("event ")][-1].endswith("COMPLETED completed")
-    assert "card status: ACTIVE" in lines
+    assert [line for line in lines if line.startswith("event ")][-1].endswith(
+        "SAGA_STATE_COMPLETED completed"
+    )
+    assert "card status: CARD_STATUS_ACTIVE" in lines
     assert "balance: 50.00 yuan (5000 fen)" in lines
     assert "malformed: INVALID_ARGUMENT INVALID_DOCUMENT rule A4.1" in lines
     assert any(line.startswith("  field applicant.document.number: ") for line in lines)

@@ -45,7 +45,7 @@ def test_A4_1_an_import_of_thousands_reports_every_record_in_order(
     answer = stub.ImportPersons(requests, metadata=registry, timeout=300)
     assert (answer.received, answer.created, answer.rejected) == (5000, 4999, 1)
     assert [r.index for r in answer.results] == list(range(5000))
-    assert answer.results[1234].outcome == pb.REJECTED
+    assert answer.results[1234].outcome == pb.IMPORT_OUTCOME_REJECTED
     assert answer.results[1234].violations[0].field == "name"
     again = stub.ImportPersons(
         (pb.ImportPersonsRequest(batch_id="big-2", records=[p.record()]) for p in people[:100]),
@@ -84,7 +84,7 @@ def test_A4_2_concurrent_applications_for_one_person_give_exactly_one_card(
                     document=person.document(),
                     name=person.name,
                     card_id=f"card-{n}",
-                    kind=pb.FIRST,
+                    kind=pb.ISSUANCE_KIND_FIRST,
                 ),
                 metadata=service,
                 timeout=30,

@@ -87,7 +87,7 @@ def test_one_application_is_one_trace_across_card_identity_and_bank(
     person = suite.person()
     spans.clear()
     card_id = suite.apply(person).card_id
-    assert suite.settle(card_id).state == pb.COMPLETED
+    assert suite.settle(card_id).state == pb.SAGA_STATE_COMPLETED
     apply = _apply_span(spans)
     assert apply.context is not None
     found = _trace(spans, apply.context.trace_id)
@@ -125,7 +125,7 @@ def test_a_saga_resumed_by_a_restarted_card_service_joins_the_applications_trace
 
     def settled() -> bool:
         request = pb.GetApplicationRequest(card_id=card_id)
-        return cards.GetApplication(request, metadata=suite.ops).state == pb.COMPLETED
+        return cards.GetApplication(request, metadata=suite.ops).state == pb.SAGA_STATE_COMPLETED
 
     _until(settled, "the restarted card service did not finish the saga")
     resumed = _trace(spans, trace_id)

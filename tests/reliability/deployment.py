@@ -20,6 +20,7 @@ from services.platform import migrations
 from services.platform.auth import Channel, Role
 from services.platform.config import REPO_ROOT
 from services.platform.db import Database, make_engine
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -91,12 +92,10 @@ class Deployment:
     def people(self, count: int) -> list[PersonSpec]:
         people = [PersonSpec() for _ in range(count)]
         imported = self.identity.ImportPersons(
-            iter(
-                [
-                    identity_pb2.ImportPersonsRequest(
-                        batch_id=f"feed-{time.monotonic_ns()}", records=[p.record() for p in people]
-                    )
-                ]
+            slices(
+                identity_pb2.ImportPersonsRequest(
+                    batch_id=f"feed-{time.monotonic_ns()}", records=[p.record() for p in people]
+                )
             ),
             metadata=self.token(roles=(Role.REGISTRY,), caller="hr-feed"),
         )
@@ -119,7 +118,7 @@ class Deployment:
                     address="2 Financial Street, Xicheng, Beijing",
                 ),
                 bank_code=BANK,
-                delivery=pb.BRANCH_PICKUP,
+                delivery=pb.DELIVERY_BRANCH_PICKUP,
                 pickup_branch_id=pickup,
             ),
             metadata=self.online(person),
@@ -137,7 +136,7 @@ class Deployment:
                 application = card.GetApplication(
                     pb.GetApplicationRequest(card_id=card_id), metadata=self.ops, timeout=10
                 )
-                if application.state in (pb.COMPLETED, pb.FAILED):
+                if application.state in (pb.SAGA_STATE_COMPLETED, pb.SAGA_STATE_FAILED):
                     done[card_id] = application
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(card_ids) - len(done)} sagas unfinished")

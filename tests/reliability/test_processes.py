@@ -1,6 +1,7 @@
 """The real processes: a service drains and stops cleanly on SIGTERM, several workers share one
-port, die with their parent and are replaced when one dies, and the `make run` supervisor
-restarts a service that died and leaves nothing running after Ctrl-C or after being killed."""
+port, die with their parent and are replaced when one dies (a worker that cannot start as
+configured stops the service instead), and the `make run` supervisor restarts a service that
+died and leaves nothing running after Ctrl-C or after being killed."""
 
 from __future__ import annotations
 
@@ -199,6 +200,28 @@ def test_a_killed_worker_is_replaced_and_the_restart_logged(
     log = proc.stdout.read().decode(errors="replace")
     assert "worker 0" in log or "worker 1" in log
     assert "restart 1 " in log and "restart 2 " in log, log
+
+
+def test_a_configuration_error_in_a_worker_stops_the_service_with_one_line(
+    suite_env: dict[str, str],
+) -> None:
+    """A setting only a worker reads while it builds the service (the card's PII key) stops the
+    whole service as a single process would: one line, exit code 2, no worker restarted."""
+    env = {**suite_env, "SSCARD_CARD_WORKERS": "2", "SSCARD_CARD_PII_KEY": "%%%"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.card"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "restart" not in done.stdout + done.stderr
+    plain = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert plain == ["card: configuration error: SSCARD_CARD_PII_KEY is not valid base64"]
+    assert "%%%" not in done.stdout + done.stderr
 
 
 def test_sigterm_reports_not_serving_while_calls_are_still_served(

@@ -25,8 +25,8 @@ def _stuck(suite: Suite, ops: Any, card_id: str) -> pb.Saga:
     """The card's saga once it has given up retrying and waits for an operator."""
     saga = ops.ListSagas(pb.ListSagasRequest(card_id=card_id), metadata=suite.ops).sagas[0]
     deadline = time.monotonic() + 60
-    while saga.state != pb.NEEDS_ATTENTION:
-        assert saga.state == pb.RUNNING, saga
+    while saga.state != pb.SAGA_STATE_NEEDS_ATTENTION:
+        assert saga.state == pb.SAGA_STATE_RUNNING, saga
         assert time.monotonic() < deadline, "the saga never gave up retrying"
         time.sleep(0.1)
         saga = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
@@ -58,27 +58,29 @@ def test_a_saga_whose_bank_stays_down_waits_for_an_operator_who_resumes_it(
     assert saga.retries == 3
     assert saga.step == "open_account"
     assert _steps(saga) == [
-        ("reserve_issuance", pb.STEP_DONE, True, False),
-        ("record_verified", pb.STEP_DONE, True, False),
-        ("open_account", pb.STEP_CURRENT, False, False),
-        ("order_card", pb.STEP_PENDING, False, False),
-        ("in_production", pb.STEP_PENDING, False, False),
+        ("reserve_issuance", pb.SAGA_STEP_STATE_STEP_DONE, True, False),
+        ("record_verified", pb.SAGA_STEP_STATE_STEP_DONE, True, False),
+        ("open_account", pb.SAGA_STEP_STATE_STEP_CURRENT, False, False),
+        ("order_card", pb.SAGA_STEP_STATE_STEP_PENDING, False, False),
+        ("in_production", pb.SAGA_STEP_STATE_STEP_PENDING, False, False),
     ]
     assert "DEPENDENCY_UNAVAILABLE" in saga.last_error
-    listed = ops.ListSagas(pb.ListSagasRequest(state=pb.NEEDS_ATTENTION), metadata=suite.ops).sagas
+    listed = ops.ListSagas(
+        pb.ListSagasRequest(state=pb.SAGA_STATE_NEEDS_ATTENTION), metadata=suite.ops
+    ).sagas
     assert [s.saga_id for s in listed] == [saga.saga_id]
     time.sleep(1)  # nothing retries it on its own any more
     again = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
-    assert (again.state, again.retries) == (pb.NEEDS_ATTENTION, 3)
+    assert (again.state, again.retries) == (pb.SAGA_STATE_NEEDS_ATTENTION, 3)
 
     bank = start_service("bank", build_bank, migrate=False)
     wait_serving(bank.channel)
     resumed = ops.RetrySaga(
         pb.RetrySagaRequest(request_id="retry-1", saga_id=saga.saga_id), metadata=suite.ops
     )
-    assert resumed.state == pb.RUNNING
+    assert resumed.state == pb.SAGA_STATE_RUNNING
     assert resumed.retries == 0
-    assert suite.settle(card_id).state == pb.COMPLETED
+    assert suite.settle(card_id).state == pb.SAGA_STATE_COMPLETED
 
 
 def test_a_bank_back_after_an_outage_is_used_without_an_operator(
@@ -97,7 +99,7 @@ def test_a_bank_back_after_an_outage_is_used_without_an_operator(
         saga = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
     bank = start_service("bank", build_bank, migrate=False)
     wait_serving(bank.channel)
-    assert suite.settle(card_id, timeout=30).state == pb.COMPLETED
+    assert suite.settle(card_id, timeout=30).state == pb.SAGA_STATE_COMPLETED
 
 
 def test_an_operator_compensates_a_stuck_saga_and_the_person_may_apply_again(
@@ -113,15 +115,18 @@ def test_an_operator_compensates_a_stuck_saga_and_the_person_may_apply_again(
 
     request = pb.CompensateSagaRequest(request_id="give-up-1", saga_id=saga.saga_id)
     answer = ops.CompensateSaga(request, metadata=staff)
-    assert answer.state in (pb.COMPENSATING, pb.FAILED)
+    assert answer.state in (pb.SAGA_STATE_COMPENSATING, pb.SAGA_STATE_FAILED)
     assert ops.CompensateSaga(request, metadata=staff) == answer  # the same answer, once
     application = suite.settle(card_id)
-    assert (application.state, application.refusal_reason) == (pb.FAILED, "OPERATOR_COMPENSATED")
+    assert (application.state, application.refusal_reason) == (
+        pb.SAGA_STATE_FAILED,
+        "OPERATOR_COMPENSATED",
+    )
     failed = ops.GetSaga(pb.GetSagaRequest(saga_id=saga.saga_id), metadata=suite.ops)
     assert _steps(failed)[:3] == [
-        ("reserve_issuance", pb.STEP_UNDONE, True, True),
-        ("record_verified", pb.STEP_UNDONE, True, True),
-        ("open_account", pb.STEP_PENDING, False, False),
+        ("reserve_issuance", pb.SAGA_STEP_STATE_STEP_UNDONE, True, True),
+        ("record_verified", pb.SAGA_STEP_STATE_STEP_UNDONE, True, True),
+        ("open_account", pb.SAGA_STEP_STATE_STEP_PENDING, False, False),
     ]
     error = rpc_error(
         lambda: ops.CompensateSaga(
@@ -134,7 +139,7 @@ def test_an_operator_compensates_a_stuck_saga_and_the_person_may_apply_again(
     bank = start_service("bank", build_bank, migrate=False)
     wait_serving(bank.channel)
     again = suite.apply(person).card_id
-    assert suite.settle(again).state == pb.COMPLETED
+    assert suite.settle(again).state == pb.SAGA_STATE_COMPLETED
 
     with Session(suite.card_server.deps.db.engine) as session:
         rows = AuditTrail(card_store.metadata).rows(session, card_id=card_id)

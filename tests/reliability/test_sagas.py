@@ -29,8 +29,8 @@ def test_a_card_service_killed_after_any_step_completes_the_saga_on_restart(
     killed(proc)
     _, card = deployment.card_process()
     application = deployment.settle(card, [card_id])[card_id]
-    assert application.state == pb.COMPLETED
-    assert application.card_status == pb.IN_PRODUCTION
+    assert application.state == pb.SAGA_STATE_COMPLETED
+    assert application.card_status == pb.CARD_STATUS_IN_PRODUCTION
     assert deployment.registered(person) == card_id
     assert deployment.accounts() == 1
 
@@ -45,8 +45,8 @@ def test_a_card_service_killed_while_compensating_leaves_nothing_behind(
     killed(proc)
     _, card = deployment.card_process()
     application = deployment.settle(card, [card_id])[card_id]
-    assert application.state == pb.FAILED
-    assert application.card_status == pb.REFUSED
+    assert application.state == pb.SAGA_STATE_FAILED
+    assert application.card_status == pb.CARD_STATUS_REFUSED
     assert deployment.registered(person) == ""
     assert deployment.accounts("OPENED") == 0
 
@@ -60,7 +60,7 @@ def test_two_card_services_on_one_database_run_each_saga_once(deployment: Deploy
         deployment.apply(first if i % 2 else second, person) for i, person in enumerate(people)
     ]
     outcomes = deployment.settle(first, card_ids, timeout=240)
-    completed = [c for c, a in outcomes.items() if a.state == pb.COMPLETED]
+    completed = [c for c, a in outcomes.items() if a.state == pb.SAGA_STATE_COMPLETED]
     assert len(completed) == 200
     assert deployment.accounts() == deployment.accounts("OPENED") == len(completed)
     assert {deployment.registered(p) for p in people} == set(card_ids)

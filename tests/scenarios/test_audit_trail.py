@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import io
 import itertools
+import json
+import logging
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
@@ -19,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from services.bank import store as bank_store
 from services.bank.main import build as build_bank
-from services.platform import migrations
+from services.platform import logs, migrations
+from services.platform.anchors import sign
 from services.platform.audit import (
     GENESIS,
     LANES,
@@ -32,29 +34,17 @@ from services.platform.audit import (
     template,
 )
 from services.platform.auth import Channel, Role
-from services.platform.config import REPO_ROOT
 from services.platform.db import Database, make_engine
 from services.platform.idempotency import OneStatement
 from sscard.bank.v1 import bank_pb2, bank_pb2_grpc
 from tests.cardsuite import BANK, Suite, reason_rule, rpc_error, wait_until
-from tests.support import wait_serving
+from tests.support import sscard, wait_serving
+from tests.trust import TestTrust
 
 
 def _rows(engine: Engine, metadata: Any, **filters: str) -> list[Row]:
     with Session(engine) as session:
         return AuditTrail(metadata).rows(session, **filters)
-
-
-def _sscard(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The ``sscard`` command as operations run it, against the services' configured databases."""
-    path = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "gen")])
-    return subprocess.run(
-        [sys.executable, "-m", "services.platform.cli", *args],
-        env={**os.environ, **env, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_audit_A4_an_application_is_recorded_with_who_what_and_which_card(
@@ -100,16 +90,17 @@ def test_audit_A4_an_application_is_recorded_with_who_what_and_which_card(
         for row in _rows(engine, metadata):
             assert document not in repr(row)
 
-    listed = _sscard(service_env, "audit", "list", "card", "--card", started.card_id)
+    listed = sscard(service_env, "audit", "list", "card", "--card", started.card_id)
     assert listed.returncode == 0, listed.stderr
     assert "Apply" in listed.stdout and person.person_id not in listed.stdout
     assert document not in listed.stdout
 
 
 @pytest.fixture
-def bank(start_service: Callable[..., Any]) -> Any:
+def bank(start_service: Callable[..., Any], trust: TestTrust) -> Any:
     running = start_service("bank", build_bank)
     wait_serving(running.channel)
+    wait_until(trust.anchor_file("bank").exists)  # the anchor of the trail it started with
     return running
 
 
@@ -150,7 +141,7 @@ def test_audit_a_changed_or_deleted_row_in_any_lane_is_found_by_verify(
     for i, request_id in enumerate(_request_ids_in(lane, 4)):
         _upsert(bank, ops, request_id, f"ICBC-01{i:02d}")
     _upsert(bank, ops, _request_ids_in(0, 1)[0], "ICBC-0999")
-    intact = _sscard(service_env, "audit", "verify", "bank")
+    intact = sscard(service_env, "audit", "verify", "bank")
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "intact, 5 rows in 16 lanes" in intact.stdout
 
@@ -172,7 +163,7 @@ def test_audit_a_changed_or_deleted_row_in_any_lane_is_found_by_verify(
                 "hash": digest(5, fourth.hash, forged),
             },
         )
-    inserted = _sscard(service_env, "audit", "verify", "bank")
+    inserted = sscard(service_env, "audit", "verify", "bank")
     assert inserted.returncode == 1
     assert "lane 7 at row 5: row 5 is not the head's (inserted out of order)" in inserted.stdout
     assert _broken_lanes(inserted.stdout) == ["7"]
@@ -181,7 +172,7 @@ def test_audit_a_changed_or_deleted_row_in_any_lane_is_found_by_verify(
 
     with engine.begin() as conn:
         conn.execute(update(trail).where(in_lane, trail.c.seq == 4).values(lane=3, seq=1))
-    moved = _sscard(service_env, "audit", "verify", "bank")
+    moved = sscard(service_env, "audit", "verify", "bank")
     assert moved.returncode == 1
     assert "lane 3 at row 1: row 1 was modified" in moved.stdout
     assert "lane 7 at row 4: rows 4 to 4 were deleted" in moved.stdout
@@ -192,21 +183,21 @@ def test_audit_a_changed_or_deleted_row_in_any_lane_is_found_by_verify(
 
     with engine.begin() as conn:
         conn.execute(update(trail).where(in_lane, trail.c.seq == 2).values(client_id="someone"))
-    modified = _sscard(service_env, "audit", "verify", "bank")
+    modified = sscard(service_env, "audit", "verify", "bank")
     assert modified.returncode == 1
     assert "lane 7 at row 2: row 2 was modified" in modified.stdout
     assert _broken_lanes(modified.stdout) == ["7"]
 
     with engine.begin() as conn:
         conn.execute(delete(trail).where(in_lane, trail.c.seq == 2))
-    deleted = _sscard(service_env, "audit", "verify", "bank")
+    deleted = sscard(service_env, "audit", "verify", "bank")
     assert deleted.returncode == 1
     assert "lane 7 at row 2: rows 2 to 2 were deleted" in deleted.stdout
 
     with engine.begin() as conn:
         conn.execute(delete(trail).where(in_lane, trail.c.seq >= 3))
         conn.execute(update(trail).where(trail.c.lane == 0).values(outcome="FORGED"))
-    both = _sscard(service_env, "audit", "verify", "bank")
+    both = sscard(service_env, "audit", "verify", "bank")
     assert both.returncode == 1
     assert "lane 0 at row 1: row 1 was modified" in both.stdout
     assert "lane 7 at row 2: rows 2 to 4 were deleted" in both.stdout
@@ -225,7 +216,7 @@ def test_audit_concurrent_writers_never_fork_the_chain(
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(writer, range(8)))
-    verdict = _sscard(service_env, "audit", "verify", "bank")
+    verdict = sscard(service_env, "audit", "verify", "bank")
     assert verdict.returncode == 0, verdict.stdout + verdict.stderr
     assert "intact, 400 rows in 16 lanes" in verdict.stdout
     lanes = {r.lane for r in _rows(bank.deps.db.engine, bank_store.metadata)}
@@ -329,6 +320,7 @@ def test_audit_transits_one_statement_top_up_chains_its_row_in_its_cards_lane_as
     """``transit_top_up`` computes each row's hash in PostgreSQL: top-ups of cards in two
     different lanes each land, settled by the function alone, in their card's lane, and the
     trail verifies with the hashes Python computes."""
+    from services.transit import card_view_store
     from services.transit import store as transit_store
     from services.transit.domain import rules
     from services.transit.domain.wallet import Entry as Booking
@@ -375,8 +367,8 @@ def test_audit_transits_one_statement_top_up_chains_its_row_in_its_cards_lane_as
             booking = Booking(
                 card_id, EntryKind.TOP_UP, 100, 0, f"kiosk-{n}", "TRANSIT_OUTLET", "K-1", at
             )
-            trip = transit_store.top_up_in_one(
-                db, call, booking, rules.COLLECTED_STATES, 10**6, b""
+            trip = card_view_store.top_up_in_one(
+                db, call, booking, rules.COLLECTED_STATES, 10**6, b"", ""
             )
             assert trip.result == "OK"
         trail = AuditTrail(transit_store.metadata)
@@ -389,3 +381,151 @@ def test_audit_transits_one_statement_top_up_chains_its_row_in_its_cards_lane_as
         )
     finally:
         engine.dispose()
+
+
+def _anchor(bank: Any) -> dict[str, Any]:
+    """Anchor the bank's trail now, as its periodic loop does; the anchor written."""
+    assert bank.deps.anchoring.anchor()
+    return dict(json.loads(bank.deps.anchoring.path.read_text().splitlines()[-1]))
+
+
+def _rewrite(engine: Engine, lane: int, seq: int, **changes: str) -> None:
+    """What a dishonest operator with database access does: change row ``seq`` of ``lane``, then
+    recompute the hash of every later row of the lane and the lane's head, so the chain holds."""
+    trail = bank_store.metadata.tables["audit_trail"]
+    head = bank_store.metadata.tables["audit_head"]
+    mine = [r for r in _rows(engine, bank_store.metadata) if r.lane == lane]
+    prev = mine[seq - 2].hash if seq > 1 else GENESIS
+    with engine.begin() as conn:
+        for row in mine[seq - 1 :]:
+            item = replace(row.item, **changes) if row.seq == seq else row.item
+            row_hash = digest(row.seq, prev, item)
+            conn.execute(
+                update(trail)
+                .where(trail.c.lane == lane, trail.c.seq == row.seq)
+                .values(**asdict(item), prev_hash=prev, hash=row_hash)
+            )
+            prev = row_hash
+        conn.execute(update(head).where(head.c.lane == lane).values(hash=prev))
+
+
+def test_audit_a_lane_rewritten_and_rehashed_by_someone_with_database_access_fails_its_anchors(
+    bank: Any, token: Callable[..., Any], service_env: dict[str, str], trust: TestTrust
+) -> None:
+    """A row edited and every later hash of its lane recomputed: the chain alone verifies, but
+    the anchors written outside the database show the lane rewritten, from the row after the
+    last anchored one that still matches."""
+    ops = token(roles=(Role.OPS,), caller="ops")
+    lane, anchors = 7, str(trust.anchor_file("bank"))
+    ids = _request_ids_in(lane, 4)
+    _upsert(bank, ops, ids[0], "ICBC-0100")
+    first = _anchor(bank)
+    for i, request_id in enumerate(ids[1:], start=1):
+        _upsert(bank, ops, request_id, f"ICBC-01{i:02d}")
+    second = _anchor(bank)
+    assert [lane, 1] == first["heads"][lane][:2] and [lane, 4] == second["heads"][lane][:2]
+    held = sscard(service_env, "audit", "verify", "bank", "--anchors", anchors)
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "anchors hold" in held.stdout
+
+    _rewrite(bank.deps.db.engine, lane, 2, client_id="someone")
+    alone = sscard(service_env, "audit", "verify", "bank")
+    assert alone.returncode == 0, alone.stdout  # what the hash chain alone cannot tell
+    found = sscard(service_env, "audit", "verify", "bank", "--anchors", anchors)
+    assert found.returncode == 1
+    assert (
+        f"lane 7 at row 2: row 4 is not the one in the anchor of {second['at']} (line "
+        in found.stdout
+    )
+    assert "rows 2 to 4 were rewritten" in found.stdout
+    assert _broken_lanes(found.stdout) == ["7"]
+
+
+def test_audit_a_lanes_tail_deleted_after_an_anchor_is_found(
+    bank: Any, token: Callable[..., Any], service_env: dict[str, str], trust: TestTrust
+) -> None:
+    """Rows deleted from a lane's end and its head set back to the last one left: the chain
+    verifies, the anchor names the rows that are gone."""
+    ops = token(roles=(Role.OPS,), caller="ops")
+    lane, anchors = 7, str(trust.anchor_file("bank"))
+    for i, request_id in enumerate(_request_ids_in(lane, 4)):
+        _upsert(bank, ops, request_id, f"ICBC-01{i:02d}")
+    anchored = _anchor(bank)
+    engine = bank.deps.db.engine
+    trail = bank_store.metadata.tables["audit_trail"]
+    head = bank_store.metadata.tables["audit_head"]
+    second = next(r for r in _rows(engine, bank_store.metadata) if (r.lane, r.seq) == (lane, 2))
+    with engine.begin() as conn:
+        conn.execute(delete(trail).where(trail.c.lane == lane, trail.c.seq > 2))
+        conn.execute(update(head).where(head.c.lane == lane).values(seq=2, hash=second.hash))
+    assert sscard(service_env, "audit", "verify", "bank").returncode == 0
+    found = sscard(service_env, "audit", "verify", "bank", "--anchors", anchors)
+    assert found.returncode == 1
+    assert (
+        f"lane 7 at row 3: rows 3 to 4 of the anchor of {anchored['at']} (line 2) were deleted"
+        in found.stdout
+    )
+
+
+def test_audit_a_forged_or_edited_anchor_is_reported_and_a_torn_last_line_tolerated(
+    bank: Any, token: Callable[..., Any], service_env: dict[str, str], trust: TestTrust
+) -> None:
+    """An anchor line edited (heads moved back to fit a shortened lane) or signed with another
+    key fails verify, naming the line; a line a crash cut short is reported as torn and verify
+    still holds, and the next anchor starts on a line of its own."""
+    ops = token(roles=(Role.OPS,), caller="ops")
+    path = trust.anchor_file("bank")
+    _upsert(bank, ops, _request_ids_in(7, 1)[0], "ICBC-0100")
+    anchored = _anchor(bank)
+    good = path.read_text()
+
+    with path.open("a") as out:
+        out.write(json.dumps(anchored)[:40])  # a write cut off by a crash
+    torn = sscard(service_env, "audit", "verify", "bank", "--anchors", str(path))
+    assert torn.returncode == 0, torn.stdout
+    assert "bank: anchor line 3 is torn (a write cut off by a crash); ignored" in torn.stdout
+    _upsert(bank, ops, _request_ids_in(7, 2)[1], "ICBC-0101")
+    _anchor(bank)  # after the torn line, on a line of its own
+    after = sscard(service_env, "audit", "verify", "bank", "--anchors", str(path))
+    assert after.returncode == 0, after.stdout
+    assert "anchor line 3 is torn" in after.stdout and "(line 4)" in after.stdout
+
+    edited = {**anchored, "heads": [[lane, 0, GENESIS] for lane in range(LANES)]}
+    path.write_text(good + json.dumps(edited) + "\n")
+    found = sscard(service_env, "audit", "verify", "bank", "--anchors", str(path))
+    assert found.returncode == 1
+    assert "anchor line 3 does not match its signature (forged or edited)" in found.stdout
+
+    foreign = sign(os.urandom(32), "bank", dt.datetime.now(dt.UTC), [(7, 1, GENESIS)])
+    path.write_text(good + json.dumps(foreign) + "\n")
+    forged = sscard(service_env, "audit", "verify", "bank", "--anchors", str(path))
+    assert forged.returncode == 1
+    assert "anchor line 3 does not match its signature (forged or edited)" in forged.stdout
+    assert "lane 7" not in forged.stdout  # a forged anchor is not held against the chain
+
+
+def test_audit_each_anchor_is_also_one_log_line_that_verifies_like_the_file(
+    bank: Any, token: Callable[..., Any], service_env: dict[str, str], trust: TestTrust
+) -> None:
+    """The log carries every anchor whole and unmasked in its ``anchor`` field (a hash may hold a
+    run of digits that looks like a phone number): the anchors a log pipeline kept verify."""
+    ops = token(roles=(Role.OPS,), caller="ops")
+    stream = io.StringIO()
+    handler = logs.handler("bank", "json", stream)
+    audit_log = logging.getLogger("sscard.audit")
+    audit_log.addHandler(handler)
+    audit_log.setLevel(logging.INFO)
+    try:
+        for i, request_id in enumerate(_request_ids_in(3, 3)):
+            _upsert(bank, ops, request_id, f"ICBC-03{i:02d}")
+            _anchor(bank)
+    finally:
+        audit_log.removeHandler(handler)
+    logged = [json.loads(line)["anchor"] for line in stream.getvalue().splitlines()]
+    written = [json.loads(line) for line in trust.anchor_file("bank").read_text().splitlines()]
+    assert logged == written[-3:]
+    kept = trust.anchor_file("bank").with_name("from-the-log.jsonl")
+    kept.write_text("".join(json.dumps(anchor) + "\n" for anchor in logged))
+    verified = sscard(service_env, "audit", "verify", "bank", "--anchors", str(kept))
+    assert verified.returncode == 0, verified.stdout
+    assert "3 anchors hold" in verified.stdout

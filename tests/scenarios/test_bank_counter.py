@@ -216,9 +216,9 @@ class TestActivation:
         self, counter: Counter
     ) -> None:
         card_id, person = counter.collected_card()
-        assert counter.suite.get(card_id).status == card_pb2.COLLECTED
+        assert counter.suite.get(card_id).status == card_pb2.CARD_STATUS_COLLECTED
         first = counter.activate(card_id, person, request_id="fin-once")
-        assert counter.suite.get(card_id).status == card_pb2.ACTIVE
+        assert counter.suite.get(card_id).status == card_pb2.CARD_STATUS_ACTIVE
         assert counter.activate(card_id, person, request_id="fin-once") == first
         again = counter.activate(card_id, person)
         assert again.financial_activated_at == first.financial_activated_at
@@ -227,7 +227,7 @@ class TestActivation:
         card_id, person = active_card(counter.suite)
         state = counter.activate(card_id, person)
         assert state.HasField("financial_activated_at")
-        assert counter.suite.get(card_id).status == card_pb2.ACTIVE
+        assert counter.suite.get(card_id).status == card_pb2.CARD_STATUS_ACTIVE
 
     def test_A9_2_when_the_card_service_refuses_the_financial_function_stays_inactive(
         self, counter: Counter
@@ -239,14 +239,14 @@ class TestActivation:
             "A8.1",
         )
         assert not counter.state(card_id).HasField("financial_activated_at")
-        assert counter.suite.get(card_id).status == card_pb2.READY
+        assert counter.suite.get(card_id).status == card_pb2.CARD_STATUS_READY
         counter.suite.collect(card_id, person, metadata=counter.counter())
         # The same request_id keeps its first answer; a new request activates both.
         assert refused(lambda: counter.activate(card_id, person, request_id="fin-early"))[1] == (
             "NOT_COLLECTED"
         )
         assert counter.activate(card_id, person).HasField("financial_activated_at")
-        assert counter.suite.get(card_id).status == card_pb2.ACTIVE
+        assert counter.suite.get(card_id).status == card_pb2.CARD_STATUS_ACTIVE
 
 
 class TestFinancialPassword:
@@ -347,10 +347,10 @@ class TestLossAndPhone:
             "A3.1",
         )
         lost = counter.loss(card_id, person)
-        assert (lost.loss, lost.HasField("suspended_at")) == (bank_pb2.FORMAL_LOSS, True)
+        assert (lost.loss, lost.HasField("suspended_at")) == (bank_pb2.LOSS_KIND_FORMAL_LOSS, True)
         assert counter.loss(card_id, person).suspended_at == lost.suspended_at
         # The financial function only: the SS function is untouched.
-        assert suite.get(card_id).status == card_pb2.ACTIVE
+        assert suite.get(card_id).status == card_pb2.CARD_STATUS_ACTIVE
 
         assert refused(lambda: counter.unlock(card_id, person, district)) == (
             DENIED,
@@ -375,7 +375,9 @@ class TestLossAndPhone:
         the bank's rules take A24's limits: an agent may report a loss, with its own document, the
         holder's and the holder's written authorisation (A24.2), but not unlock."""
         card_id, person = counter.active()
-        stranger = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        stranger = common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=resident_id()
+        )
         agent = bank_pb2.CounterAgent(
             agent_document=stranger, agent_name="李四", authorisation_ref="AUTH-3"
         )
@@ -392,14 +394,14 @@ class TestLossAndPhone:
             "IDENTITY_MISMATCH",
             "A13.4",
         )
-        assert counter.loss(card_id, person, agent=agent).loss == bank_pb2.FORMAL_LOSS
+        assert counter.loss(card_id, person, agent=agent).loss == bank_pb2.LOSS_KIND_FORMAL_LOSS
 
         assert refused(lambda: counter.unlock(card_id, person, agent=agent)) == (
             DENIED,
             "AGENT_NOT_ALLOWED",
             "A20.1",
         )
-        assert counter.state(card_id).loss == bank_pb2.FORMAL_LOSS
+        assert counter.state(card_id).loss == bank_pb2.LOSS_KIND_FORMAL_LOSS
         assert counter.unlock(card_id, person).loss == bank_pb2.LOSS_KIND_UNSPECIFIED
 
     def test_A20_1_the_reserved_phone_is_changed_at_the_counter_and_shown_masked(

@@ -53,7 +53,7 @@ class FakeCard(card_pb2_grpc.CardServiceServicer):
             if self.failures > 0:
                 self.failures -= 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the answer was lost")
-        return card_pb2.Card(card_id=request.card_id, status=card_pb2.ACTIVE)
+        return card_pb2.Card(card_id=request.card_id, status=card_pb2.CARD_STATUS_ACTIVE)
 
     def RecordProduced(
         self, request: card_pb2.RecordProducedRequest, context: grpc.ServicerContext
@@ -101,7 +101,9 @@ def test_A9_2_a_retry_completes_an_activation_the_card_service_interrupted(
     request = cpb.ActivateFinancialRequest(
         request_id="activate-1",
         card_id="card-1",
-        document=common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=number),
+        document=common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=number
+        ),
         card_number=order.card_number,
     )
 
@@ -147,7 +149,9 @@ def test_A9_1_a_refusal_at_the_counter_never_reaches_the_card_service(
     request = cpb.ActivateFinancialRequest(
         request_id="activate-2",
         card_id="card-2",
-        document=common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=number),
+        document=common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=number
+        ),
         card_number=order.card_number,
     )
     for metadata in (district, other_bank):

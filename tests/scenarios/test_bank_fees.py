@@ -71,10 +71,10 @@ def test_A23_1_application_mailing_and_replacement_charge_nothing(
     ledger = ledger_pb2_grpc.LedgerServiceStub(running["bank"].channel)
 
     person = suite.person()
-    started = suite.apply(person, delivery=pb.MAIL)
-    assert suite.settle(started.card_id).state == pb.COMPLETED
+    started = suite.apply(person, delivery=pb.DELIVERY_MAIL)
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
     suite.produce(started.card_id)
-    for method in (pb.MAIL_SENT, pb.MAIL_DELIVERED):
+    for method in (pb.COLLECTION_METHOD_MAIL_SENT, pb.COLLECTION_METHOD_MAIL_DELIVERED):
         suite.card.RecordCollection(
             pb.RecordCollectionRequest(
                 request_id=suite.rid("post"), card_id=started.card_id, method=method
@@ -83,10 +83,12 @@ def test_A23_1_application_mailing_and_replacement_charge_nothing(
         )
     suite.activate(started.card_id, person)
     online = suite.at(Channel.ONLINE, person)
-    replaced = replace(suite, started.card_id, person, pb.DAMAGED_FACE, metadata=online)
-    assert suite.settle(replaced.card_id).state == pb.COMPLETED
+    replaced = replace(
+        suite, started.card_id, person, pb.REPLACEMENT_REASON_DAMAGED_FACE, metadata=online
+    )
+    assert suite.settle(replaced.card_id).state == pb.SAGA_STATE_COMPLETED
     hand_over(suite, replaced.card_id, person, old_card_id=started.card_id)
-    assert suite.get(replaced.card_id).status == pb.ACTIVE
+    assert suite.get(replaced.card_id).status == pb.CARD_STATUS_ACTIVE
 
     for card_id in (started.card_id, replaced.card_id):
         entries = ledger.ListEntries(

@@ -45,7 +45,9 @@ def facts(
 ) -> pb.IdentityFacts:
     return pb.IdentityFacts(
         name=name,
-        document=common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=number),
+        document=common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=number
+        ),
         document_valid_until=date_pb(valid_until) if valid_until else None,
     )
 
@@ -139,7 +141,7 @@ class Bank:
         self,
         card_id: str,
         applied_at: Timestamp | None = None,
-        kind: int = pb.FIRST,
+        kind: int = pb.PRODUCTION_KIND_FIRST,
         at_branch: str = "",
         pickup: str = "icbc-plain",
         bank_code: str = "ICBC",
@@ -153,7 +155,7 @@ class Bank:
             kind=kind,  # type: ignore[arg-type]
             applied_at=applied_at or beijing(2026, 3, 2),
             applied_at_branch_id=at_branch,
-            delivery=pb.BRANCH_PICKUP,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=pickup,
         )
         return self.stub.CreateProductionOrder(request, metadata=self.service)
@@ -212,7 +214,7 @@ class TestIdentityCompare:
         number = resident_id()
         presented = facts(number, name=" Zhang  SAN ")
         opened = bank.open("card-1", presented=presented, verified=facts(number, name="Zhang San"))
-        assert opened.status == pb.OPENED and opened.account_id
+        assert opened.status == pb.ACCOUNT_STATUS_OPENED and opened.account_id
 
 
 class TestAccounts:
@@ -237,7 +239,7 @@ class TestAccounts:
                 pb.CloseAccountRequest(request_id=request_id, account_id=account_id),
                 metadata=bank.service,
             )
-            assert (closed.account_id, closed.status) == (account_id, pb.CLOSED)
+            assert (closed.account_id, closed.status) == (account_id, pb.ACCOUNT_STATUS_CLOSED)
         with pytest.raises(grpc.RpcError) as excinfo:
             bank.order("card-1", account_id=account_id)
         assert refusal(excinfo)[1].reason == "ACCOUNT_CLOSED"
@@ -260,7 +262,7 @@ class TestProductionTime:
         self, bank: Bank
     ) -> None:
         order = bank.order("card-1", applied_at=beijing(2026, 12, 15))
-        assert order.status == pb.ORDERED and not order.card_number
+        assert order.status == pb.ORDER_STATUS_ORDERED and not order.card_number
         assert (order.due_date.year, order.due_date.month, order.due_date.day) == (2027, 1, 14)
         found = bank.stub.GetProductionOrder(
             pb.GetProductionOrderRequest(card_id="card-1"), metadata=bank.ops
@@ -268,7 +270,9 @@ class TestProductionTime:
         assert found == order
 
     def test_A22_2_reissue_is_due_4_working_days_after_the_application(self, bank: Bank) -> None:
-        order = bank.order("card-1", applied_at=beijing(2026, 9, 30), kind=pb.REISSUE)
+        order = bank.order(
+            "card-1", applied_at=beijing(2026, 9, 30), kind=pb.PRODUCTION_KIND_REISSUE
+        )
         assert (order.due_date.year, order.due_date.month, order.due_date.day) == (2026, 10, 12)
 
     def test_A22_3_instant_branch_of_the_chosen_bank_makes_the_card_on_the_spot(
@@ -279,7 +283,7 @@ class TestProductionTime:
         stamp = Timestamp()
         stamp.FromDatetime(applied)
         order = bank.order("card-1", applied_at=stamp, at_branch="icbc-instant")
-        assert (order.status, order.instant) == (pb.PRODUCED, True)
+        assert (order.status, order.instant) == (pb.ORDER_STATUS_PRODUCED, True)
         assert len(order.card_number) == 19 and luhn_valid(order.card_number)
         made = order.produced_at.ToDatetime(dt.UTC)
         assert abs(made - test_clock.now()) < dt.timedelta(seconds=5)
@@ -289,7 +293,11 @@ class TestProductionTime:
     @pytest.mark.parametrize("at_branch", ["icbc-plain", "abc-instant", ""])
     def test_A22_3_elsewhere_the_card_is_only_ordered(self, bank: Bank, at_branch: str) -> None:
         order = bank.order("card-1", at_branch=at_branch)
-        assert (order.status, order.instant, order.card_number) == (pb.ORDERED, False, "")
+        assert (order.status, order.instant, order.card_number) == (
+            pb.ORDER_STATUS_ORDERED,
+            False,
+            "",
+        )
 
     def test_A7_2_pickup_must_be_at_a_branch_of_the_issuing_bank(self, bank: Bank) -> None:
         with pytest.raises(grpc.RpcError) as excinfo:
@@ -300,14 +308,17 @@ class TestProductionTime:
         cancel = bank.stub.CancelProductionOrder
         ordered = bank.order("card-1")
         request = pb.CancelProductionOrderRequest(request_id="c1", order_id=ordered.order_id)
-        assert cancel(request, metadata=bank.service).status == pb.CANCELLED
+        assert cancel(request, metadata=bank.service).status == pb.ORDER_STATUS_CANCELLED
         with pytest.raises(grpc.RpcError) as excinfo:
             bank.mark_produced(ordered.order_id)
         assert refusal(excinfo)[1].reason == "ORDER_CANCELLED"
         made = bank.mark_produced(bank.order("card-2").order_id)
         request = pb.CancelProductionOrderRequest(request_id="c2", order_id=made.order_id)
         set_aside = cancel(request, metadata=bank.service)
-        assert (set_aside.status, set_aside.card_number) == (pb.CANCELLED, made.card_number)
+        assert (set_aside.status, set_aside.card_number) == (
+            pb.ORDER_STATUS_CANCELLED,
+            made.card_number,
+        )
 
 
 class TestCardMadeNotice:
@@ -316,7 +327,7 @@ class TestCardMadeNotice:
     ) -> None:
         order = bank.order("card-1")
         made = bank.mark_produced(order.order_id)
-        assert made.status == pb.PRODUCED and luhn_valid(made.card_number)
+        assert made.status == pb.ORDER_STATUS_PRODUCED and luhn_valid(made.card_number)
         assert bank.mark_produced(order.order_id, request_id="factory-retry") == made
         wait_until(lambda: len(card_service.calls) >= 1)
         time.sleep(1.5)  # a few relay passes: nothing is sent again

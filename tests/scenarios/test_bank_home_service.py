@@ -36,8 +36,8 @@ def _book(
             branch_id=branch_id,
             address="Room 301, 5 Dongsi Street, Dongcheng",
             date=date_pb(day),
-            slot=cpb.HOME_MORNING,
-            business=cpb.HOME_ACTIVATION,
+            slot=cpb.HOME_SLOT_HOME_MORNING,
+            business=cpb.HOME_BUSINESS_HOME_ACTIVATION,
             contact_name="李四",
             contact_phone="13812345678",
         ),
@@ -60,7 +60,9 @@ def _update(
 
 
 def _elderly(counter: Counter) -> tuple[str, PersonSpec]:
-    return counter.collected_card(counter.suite.person(preferential=(identity_pb2.ELDERLY,)))
+    return counter.collected_card(
+        counter.suite.person(preferential=(identity_pb2.PREFERENTIAL_TREATMENT_ELDERLY,))
+    )
 
 
 def test_A25_1_an_elderly_holder_books_a_visit_tracked_until_done(
@@ -69,7 +71,7 @@ def test_A25_1_an_elderly_holder_books_a_visit_tracked_until_done(
     card_id, _ = _elderly(counter)
     tomorrow = beijing_date(test_clock.now()) + dt.timedelta(days=1)
     booked = _book(counter, card_id, tomorrow, request_id="home-once")
-    assert booked.status == cpb.HOME_REQUESTED
+    assert booked.status == cpb.HOME_SERVICE_STATUS_HOME_REQUESTED
     assert (booked.bank_code, booked.branch_id, booked.contact_phone_masked) == (
         BANK,
         BRANCH,
@@ -80,19 +82,29 @@ def test_A25_1_an_elderly_holder_books_a_visit_tracked_until_done(
 
     staff = counter.suite.branch(BANK, BRANCH)
     listed = counter.stub.ListHomeServices(
-        cpb.ListHomeServicesRequest(branch_id=BRANCH, status=cpb.HOME_REQUESTED), metadata=staff
+        cpb.ListHomeServicesRequest(
+            branch_id=BRANCH, status=cpb.HOME_SERVICE_STATUS_HOME_REQUESTED
+        ),
+        metadata=staff,
     )
     assert [h.home_service_id for h in listed.home_services] == [booked.home_service_id]
 
-    scheduled = _update(counter, booked.home_service_id, cpb.HOME_SCHEDULED, "staff-7")
-    assert (scheduled.status, scheduled.staff_id) == (cpb.HOME_SCHEDULED, "staff-7")
-    done = _update(counter, booked.home_service_id, cpb.HOME_DONE)
-    assert done.status == cpb.HOME_DONE
+    scheduled = _update(
+        counter, booked.home_service_id, cpb.HOME_SERVICE_STATUS_HOME_SCHEDULED, "staff-7"
+    )
+    assert (scheduled.status, scheduled.staff_id) == (
+        cpb.HOME_SERVICE_STATUS_HOME_SCHEDULED,
+        "staff-7",
+    )
+    done = _update(counter, booked.home_service_id, cpb.HOME_SERVICE_STATUS_HOME_DONE)
+    assert done.status == cpb.HOME_SERVICE_STATUS_HOME_DONE
     seen = counter.stub.GetHomeService(
         cpb.GetHomeServiceRequest(home_service_id=booked.home_service_id), metadata=staff
     )
-    assert (seen.status, seen.staff_id) == (cpb.HOME_DONE, "staff-7")
-    assert refused(lambda: _update(counter, booked.home_service_id, cpb.HOME_CANCELLED))[1:] == (
+    assert (seen.status, seen.staff_id) == (cpb.HOME_SERVICE_STATUS_HOME_DONE, "staff-7")
+    assert refused(
+        lambda: _update(counter, booked.home_service_id, cpb.HOME_SERVICE_STATUS_HOME_CANCELLED)
+    )[1:] == (
         "HOME_SERVICE_WRONG_STATE",
         "A25.1",
     )
@@ -131,20 +143,22 @@ def test_A25_1_a_branch_pages_through_its_bookings_earliest_visit_first(
 def test_A25_1_a_disabled_holder_may_book_and_cancel(
     counter: Counter, test_clock: SharedTestClock
 ) -> None:
-    card_id, _ = counter.collected_card(counter.suite.person(preferential=(identity_pb2.DISABLED,)))
+    card_id, _ = counter.collected_card(
+        counter.suite.person(preferential=(identity_pb2.PREFERENTIAL_TREATMENT_DISABLED,))
+    )
     today = beijing_date(test_clock.now())
     booked = _book(counter, card_id, today, metadata=counter.suite.branch(BANK, INSTANT))
-    assert booked.status == cpb.HOME_REQUESTED
-    assert _update(counter, booked.home_service_id, cpb.HOME_CANCELLED).status == (
-        cpb.HOME_CANCELLED
-    )
+    assert booked.status == cpb.HOME_SERVICE_STATUS_HOME_REQUESTED
+    assert _update(
+        counter, booked.home_service_id, cpb.HOME_SERVICE_STATUS_HOME_CANCELLED
+    ).status == (cpb.HOME_SERVICE_STATUS_HOME_CANCELLED)
 
 
 def test_A25_1_a_holder_neither_elderly_nor_disabled_is_refused(
     counter: Counter, test_clock: SharedTestClock
 ) -> None:
     card_id, _ = counter.collected_card(
-        counter.suite.person(preferential=(identity_pb2.PARK_PASS,))
+        counter.suite.person(preferential=(identity_pb2.PREFERENTIAL_TREATMENT_PARK_PASS,))
     )
     tomorrow = beijing_date(test_clock.now()) + dt.timedelta(days=1)
     assert refused(lambda: _book(counter, card_id, tomorrow, request_id="home-no")) == (

@@ -77,7 +77,7 @@ class Ledger(Bank):
         self,
         card_id: str,
         amount: int,
-        source: int = pb.TRANSIT_REFUND,
+        source: int = pb.ENTRY_SOURCE_TRANSIT_REFUND,
         request_id: str = "",
         counterparty: str = "transit",
         metadata: Any = None,
@@ -97,7 +97,7 @@ class Ledger(Bank):
         self,
         card_id: str,
         amount: int,
-        channel: int = pb.ONLINE_BANKING,
+        channel: int = pb.PAYMENT_CHANNEL_ONLINE_BANKING,
         request_id: str = "",
         metadata: Any = None,
     ) -> pb.LedgerEntry:
@@ -108,11 +108,15 @@ class Ledger(Bank):
             channel=channel,  # type: ignore[arg-type]
             counterparty="shop",
         )
-        default = self.counter if channel == pb.PAYMENT_COUNTER else self.online
+        default = self.counter if channel == pb.PAYMENT_CHANNEL_PAYMENT_COUNTER else self.online
         return self.ledger.Debit(request, metadata=metadata or default)
 
     def transfer(
-        self, from_card: str, amount: int, to_card: str = "", channel: int = pb.ONLINE_BANKING
+        self,
+        from_card: str,
+        amount: int,
+        to_card: str = "",
+        channel: int = pb.PAYMENT_CHANNEL_ONLINE_BANKING,
     ) -> pb.TransferResponse:
         request = pb.TransferRequest(
             request_id=rid("transfer"),
@@ -124,7 +128,7 @@ class Ledger(Bank):
             request.to_card_id = to_card
         else:
             request.external_counterparty = "6222020000000000@BOC"
-        metadata = self.counter if channel == pb.PAYMENT_COUNTER else self.online
+        metadata = self.counter if channel == pb.PAYMENT_CHANNEL_PAYMENT_COUNTER else self.online
         return self.ledger.Transfer(request, metadata=metadata)
 
     def balance(self, card_id: str) -> pb.AccountBalance:
@@ -248,18 +252,18 @@ class TestLedger:
             500 * YUAN,
             500 * YUAN,
         )
-        assert first.source == pb.TRANSIT_REFUND and first.counterparty == "transit"
-        paid = ledger.debit("card-1", 120 * YUAN, pb.ATM)
+        assert first.source == pb.ENTRY_SOURCE_TRANSIT_REFUND and first.counterparty == "transit"
+        paid = ledger.debit("card-1", 120 * YUAN, pb.PAYMENT_CHANNEL_ATM)
         assert (paid.amount_fen, paid.balance_after_fen, paid.source, paid.channel) == (
             -120 * YUAN,
             380 * YUAN,
-            pb.NON_COUNTER,
-            pb.ATM,
+            pb.ENTRY_SOURCE_NON_COUNTER,
+            pb.PAYMENT_CHANNEL_ATM,
         )
         code, reason, _, meta = rejected(lambda: ledger.debit("card-1", 380 * YUAN + 1))
         assert (code, reason, meta["balance_fen"]) == (PRECONDITION, "INSUFFICIENT_FUNDS", "38000")
         for n in range(5):
-            ledger.credit("card-1", n + 1, pb.COUNTER, metadata=ledger.counter)
+            ledger.credit("card-1", n + 1, pb.ENTRY_SOURCE_COUNTER, metadata=ledger.counter)
         entries = ledger.entries("card-1", page_size=2)
         assert len(entries) == 7 and entries[-1] == first and entries[-2] == paid
         assert [e.amount_fen for e in entries[:5]] == [5, 4, 3, 2, 1]
@@ -288,7 +292,7 @@ class TestLedger:
                     request_id=request_id,
                     card_id=card,
                     amount_fen=30 * YUAN,
-                    source=pb.TRANSIT_REFUND,
+                    source=pb.ENTRY_SOURCE_TRANSIT_REFUND,
                     reference="refund-0001",
                     counterparty="transit",
                 ),
@@ -310,7 +314,9 @@ class TestLedger:
         code, error = refusal(excinfo)
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert {v.field for v in error.violations} == {"amount_fen", "channel"}
-        code, reason, _, _ = rejected(lambda: ledger.credit("card-1", 1, pb.CLOSING_PAYOUT))
+        code, reason, _, _ = rejected(
+            lambda: ledger.credit("card-1", 1, pb.ENTRY_SOURCE_CLOSING_PAYOUT)
+        )
         assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
         with pytest.raises(grpc.RpcError) as excinfo:
             ledger.ledger.ListEntries(
@@ -327,7 +333,7 @@ class TestLedger:
         moved = ledger.transfer("card-1", 400 * YUAN, to_card="card-2")
         assert (moved.debit.amount_fen, moved.credit.amount_fen) == (-400 * YUAN, 400 * YUAN)
         assert moved.debit.transfer_id == moved.credit.transfer_id == moved.transfer_id
-        out = ledger.transfer("card-1", 100 * YUAN, channel=pb.PAYMENT_COUNTER)
+        out = ledger.transfer("card-1", 100 * YUAN, channel=pb.PAYMENT_CHANNEL_PAYMENT_COUNTER)
         assert not out.HasField("credit") and out.debit.counterparty == "6222020000000000@BOC"
         code, reason, _, _ = rejected(lambda: ledger.transfer("card-1", 501 * YUAN, "card-2"))
         assert (code, reason) == (PRECONDITION, "INSUFFICIENT_FUNDS")
@@ -341,9 +347,15 @@ class TestLedger:
         ledger.account("card-1")
         ledger.credit("card-1", 100 * YUAN)
         for channel, metadata in (
-            (pb.PAYMENT_COUNTER, ledger.service),  # a service cannot book a counter payment
-            (pb.ONLINE_BANKING, ledger.counter),  # a counter does not book online payments
-            (pb.PAYMENT_COUNTER, ledger.other_bank),  # another bank's counter
+            (
+                pb.PAYMENT_CHANNEL_PAYMENT_COUNTER,
+                ledger.service,
+            ),  # a service cannot book a counter payment
+            (
+                pb.PAYMENT_CHANNEL_ONLINE_BANKING,
+                ledger.counter,
+            ),  # a counter does not book online payments
+            (pb.PAYMENT_CHANNEL_PAYMENT_COUNTER, ledger.other_bank),  # another bank's counter
         ):
             code, reason, rule, _ = rejected(
                 lambda c=channel, m=metadata: ledger.debit("card-1", 1, c, metadata=m)
@@ -368,7 +380,7 @@ class TestLedger:
         other_core = token(Channel.INTERNAL, (Role.BANK,), caller="boc-core", bank_code="BOC")
         for call in (
             lambda: ledger.debit("card-1", 1, metadata=other_core),
-            lambda: ledger.credit("card-1", 1, pb.NON_COUNTER, metadata=other_core),
+            lambda: ledger.credit("card-1", 1, pb.ENTRY_SOURCE_NON_COUNTER, metadata=other_core),
         ):
             code, reason, _, _ = rejected(call)
             assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
@@ -380,14 +392,15 @@ class TestRefusals:
         """A9.2: a transit refund is credited; nothing leaves until activation."""
         ledger.account("card-1", activated=False)
         ledger.credit("card-1", 100 * YUAN)
-        for channel in (pb.PAYMENT_COUNTER, pb.ONLINE_BANKING):
+        for channel in (pb.PAYMENT_CHANNEL_PAYMENT_COUNTER, pb.PAYMENT_CHANNEL_ONLINE_BANKING):
             code, reason, rule, _ = rejected(lambda c=channel: ledger.debit("card-1", 1 * YUAN, c))
             assert (code, reason, rule) == (PRECONDITION, "FINANCIAL_NOT_ACTIVE", "A9.2")
         activate_financial_in_store_for_test(ledger.db, "card-1", ledger.clock.now())
         assert ledger.debit("card-1", 1 * YUAN).balance_after_fen == 99 * YUAN
 
     @pytest.mark.parametrize(
-        ("kind", "rule"), [(bpb.TEMPORARY_LOSS, "A13.2"), (bpb.FORMAL_LOSS, "A13.4")]
+        ("kind", "rule"),
+        [(bpb.LOSS_KIND_TEMPORARY_LOSS, "A13.2"), (bpb.LOSS_KIND_FORMAL_LOSS, "A13.4")],
     )
     def test_A13_2_A13_4_no_debit_while_the_card_is_reported_lost(
         self, ledger: Ledger, kind: int, rule: str
@@ -399,8 +412,8 @@ class TestRefusals:
             metadata=ledger.service,
         )
         for call in (
-            lambda: ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_COUNTER),
-            lambda: ledger.debit("card-1", 1 * YUAN, pb.THIRD_PARTY),
+            lambda: ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_PAYMENT_COUNTER),
+            lambda: ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_THIRD_PARTY),
             lambda: ledger.transfer("card-1", 1 * YUAN),
         ):
             code, reason, got_rule, _ = rejected(call)
@@ -416,7 +429,9 @@ class TestRefusals:
         ledger.order("card-1", account_id=ledger.account("card-1"))
         ledger.credit("card-1", 100 * YUAN)
         ledger.stub.RecallCard(
-            bpb.RecallCardRequest(request_id=rid("recall"), card_id="card-1", reason=bpb.REPLACED),
+            bpb.RecallCardRequest(
+                request_id=rid("recall"), card_id="card-1", reason=bpb.RECALL_REASON_REPLACED
+            ),
             metadata=ledger.service,
         )
         ledger.stub.DestroyCard(
@@ -425,8 +440,8 @@ class TestRefusals:
         )
         for call in (
             lambda: ledger.credit("card-1", 1),
-            lambda: ledger.debit("card-1", 1, pb.PAYMENT_COUNTER),
-            lambda: ledger.debit("card-1", 1, pb.ATM),
+            lambda: ledger.debit("card-1", 1, pb.PAYMENT_CHANNEL_PAYMENT_COUNTER),
+            lambda: ledger.debit("card-1", 1, pb.PAYMENT_CHANNEL_ATM),
             lambda: ledger.close("card-1"),
         ):
             code, reason, rule, _ = rejected(call)
@@ -440,9 +455,11 @@ class TestRefusals:
         account_id = ledger.account("card-1")
         ledger.order("card-1", account_id=account_id)
         ledger.credit("card-1", 100 * YUAN)
-        ledger.order("card-2", kind=bpb.REPLACEMENT, account_id=account_id)
+        ledger.order("card-2", kind=bpb.PRODUCTION_KIND_REPLACEMENT, account_id=account_id)
         ledger.stub.RecallCard(
-            bpb.RecallCardRequest(request_id=rid("recall"), card_id="card-1", reason=bpb.REPLACED),
+            bpb.RecallCardRequest(
+                request_id=rid("recall"), card_id="card-1", reason=bpb.RECALL_REASON_REPLACED
+            ),
             metadata=ledger.service,
         )
         ledger.stub.DestroyCard(
@@ -455,8 +472,10 @@ class TestRefusals:
             "card-2",
             105 * YUAN,
         )
-        assert ledger.debit("card-2", 5 * YUAN, pb.ATM).balance_after_fen == 100 * YUAN
-        code, reason, rule, _ = rejected(lambda: ledger.debit("card-1", 1, pb.ATM))
+        assert (
+            ledger.debit("card-2", 5 * YUAN, pb.PAYMENT_CHANNEL_ATM).balance_after_fen == 100 * YUAN
+        )
+        code, reason, rule, _ = rejected(lambda: ledger.debit("card-1", 1, pb.PAYMENT_CHANNEL_ATM))
         assert (code, reason, rule) == (PRECONDITION, "CARD_DESTROYED", "A16.6")
         assert ledger.balance("card-2").account_id == account_id
         assert ledger.consistent("card-2") == 100 * YUAN
@@ -468,34 +487,38 @@ class TestNonCounterSuspension:
     ) -> None:
         ledger.account("card-1")
         ledger.credit("card-1", 1_000 * YUAN)
-        state = ledger.suspend("card-1", pb.SS_CANCELLED)
-        assert list(state.non_counter_suspensions) == [pb.SS_CANCELLED]
+        state = ledger.suspend("card-1", pb.NON_COUNTER_REASON_SS_CANCELLED)
+        assert list(state.non_counter_suspensions) == [pb.NON_COUNTER_REASON_SS_CANCELLED]
         assert abs(state.non_counter_suspended_at.ToDatetime(dt.UTC) - test_clock.now()) < (
             dt.timedelta(seconds=5)
         )
-        assert ledger.suspend("card-1", pb.SS_CANCELLED) == state  # again: unchanged
+        assert (
+            ledger.suspend("card-1", pb.NON_COUNTER_REASON_SS_CANCELLED) == state
+        )  # again: unchanged
         for call in (
-            lambda: ledger.debit("card-1", 1 * YUAN, pb.ONLINE_BANKING),
-            lambda: ledger.debit("card-1", 1 * YUAN, pb.ATM),
-            lambda: ledger.debit("card-1", 1 * YUAN, pb.THIRD_PARTY),
+            lambda: ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_ONLINE_BANKING),
+            lambda: ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_ATM),
+            lambda: ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_THIRD_PARTY),
             lambda: ledger.transfer("card-1", 1 * YUAN),
         ):
             code, reason, rule, _meta = rejected(call)
             assert (code, reason, rule) == (PRECONDITION, "NON_COUNTER_SUSPENDED", "A19.2")
-        assert ledger.debit("card-1", 10 * YUAN, pb.PAYMENT_COUNTER).balance_after_fen == (
-            990 * YUAN
-        )
-        assert ledger.transfer("card-1", 10 * YUAN, channel=pb.PAYMENT_COUNTER).debit
+        assert ledger.debit(
+            "card-1", 10 * YUAN, pb.PAYMENT_CHANNEL_PAYMENT_COUNTER
+        ).balance_after_fen == (990 * YUAN)
+        assert ledger.transfer(
+            "card-1", 10 * YUAN, channel=pb.PAYMENT_CHANNEL_PAYMENT_COUNTER
+        ).debit
         assert ledger.credit("card-1", 1 * YUAN).amount_fen == 1 * YUAN
-        resumed = ledger.resume("card-1", pb.SS_CANCELLED)
+        resumed = ledger.resume("card-1", pb.NON_COUNTER_REASON_SS_CANCELLED)
         assert not resumed.non_counter_suspensions
         assert not resumed.HasField("non_counter_suspended_at")
-        assert ledger.debit("card-1", 1 * YUAN, pb.ATM).amount_fen == -1 * YUAN
+        assert ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_ATM).amount_fen == -1 * YUAN
 
     def test_A19_2_only_services_and_operations_suspend(self, ledger: Ledger) -> None:
         ledger.account("card-1")
         request = pb.SuspendNonCounterRequest(
-            request_id="s", card_id="card-1", reason=pb.OPERATIONS
+            request_id="s", card_id="card-1", reason=pb.NON_COUNTER_REASON_OPERATIONS
         )
         with pytest.raises(grpc.RpcError) as excinfo:
             ledger.ledger.SuspendNonCounter(request, metadata=ledger.counter)
@@ -509,8 +532,10 @@ class TestTiers:
         ledger.account("card-1")
         ledger.credit("card-1", 30_000 * YUAN)
         balance = ledger.balance("card-1")
-        assert balance.tier == pb.TIER_I and balance.limits == pb.TierLimits()
-        ledger.debit("card-1", 20_000 * YUAN, pb.ONLINE_BANKING)  # class I: no class limit
+        assert balance.tier == pb.ACCOUNT_TIER_TIER_I and balance.limits == pb.TierLimits()
+        ledger.debit(
+            "card-1", 20_000 * YUAN, pb.PAYMENT_CHANNEL_ONLINE_BANKING
+        )  # class I: no class limit
         assert ledger.balance("card-1").non_counter_today_fen == 20_000 * YUAN
 
     def test_A4_5_class_II_limits_non_counter_payments_per_day_but_not_the_counter(
@@ -518,33 +543,37 @@ class TestTiers:
     ) -> None:
         ledger.account("card-1")
         ledger.credit("card-1", 40_000 * YUAN)
-        state = ledger.set_tier("card-1", pb.TIER_II)
-        assert state.tier == pb.TIER_II
+        state = ledger.set_tier("card-1", pb.ACCOUNT_TIER_TIER_II)
+        assert state.tier == pb.ACCOUNT_TIER_TIER_II
         assert state.limits.daily_non_counter_fen == 10_000 * YUAN
         code, reason, rule, meta = rejected(
-            lambda: ledger.debit("card-1", 10_000 * YUAN + 1, pb.THIRD_PARTY)
+            lambda: ledger.debit("card-1", 10_000 * YUAN + 1, pb.PAYMENT_CHANNEL_THIRD_PARTY)
         )
         assert (code, reason, rule) == (PRECONDITION, "TIER_LIMIT_EXCEEDED", "A4.5")
         assert meta["limit_fen"] == str(10_000 * YUAN) and meta["tier"] == "II"
-        ledger.debit("card-1", 6_000 * YUAN, pb.ONLINE_BANKING)
+        ledger.debit("card-1", 6_000 * YUAN, pb.PAYMENT_CHANNEL_ONLINE_BANKING)
         code, reason, rule, meta = rejected(
-            lambda: ledger.transfer("card-1", 4_000 * YUAN + 1, channel=pb.ONLINE_BANKING)
+            lambda: ledger.transfer(
+                "card-1", 4_000 * YUAN + 1, channel=pb.PAYMENT_CHANNEL_ONLINE_BANKING
+            )
         )
         assert (reason, rule, meta["limit"]) == (
             "TIER_LIMIT_EXCEEDED",
             "A4.5",
             "the daily non-counter payment limit",
         )
-        ledger.debit("card-1", 4_000 * YUAN, pb.ATM)  # exactly up to the limit
-        ledger.debit("card-1", 15_000 * YUAN, pb.PAYMENT_COUNTER)  # the counter: no class limit
+        ledger.debit("card-1", 4_000 * YUAN, pb.PAYMENT_CHANNEL_ATM)  # exactly up to the limit
+        ledger.debit(
+            "card-1", 15_000 * YUAN, pb.PAYMENT_CHANNEL_PAYMENT_COUNTER
+        )  # the counter: no class limit
         test_clock.advance(dt.timedelta(days=1))  # the next Beijing calendar day
-        ledger.debit("card-1", 5_000 * YUAN, pb.ONLINE_BANKING)
+        ledger.debit("card-1", 5_000 * YUAN, pb.PAYMENT_CHANNEL_ONLINE_BANKING)
         assert ledger.balance("card-1").non_counter_today_fen == 5_000 * YUAN
         assert ledger.consistent("card-1") == 10_000 * YUAN
 
     def test_A4_5_class_III_caps_the_balance(self, ledger: Ledger) -> None:
         ledger.account("card-1")
-        ledger.set_tier("card-1", pb.TIER_III)
+        ledger.set_tier("card-1", pb.ACCOUNT_TIER_TIER_III)
         ledger.credit("card-1", 2_000 * YUAN)
         code, reason, rule, meta = rejected(lambda: ledger.credit("card-1", 1))
         assert (code, reason, rule, meta["limit_fen"]) == (
@@ -557,7 +586,9 @@ class TestTiers:
 
     def test_A4_5_only_operations_set_the_class(self, ledger: Ledger) -> None:
         ledger.account("card-1")
-        request = pb.SetAccountTierRequest(request_id="t", card_id="card-1", tier=pb.TIER_III)
+        request = pb.SetAccountTierRequest(
+            request_id="t", card_id="card-1", tier=pb.ACCOUNT_TIER_TIER_III
+        )
         with pytest.raises(grpc.RpcError) as excinfo:
             ledger.ledger.SetAccountTier(request, metadata=ledger.service)
         assert refusal(excinfo)[0] == grpc.StatusCode.PERMISSION_DENIED
@@ -579,7 +610,9 @@ def test_A4_5_limits_and_the_default_class_are_configuration(configured_ledger: 
     configured_ledger.account("card-1")
     configured_ledger.credit("card-1", 1_000 * YUAN)
     balance = configured_ledger.balance("card-1")
-    assert balance.tier == pb.TIER_II and balance.limits.single_non_counter_fen == 50_000
+    assert (
+        balance.tier == pb.ACCOUNT_TIER_TIER_II and balance.limits.single_non_counter_fen == 50_000
+    )
     _code, reason, _, meta = rejected(lambda: configured_ledger.debit("card-1", 50_001))
     assert (reason, meta["limit_fen"]) == ("TIER_LIMIT_EXCEEDED", "50000")
 
@@ -590,48 +623,67 @@ class TestMonitoring:
     ) -> None:
         account_id = ledger.account("card-1")
         for n in range(12):  # 10+ counterparties within a day: MANY_COUNTERPARTIES freezes
-            ledger.credit("card-1", 600 * YUAN, pb.NON_COUNTER, counterparty=f"payer-{n}")
+            ledger.credit(
+                "card-1", 600 * YUAN, pb.ENTRY_SOURCE_NON_COUNTER, counterparty=f"payer-{n}"
+            )
         alerts = ledger.alerts(account_id=account_id)
         assert [a.rule for a in alerts] == ["MANY_COUNTERPARTIES"]  # raised once
         alert = alerts[0]
-        assert (alert.card_id, alert.freeze, alert.status) == ("card-1", True, pb.ALERT_OPEN)
+        assert (alert.card_id, alert.freeze, alert.status) == (
+            "card-1",
+            True,
+            pb.ALERT_STATUS_ALERT_OPEN,
+        )
         assert len(alert.entry_ids) == 10 and "payer" not in alert.summary
         state = ledger.balance("card-1")
-        assert list(state.non_counter_suspensions) == [pb.MONITORING_REVIEW]
-        code, reason, rule, _ = rejected(lambda: ledger.debit("card-1", 1 * YUAN, pb.ATM))
+        assert list(state.non_counter_suspensions) == [pb.NON_COUNTER_REASON_MONITORING_REVIEW]
+        code, reason, rule, _ = rejected(
+            lambda: ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_ATM)
+        )
         assert (code, reason, rule) == (PRECONDITION, "NON_COUNTER_SUSPENDED", "A4.5")
-        ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_COUNTER)  # the counter stays open
+        ledger.debit(
+            "card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_PAYMENT_COUNTER
+        )  # the counter stays open
 
-        assert ledger.alerts(status=pb.ALERT_RESOLVED) == []
+        assert ledger.alerts(status=pb.ALERT_STATUS_ALERT_RESOLVED) == []
         assert [a.alert_id for a in ledger.alerts(rule="MANY_COUNTERPARTIES")] == [alert.alert_id]
         assigned = ledger.ledger.AssignAlert(
             pb.AssignAlertRequest(request_id=rid("a"), alert_id=alert.alert_id, assignee="wang"),
             metadata=ledger.ops,
         )
-        assert (assigned.status, assigned.assignee) == (pb.ALERT_ASSIGNED, "wang")
+        assert (assigned.status, assigned.assignee) == (pb.ALERT_STATUS_ALERT_ASSIGNED, "wang")
         resolved = ledger.ledger.ResolveAlert(
             pb.ResolveAlertRequest(
                 request_id=rid("r"), alert_id=alert.alert_id, resolution="a club's dues"
             ),
             metadata=ledger.ops,
         )
-        assert (resolved.status, resolved.resolution) == (pb.ALERT_RESOLVED, "a club's dues")
+        assert (resolved.status, resolved.resolution) == (
+            pb.ALERT_STATUS_ALERT_RESOLVED,
+            "a club's dues",
+        )
         assert resolved.HasField("resolved_at") and resolved.resolved_by
         assert not ledger.balance("card-1").non_counter_suspensions
-        assert ledger.debit("card-1", 1 * YUAN, pb.ATM).amount_fen == -1 * YUAN
-        assert [a.status for a in ledger.alerts(account_id=account_id)] == [pb.ALERT_RESOLVED]
+        assert ledger.debit("card-1", 1 * YUAN, pb.PAYMENT_CHANNEL_ATM).amount_fen == -1 * YUAN
+        assert [a.status for a in ledger.alerts(account_id=account_id)] == [
+            pb.ALERT_STATUS_ALERT_RESOLVED
+        ]
 
     def test_A4_5_resolving_keeps_a_suspension_for_another_reason(self, ledger: Ledger) -> None:
         ledger.account("card-1")
-        ledger.suspend("card-1", pb.SS_CANCELLED)
+        ledger.suspend("card-1", pb.NON_COUNTER_REASON_SS_CANCELLED)
         for n in range(10):
-            ledger.credit("card-1", 600 * YUAN, pb.NON_COUNTER, counterparty=f"payer-{n}")
+            ledger.credit(
+                "card-1", 600 * YUAN, pb.ENTRY_SOURCE_NON_COUNTER, counterparty=f"payer-{n}"
+            )
         (alert,) = ledger.alerts()
         ledger.ledger.ResolveAlert(
             pb.ResolveAlertRequest(request_id=rid("r"), alert_id=alert.alert_id, resolution="ok"),
             metadata=ledger.ops,
         )
-        assert list(ledger.balance("card-1").non_counter_suspensions) == [pb.SS_CANCELLED]
+        assert list(ledger.balance("card-1").non_counter_suspensions) == [
+            pb.NON_COUNTER_REASON_SS_CANCELLED
+        ]
 
     def test_A4_5_alerts_are_for_operations_only(self, ledger: Ledger) -> None:
         with pytest.raises(grpc.RpcError) as excinfo:
@@ -645,9 +697,9 @@ class TestClose:
     ) -> None:
         ledger.account("card-1")
         ledger.credit("card-1", 123_45)
-        ledger.debit("card-1", 23_00, pb.ATM)
+        ledger.debit("card-1", 23_00, pb.PAYMENT_CHANNEL_ATM)
         closed = ledger.close("card-1", request_id="close-1")
-        assert closed.payout.source == pb.CLOSING_PAYOUT
+        assert closed.payout.source == pb.ENTRY_SOURCE_CLOSING_PAYOUT
         assert (closed.payout.amount_fen, closed.payout.balance_after_fen) == (-100_45, 0)
         assert closed.payout.counterparty == "6222020000000000@BOC"
         assert closed.account.balance_fen == 0 and closed.account.closed
@@ -657,7 +709,7 @@ class TestClose:
         account = ledger.stub.GetAccount(
             bpb.GetAccountRequest(card_id="card-1"), metadata=ledger.ops
         )
-        assert account.status == bpb.CLOSED
+        assert account.status == bpb.ACCOUNT_STATUS_CLOSED
         assert ledger.consistent("card-1") == 0
         code, reason, _, _ = rejected(lambda: ledger.credit("card-1", 1))
         assert (code, reason) == (PRECONDITION, "ACCOUNT_CLOSED")
@@ -669,7 +721,9 @@ class TestClose:
         发卡合作银行的规定执行。"""
         ledger.account("card-1")
         ledger.credit("card-1", 50_00)
-        stranger = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        stranger = common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=resident_id()
+        )
         for document, refused_with in (
             (stranger, (PRECONDITION, "IDENTITY_MISMATCH", "A20.1")),
             (
@@ -700,7 +754,9 @@ class TestClose:
         ledger.account("card-1")
         ledger.credit("card-1", 80_00)
         holder = ledger.holders["card-1"]
-        stranger = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        stranger = common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=resident_id()
+        )
         agent = bpb.CounterAgent(
             agent_document=stranger, agent_name="李四", authorisation_ref="AUTH-7"
         )
@@ -708,7 +764,9 @@ class TestClose:
         as_holder = bpb.CounterAgent(
             agent_document=holder, agent_name="李四", authorisation_ref="AUTH-7"
         )
-        other = common_pb2.IdentityDocument(type=common_pb2.RESIDENT_ID, number=resident_id())
+        other = common_pb2.IdentityDocument(
+            type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=resident_id()
+        )
         for document, presented, refused_with in (
             (holder, unauthorised, (INVALID, "AGENT_DOCUMENTS_MISSING", "A24.2")),
             (holder, as_holder, (INVALID, "AGENT_DOCUMENTS_MISSING", "A24.2")),

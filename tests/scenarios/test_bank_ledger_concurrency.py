@@ -34,7 +34,7 @@ class Op:
     card: str
     amount: int
     to_card: str = ""
-    channel: int = pb.ONLINE_BANKING
+    channel: int = pb.PAYMENT_CHANNEL_ONLINE_BANKING
 
 
 def plan(rng: random.Random) -> list[Op]:
@@ -44,7 +44,13 @@ def plan(rng: random.Random) -> list[Op]:
         kind = rng.choice(("credit", "debit", "debit", "transfer", "transfer"))
         card = rng.choice(CARDS)
         amount = rng.randrange(600, 1_500) * YUAN + rng.randrange(100)
-        channel = rng.choice((pb.ONLINE_BANKING, pb.ATM, pb.PAYMENT_COUNTER))
+        channel = rng.choice(
+            (
+                pb.PAYMENT_CHANNEL_ONLINE_BANKING,
+                pb.PAYMENT_CHANNEL_ATM,
+                pb.PAYMENT_CHANNEL_PAYMENT_COUNTER,
+            )
+        )
         to_card = rng.choice([c for c in CARDS if c != card]) if kind == "transfer" else ""
         ops.append(Op(f"op-{n}", kind, card, amount, to_card, channel))
     return ops
@@ -53,7 +59,7 @@ def plan(rng: random.Random) -> list[Op]:
 def send(ledger: Ledger, op: Op) -> tuple[str, Any]:
     """The definitive answer to ``op``: ("ok", response) or ("refused", reason). A call aborted
     because the same request_id is running elsewhere is retried, as a client would."""
-    metadata = ledger.counter if op.channel == pb.PAYMENT_COUNTER else ledger.online
+    metadata = ledger.counter if op.channel == pb.PAYMENT_CHANNEL_PAYMENT_COUNTER else ledger.online
     while True:
         try:
             if op.kind == "credit":
@@ -62,7 +68,7 @@ def send(ledger: Ledger, op: Op) -> tuple[str, Any]:
                         request_id=op.request_id,
                         card_id=op.card,
                         amount_fen=op.amount,
-                        source=pb.TRANSIT_REFUND,
+                        source=pb.ENTRY_SOURCE_TRANSIT_REFUND,
                         reference=op.request_id,
                         counterparty="transit",
                     ),

@@ -67,15 +67,15 @@ class TestSuspension:
             opened.account_id,
             "card-1",
             "ICBC",
-            pb.OPENED,
+            pb.ACCOUNT_STATUS_OPENED,
         )
         assert fresh.loss == pb.LOSS_KIND_UNSPECIFIED and not fresh.HasField("suspended_at")
 
-        state = bank.suspend("card-1", pb.TEMPORARY_LOSS)
+        state = bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS)
         assert (state.account_id, state.status, state.loss) == (
             opened.account_id,
-            pb.OPENED,
-            pb.TEMPORARY_LOSS,
+            pb.ACCOUNT_STATUS_OPENED,
+            pb.LOSS_KIND_TEMPORARY_LOSS,
         )
         assert _near(state.suspended_at, test_clock.now())
         assert bank.get("card-1") == state
@@ -84,10 +84,10 @@ class TestSuspension:
         self, bank: LossBank, test_clock: SharedTestClock
     ) -> None:
         bank.open("card-1")
-        temporary = bank.suspend("card-1", pb.TEMPORARY_LOSS)
+        temporary = bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS)
         test_clock.advance(dt.timedelta(days=2))
-        formal = bank.suspend("card-1", pb.FORMAL_LOSS)
-        assert formal.loss == pb.FORMAL_LOSS
+        formal = bank.suspend("card-1", pb.LOSS_KIND_FORMAL_LOSS)
+        assert formal.loss == pb.LOSS_KIND_FORMAL_LOSS
         assert formal.suspended_at == temporary.suspended_at  # suspended since the first report
         assert bank.get("card-1") == formal
 
@@ -95,36 +95,38 @@ class TestSuspension:
         self, bank: LossBank, test_clock: SharedTestClock
     ) -> None:
         bank.open("card-1")
-        formal = bank.suspend("card-1", pb.FORMAL_LOSS)
-        assert formal.loss == pb.FORMAL_LOSS and _near(formal.suspended_at, test_clock.now())
+        formal = bank.suspend("card-1", pb.LOSS_KIND_FORMAL_LOSS)
+        assert formal.loss == pb.LOSS_KIND_FORMAL_LOSS and _near(
+            formal.suspended_at, test_clock.now()
+        )
 
     def test_A13_4_a_formal_loss_is_never_downgraded_by_a_later_temporary_one(
         self, bank: LossBank, test_clock: SharedTestClock
     ) -> None:
         bank.open("card-1")
-        formal = bank.suspend("card-1", pb.FORMAL_LOSS)
+        formal = bank.suspend("card-1", pb.LOSS_KIND_FORMAL_LOSS)
         test_clock.advance(dt.timedelta(hours=1))
-        assert bank.suspend("card-1", pb.TEMPORARY_LOSS) == formal
+        assert bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS) == formal
         assert bank.get("card-1") == formal
 
     def test_A13_2_the_same_loss_reported_again_changes_nothing(
         self, bank: LossBank, test_clock: SharedTestClock
     ) -> None:
         bank.open("card-1")
-        first = bank.suspend("card-1", pb.TEMPORARY_LOSS)
+        first = bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS)
         test_clock.advance(dt.timedelta(hours=1))
-        assert bank.suspend("card-1", pb.TEMPORARY_LOSS) == first
+        assert bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS) == first
 
 
 class TestLift:
     def test_A14_1_unlocking_lifts_the_suspension(self, bank: LossBank) -> None:
         opened = bank.open("card-1")
-        bank.suspend("card-1", pb.TEMPORARY_LOSS)
-        bank.suspend("card-1", pb.FORMAL_LOSS)
+        bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS)
+        bank.suspend("card-1", pb.LOSS_KIND_FORMAL_LOSS)
         lifted = bank.lift("card-1")
         assert (lifted.account_id, lifted.status, lifted.loss) == (
             opened.account_id,
-            pb.OPENED,
+            pb.ACCOUNT_STATUS_OPENED,
             pb.LOSS_KIND_UNSPECIFIED,
         )
         assert not lifted.HasField("suspended_at")
@@ -141,11 +143,13 @@ class TestLift:
         self, bank: LossBank, test_clock: SharedTestClock
     ) -> None:
         bank.open("card-1")
-        first = bank.suspend("card-1", pb.FORMAL_LOSS)
+        first = bank.suspend("card-1", pb.LOSS_KIND_FORMAL_LOSS)
         bank.lift("card-1")
         test_clock.advance(dt.timedelta(days=1))
-        again = bank.suspend("card-1", pb.TEMPORARY_LOSS)
-        assert again.loss == pb.TEMPORARY_LOSS and again.suspended_at != first.suspended_at
+        again = bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS)
+        assert (
+            again.loss == pb.LOSS_KIND_TEMPORARY_LOSS and again.suspended_at != first.suspended_at
+        )
         assert _near(again.suspended_at, test_clock.now())
 
 
@@ -154,26 +158,29 @@ class TestIdempotency:
         self, bank: LossBank
     ) -> None:
         bank.open("card-1")
-        first = bank.suspend("card-1", pb.TEMPORARY_LOSS, request_id="loss-1:suspend")
+        first = bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS, request_id="loss-1:suspend")
         lifted = bank.lift("card-1", request_id="unlock-1:lift")
-        assert bank.suspend("card-1", pb.TEMPORARY_LOSS, request_id="loss-1:suspend") == first
+        assert (
+            bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS, request_id="loss-1:suspend")
+            == first
+        )
         assert bank.get("card-1") == lifted  # the replay did not suspend again
 
     def test_a_replayed_lift_returns_its_first_answer_and_changes_nothing(
         self, bank: LossBank
     ) -> None:
         bank.open("card-1")
-        bank.suspend("card-1", pb.FORMAL_LOSS)
+        bank.suspend("card-1", pb.LOSS_KIND_FORMAL_LOSS)
         lifted = bank.lift("card-1", request_id="unlock-1:lift")
-        suspended = bank.suspend("card-1", pb.TEMPORARY_LOSS)
+        suspended = bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS)
         assert bank.lift("card-1", request_id="unlock-1:lift") == lifted
         assert bank.get("card-1") == suspended  # the replay did not lift again
 
     def test_a_request_id_reused_for_another_request_is_refused(self, bank: LossBank) -> None:
         bank.open("card-1")
-        bank.suspend("card-1", pb.TEMPORARY_LOSS, request_id="loss-1:suspend")
+        bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS, request_id="loss-1:suspend")
         with pytest.raises(grpc.RpcError) as excinfo:
-            bank.suspend("card-1", pb.FORMAL_LOSS, request_id="loss-1:suspend")
+            bank.suspend("card-1", pb.LOSS_KIND_FORMAL_LOSS, request_id="loss-1:suspend")
         code, error = refusal(excinfo)
         assert (code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
 
@@ -193,7 +200,7 @@ class TestRefusals:
 
     @pytest.mark.parametrize(
         ("kind", "rule"),
-        [(pb.TEMPORARY_LOSS, "A13.2"), (pb.FORMAL_LOSS, "A13.4")],
+        [(pb.LOSS_KIND_TEMPORARY_LOSS, "A13.2"), (pb.LOSS_KIND_FORMAL_LOSS, "A13.4")],
         ids=["temporary", "formal"],
     )
     def test_a_closed_account_refuses_a_suspension(
@@ -207,11 +214,11 @@ class TestRefusals:
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         assert (error.reason, error.rule) == ("ACCOUNT_CLOSED", rule)
         closed = bank.get("card-1")
-        assert (closed.status, closed.loss) == (pb.CLOSED, pb.LOSS_KIND_UNSPECIFIED)
+        assert (closed.status, closed.loss) == (pb.ACCOUNT_STATUS_CLOSED, pb.LOSS_KIND_UNSPECIFIED)
 
     def test_A14_1_a_closed_account_refuses_a_lift(self, bank: LossBank) -> None:
         bank.open("card-1")
-        bank.suspend("card-1", pb.TEMPORARY_LOSS)
+        bank.suspend("card-1", pb.LOSS_KIND_TEMPORARY_LOSS)
         self._close(bank, "card-1")
         with pytest.raises(grpc.RpcError) as excinfo:
             bank.lift("card-1")
@@ -221,7 +228,7 @@ class TestRefusals:
 
     def test_an_unknown_card_is_not_found(self, bank: LossBank) -> None:
         calls: list[Callable[[], Any]] = [
-            lambda: bank.suspend("no-such-card", pb.TEMPORARY_LOSS),
+            lambda: bank.suspend("no-such-card", pb.LOSS_KIND_TEMPORARY_LOSS),
             lambda: bank.lift("no-such-card"),
             lambda: bank.get("no-such-card"),
         ]
@@ -244,7 +251,7 @@ class TestRefusals:
     def test_only_the_suite_s_services_suspend_or_lift(self, bank: LossBank) -> None:
         bank.open("card-1")
         suspend = pb.SuspendForLossRequest(
-            request_id="r1", card_id="card-1", kind=pb.TEMPORARY_LOSS
+            request_id="r1", card_id="card-1", kind=pb.LOSS_KIND_TEMPORARY_LOSS
         )
         lift = pb.LiftLossSuspensionRequest(request_id="r2", card_id="card-1")
         for metadata in (bank.ops, bank.counter):

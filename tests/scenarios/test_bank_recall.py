@@ -39,7 +39,7 @@ class RecallBank(Bank):
     def recall(
         self,
         card_id: str,
-        reason: int = pb.REPLACED,
+        reason: int = pb.RECALL_REASON_REPLACED,
         request_id: str = "",
         metadata: Any = None,
     ) -> pb.CardRecall:
@@ -93,10 +93,10 @@ class TestRecallAndDestruction:
         self, bank: RecallBank, test_clock: SharedTestClock
     ) -> None:
         bank.made("old-card")
-        recalled = bank.recall("old-card", pb.REPLACED)
+        recalled = bank.recall("old-card", pb.RECALL_REASON_REPLACED)
         assert (recalled.card_id, recalled.reason, recalled.recalled_by) == (
             "old-card",
-            pb.REPLACED,
+            pb.RECALL_REASON_REPLACED,
             "card-service",
         )
         assert _near(recalled.recalled_at, test_clock.now())
@@ -107,7 +107,7 @@ class TestRecallAndDestruction:
         destroyed = bank.destroy("old-card")
         assert (destroyed.card_id, destroyed.reason, destroyed.destroyed_by) == (
             "old-card",
-            pb.REPLACED,
+            pb.RECALL_REASON_REPLACED,
             "bank-ops/op-7",
         )
         assert _near(destroyed.destroyed_at, test_clock.now())
@@ -120,7 +120,11 @@ class TestRecallAndDestruction:
 
     @pytest.mark.parametrize(
         "reason",
-        [pb.NOT_HANDED_OUT, pb.HOLDER_DECEASED, pb.RETURNED_BY_EMPLOYER],
+        [
+            pb.RECALL_REASON_NOT_HANDED_OUT,
+            pb.RECALL_REASON_HOLDER_DECEASED,
+            pb.RECALL_REASON_RETURNED_BY_EMPLOYER,
+        ],
         ids=["A21_1_not_handed_out", "A21_2_holder_deceased", "A7_4_returned_by_employer"],
     )
     def test_the_reason_a_card_is_taken_back_is_recorded(
@@ -135,16 +139,21 @@ class TestRecallAndDestruction:
 
     def test_a_card_never_made_can_be_taken_back(self, bank: RecallBank) -> None:
         bank.order("card-1")
-        assert bank.recall("card-1", pb.HOLDER_DECEASED).reason == pb.HOLDER_DECEASED
+        assert (
+            bank.recall("card-1", pb.RECALL_REASON_HOLDER_DECEASED).reason
+            == pb.RECALL_REASON_HOLDER_DECEASED
+        )
 
     def test_recalling_again_changes_nothing_and_keeps_the_first_reason(
         self, bank: RecallBank, test_clock: SharedTestClock
     ) -> None:
         bank.made("card-1")
-        first = bank.recall("card-1", pb.NOT_HANDED_OUT)
+        first = bank.recall("card-1", pb.RECALL_REASON_NOT_HANDED_OUT)
         test_clock.advance(dt.timedelta(hours=1))
-        assert bank.recall("card-1", pb.NOT_HANDED_OUT) == first
-        assert bank.recall("card-1", pb.HOLDER_DECEASED, metadata=bank.operator) == first
+        assert bank.recall("card-1", pb.RECALL_REASON_NOT_HANDED_OUT) == first
+        assert (
+            bank.recall("card-1", pb.RECALL_REASON_HOLDER_DECEASED, metadata=bank.operator) == first
+        )
         assert bank.get("card-1") == first
 
     def test_A16_6_a_card_not_taken_back_is_not_destroyed(self, bank: RecallBank) -> None:
@@ -164,17 +173,17 @@ class TestRecallAndDestruction:
         test_clock.advance(dt.timedelta(hours=1))
         other = token(roles=(Role.OPS,), caller="bank-ops", operator_id="op-8")
         assert bank.destroy("card-1", metadata=other) == first
-        assert bank.recall("card-1", pb.HOLDER_DECEASED) == first
+        assert bank.recall("card-1", pb.RECALL_REASON_HOLDER_DECEASED) == first
         assert bank.get("card-1") == first
 
 
 class TestADestroyedCard:
     def test_A16_6_a_destroyed_card_can_do_nothing(self, bank: RecallBank) -> None:
         order = bank.order("card-1")
-        bank.recall("card-1", pb.NOT_HANDED_OUT)
+        bank.recall("card-1", pb.RECALL_REASON_NOT_HANDED_OUT)
         bank.destroy("card-1")
         suspend = pb.SuspendForLossRequest(
-            request_id="loss-1", card_id="card-1", kind=pb.TEMPORARY_LOSS
+            request_id="loss-1", card_id="card-1", kind=pb.LOSS_KIND_TEMPORARY_LOSS
         )
         lift = pb.LiftLossSuspensionRequest(request_id="unlock-1", card_id="card-1")
         calls: list[Callable[[], Any]] = [
@@ -189,14 +198,14 @@ class TestADestroyedCard:
         found = bank.stub.GetProductionOrder(
             pb.GetProductionOrderRequest(card_id="card-1"), metadata=bank.ops
         )
-        assert (found.status, found.card_number) == (pb.ORDERED, "")
+        assert (found.status, found.card_number) == (pb.ORDER_STATUS_ORDERED, "")
         account = bank.stub.GetAccount(pb.GetAccountRequest(card_id="card-1"), metadata=bank.ops)
         assert account.loss == pb.LOSS_KIND_UNSPECIFIED
 
     def test_a_card_taken_back_but_not_destroyed_is_still_made(self, bank: RecallBank) -> None:
         order = bank.order("card-1")
-        bank.recall("card-1", pb.RETURNED_BY_EMPLOYER)
-        assert bank.mark_produced(order.order_id).status == pb.PRODUCED
+        bank.recall("card-1", pb.RECALL_REASON_RETURNED_BY_EMPLOYER)
+        assert bank.mark_produced(order.order_id).status == pb.ORDER_STATUS_PRODUCED
 
 
 class TestIdempotency:
@@ -231,7 +240,7 @@ class TestIdempotency:
 
     def test_a_request_id_is_required(self, bank: RecallBank) -> None:
         bank.made("card-1")
-        request = pb.RecallCardRequest(card_id="card-1", reason=pb.REPLACED)
+        request = pb.RecallCardRequest(card_id="card-1", reason=pb.RECALL_REASON_REPLACED)
         code, _ = _refused(lambda: bank.stub.RecallCard(request, metadata=bank.service))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
 

@@ -25,14 +25,14 @@ def test_a8_1_loaded_card_reads_like_an_activated_one(suite: Suite) -> None:
 
     real = suite.get(real_id, history=True)
     loaded = suite.get(loaded_id, history=True)
-    assert loaded.status == real.status == pb.ACTIVE
+    assert loaded.status == real.status == pb.CARD_STATUS_ACTIVE
     for name in ("card_number_masked", "person_id", "bank_code", "holder_name", "mobile_masked"):
         assert getattr(loaded, name), name
     assert loaded.document.type == real.document.type
     assert loaded.notices, "the holder was told the card is made (A7.1)"
     statuses = [t.to_status for t in loaded.transitions]
-    assert statuses[0] == pb.APPLIED and statuses[-1] == pb.ACTIVE
-    assert [t.to_status for t in real.transitions][-1] == pb.ACTIVE
+    assert statuses[0] == pb.CARD_STATUS_APPLIED and statuses[-1] == pb.CARD_STATUS_ACTIVE
+    assert [t.to_status for t in real.transitions][-1] == pb.CARD_STATUS_ACTIVE
 
     kiosk = suite.token(Channel.TRANSIT_OUTLET, (Role.COUNTER,), "kiosk-1", outlet_id="K-1")
     entry = suite.transit.TopUp(

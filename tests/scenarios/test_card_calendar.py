@@ -79,7 +79,7 @@ def reissue_by_mail(suite: Suite, test_clock: SharedTestClock, at: dt.datetime) 
             request_id=suite.rid("reissue"),
             card_id=card_id,
             document=person.document(),
-            delivery=pb.MAIL,
+            delivery=pb.DELIVERY_MAIL,
         ),
         metadata=suite.at(Channel.ONLINE, person),
     )

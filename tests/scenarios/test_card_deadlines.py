@@ -10,6 +10,7 @@ import grpc
 
 from services.platform.auth import Channel, Role
 from services.platform.clock import BEIJING, SharedTestClock
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.card.v1 import card_pb2_grpc
@@ -39,9 +40,9 @@ def test_A22_1_A22_4_a_card_not_made_by_its_due_date_is_flagged_with_how_late(
     started = suite.apply(suite.person())
     suite.settle(started.card_id)
     [deadline] = deadlines(suite, rule="A22.1")
-    assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
+    assert (deadline.target, deadline.state) == (started.card_id, pb.DEADLINE_STATE_PENDING)
     test_clock.advance(dt.timedelta(days=33))
-    wait_until(lambda: deadlines(suite, rule="A22.1", state=pb.FIRED) != [])
+    wait_until(lambda: deadlines(suite, rule="A22.1", state=pb.DEADLINE_STATE_FIRED) != [])
     [fired] = deadlines(suite, rule="A22.1")
     assert fired.outcome.startswith("flagged: ")
     assert int(fired.outcome.split()[1]) >= 2  # days late
@@ -52,18 +53,20 @@ def test_A22_1_A22_4_a_card_not_made_by_its_due_date_is_flagged_with_how_late(
 def test_A22_4_a_card_made_in_time_is_not_flagged_however_slow_the_post(
     suite: Suite, test_clock: SharedTestClock
 ) -> None:
-    started = suite.apply(suite.person(), delivery=pb.MAIL)
+    started = suite.apply(suite.person(), delivery=pb.DELIVERY_MAIL)
     suite.settle(started.card_id)
     suite.produce(started.card_id)
     suite.card.RecordCollection(
         pb.RecordCollectionRequest(
-            request_id=suite.rid("post"), card_id=started.card_id, method=pb.MAIL_SENT
+            request_id=suite.rid("post"),
+            card_id=started.card_id,
+            method=pb.COLLECTION_METHOD_MAIL_SENT,
         ),
         metadata=suite.factory,  # the factory's system reports the card mailed
     )
     test_clock.advance(dt.timedelta(days=45))
     [deadline] = deadlines(suite, rule="A22.1")
-    assert (deadline.state, deadline.outcome) == (pb.CANCELLED, "made")
+    assert (deadline.state, deadline.outcome) == (pb.DEADLINE_STATE_CANCELLED, "made")
     notices = suite.get(started.card_id, history=True).notices
     assert "operations" not in [n.recipient for n in notices]
 
@@ -76,12 +79,14 @@ def employer_collects(suite: Suite, count: int) -> tuple[list[str], list[PersonS
     people = [suite.person() for _ in range(count)]
     employer = suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID)
     answer = suite.card.ApplyBatch(
-        pb.ApplyBatchRequest(
-            request_id=suite.rid("batch"),
-            employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
-            bank_code=BANK,
-            pickup_branch_id=INSTANT,
-            applicants=[suite.applicant(p) for p in people],
+        slices(
+            pb.ApplyBatchRequest(
+                request_id=suite.rid("batch"),
+                employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
+                bank_code=BANK,
+                pickup_branch_id=INSTANT,
+                applicants=[suite.applicant(p) for p in people],
+            )
         ),
         metadata=employer,
     )
@@ -93,7 +98,7 @@ def employer_collects(suite: Suite, count: int) -> tuple[list[str], list[PersonS
             pb.RecordCollectionRequest(
                 request_id=suite.rid("emp"),
                 card_id=card_id,
-                method=pb.BY_EMPLOYER,
+                method=pb.COLLECTION_METHOD_BY_EMPLOYER,
                 employer=EMPLOYER_DOCUMENTS,
             ),
             metadata=suite.branch(BANK, INSTANT),
@@ -115,15 +120,18 @@ def test_A7_4_the_30_natural_days_end_at_midnight_after_the_30th_day(
         pb.RecordHandoutRequest(request_id=suite.rid("hand"), card_id=card_ids[0]),
         metadata=suite.token(channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID),
     )
-    assert handed.status == pb.COLLECTED  # still in time on day 30 at 23:59
+    assert handed.status == pb.CARD_STATUS_COLLECTED  # still in time on day 30 at 23:59
     test_clock.advance(dt.datetime(2026, 4, 2, 0, 0, tzinfo=BEIJING) - test_clock.now())
-    wait_until(lambda: suite.get(card_ids[1]).status == pb.RETURN_DUE)
-    assert suite.get(card_ids[0]).status == pb.COLLECTED
+    wait_until(lambda: suite.get(card_ids[1]).status == pb.CARD_STATUS_RETURN_DUE)
+    assert suite.get(card_ids[0]).status == pb.CARD_STATUS_COLLECTED
     late = suite.get(card_ids[1], history=True)
     assert late.transitions[-1].rule == "A7.4"
     assert ("employer", "A7.4") in [(n.recipient, n.rule) for n in late.notices]
     states = {d.target: d.state for d in deadlines(suite, rule="A7.4")}
-    assert states == {card_ids[0]: pb.CANCELLED, card_ids[1]: pb.FIRED}
+    assert states == {
+        card_ids[0]: pb.DEADLINE_STATE_CANCELLED,
+        card_ids[1]: pb.DEADLINE_STATE_FIRED,
+    }
 
 
 def test_A7_4_a_returned_card_waits_at_the_branch_for_its_holder(
@@ -148,17 +156,19 @@ def test_A7_4_a_returned_card_waits_at_the_branch_for_its_holder(
             )
         except grpc.RpcError:
             return False
-        return bool(recall.reason == bank_pb2.RETURNED_BY_EMPLOYER)
+        return bool(recall.reason == bank_pb2.RECALL_REASON_RETURNED_BY_EMPLOYER)
 
-    assert give_back(early, EMPLOYER_DOCUMENTS).status == pb.READY  # back while still in time
+    assert (
+        give_back(early, EMPLOYER_DOCUMENTS).status == pb.CARD_STATUS_READY
+    )  # back while still in time
     test_clock.advance(dt.timedelta(days=31))
-    wait_until(lambda: suite.get(late).status == pb.RETURN_DUE)
+    wait_until(lambda: suite.get(late).status == pb.CARD_STATUS_RETURN_DUE)
     elsewhere = rpc_error(lambda: give_back(late, EMPLOYER_DOCUMENTS, OTHER_BANK))
     assert reason_rule(elsewhere) == ("CHANNEL_NOT_ALLOWED", "A3.1")
     unsigned = rpc_error(lambda: give_back(late, pb.EmployerDocuments(licence_number=EMPLOYER_ID)))
     assert reason_rule(unsigned) == ("EMPLOYER_DOCUMENTS_MISSING", "A7.4")
     returned = give_back(late, EMPLOYER_DOCUMENTS)
-    assert (returned.status, returned.pickup_branch_id) == (pb.READY, INSTANT)
+    assert (returned.status, returned.pickup_branch_id) == (pb.CARD_STATUS_READY, INSTANT)
     wait_until(lambda: taken_back(late) and taken_back(early))
     notices = suite.get(late, history=True).notices
     assert ("person", "A7.4") in [(n.recipient, n.rule) for n in notices]
@@ -173,6 +183,6 @@ def test_A7_4_a_returned_card_waits_at_the_branch_for_its_holder(
     assert reason_rule(again) == ("NOT_WITH_EMPLOYER", "A7.3")
     for card_id, holder in ((late, late_holder), (early, early_holder)):
         suite.collect(card_id, holder, metadata=suite.branch(BANK, INSTANT))
-        assert suite.activate(card_id, holder).status == pb.ACTIVE
+        assert suite.activate(card_id, holder).status == pb.CARD_STATUS_ACTIVE
     states = {d.target: d.state for d in deadlines(suite, rule="A7.4")}
-    assert states == {late: pb.FIRED, early: pb.CANCELLED}
+    assert states == {late: pb.DEADLINE_STATE_FIRED, early: pb.DEADLINE_STATE_CANCELLED}

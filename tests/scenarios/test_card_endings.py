@@ -95,12 +95,12 @@ class TestDeath:
         started = suite.apply(person)
         suite.settle(started.card_id)  # in production at the bank
         record_death(suite, person, "death-a212")
-        wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
-        wait_until(lambda: order_status(suite, started.card_id) == bank_pb2.CANCELLED)
+        wait_until(lambda: status(suite, started.card_id) == pb.CARD_STATUS_WITHDRAWN)
+        wait_until(lambda: order_status(suite, started.card_id) == bank_pb2.ORDER_STATUS_CANCELLED)
         # A4.2: the withdrawn card no longer holds the person's place in the register
         wait_until(lambda: suite.registered_card(person) == "")
         [deadline] = deadlines(suite, rule="A21.2")
-        assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
+        assert (deadline.target, deadline.state) == (started.card_id, pb.DEADLINE_STATE_PENDING)
         notices = suite.get(started.card_id, history=True).notices
         assert ("operations", "A21.2") in [(n.recipient, n.rule) for n in notices]
 
@@ -111,11 +111,14 @@ class TestDeath:
 
         test_clock.set(day_after(last_day) - dt.timedelta(minutes=1))  # 23:59 on the 10th day
         with pytest.raises(TimeoutError):  # several scheduler polls: still the bank's time
-            wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [], timeout=1.0)
+            wait_until(
+                lambda: deadlines(suite, rule="A21.2", state=pb.DEADLINE_STATE_FIRED) != [],
+                timeout=1.0,
+            )
         assert [d.overdue for d in deadlines(suite, rule="A21.2")] == [False]
 
         test_clock.set(day_after(last_day))
-        wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
+        wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.DEADLINE_STATE_FIRED) != [])
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "flagged: not taken back in time"
 
@@ -146,18 +149,18 @@ class TestDeath:
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
         suite.settle(started.card_id)  # made on the spot, waiting at the branch
         record_death(suite, person, "death-a212-b")
-        wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
+        wait_until(lambda: status(suite, started.card_id) == pb.CARD_STATUS_WITHDRAWN)
         suite.bank.RecallCard(
             bank_pb2.RecallCardRequest(
                 request_id="recall-dead",
                 card_id=started.card_id,
-                reason=bank_pb2.HOLDER_DECEASED,
+                reason=bank_pb2.RECALL_REASON_HOLDER_DECEASED,
             ),
             metadata=suite.ops,
         )
         [deadline] = deadlines(suite, rule="A21.2")
         test_clock.set(due(deadline))
-        wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.FIRED) != [])
+        wait_until(lambda: deadlines(suite, rule="A21.2", state=pb.DEADLINE_STATE_FIRED) != [])
         [fired] = deadlines(suite, rule="A21.2")
         assert fired.outcome == "taken back by the bank in time"
 
@@ -166,7 +169,7 @@ class TestDeath:
     ) -> None:
         card_id, person = active_card(suite)
         record_death(suite, person, "death-in-use")
-        wait_until(lambda: status(suite, card_id) == pb.CANCELLATION_DUE)
+        wait_until(lambda: status(suite, card_id) == pb.CARD_STATUS_CANCELLATION_DUE)
         record_death(suite, person, "death-in-use-again")  # recorded again: nothing new
         card = suite.get(card_id, history=True)
         marked = [t for t in card.transitions if t.rule == "A21.2"]
@@ -177,7 +180,12 @@ class TestDeath:
         )
         assert "died" in answer.progress
         assert deadlines(suite, rule="A21.2") == []  # nothing for the bank to take back
-        wait_until(lambda: non_counter_suspensions(suite, card_id) == [ledger_pb2.HOLDER_DIED])
+        wait_until(
+            lambda: (
+                non_counter_suspensions(suite, card_id)
+                == [ledger_pb2.NON_COUNTER_REASON_HOLDER_DIED]
+            )
+        )
 
 
 class TestNotHandedOut:
@@ -189,22 +197,24 @@ class TestNotHandedOut:
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
         suite.settle(started.card_id)  # made on Monday 23 November 2026
         [deadline] = deadlines(suite, rule="A21.1")
-        assert deadline.state == pb.PENDING
+        assert deadline.state == pb.DEADLINE_STATE_PENDING
         assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)
 
         test_clock.set(due(deadline) - dt.timedelta(days=1))
         with pytest.raises(TimeoutError):  # several scheduler polls: nothing happens
-            wait_until(lambda: status(suite, started.card_id) != pb.READY, timeout=1.0)
-        assert [d.state for d in deadlines(suite, rule="A21.1")] == [pb.PENDING]
+            wait_until(lambda: status(suite, started.card_id) != pb.CARD_STATUS_READY, timeout=1.0)
+        assert [d.state for d in deadlines(suite, rule="A21.1")] == [pb.DEADLINE_STATE_PENDING]
 
         test_clock.set(due(deadline))
-        wait_until(lambda: status(suite, started.card_id) == pb.WITHDRAWN)
-        wait_until(lambda: recall_reason(suite, started.card_id) == bank_pb2.NOT_HANDED_OUT)
+        wait_until(lambda: status(suite, started.card_id) == pb.CARD_STATUS_WITHDRAWN)
+        wait_until(
+            lambda: recall_reason(suite, started.card_id) == bank_pb2.RECALL_REASON_NOT_HANDED_OUT
+        )
         [fired] = deadlines(suite, rule="A21.1")
         assert fired.outcome == "withdrawn; the bank takes it back"
         wait_until(lambda: suite.registered_card(person) == "")  # the person may apply again
         again = suite.apply(person)
-        assert suite.settle(again.card_id).state == pb.COMPLETED
+        assert suite.settle(again.card_id).state == pb.SAGA_STATE_COMPLETED
 
     def test_A21_1_a_card_collected_in_time_stays_with_its_holder(
         self, suite: Suite, test_clock: SharedTestClock
@@ -212,8 +222,8 @@ class TestNotHandedOut:
         card_id, _ = active_card(suite)
         [deadline] = deadlines(suite, rule="A21.1")
         test_clock.set(due(deadline))
-        wait_until(lambda: deadlines(suite, rule="A21.1", state=pb.FIRED) != [])
-        assert status(suite, card_id) == pb.ACTIVE
+        wait_until(lambda: deadlines(suite, rule="A21.1", state=pb.DEADLINE_STATE_FIRED) != [])
+        assert status(suite, card_id) == pb.CARD_STATUS_ACTIVE
 
 
 def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
@@ -227,15 +237,15 @@ def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
             card_id=card_id,
             document=person.document(),
             name=person.name,
-            reason=pb.DAMAGED_FACE,
+            reason=pb.REPLACEMENT_REASON_DAMAGED_FACE,
             new_bank_code=OTHER_BANK,
-            delivery=pb.BRANCH_PICKUP,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=OTHER_INSTANT,
         ),
         metadata=suite.at(Channel.ONLINE, person),
     )
     [deadline] = deadlines(suite, rule="A16.7")
-    assert (deadline.target, deadline.state) == (started.card_id, pb.PENDING)
+    assert (deadline.target, deadline.state) == (started.card_id, pb.DEADLINE_STATE_PENDING)
     assert beijing_day(deadline.due_at) == dt.date(2027, 5, 23)  # changed 23 November 2026
 
     def told() -> bool:
@@ -245,10 +255,10 @@ def test_A16_7_the_holder_is_told_when_the_bank_change_lock_ends(
     test_clock.set(due(deadline) - dt.timedelta(days=1))
     with pytest.raises(TimeoutError):  # several scheduler polls: the lock still holds
         wait_until(told, timeout=1.0)
-    assert [d.state for d in deadlines(suite, rule="A16.7")] == [pb.PENDING]
+    assert [d.state for d in deadlines(suite, rule="A16.7")] == [pb.DEADLINE_STATE_PENDING]
 
     test_clock.set(due(deadline))
-    wait_until(lambda: deadlines(suite, rule="A16.7", state=pb.FIRED) != [])
+    wait_until(lambda: deadlines(suite, rule="A16.7", state=pb.DEADLINE_STATE_FIRED) != [])
     assert told()
 
 
@@ -274,7 +284,7 @@ class TestCancellation:
         error = rpc_error(lambda: cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)))
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert reason_rule(error) == ("BUSINESS_NOT_SETTLED", "A19.1")
-        assert status(suite, card_id) == pb.ACTIVE
+        assert status(suite, card_id) == pb.CARD_STATUS_ACTIVE
 
     def test_A19_1_A3_1_cancellation_is_not_offered_online(self, suite: Suite) -> None:
         card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
@@ -286,7 +296,7 @@ class TestCancellation:
         error = rpc_error(lambda: cancel(suite, card_id, person, suite.at(Channel.HOTLINE)))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
-        assert status(suite, card_id) == pb.ACTIVE
+        assert status(suite, card_id) == pb.CARD_STATUS_ACTIVE
 
     def test_A19_1_A19_2_at_a_district_outlet_SS_ends_and_non_counter_stops_six_months_on(
         self, suite: Suite, test_clock: SharedTestClock
@@ -295,16 +305,18 @@ class TestCancellation:
         督促持卡人或其亲属办理社会保障卡金融账户注销。"""
         card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
         cancelled = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
-        assert cancelled.status == pb.SS_CANCELLED
+        assert cancelled.status == pb.CARD_STATUS_SS_CANCELLED
         wait_until(lambda: suite.registered_card(person) == "")  # A4.2: the place is free
         again = cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
-        assert again.status == pb.SS_CANCELLED
+        assert again.status == pb.CARD_STATUS_SS_CANCELLED
         account = suite.bank.GetAccount(
             bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.ops
         )
-        assert account.status == bank_pb2.OPENED  # the financial function is the bank's
+        assert (
+            account.status == bank_pb2.ACCOUNT_STATUS_OPENED
+        )  # the financial function is the bank's
         [deadline] = deadlines(suite, rule="A19.2")
-        assert (deadline.target, deadline.state) == (card_id, pb.PENDING)
+        assert (deadline.target, deadline.state) == (card_id, pb.DEADLINE_STATE_PENDING)
         assert non_counter_suspensions(suite, card_id) == []
         error = rpc_error(lambda: suite.activate(card_id, person))
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -314,16 +326,21 @@ class TestCancellation:
         test_clock.set(due(deadline) - dt.timedelta(days=1))
         with pytest.raises(TimeoutError):  # several scheduler polls: nothing is suspended
             wait_until(lambda: non_counter_suspensions(suite, card_id) != [], timeout=1.0)
-        assert [d.state for d in deadlines(suite, rule="A19.2")] == [pb.PENDING]
+        assert [d.state for d in deadlines(suite, rule="A19.2")] == [pb.DEADLINE_STATE_PENDING]
 
         test_clock.set(due(deadline))
-        wait_until(lambda: deadlines(suite, rule="A19.2", state=pb.FIRED) != [])
-        wait_until(lambda: non_counter_suspensions(suite, card_id) == [ledger_pb2.SS_CANCELLED])
+        wait_until(lambda: deadlines(suite, rule="A19.2", state=pb.DEADLINE_STATE_FIRED) != [])
+        wait_until(
+            lambda: (
+                non_counter_suspensions(suite, card_id)
+                == [ledger_pb2.NON_COUNTER_REASON_SS_CANCELLED]
+            )
+        )
 
     def test_A19_1_an_agent_cancels_the_card_of_a_holder_who_died(self, suite: Suite) -> None:
         card_id, person = active_card(suite, settled=dt.date(2026, 11, 1))
         record_death(suite, person, "death-cancel")
-        wait_until(lambda: status(suite, card_id) == pb.CANCELLATION_DUE)
+        wait_until(lambda: status(suite, card_id) == pb.CARD_STATUS_CANCELLATION_DUE)
         heir = PersonSpec()
         agent = pb.Agent(
             agent_document=heir.document(),
@@ -332,7 +349,7 @@ class TestCancellation:
             authorisation_ref="estate-2026-001",
         )
         cancelled = cancel(suite, card_id, heir, suite.at(Channel.DISTRICT_OUTLET), agent=agent)
-        assert cancelled.status == pb.SS_CANCELLED
+        assert cancelled.status == pb.CARD_STATUS_SS_CANCELLED
 
 
 def cancellation_saga(suite: Suite, card_id: str) -> pb.Saga | None:
@@ -352,8 +369,10 @@ def test_A19_1_at_the_issuing_bank_the_card_its_account_and_transit_balance_end_
         metadata=suite.at(Channel.TRANSIT_OUTLET),
     )
     cancelled = cancel(suite, card_id, person, suite.branch(), payout_destination="cash")
-    assert cancelled.status == pb.SS_CANCELLED
-    wait_until(lambda: getattr(cancellation_saga(suite, card_id), "state", 0) == pb.COMPLETED)
+    assert cancelled.status == pb.CARD_STATUS_SS_CANCELLED
+    wait_until(
+        lambda: getattr(cancellation_saga(suite, card_id), "state", 0) == pb.SAGA_STATE_COMPLETED
+    )
 
     wallet = suite.transit.GetBalance(
         transit_pb2.GetBalanceRequest(card_id=card_id), metadata=suite.service
@@ -366,8 +385,8 @@ def test_A19_1_at_the_issuing_bank_the_card_its_account_and_transit_balance_end_
         ledger_pb2.ListEntriesRequest(card_id=card_id), metadata=suite.ops
     ).entries
     assert [(e.source, e.amount_fen) for e in reversed(entries)] == [
-        (ledger_pb2.TRANSIT_REFUND, 5_000),
-        (ledger_pb2.CLOSING_PAYOUT, -5_000),
+        (ledger_pb2.ENTRY_SOURCE_TRANSIT_REFUND, 5_000),
+        (ledger_pb2.ENTRY_SOURCE_CLOSING_PAYOUT, -5_000),
     ]
     notices = suite.get(card_id, history=True).notices
     assert ("person", "A19.1") in [(n.recipient, n.rule) for n in notices]
@@ -385,7 +404,7 @@ def test_A19_1_a_cancellation_at_another_banks_branch_is_refused(suite: Suite) -
         )
     )
     assert reason_rule(error) == ("CHANNEL_NOT_ALLOWED", "A3.1")
-    assert status(suite, card_id) == pb.ACTIVE
+    assert status(suite, card_id) == pb.CARD_STATUS_ACTIVE
 
 
 def _out_of_use(suite: Suite, card_id: str, person: PersonSpec, ending: str) -> None:
@@ -403,7 +422,9 @@ def _out_of_use(suite: Suite, card_id: str, person: PersonSpec, ending: str) -> 
         cancel(suite, card_id, person, outlet)
     else:
         record_death(suite, person, suite.rid("death"))
-    wait_until(lambda: status(suite, card_id) not in (pb.ACTIVE, pb.COLLECTED))
+    wait_until(
+        lambda: status(suite, card_id) not in (pb.CARD_STATUS_ACTIVE, pb.CARD_STATUS_COLLECTED)
+    )
 
 
 @pytest.mark.parametrize(

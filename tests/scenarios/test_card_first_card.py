@@ -16,6 +16,7 @@ from services.platform.auth import Channel, Role
 from services.platform.clock import SharedTestClock, beijing_date
 from services.platform.documents import gb11643_check_char
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import bank_pb2
 from sscard.card.v1 import card_pb2 as pb
 from sscard.common.v1 import common_pb2
@@ -57,11 +58,11 @@ class TestApplication:
     ) -> None:
         person = suite.person()
         started = suite.apply(person)
-        assert started.status == pb.APPLIED
+        assert started.status == pb.CARD_STATUS_APPLIED
         application = suite.settle(started.card_id)
-        assert (application.state, application.step) == (pb.COMPLETED, "completed")
+        assert (application.state, application.step) == (pb.SAGA_STATE_COMPLETED, "completed")
         card = suite.get(started.card_id)
-        assert card.status == pb.IN_PRODUCTION
+        assert card.status == pb.CARD_STATUS_IN_PRODUCTION
         assert card.generation == 3
         assert card.document.number_masked.endswith(person.number[-4:])
         assert person.number not in str(card)
@@ -179,12 +180,14 @@ class TestApplication:
             "agent.agent_document.number"
         ]
         answer = suite.card.ApplyBatch(
-            pb.ApplyBatchRequest(
-                request_id=suite.rid("batch"),
-                employer=pb.Employer(employer_id=EMPLOYER_ID, name="北京示例有限公司"),
-                bank_code=BANK,
-                pickup_branch_id=INSTANT,
-                applicants=[suite.applicant(bad)],
+            slices(
+                pb.ApplyBatchRequest(
+                    request_id=suite.rid("batch"),
+                    employer=pb.Employer(employer_id=EMPLOYER_ID, name="北京示例有限公司"),
+                    bank_code=BANK,
+                    pickup_branch_id=INSTANT,
+                    applicants=[suite.applicant(bad)],
+                )
             ),
             metadata=suite.token(
                 channel=Channel.ONLINE, roles=(Role.EMPLOYER,), caller=EMPLOYER_ID
@@ -238,11 +241,11 @@ class TestApplication:
         # reservation and the account were made; both are undone.
         started = suite.apply(person, pickup=OTHER_INSTANT)
         application = suite.settle(started.card_id)
-        assert application.state == pb.FAILED
+        assert application.state == pb.SAGA_STATE_FAILED
         assert application.refusal_reason == "UNKNOWN_BRANCH"
         assert suite.registered_card(person) == ""
         retry = suite.apply(person)
-        assert suite.settle(retry.card_id).state == pb.COMPLETED
+        assert suite.settle(retry.card_id).state == pb.SAGA_STATE_COMPLETED
 
     def test_A4_4_the_bank_refuses_a_document_presented_that_differs_from_the_verified_one(
         self, suite: Suite
@@ -254,11 +257,11 @@ class TestApplication:
         started = suite.apply(person, document_valid_until=date_pb(dt.date(2031, 5, 1)))
         application = suite.settle(started.card_id)
         assert (application.state, application.refusal_reason, application.refusal_rule) == (
-            pb.FAILED,
+            pb.SAGA_STATE_FAILED,
             "IDENTITY_MISMATCH",
             "A4.4",
         )
-        assert suite.get(started.card_id).status == pb.REFUSED
+        assert suite.get(started.card_id).status == pb.CARD_STATUS_REFUSED
         assert suite.registered_card(person) == ""  # the reservation was given back
 
     def test_A4_4_the_bank_refuses_an_expired_document_presented(self, suite: Suite) -> None:
@@ -268,18 +271,18 @@ class TestApplication:
         started = suite.apply(person, document_valid_until=date_pb(dt.date(2024, 3, 1)))
         application = suite.settle(started.card_id)
         assert (application.state, application.refusal_reason, application.refusal_rule) == (
-            pb.FAILED,
+            pb.SAGA_STATE_FAILED,
             "DOCUMENT_EXPIRED",
             "A4.4",
         )
         assert suite.registered_card(person) == ""
         # With the valid document the same person is issued a card.
-        assert suite.settle(suite.apply(person).card_id).state == pb.COMPLETED
+        assert suite.settle(suite.apply(person).card_id).state == pb.SAGA_STATE_COMPLETED
 
     def test_A4_4_a_long_term_document_matches_a_long_term_registration(self, suite: Suite) -> None:
         """合作银行比对信息无误后方可为申请人开立社会保障卡金融账户。"""
         person = suite.person(valid_until=None)
-        assert suite.settle(suite.apply(person).card_id).state == pb.COMPLETED
+        assert suite.settle(suite.apply(person).card_id).state == pb.SAGA_STATE_COMPLETED
 
     def test_A4_2_a_replayed_request_id_gives_the_same_answer_and_one_card(
         self, suite: Suite
@@ -288,7 +291,7 @@ class TestApplication:
         first = suite.apply(person, request_id="kiosk-77")
         again = suite.apply(person, request_id="kiosk-77")
         assert first == again
-        assert suite.settle(first.card_id).state == pb.COMPLETED
+        assert suite.settle(first.card_id).state == pb.SAGA_STATE_COMPLETED
 
     def test_A29_1_no_application_is_dated_before_the_rules_apply(
         self, suite: Suite, test_clock: SharedTestClock
@@ -306,7 +309,7 @@ class TestProductionAndDelivery:
         started = suite.apply(suite.person(), metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
         suite.settle(started.card_id)
         card = suite.get(started.card_id, history=True)
-        assert card.status == pb.READY
+        assert card.status == pb.CARD_STATUS_READY
         assert card.card_number_masked
         assert [n.rule for n in card.notices] == ["A7.1"]
 
@@ -315,7 +318,7 @@ class TestProductionAndDelivery:
     ) -> None:
         started = suite.apply(suite.person(), metadata=suite.branch(OTHER_BANK, OTHER_INSTANT))
         suite.settle(started.card_id)
-        assert suite.get(started.card_id).status == pb.IN_PRODUCTION
+        assert suite.get(started.card_id).status == pb.CARD_STATUS_IN_PRODUCTION
 
     def test_A7_1_when_the_card_is_made_the_person_is_told_where_to_collect_it(
         self, suite: Suite
@@ -337,27 +340,30 @@ class TestProductionAndDelivery:
         stranger = suite.person()
         wrong = rpc_error(lambda: suite.collect(started.card_id, stranger))
         assert refusal(wrong)[1:] == ("DOCUMENT_MISMATCH", "A7.2")
-        assert suite.collect(started.card_id, person).status == pb.COLLECTED
-        assert suite.activate(started.card_id, person).status == pb.ACTIVE
+        assert suite.collect(started.card_id, person).status == pb.CARD_STATUS_COLLECTED
+        assert suite.activate(started.card_id, person).status == pb.CARD_STATUS_ACTIVE
         history = suite.get(started.card_id, history=True).transitions
-        assert [pb.CardStatus.Name(t.to_status) for t in history] == [
-            "APPLIED",
-            "VERIFYING",
-            "IN_PRODUCTION",
-            "READY",
-            "COLLECTED",
-            "ACTIVE",
+        assert [t.to_status for t in history] == [
+            pb.CARD_STATUS_APPLIED,
+            pb.CARD_STATUS_VERIFYING,
+            pb.CARD_STATUS_IN_PRODUCTION,
+            pb.CARD_STATUS_READY,
+            pb.CARD_STATUS_COLLECTED,
+            pb.CARD_STATUS_ACTIVE,
         ]
         assert [t.rule for t in history] == ["A5.1", "A4.1", "A22.1", "A7.1", "A7.2", "A8.1"]
-        assert history[-1].channel == common_pb2.ONLINE
+        assert history[-1].channel == common_pb2.CHANNEL_ONLINE
 
     def test_A7_2_a_mailed_card_is_collected_when_the_post_delivers_it(self, suite: Suite) -> None:
         person = suite.person()
-        started = suite.apply(person, delivery=pb.MAIL)
+        started = suite.apply(person, delivery=pb.DELIVERY_MAIL)
         suite.settle(started.card_id)
         suite.produce(started.card_id)
         post = suite.factory  # the factory's system reports the mailing and the delivery
-        for method, status in ((pb.MAIL_SENT, pb.MAILED), (pb.MAIL_DELIVERED, pb.COLLECTED)):
+        for method, status in (
+            (pb.COLLECTION_METHOD_MAIL_SENT, pb.CARD_STATUS_MAILED),
+            (pb.COLLECTION_METHOD_MAIL_DELIVERED, pb.CARD_STATUS_COLLECTED),
+        ):
             card = suite.card.RecordCollection(
                 pb.RecordCollectionRequest(
                     request_id=suite.rid("post"), card_id=started.card_id, method=method
@@ -380,7 +386,9 @@ class TestProductionAndDelivery:
             lambda: suite.activate(started.card_id, person, suite.at(Channel.HOTLINE))
         )
         assert refusal(hotline)[1:] == ("CHANNEL_NOT_ALLOWED", "A3.1")
-        assert suite.activate(started.card_id, person, suite.branch()).status == pb.ACTIVE
+        assert (
+            suite.activate(started.card_id, person, suite.branch()).status == pb.CARD_STATUS_ACTIVE
+        )
 
 
 class TestStatusQueries:
@@ -417,12 +425,14 @@ class TestEmployerBatches:
         applicants = [suite.applicant(p) for p in people]
         applicants[1].mobile = "555"  # malformed: refused alone
         return suite.card.ApplyBatch(
-            pb.ApplyBatchRequest(
-                request_id=request_id,
-                employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
-                bank_code=BANK,
-                pickup_branch_id=INSTANT,
-                applicants=applicants,
+            slices(
+                pb.ApplyBatchRequest(
+                    request_id=request_id,
+                    employer=pb.Employer(employer_id=EMPLOYER_ID, name="Beijing Example Co."),
+                    bank_code=BANK,
+                    pickup_branch_id=INSTANT,
+                    applicants=applicants,
+                )
             ),
             metadata=metadata,
         )
@@ -462,7 +472,7 @@ class TestEmployerBatches:
                 pb.RecordCollectionRequest(
                     request_id=suite.rid("emp"),
                     card_id=card_id,
-                    method=pb.BY_EMPLOYER,
+                    method=pb.COLLECTION_METHOD_BY_EMPLOYER,
                     employer=pb.EmployerDocuments(licence_number=EMPLOYER_ID),
                 ),
                 metadata=suite.branch(),
@@ -473,20 +483,20 @@ class TestEmployerBatches:
             pb.RecordCollectionRequest(
                 request_id=suite.rid("emp"),
                 card_id=card_id,
-                method=pb.BY_EMPLOYER,
+                method=pb.COLLECTION_METHOD_BY_EMPLOYER,
                 employer=pb.EmployerDocuments(
                     licence_number=EMPLOYER_ID, authorisation_letter_ref="AUTH-2026-17"
                 ),
             ),
             metadata=suite.branch(),
         )
-        assert card.status == pb.WITH_EMPLOYER
+        assert card.status == pb.CARD_STATUS_WITH_EMPLOYER
         card = suite.card.RecordHandout(
             pb.RecordHandoutRequest(request_id=suite.rid("hand"), card_id=card_id),
             metadata=employer(suite),
         )
-        assert card.status == pb.COLLECTED
-        assert suite.activate(card_id, people[0]).status == pb.ACTIVE
+        assert card.status == pb.CARD_STATUS_COLLECTED
+        assert suite.activate(card_id, people[0]).status == pb.CARD_STATUS_ACTIVE
 
     def test_A3_1_a_batch_from_the_hotline_is_refused(self, suite: Suite) -> None:
         people = [suite.person() for _ in range(2)]

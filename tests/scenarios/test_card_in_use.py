@@ -79,9 +79,9 @@ class TestLoss:
     ) -> None:
         card_id, person = active_card(suite)
         card = hotline_loss(suite, card_id, person)
-        assert card.status == pb.TEMPORARILY_LOST
+        assert card.status == pb.CARD_STATUS_TEMPORARILY_LOST
         assert "suspended" in card.status_text
-        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_TEMPORARY_LOSS)
 
     def test_A12_the_hotline_acts_only_for_a_caller_who_gives_the_service_password(
         self, suite: Suite
@@ -103,8 +103,8 @@ class TestLoss:
                 )
             )
             assert reason_rule(refused) == ("SERVICE_PASSWORD_REJECTED", "A12.2")
-        assert suite.get(card_id).status == pb.ACTIVE
-        assert hotline_loss(suite, card_id, person).status == pb.TEMPORARILY_LOST
+        assert suite.get(card_id).status == pb.CARD_STATUS_ACTIVE
+        assert hotline_loss(suite, card_id, person).status == pb.CARD_STATUS_TEMPORARILY_LOST
 
     @pytest.mark.parametrize("method", ["ReportTemporaryLoss", "ReportFormalLoss"])
     def test_A13_2_a_loss_stops_payments_before_it_is_acknowledged(
@@ -121,7 +121,7 @@ class TestLoss:
                 request_id=suite.rid("credit"),
                 card_id=card_id,
                 amount_fen=100_00,
-                source=ledger_pb2.TRANSIT_REFUND,
+                source=ledger_pb2.ENTRY_SOURCE_TRANSIT_REFUND,
                 counterparty="transit",
             ),
             metadata=suite.service,
@@ -134,7 +134,7 @@ class TestLoss:
                     request_id=suite.rid("pay"),
                     card_id=card_id,
                     amount_fen=10_00,
-                    channel=ledger_pb2.ONLINE_BANKING,
+                    channel=ledger_pb2.PAYMENT_CHANNEL_ONLINE_BANKING,
                     counterparty="shop",
                 ),
                 metadata=online,
@@ -156,7 +156,7 @@ class TestLoss:
         card_id, person = active_card(suite)
         suite.bank_server.server.stop(0)
         card = hotline_loss(suite, card_id, person)
-        assert card.status == pb.TEMPORARILY_LOST
+        assert card.status == pb.CARD_STATUS_TEMPORARILY_LOST
         assert "not yet confirmed" in card.status_text
         assert [n.rule for n in card.notices] == ["A13.2"]
         history = suite.get(card_id, history=True)
@@ -169,7 +169,7 @@ class TestLoss:
                 stub.GetAccount(
                     bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.service
                 ).loss
-                == bank_pb2.TEMPORARY_LOSS
+                == bank_pb2.LOSS_KIND_TEMPORARY_LOSS
             ),
             timeout=30,
         )
@@ -220,17 +220,19 @@ class TestLoss:
 
         test_clock.set(dt.datetime(2026, 12, 8, 23, 59, tzinfo=BEIJING))
         with pytest.raises(TimeoutError):  # several scheduler polls: still lost
-            wait_until(lambda: suite.get(card_id).status != pb.TEMPORARILY_LOST, timeout=1.0)
+            wait_until(
+                lambda: suite.get(card_id).status != pb.CARD_STATUS_TEMPORARILY_LOST, timeout=1.0
+            )
 
         test_clock.set(dt.datetime(2026, 12, 9, 0, 0, tzinfo=BEIJING))
-        wait_until(lambda: suite.get(card_id).status == pb.ACTIVE)
+        wait_until(lambda: suite.get(card_id).status == pb.CARD_STATUS_ACTIVE)
         card = suite.get(card_id, history=True)
         last = card.transitions[-1]
-        assert (last.rule, last.channel) == ("A13.3", common_pb2.INTERNAL)
+        assert (last.rule, last.channel) == ("A13.3", common_pb2.CHANNEL_INTERNAL)
         [told] = [n.text for n in card.notices if (n.recipient, n.rule) == ("person", "A13.3")]
         assert "social security function of your card works again" in told
         assert "financial function stays suspended" in told
-        assert bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS
+        assert bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_TEMPORARY_LOSS
 
     def test_A13_3_the_expiry_survives_a_restart_of_the_card_service(
         self,
@@ -249,7 +251,7 @@ class TestLoss:
         wait_until(
             lambda: (
                 card.GetCard(pb.GetCardRequest(card_id=card_id), metadata=suite.ops).status
-                == pb.ACTIVE
+                == pb.CARD_STATUS_ACTIVE
             )
         )
 
@@ -261,16 +263,20 @@ class TestLoss:
         loss(suite, "ReportFormalLoss", card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         test_clock.advance(dt.timedelta(days=20))
         with pytest.raises(TimeoutError):
-            wait_until(lambda: suite.get(card_id).status != pb.FORMALLY_LOST, timeout=1.0)
+            wait_until(
+                lambda: suite.get(card_id).status != pb.CARD_STATUS_FORMALLY_LOST, timeout=1.0
+            )
 
     def test_A13_4_a_district_outlet_reports_the_ss_function_only(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
         loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
-        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_TEMPORARY_LOSS)
         card = loss(suite, "ReportFormalLoss", card_id, person, suite.at(Channel.DISTRICT_OUTLET))
-        assert card.status == pb.FORMALLY_LOST
+        assert card.status == pb.CARD_STATUS_FORMALLY_LOST
         with pytest.raises(TimeoutError):
-            wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.FORMAL_LOSS, timeout=1.0)
+            wait_until(
+                lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_FORMAL_LOSS, timeout=1.0
+            )
 
     def test_A13_4_the_issuing_bank_reports_the_financial_function_too(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
@@ -281,7 +287,7 @@ class TestLoss:
         )
         assert reason_rule(other) == ("CHANNEL_NOT_ALLOWED", "A3.1")
         loss(suite, "ReportFormalLoss", card_id, person, suite.branch(BANK, INSTANT))
-        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.FORMAL_LOSS)
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_FORMAL_LOSS)
 
 
 class TestUnlock:
@@ -303,9 +309,9 @@ class TestUnlock:
         card_id, person = active_card(suite)
         branch = suite.branch(BANK, INSTANT)
         loss(suite, "ReportFormalLoss", card_id, person, branch)
-        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.FORMAL_LOSS)
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_FORMAL_LOSS)
         card = unlock(suite, card_id, person, branch)
-        assert card.status == pb.ACTIVE
+        assert card.status == pb.CARD_STATUS_ACTIVE
         assert card.card_id == card_id
         wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_UNSPECIFIED)
         assert suite.get(card_id, history=True).transitions[-1].rule == "A14.1"
@@ -315,10 +321,10 @@ class TestUnlock:
     ) -> None:
         card_id, person = active_card(suite)
         loss(suite, "ReportTemporaryLoss", card_id, person, suite.at(Channel.ONLINE, person))
-        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.TEMPORARY_LOSS)
+        wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_TEMPORARY_LOSS)
         outlet = suite.at(Channel.DISTRICT_OUTLET)
         loss(suite, "ReportFormalLoss", card_id, person, outlet)
-        assert unlock(suite, card_id, person, outlet).status == pb.ACTIVE
+        assert unlock(suite, card_id, person, outlet).status == pb.CARD_STATUS_ACTIVE
         with pytest.raises(TimeoutError):
             wait_until(lambda: bank_loss(suite, card_id) == bank_pb2.LOSS_KIND_UNSPECIFIED, 1.0)
         unlock_at_bank = rpc_error(
@@ -381,7 +387,7 @@ class TestAgents:
         outlet = suite.at(Channel.DISTRICT_OUTLET)
         agent = agent_for(person)
         card = loss(suite, "ReportTemporaryLoss", card_id, person, outlet, agent=agent)
-        assert card.status == pb.TEMPORARILY_LOST
+        assert card.status == pb.CARD_STATUS_TEMPORARILY_LOST
         error = rpc_error(
             lambda: loss(suite, "ReportFormalLoss", card_id, person, outlet, agent=agent)
         )
@@ -609,7 +615,7 @@ def test_A24_1_agents_may_query_status(suite: Suite) -> None:
         pb.QueryStatusRequest(card_id=card_id, agent=agent_for(person)),
         metadata=suite.at(Channel.HOTLINE, roles=(Role.COUNTER,)),
     )
-    assert answer.status == pb.ACTIVE
+    assert answer.status == pb.CARD_STATUS_ACTIVE
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

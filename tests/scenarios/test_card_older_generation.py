@@ -42,13 +42,13 @@ def apply_and_activate(suite: Suite, person: PersonSpec, choice: pb.OlderCardCho
             request_id=suite.rid("apply"),
             applicant=suite.applicant(person),
             bank_code=BANK,
-            delivery=pb.BRANCH_PICKUP,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=INSTANT,
             older_card=choice,
         ),
         metadata=suite.branch(BANK, INSTANT),
     )
-    assert suite.settle(started.card_id).state == pb.COMPLETED
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
     suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
     suite.activate(started.card_id, person)
     return str(started.card_id)
@@ -64,7 +64,9 @@ def retirement(suite: Suite, card_id: str) -> int:
 
 
 def ended(suite: Suite, card_id: str) -> int:
-    wait_until(lambda: retirement(suite, card_id) in (pb.COMPLETED, pb.FAILED))
+    wait_until(
+        lambda: retirement(suite, card_id) in (pb.SAGA_STATE_COMPLETED, pb.SAGA_STATE_FAILED)
+    )
     return retirement(suite, card_id)
 
 
@@ -88,7 +90,7 @@ class TestOlderCardsFinancialFunction:
             cancel_financial=True, bank_code=OTHER_BANK, card_number=OLDER_CARD_NUMBER
         )
         card_id = apply_and_activate(suite, person, choice)
-        assert ended(suite, card_id) == pb.COMPLETED
+        assert ended(suite, card_id) == pb.SAGA_STATE_COMPLETED
         older = account_balance(suite, OLDER_ACCOUNT)
         assert (older.closed, older.balance_fen) == (True, 0)
         assert account_balance(suite, card_id).balance_fen == 321_00
@@ -102,7 +104,7 @@ class TestOlderCardsFinancialFunction:
         person = suite.person(legacy_generation=2)
         older_account_of(suite, person, 45_00)
         card_id = apply_and_activate(suite, person, None)
-        assert ended(suite, card_id) == pb.COMPLETED
+        assert ended(suite, card_id) == pb.SAGA_STATE_COMPLETED
         older = account_balance(suite, OLDER_ACCOUNT)
         assert (older.closed, older.balance_fen) == (False, 45_00)
         assert account_balance(suite, card_id).balance_fen == 0
@@ -119,11 +121,11 @@ class TestOlderCardsFinancialFunction:
             cancel_financial=True, bank_code=OTHER_BANK, card_number=OLDER_CARD_NUMBER
         )
         card_id = apply_and_activate(suite, person, choice)
-        assert ended(suite, card_id) == pb.FAILED
+        assert ended(suite, card_id) == pb.SAGA_STATE_FAILED
         older = account_balance(suite, OLDER_ACCOUNT)
         assert (older.closed, older.balance_fen) == (False, 10_00)
         card = suite.get(card_id, history=True)
-        assert card.status == pb.ACTIVE  # the new card works all the same
+        assert card.status == pb.CARD_STATUS_ACTIVE  # the new card works all the same
         told = [(n.recipient, n.rule) for n in card.notices]
         assert ("person", "A27.3") in told and ("operations", "A20.1") in told
 
@@ -136,7 +138,7 @@ class TestOlderCardsFinancialFunction:
                     request_id=suite.rid("apply"),
                     applicant=suite.applicant(person),
                     bank_code=BANK,
-                    delivery=pb.MAIL,
+                    delivery=pb.DELIVERY_MAIL,
                     older_card=pb.OlderCardChoice(cancel_financial=True, card_number="12"),
                 ),
                 metadata=suite.at(Channel.DISTRICT_OUTLET),

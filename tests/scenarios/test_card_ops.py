@@ -32,7 +32,9 @@ def test_sagas_are_listed_by_state_and_paged(suite: Suite) -> None:
     suite.settle(first.card_id)
     refused = suite.apply(suite.person(insured=False))  # A2.3: refused by identity, compensated
     suite.settle(refused.card_id)
-    failed = ops.ListSagas(pb.ListSagasRequest(state=pb.FAILED), metadata=suite.ops).sagas
+    failed = ops.ListSagas(
+        pb.ListSagasRequest(state=pb.SAGA_STATE_FAILED), metadata=suite.ops
+    ).sagas
     assert [(s.card_id, s.refusal_reason, s.refusal_rule, s.step) for s in failed] == [
         (refused.card_id, "NOT_ELIGIBLE", "A2.3", "failed")
     ]
@@ -42,7 +44,11 @@ def test_sagas_are_listed_by_state_and_paged(suite: Suite) -> None:
     )
     assert {page.sagas[0].saga_id, rest.sagas[0].saga_id} == {first.saga_id, refused.saga_id}
     saga = ops.GetSaga(pb.GetSagaRequest(saga_id=first.saga_id), metadata=suite.ops)
-    assert (saga.kind, saga.state, saga.step) == ("application", pb.COMPLETED, "completed")
+    assert (saga.kind, saga.state, saga.step) == (
+        "application",
+        pb.SAGA_STATE_COMPLETED,
+        "completed",
+    )
     denied = rpc_error(
         lambda: ops.GetSaga(
             pb.GetSagaRequest(saga_id=first.saga_id), metadata=suite.at(Channel.HOTLINE)
@@ -60,18 +66,20 @@ def test_A13_3_the_loss_expiry_is_a_deadline_operations_can_follow(
     hotline_loss(suite, card_id, person)
     pending = ops.ListDeadlines(pb.ListDeadlinesRequest(rule="A13.3"), metadata=suite.ops)
     assert [(d.target, d.state, d.overdue) for d in pending.deadlines] == [
-        (card_id, pb.PENDING, False)
+        (card_id, pb.DEADLINE_STATE_PENDING, False)
     ]
     test_clock.advance(dt.timedelta(days=16))
 
     def fired() -> bool:
         answer = ops.ListDeadlines(
-            pb.ListDeadlinesRequest(rule="A13.3", state=pb.FIRED), metadata=suite.ops
+            pb.ListDeadlinesRequest(rule="A13.3", state=pb.DEADLINE_STATE_FIRED), metadata=suite.ops
         )
         return [d.target for d in answer.deadlines] == [card_id]
 
     wait_until(fired)
-    done = ops.ListDeadlines(pb.ListDeadlinesRequest(state=pb.FIRED), metadata=suite.ops)
+    done = ops.ListDeadlines(
+        pb.ListDeadlinesRequest(state=pb.DEADLINE_STATE_FIRED), metadata=suite.ops
+    )
     assert done.deadlines[0].outcome == "SS function restored"
     overdue = ops.ListDeadlines(pb.ListDeadlinesRequest(overdue_only=True), metadata=suite.ops)
     assert list(overdue.deadlines) == []

@@ -49,7 +49,7 @@ def reissue(
             request_id=suite.rid("reissue"),
             card_id=card_id,
             document=person.document(),
-            delivery=pb.BRANCH_PICKUP,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=pickup,
         ),
         metadata=metadata or suite.at(Channel.ONLINE, person),
@@ -60,7 +60,7 @@ def replace(
     suite: Suite,
     card_id: str,
     person: PersonSpec,
-    reason: int = pb.DAMAGED_FACE,
+    reason: int = pb.REPLACEMENT_REASON_DAMAGED_FACE,
     metadata: Any = None,
     pickup: str = INSTANT,
     **extra: Any,
@@ -72,7 +72,7 @@ def replace(
             document=person.document(),
             name=person.name,
             reason=reason,  # type: ignore[arg-type]
-            delivery=pb.BRANCH_PICKUP,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=pickup,
             **extra,
         ),
@@ -90,7 +90,7 @@ def hand_over(
 ) -> None:
     """Make (if not made on the spot), collect at the branch (against the old card, for a
     replacement) and activate the new card."""
-    if suite.get(card_id).status == pb.IN_PRODUCTION:
+    if suite.get(card_id).status == pb.CARD_STATUS_IN_PRODUCTION:
         suite.produce(card_id)
     suite.collect(card_id, person, metadata=suite.branch(bank, branch), old_card_id=old_card_id)
     suite.activate(card_id, person)
@@ -111,7 +111,7 @@ class TestReissue:
         assert reason_rule(early) == ("NOT_FORMALLY_LOST", "A15.1")
         formal_loss(suite, card_id, person)
         started = reissue(suite, card_id, person)
-        assert suite.settle(started.card_id).state == pb.COMPLETED
+        assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
         assert suite.registered_card(person) == started.card_id
         assert reason_rule(
             rpc_error(lambda: unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)))
@@ -137,11 +137,11 @@ class TestReissue:
             lambda: unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         )
         assert reason_rule(refused) == ("CARD_REISSUED", "A14.2")
-        assert suite.get(card_id).status == pb.FORMALLY_LOST
+        assert suite.get(card_id).status == pb.CARD_STATUS_FORMALLY_LOST
         application = suite.card.GetApplication(
             pb.GetApplicationRequest(card_id=started.card_id), metadata=suite.ops
         )
-        assert application.state == pb.RUNNING  # the reissue's saga had not finished
+        assert application.state == pb.SAGA_STATE_RUNNING  # the reissue's saga had not finished
 
     def test_A14_1_a_refused_reissue_leaves_the_lost_card_to_be_unlocked(
         self, suite: Suite
@@ -153,19 +153,22 @@ class TestReissue:
         card_id, person = active_card(suite)
         formal_loss(suite, card_id, person)
         started = reissue(suite, card_id, person, pickup="ICBC-NOWHERE")
-        assert suite.settle(started.card_id).state == pb.FAILED
-        assert unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)).status == pb.ACTIVE
+        assert suite.settle(started.card_id).state == pb.SAGA_STATE_FAILED
+        assert (
+            unlock(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET)).status
+            == pb.CARD_STATUS_ACTIVE
+        )
 
     def test_A15_1_A14_1_the_reissued_card_works_the_account_the_lost_one_suspended(
         self, suite: Suite
     ) -> None:
         card_id, person = active_card(suite)
         hotline_loss(suite, card_id, person)
-        wait_until(lambda: account(suite, card_id).loss == bank_pb2.TEMPORARY_LOSS)
+        wait_until(lambda: account(suite, card_id).loss == bank_pb2.LOSS_KIND_TEMPORARY_LOSS)
         formal_loss(suite, card_id, person)
         started = reissue(suite, card_id, person)
         suite.settle(started.card_id)
-        assert account(suite, started.card_id).loss == bank_pb2.TEMPORARY_LOSS
+        assert account(suite, started.card_id).loss == bank_pb2.LOSS_KIND_TEMPORARY_LOSS
         hand_over(suite, started.card_id, person)
         wait_until(lambda: account(suite, started.card_id).loss == bank_pb2.LOSS_KIND_UNSPECIFIED)
         assert account(suite, started.card_id).account_id == account(suite, card_id).account_id
@@ -199,7 +202,7 @@ class TestReissue:
                 request_id=suite.rid("reissue"),
                 card_id=card_id,
                 document=person.document(),
-                delivery=pb.MAIL,
+                delivery=pb.DELIVERY_MAIL,
             ),
             metadata=suite.at(Channel.ONLINE, person),
         )
@@ -216,7 +219,7 @@ class TestReissue:
         started = reissue(suite, card_id, person, suite.branch(BANK, INSTANT))
         suite.settle(started.card_id)
         card = suite.get(started.card_id, history=True)
-        assert card.status == pb.READY
+        assert card.status == pb.CARD_STATUS_READY
         assert "A15.2" in [n.rule for n in card.notices]
         assert any("subsidies" in n.text for n in card.notices)
 
@@ -224,7 +227,7 @@ class TestReissue:
 class TestReplacement:
     def test_A16_1_only_a_lawful_reason_replaces_a_card(self, suite: Suite) -> None:
         card_id, person = active_card(suite)
-        for reason in (pb.OTHER, pb.REPLACEMENT_REASON_UNSPECIFIED):
+        for reason in (pb.REPLACEMENT_REASON_OTHER, pb.REPLACEMENT_REASON_UNSPECIFIED):
             error = rpc_error(lambda r=reason: replace(suite, card_id, person, r))
             assert reason_rule(error) == ("INVALID_REPLACEMENT_REASON", "A16.1")
 
@@ -247,44 +250,44 @@ class TestReplacement:
                     card_id=card_id,
                     document=person.document(),
                     name=person.name,
-                    reason=pb.DAMAGED_FACE,
-                    delivery=pb.MAIL,
+                    reason=pb.REPLACEMENT_REASON_DAMAGED_FACE,
+                    delivery=pb.DELIVERY_MAIL,
                 ),
                 metadata=suite.at(Channel.ONLINE, person),
             )
         )
         assert mailed.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert reason_rule(mailed) == ("REPLACEMENT_COLLECTED_AT_BRANCH", "A16.2")
-        assert suite.get(card_id).status == pb.ACTIVE
-        started = replace(suite, card_id, person, pb.DAMAGED_FACE)
-        assert suite.settle(started.card_id).state == pb.COMPLETED
+        assert suite.get(card_id).status == pb.CARD_STATUS_ACTIVE
+        started = replace(suite, card_id, person, pb.REPLACEMENT_REASON_DAMAGED_FACE)
+        assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
 
     def test_A16_5_A16_8_the_old_card_works_until_the_new_one_is_activated(
         self, suite: Suite
     ) -> None:
         card_id, person = active_card(suite)
-        started = replace(suite, card_id, person, pb.CHIP_FAILURE)
+        started = replace(suite, card_id, person, pb.REPLACEMENT_REASON_CHIP_FAILURE)
         suite.settle(started.card_id)
-        assert suite.get(card_id).status == pb.ACTIVE
+        assert suite.get(card_id).status == pb.CARD_STATUS_ACTIVE
         new = suite.get(started.card_id, history=True)
         assert "A16.8" in [n.rule for n in new.notices]
-        assert suite.get(started.card_id).status != pb.ACTIVE  # never two active cards
+        assert suite.get(started.card_id).status != pb.CARD_STATUS_ACTIVE  # never two active cards
         hand_over(suite, started.card_id, person, old_card_id=card_id)
         old = suite.get(card_id, history=True)
-        assert old.status == pb.REPLACED
+        assert old.status == pb.CARD_STATUS_REPLACED
         assert old.transitions[-1].rule == "A16.5"
-        assert suite.get(started.card_id).status == pb.ACTIVE
+        assert suite.get(started.card_id).status == pb.CARD_STATUS_ACTIVE
 
     def test_A16_7_a_holder_changes_bank_and_not_again_within_six_months(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
         card_id, person = active_card(suite)
         started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
-        assert suite.settle(started.card_id).state == pb.COMPLETED
+        assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
         assert account(suite, started.card_id).bank_code == OTHER_BANK
         hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, card_id)
         # The old bank's account closes once the new card is active (the holder kept none).
-        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.ACCOUNT_STATUS_CLOSED)
         soon = rpc_error(
             lambda: replace(
                 suite,
@@ -297,7 +300,7 @@ class TestReplacement:
         assert reason_rule(soon) == ("BANK_CHANGE_TOO_SOON", "A16.7")
         test_clock.advance(dt.timedelta(days=190))
         later = replace(suite, started.card_id, person, new_bank_code=BANK)
-        assert suite.settle(later.card_id).state == pb.COMPLETED
+        assert suite.settle(later.card_id).state == pb.SAGA_STATE_COMPLETED
 
     def test_A17_2_a_replacement_after_a_basic_information_change_carries_the_new_data(
         self, suite: Suite
@@ -309,12 +312,18 @@ class TestReplacement:
             person_id=person.person_id,  # the same person, once the registry has the change
         )
         # Before the registry knows the new document, identity cannot confirm it is the holder's.
-        refused = suite.settle(replace(suite, card_id, renamed, pb.BASIC_INFO_CHANGED).card_id)
+        refused = suite.settle(
+            replace(suite, card_id, renamed, pb.REPLACEMENT_REASON_BASIC_INFO_CHANGED).card_id
+        )
         assert (refused.refusal_reason, refused.refusal_rule) == ("NOT_THE_APPLICANT", "A5.1")
         # Nor does another person's document replace the holder's card.
         other = suite.person()
         other_id = replace(
-            suite, card_id, other, pb.BASIC_INFO_CHANGED, suite.at(Channel.ONLINE, person)
+            suite,
+            card_id,
+            other,
+            pb.REPLACEMENT_REASON_BASIC_INFO_CHANGED,
+            suite.at(Channel.ONLINE, person),
         )
         assert suite.settle(other_id.card_id).refusal_reason == "NOT_THE_APPLICANT"
         suite.identity.ChangeBasicInfo(
@@ -323,13 +332,13 @@ class TestReplacement:
                 person=identity_pb2.PersonRef(document=person.document()),
                 new_name=renamed.name,
                 new_document=common_pb2.IdentityDocument(
-                    type=common_pb2.RESIDENT_ID, number=renamed.number
+                    type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=renamed.number
                 ),
             ),
             metadata=suite.token(roles=(Role.REGISTRY,), caller="hr-feed"),
         )
-        started = replace(suite, card_id, renamed, pb.BASIC_INFO_CHANGED)
-        assert suite.settle(started.card_id).state == pb.COMPLETED
+        started = replace(suite, card_id, renamed, pb.REPLACEMENT_REASON_BASIC_INFO_CHANGED)
+        assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
         new = suite.get(started.card_id)
         assert new.holder_name == "张珊"
         assert new.document.number_masked.endswith(renamed.number[-4:])
@@ -342,7 +351,7 @@ class TestOldCards:
         """第十六条：持卡人应持本人有效身份证件原件和旧卡原件到发卡合作银行服务网点换领新卡。
         ……旧卡由发卡合作银行现场收回,统一销毁。"""
         card_id, person = active_card(suite)
-        started = replace(suite, card_id, person, pb.DAMAGED_FACE)
+        started = replace(suite, card_id, person, pb.REPLACEMENT_REASON_DAMAGED_FACE)
         suite.settle(started.card_id)
         suite.produce(started.card_id)
         at_branch = suite.branch(BANK, INSTANT)
@@ -353,7 +362,7 @@ class TestOldCards:
                 )
             )
             assert reason_rule(refused) == ("OLD_CARD_NOT_PRESENTED", "A16.2")
-        assert suite.get(started.card_id).status == pb.READY
+        assert suite.get(started.card_id).status == pb.CARD_STATUS_READY
         suite.collect(started.card_id, person, metadata=at_branch, old_card_id=card_id)
 
         def recalled() -> bool:
@@ -362,13 +371,15 @@ class TestOldCards:
                     suite.bank.GetCardRecall(
                         bank_pb2.GetCardRecallRequest(card_id=card_id), metadata=suite.service
                     ).reason
-                    == bank_pb2.REPLACED
+                    == bank_pb2.RECALL_REASON_REPLACED
                 )
             except grpc.RpcError:
                 return False
 
         wait_until(recalled)  # taken back at collection, before the new card is activated
-        assert suite.get(card_id).status == pb.ACTIVE  # its functions end at activation (A16.5)
+        assert (
+            suite.get(card_id).status == pb.CARD_STATUS_ACTIVE
+        )  # its functions end at activation (A16.5)
         destroyed = suite.bank.DestroyCard(
             bank_pb2.DestroyCardRequest(request_id=suite.rid("destroy"), card_id=card_id),
             metadata=suite.token(roles=(Role.OPS,), caller="branch-ops", operator_id="T-07"),
@@ -376,7 +387,7 @@ class TestOldCards:
         assert destroyed.destroyed_at.seconds > 0
         assert "T-07" in destroyed.destroyed_by
         suite.activate(started.card_id, person)
-        assert suite.get(card_id).status == pb.REPLACED
+        assert suite.get(card_id).status == pb.CARD_STATUS_REPLACED
 
     def test_A27_2_A27_3_the_older_cards_ss_function_stops_when_the_3rd_generation_is_active(
         self, suite: Suite
@@ -394,7 +405,7 @@ class TestOldCards:
             ).person
 
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-        assert suite.settle(started.card_id).state == pb.COMPLETED
+        assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
         suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
         # Collected but not yet activated: the generation-2 card still works.
         assert not registry().HasField("legacy_card_ss_stopped_at")
@@ -427,7 +438,7 @@ class TestMoneyOnBankChange:
         started = replace(suite, card_id, person, new_bank_code=OTHER_BANK, pickup=OTHER_INSTANT)
         suite.settle(started.card_id)
         hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, old_card_id=card_id)
-        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.ACCOUNT_STATUS_CLOSED)
         assert account_balance(suite, card_id).balance_fen == 0
         assert account_balance(suite, started.card_id).balance_fen == 1234_56
         wait_until(
@@ -451,11 +462,11 @@ class TestMoneyOnBankChange:
         )
         suite.settle(started.card_id)
         hand_over(suite, started.card_id, person, OTHER_BANK, OTHER_INSTANT, old_card_id=card_id)
-        wait_until(lambda: account(suite, card_id).status == bank_pb2.CLOSED)
+        wait_until(lambda: account(suite, card_id).status == bank_pb2.ACCOUNT_STATUS_CLOSED)
         entries = ledger(suite).ListEntries(
             ledger_pb2.ListEntriesRequest(card_id=card_id), metadata=suite.ops
         )
-        payout = [e for e in entries.entries if e.source == ledger_pb2.CLOSING_PAYOUT]
+        payout = [e for e in entries.entries if e.source == ledger_pb2.ENTRY_SOURCE_CLOSING_PAYOUT]
         assert [(e.amount_fen, e.counterparty) for e in payout] == [
             (-300 * YUAN, "6222020000000000@CCB")
         ]

@@ -47,13 +47,13 @@ def test_A5_1_an_application_is_watched_from_its_first_step_to_its_outcome(suite
     assert all(a != b for a, b in pairwise(seen)), "an event that says nothing new"
     steps = [state_step for state_step, _ in groupby((e.state, e.step) for e in events)]
     assert steps == [  # each step once, whatever a transport failure retried
-        (pb.RUNNING, "reserve_issuance"),
-        (pb.RUNNING, "open_account"),
-        (pb.RUNNING, "order_card"),
-        (pb.COMPLETED, "completed"),
+        (pb.SAGA_STATE_RUNNING, "reserve_issuance"),
+        (pb.SAGA_STATE_RUNNING, "open_account"),
+        (pb.SAGA_STATE_RUNNING, "order_card"),
+        (pb.SAGA_STATE_COMPLETED, "completed"),
     ]
     last = events[-1]
-    assert (last.state, last.step, last.final) == (pb.COMPLETED, "completed", True)
+    assert (last.state, last.step, last.final) == (pb.SAGA_STATE_COMPLETED, "completed", True)
     assert not any(e.final for e in events[:-1])
     assert {e.saga_id for e in events} == {started.saga_id}
     assert {e.card_id for e in events} == {started.card_id}
@@ -65,7 +65,7 @@ def test_A5_1_an_application_is_watched_from_its_first_step_to_its_outcome(suite
 def test_A4_2_a_refused_saga_ends_the_stream_with_its_refusal(suite: Suite) -> None:
     started = suite.apply(suite.person(insured=False))
     last = list(watch(suite, started.saga_id))[-1]
-    assert (last.state, last.final) == (pb.FAILED, True)
+    assert (last.state, last.final) == (pb.SAGA_STATE_FAILED, True)
     assert (last.refusal_reason, last.refusal_rule) == ("NOT_ELIGIBLE", "A2.3")
 
 
@@ -88,7 +88,7 @@ def test_a_stream_lost_mid_way_resumes_from_the_last_sequence_without_loss_or_re
     rest = list(watch(suite, started.saga_id, after=first[-1].sequence))
     seen = first + rest
     assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
-    assert (rest[-1].state, rest[-1].final) == (pb.COMPLETED, True)
+    assert (rest[-1].state, rest[-1].final) == (pb.SAGA_STATE_COMPLETED, True)
     assert list(watch(suite, started.saga_id)) == seen
 
 

@@ -22,6 +22,7 @@ from services.platform.auth import Channel, Role
 from services.platform.channels import MATRIX, Operation
 from services.platform.clock import SharedTestClock, beijing_date
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import counter_pb2, counter_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.transit.v1 import transit_pb2
@@ -68,7 +69,7 @@ def apply(c: Cards, md: Any) -> Any:
             request_id=c.rid(),
             applicant=c.suite.applicant(person),
             bank_code=BANK,
-            delivery=pb.BRANCH_PICKUP,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=INSTANT,
         ),
     )
@@ -79,12 +80,14 @@ def apply_batch(c: Cards, md: Any) -> Any:
         c,
         md,
         "ApplyBatch",
-        pb.ApplyBatchRequest(
-            request_id=c.rid(),
-            employer=pb.Employer(employer_id=EMPLOYER_ID, name="Matrix Co."),
-            bank_code=BANK,
-            pickup_branch_id=INSTANT,
-            applicants=[c.suite.applicant(c.suite.person())],
+        slices(
+            pb.ApplyBatchRequest(
+                request_id=c.rid(),
+                employer=pb.Employer(employer_id=EMPLOYER_ID, name="Matrix Co."),
+                bank_code=BANK,
+                pickup_branch_id=INSTANT,
+                applicants=[c.suite.applicant(c.suite.person())],
+            )
         ),
     )
 
@@ -191,8 +194,8 @@ def home_service(c: Cards, md: Any) -> Any:
         branch_id=INSTANT,
         address="1 Chang'an Avenue, Dongcheng, Beijing",
         date=date_pb(c.today + dt.timedelta(days=3)),
-        slot=counter_pb2.HOME_MORNING,
-        business=counter_pb2.HOME_ACTIVATION,
+        slot=counter_pb2.HOME_SLOT_HOME_MORNING,
+        business=counter_pb2.HOME_BUSINESS_HOME_ACTIVATION,
         contact_name="张三",
         contact_phone="13812345678",
     )
@@ -236,7 +239,7 @@ CELLS: dict[Operation, tuple[Callable[[Cards, Any], Any], tuple[Role, ...]]] = {
             "ReissueCard",
             pb.ReissueCardRequest,
             spare=True,
-            delivery=pb.BRANCH_PICKUP,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=INSTANT,
         ),
         (Role.COUNTER,),
@@ -245,8 +248,8 @@ CELLS: dict[Operation, tuple[Callable[[Cards, Any], Any], tuple[Role, ...]]] = {
         card_request(
             "ReplaceCard",
             pb.ReplaceCardRequest,
-            reason=pb.DAMAGED_FACE,
-            delivery=pb.BRANCH_PICKUP,
+            reason=pb.REPLACEMENT_REASON_DAMAGED_FACE,
+            delivery=pb.DELIVERY_BRANCH_PICKUP,
             pickup_branch_id=INSTANT,
         ),
         (Role.COUNTER,),
@@ -263,11 +266,17 @@ CELLS: dict[Operation, tuple[Callable[[Cards, Any], Any], tuple[Role, ...]]] = {
         (Role.COUNTER,),
     ),
     Operation.RECORD_COLLECTION: (
-        card_request("RecordCollection", pb.RecordCollectionRequest, method=pb.AT_BRANCH),
+        card_request(
+            "RecordCollection", pb.RecordCollectionRequest, method=pb.COLLECTION_METHOD_AT_BRANCH
+        ),
         (Role.COUNTER,),
     ),
     Operation.RECORD_MAILING: (
-        card_request("RecordCollection", pb.RecordCollectionRequest, method=pb.MAIL_DELIVERED),
+        card_request(
+            "RecordCollection",
+            pb.RecordCollectionRequest,
+            method=pb.COLLECTION_METHOD_MAIL_DELIVERED,
+        ),
         (Role.COUNTER,),
     ),
     Operation.RECORD_HANDOUT: (handout, (Role.EMPLOYER,)),
@@ -278,8 +287,11 @@ CELLS: dict[Operation, tuple[Callable[[Cards, Any], Any], tuple[Role, ...]]] = {
     Operation.ACTIVATE_FINANCIAL: (activate_financial, (Role.COUNTER,)),
     Operation.FINANCIAL_SERVICE: (financial_service, (Role.COUNTER,)),
     Operation.HOME_SERVICE: (home_service, (Role.COUNTER,)),
-    Operation.COUNTER_PAYMENT: (payment(ledger_pb2.PAYMENT_COUNTER), (Role.COUNTER, Role.SERVICE)),
-    Operation.NON_COUNTER_PAYMENT: (payment(ledger_pb2.ATM), (Role.BANK,)),
+    Operation.COUNTER_PAYMENT: (
+        payment(ledger_pb2.PAYMENT_CHANNEL_PAYMENT_COUNTER),
+        (Role.COUNTER, Role.SERVICE),
+    ),
+    Operation.NON_COUNTER_PAYMENT: (payment(ledger_pb2.PAYMENT_CHANNEL_ATM), (Role.BANK,)),
 }
 
 

@@ -1,5 +1,5 @@
-"""Hostile input over real gRPC: bytes that are not a request, requests larger than their method
-accepts, and one client calling more than its share. Each is the caller's error, answered with
+"""Hostile input over real gRPC: bytes that are not a request, request messages over the request
+limit, and one client calling more than its share. Each is the caller's error, answered with
 the one error mapping, and a flood of them writes a bounded number of log lines."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
 
 from services.platform import access
 from services.platform.auth import Channel, Role
@@ -117,13 +118,37 @@ def test_bytes_that_are_not_the_request_answer_invalid_argument_malformed_reques
     assert decoded.kind.name == "INVALID"
 
 
-def test_a_request_larger_than_its_method_accepts_is_refused_before_it_is_decoded(
+# A method of each service and a credential entitled to it.
+OVERSIZED = {
+    "identity": ("/sscard.identity.v1.IdentityService/ImportPersons", Role.REGISTRY),
+    "card": ("/sscard.card.v1.CardService/ApplyBatch", Role.EMPLOYER),
+    "bank": ("/sscard.bank.v1.BankService/GetAccount", Role.OPS),
+    "transit": ("/sscard.transit.v1.TransitService/GetBalance", Role.OPS),
+}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_a_message_over_the_request_limit_is_refused_by_grpc_before_any_handler(
+    domain: str,
     suite: Suite,
+    channels: dict[str, grpc.Channel],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    huge = card_pb2.GetCardRequest(card_id="c" * (2 * 1024 * 1024))
-    error = rpc_error(lambda: suite.card.GetCard(huge, metadata=suite.ops, timeout=30))
+    """The one refusal without an ErrorInfo (docs/errors.md): every service, its bulk methods
+    too, reads no message over SSCARD_MAX_REQUEST_BYTES (1 MiB)."""
+    caplog.set_level(logging.INFO)
+    path, role = OVERSIZED[domain]
+    metadata = _lawful_callers(suite)[role]
+    body = card_pb2.GetCardRequest(card_id="c" * (2 * 1024 * 1024)).SerializeToString()
+    if path.endswith(("ImportPersons", "ApplyBatch")):
+        call = channels[domain].stream_unary(path, _identity, _identity)
+        error = rpc_error(lambda: call(iter([body]), metadata=metadata, timeout=30))
+    else:
+        unary = channels[domain].unary_unary(path, _identity, _identity)
+        error = rpc_error(lambda: unary(body, metadata=metadata, timeout=30))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert from_rpc_error(error).reason == "REQUEST_TOO_LARGE"
+    assert rpc_status.from_call(error) is None
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
 
 
 @pytest.fixture

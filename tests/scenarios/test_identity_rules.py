@@ -48,7 +48,7 @@ class Identity:
         self,
         person: PersonSpec,
         card_id: str,
-        kind: int = pb.FIRST,
+        kind: int = pb.ISSUANCE_KIND_FIRST,
         replaces: str = "",
         request_id: str | None = None,
     ) -> pb.ReserveIssuanceResponse:
@@ -92,12 +92,12 @@ class TestWhoMayApply:
     def test_A2_1_person_insured_in_beijing_may_apply(self, identity: Identity) -> None:
         person = PersonSpec(insured=True)
         identity.load(person)
-        assert identity.verify(person).basis == pb.INSURED_IN_BEIJING
+        assert identity.verify(person).basis == pb.ELIGIBILITY_BASIS_INSURED_IN_BEIJING
 
     def test_A2_2_person_entitled_to_public_services_may_apply(self, identity: Identity) -> None:
         person = PersonSpec(insured=False, entitled=True)
         identity.load(person)
-        assert identity.verify(person).basis == pb.PUBLIC_SERVICE_ENTITLED
+        assert identity.verify(person).basis == pb.ELIGIBILITY_BASIS_PUBLIC_SERVICE_ENTITLED
 
     def test_A2_3_anyone_else_is_refused_not_eligible(self, identity: Identity) -> None:
         person = PersonSpec(insured=False, entitled=False)
@@ -153,10 +153,15 @@ class TestVerification:
     def test_A4_1_A11_2_verification_returns_preferential_flags_for_other_services(
         self, identity: Identity
     ) -> None:
-        person = PersonSpec(preferential=(pb.PARK_PASS, pb.ELDERLY))
+        person = PersonSpec(
+            preferential=(pb.PREFERENTIAL_TREATMENT_PARK_PASS, pb.PREFERENTIAL_TREATMENT_ELDERLY)
+        )
         identity.load(person)
         flags = identity.verify(person).person.preferential
-        assert set(flags) == {pb.PARK_PASS, pb.ELDERLY}
+        assert set(flags) == {
+            pb.PREFERENTIAL_TREATMENT_PARK_PASS,
+            pb.PREFERENTIAL_TREATMENT_ELDERLY,
+        }
 
     def test_A4_3_deceased_person_cannot_apply(self, identity: Identity) -> None:
         person = PersonSpec()
@@ -206,7 +211,7 @@ class TestOnePersonOneCard:
         person = PersonSpec()
         identity.load(person)
         identity.reserve(person, "card-1")
-        identity.reserve(person, "card-1b", kind=pb.REISSUE, replaces="card-1")
+        identity.reserve(person, "card-1b", kind=pb.ISSUANCE_KIND_REISSUE, replaces="card-1")
         assert identity.person(person).person.registered_card_id == "card-1b"
         released = identity.release("card-1b")
         assert released.registered_card_id == "card-1"
@@ -217,7 +222,7 @@ class TestOnePersonOneCard:
         person = PersonSpec()
         identity.load(person)
         identity.reserve(person, "card-1")
-        identity.reserve(person, "card-2", kind=pb.REPLACEMENT, replaces="card-1")
+        identity.reserve(person, "card-2", kind=pb.ISSUANCE_KIND_REPLACEMENT, replaces="card-1")
         identity.stub.ConfirmIssuance(
             pb.ConfirmIssuanceRequest(request_id="confirm-2", card_id="card-2"),
             metadata=identity.service,
@@ -232,7 +237,7 @@ class TestOnePersonOneCard:
         identity.load(person)
         identity.reserve(person, "card-1")
         with pytest.raises(grpc.RpcError) as excinfo:
-            identity.reserve(person, "card-2", kind=pb.REPLACEMENT, replaces="card-9")
+            identity.reserve(person, "card-2", kind=pb.ISSUANCE_KIND_REPLACEMENT, replaces="card-9")
         assert refusal(excinfo)[1].reason == "REPLACED_CARD_NOT_REGISTERED"
 
     def test_A4_2_reserving_is_idempotent_by_request_id(self, identity: Identity) -> None:
@@ -263,9 +268,9 @@ class TestOnePersonOneCard:
     def test_A27_3_upgrade_needs_an_older_generation_card(self, identity: Identity) -> None:
         holder, newcomer = PersonSpec(legacy_generation=2), PersonSpec()
         identity.load(holder, newcomer)
-        identity.reserve(holder, "card-up", kind=pb.UPGRADE)
+        identity.reserve(holder, "card-up", kind=pb.ISSUANCE_KIND_UPGRADE)
         with pytest.raises(grpc.RpcError) as excinfo:
-            identity.reserve(newcomer, "card-new", kind=pb.UPGRADE)
+            identity.reserve(newcomer, "card-new", kind=pb.ISSUANCE_KIND_UPGRADE)
         assert (refusal(excinfo)[1].reason, refusal(excinfo)[1].rule) == (
             "NO_LEGACY_CARD",
             "A27.3",
@@ -285,7 +290,7 @@ class TestBasicInformation:
                 person=pb.PersonRef(document=person.document()),
                 new_name="王武",
                 new_document=common_pb2.IdentityDocument(
-                    type=common_pb2.RESIDENT_ID, number=new_number
+                    type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID, number=new_number
                 ),
                 reason="household register change 2026-044",
             ),
@@ -352,7 +357,7 @@ class TestDeaths:
         events = identity.stub.ListPersonEvents(
             pb.ListPersonEventsRequest(after_sequence=0), metadata=identity.service
         ).events
-        deaths = [e for e in events if e.type == pb.PERSON_DIED]
+        deaths = [e for e in events if e.type == pb.PERSON_EVENT_TYPE_PERSON_DIED]
         assert len(deaths) == 1
         assert deaths[0].registered_card_id == "card-1"
         assert deaths[0].date_of_death.year == 2026
@@ -365,7 +370,7 @@ class TestDeaths:
         events = identity.stub.ListPersonEvents(
             pb.ListPersonEventsRequest(after_sequence=0), metadata=identity.ops
         ).events
-        assert [e.type for e in events] == [pb.PERSON_DIED]
+        assert [e.type for e in events] == [pb.PERSON_EVENT_TYPE_PERSON_DIED]
 
 
 class TestImport:
@@ -376,7 +381,7 @@ class TestImport:
         answer = identity.load(good, bad, good)
         assert (answer.received, answer.created, answer.unchanged, answer.rejected) == (3, 1, 1, 1)
         rejected = answer.results[1]
-        assert rejected.outcome == pb.REJECTED
+        assert rejected.outcome == pb.IMPORT_OUTCOME_REJECTED
         assert rejected.violations[0].field == "document.number"
         assert answer.results[0].person_id == answer.results[2].person_id
 

@@ -44,7 +44,7 @@ def held_or_done(suite: Suite, card_id: str) -> bool:
     if saga is None:
         return False
     held = saga.step == "refund_transit_balance" and saga.retries > 0
-    return held or saga.state == pb.COMPLETED
+    return held or saga.state == pb.SAGA_STATE_COMPLETED
 
 
 def payouts(suite: Suite, card_id: str) -> list[tuple[int, str]]:
@@ -54,7 +54,9 @@ def payouts(suite: Suite, card_id: str) -> list[tuple[int, str]]:
         .entries
     )
     return [
-        (e.amount_fen, e.counterparty) for e in entries if e.source == ledger_pb2.CLOSING_PAYOUT
+        (e.amount_fen, e.counterparty)
+        for e in entries
+        if e.source == ledger_pb2.ENTRY_SOURCE_CLOSING_PAYOUT
     ]
 
 
@@ -90,11 +92,11 @@ class TestCancellation:
         # it would run on and close the account before the earlier refund arrives).
         wait_until(lambda: held_or_done(suite, card_id), timeout=60)
         test_clock.advance(dt.timedelta(days=1))
-        wait_until(lambda: saga_state(suite, card_id) == pb.COMPLETED, timeout=60)
+        wait_until(lambda: saga_state(suite, card_id) == pb.SAGA_STATE_COMPLETED, timeout=60)
 
-        assert refund_state(suite, early.refund_id).state == tpb.ARRIVED
+        assert refund_state(suite, early.refund_id).state == tpb.REFUND_STATE_ARRIVED
         closed = wallet(suite, card_id)
-        assert (closed.balance_fen, closed.status) == (0, tpb.CLOSED)
+        assert (closed.balance_fen, closed.status) == (0, tpb.WALLET_STATUS_CLOSED)
         assert payouts(suite, card_id) == [(-300 * YUAN, "cash")]
         assert account_balance(suite, card_id).balance_fen == 0
 
@@ -109,27 +111,27 @@ class TestDistrictThenBank:
         top_up(suite, card_id, 80 * YUAN)
         cancel(suite, card_id, person, suite.at(Channel.DISTRICT_OUTLET))
         [watch] = deadlines(suite, rule="A19.2")
-        assert watch.state == pb.PENDING
+        assert watch.state == pb.DEADLINE_STATE_PENDING
         done = cancel(suite, card_id, person, suite.branch(), payout_destination="cash")
-        assert done.status == pb.SS_CANCELLED
-        wait_until(lambda: saga_state(suite, card_id) == pb.COMPLETED)
+        assert done.status == pb.CARD_STATUS_SS_CANCELLED
+        wait_until(lambda: saga_state(suite, card_id) == pb.SAGA_STATE_COMPLETED)
         cancel(suite, card_id, person, suite.branch(), payout_destination="cash")  # nothing new
 
         assert (wallet(suite, card_id).balance_fen, wallet(suite, card_id).status) == (
             0,
-            tpb.CLOSED,
+            tpb.WALLET_STATUS_CLOSED,
         )
         account = account_balance(suite, card_id)
         assert (account.balance_fen, account.closed) == (0, True)
         assert payouts(suite, card_id) == [(-80 * YUAN, "cash")]
-        assert deadlines(suite, rule="A19.2", state=pb.PENDING) == []
+        assert deadlines(suite, rule="A19.2", state=pb.DEADLINE_STATE_PENDING) == []
         notices = suite.get(card_id, history=True).notices
         assert ("person", "A19.1") in [(n.recipient, n.rule) for n in notices]
         assert (
             suite.bank.GetAccount(
                 bank_pb2.GetAccountRequest(card_id=card_id), metadata=suite.ops
             ).status
-            == bank_pb2.CLOSED
+            == bank_pb2.ACCOUNT_STATUS_CLOSED
         )
 
 
@@ -159,7 +161,9 @@ class TestBooks:
             suite.branch(OTHER_BANK, OTHER_INSTANT),
             payout_destination="cash",
         )
-        wait_until(lambda: saga_state(suite, started.card_id) == pb.COMPLETED, timeout=60)
+        wait_until(
+            lambda: saga_state(suite, started.card_id) == pb.SAGA_STATE_COMPLETED, timeout=60
+        )
         touched += [card_id, started.card_id]
 
         # A reissue after a formal loss: the account carries over, the wallet moves.
@@ -170,7 +174,7 @@ class TestBooks:
         again = reissue(suite, lost, holder)
         suite.settle(again.card_id)
         hand_over(suite, again.card_id, holder)
-        wait_until(lambda: wallet(suite, lost).status == tpb.CLOSED)
+        wait_until(lambda: wallet(suite, lost).status == tpb.WALLET_STATUS_CLOSED)
         touched += [lost, again.card_id]
 
         # An older card's account closed into the new card's when it is activated (A27.3).
@@ -180,7 +184,7 @@ class TestBooks:
             cancel_financial=True, bank_code=OTHER_BANK, card_number=OLDER_CARD_NUMBER
         )
         upgraded = apply_and_activate(suite, upgrader, choice)
-        assert ended(suite, upgraded) == pb.COMPLETED
+        assert ended(suite, upgraded) == pb.SAGA_STATE_COMPLETED
         touched += [upgraded, OLDER_ACCOUNT]
 
         # A death before the card reached its holder.
@@ -188,7 +192,7 @@ class TestBooks:
         ordered = suite.apply(deceased)
         suite.settle(ordered.card_id)
         record_death(suite, deceased, "death-books")
-        wait_until(lambda: suite.get(ordered.card_id).status == pb.WITHDRAWN)
+        wait_until(lambda: suite.get(ordered.card_id).status == pb.CARD_STATUS_WITHDRAWN)
         touched.append(ordered.card_id)
 
         seen = assert_conserved(suite, touched)

@@ -111,6 +111,15 @@ def get_pass(suite: Suite, card_id: str, year: int = 0) -> tpb.ParkPass:
     )
 
 
+def transit_told(suite: Suite, card_id: str) -> bool:
+    """Whether every change of the card's status has reached transit (its pushes completed)."""
+    ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
+    sagas = ops.ListSagas(
+        pb.ListSagasRequest(card_id=card_id, kind="transit_status"), metadata=suite.ops
+    ).sagas
+    return bool(sagas) and all(s.state == pb.SAGA_STATE_COMPLETED for s in sagas)
+
+
 def transit_view(transit: Any, card_id: str) -> str:
     """The card's status in transit's own view, read from its database."""
     with transit.deps.db.engine.connect() as connection:
@@ -153,7 +162,7 @@ class TestTopUp:
             metadata=suite.ops,
         )
         assert [(e.kind, e.amount_fen, e.channel) for e in rest.entries] == [
-            (tpb.TOP_UP, 50 * YUAN, common_pb2.BANK_BRANCH)
+            (tpb.ENTRY_KIND_TOP_UP, 50 * YUAN, common_pb2.CHANNEL_BANK_BRANCH)
         ]
         assert rest.next_page_token == ""
 
@@ -301,7 +310,10 @@ class TestFreezing:
         denied = rpc_error(
             lambda: suite.transit.RecordCardStatus(
                 tpb.RecordCardStatusRequest(
-                    request_id="forged-1", card_id=card_id, status=pb.REPLACED, version=2**62
+                    request_id="forged-1",
+                    card_id=card_id,
+                    status=pb.CARD_STATUS_REPLACED,
+                    version=2**62,
                 ),
                 metadata=suite.service,  # another sscard service's credential
             )
@@ -326,22 +338,14 @@ class TestFreezing:
         top_up(suite, card_id, 10 * YUAN)
         suite.transit_server.server.stop(0)
         lost = hotline_loss(suite, card_id, person)
-        assert lost.status == pb.TEMPORARILY_LOST  # recorded all the same
+        assert lost.status == pb.CARD_STATUS_TEMPORARILY_LOST  # recorded all the same
         assert any(
             n.rule == "A13.2" and "transit" in n.text and "not yet confirmed" in n.text
             for n in lost.notices
         )
         restarted = start_service("transit", build_transit)
         transit = tpb_grpc.TransitServiceStub(restarted.channel)
-        ops = card_pb2_grpc.OpsServiceStub(suite.card_server.channel)
-
-        def told() -> bool:
-            sagas = ops.ListSagas(
-                pb.ListSagasRequest(card_id=card_id, kind="transit_status"), metadata=suite.ops
-            ).sagas
-            return bool(sagas) and all(s.state == pb.COMPLETED for s in sagas)
-
-        wait_until(told, timeout=60)
+        wait_until(lambda: transit_told(suite, card_id), timeout=60)
         assert transit_view(restarted, card_id) == "TEMPORARILY_LOST"
         error = rpc_error(
             lambda: transit.TopUp(
@@ -394,7 +398,7 @@ class TestRefund:
             60 * YUAN,
             card_id,
         )
-        wait_until(lambda: refund_state(suite, part.refund_id).state == tpb.ARRIVED)
+        wait_until(lambda: refund_state(suite, part.refund_id).state == tpb.REFUND_STATE_ARRIVED)
         assert bank_balance(suite, ledger, card_id) == 40 * YUAN
         # The wallet stays open after a refund at the branch.
         assert top_up(suite, card_id, 10 * YUAN).balance_after_fen == 70 * YUAN
@@ -408,7 +412,7 @@ class TestRefund:
         def cancel(request_id: str) -> tpb.BalanceRefund:
             return suite.transit.RefundBalance(
                 tpb.RefundBalanceRequest(
-                    request_id=request_id, card_id=card_id, reason=tpb.CANCELLATION
+                    request_id=request_id, card_id=card_id, reason=tpb.REFUND_REASON_CANCELLATION
                 ),
                 metadata=suite.service,
             )
@@ -418,22 +422,24 @@ class TestRefund:
         assert (moved.amount_fen, moved.to_card_id, moved.state) == (
             123 * YUAN,
             card_id,
-            tpb.SENDING,
+            tpb.REFUND_STATE_SENDING,
         )
-        wait_until(lambda: refund_state(suite, moved.refund_id).state == tpb.ARRIVED)
+        wait_until(lambda: refund_state(suite, moved.refund_id).state == tpb.REFUND_STATE_ARRIVED)
         assert bank_balance(suite, ledger, card_id) == 123 * YUAN
         closed = wallet(suite, card_id)
         assert (closed.balance_fen, closed.status, closed.closed_reason) == (
             0,
-            tpb.CLOSED,
-            tpb.CANCELLATION,
+            tpb.WALLET_STATUS_CLOSED,
+            tpb.REFUND_REASON_CANCELLATION,
         )
-        assert cancel("cancel-again").state == tpb.NOTHING_TO_REFUND
+        assert cancel("cancel-again").state == tpb.REFUND_STATE_NOTHING_TO_REFUND
         error = rpc_error(lambda: top_up(suite, card_id, 10 * YUAN))
         assert reason_rule(error) == ("WALLET_CLOSED", "A10.2")
         counter = rpc_error(
             lambda: suite.transit.RefundBalance(
-                tpb.RefundBalanceRequest(request_id="x", card_id=card_id, reason=tpb.CANCELLATION),
+                tpb.RefundBalanceRequest(
+                    request_id="x", card_id=card_id, reason=tpb.REFUND_REASON_CANCELLATION
+                ),
                 metadata=suite.branch(),
             )
         )
@@ -447,19 +453,26 @@ class TestReplacement:
         card_id, person = active_card(suite)
         top_up(suite, card_id, 300 * YUAN)
         started = replace(
-            suite, card_id, person, pb.CHIP_FAILURE, metadata=suite.at(Channel.ONLINE, person)
+            suite,
+            card_id,
+            person,
+            pb.REPLACEMENT_REASON_CHIP_FAILURE,
+            metadata=suite.at(Channel.ONLINE, person),
         )
-        assert suite.settle(started.card_id).state == pb.COMPLETED
+        assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
         assert wallet(suite, card_id).balance_fen == 300 * YUAN  # not before collection
         before = bank_balance(suite, ledger, card_id)
         hand_over(suite, started.card_id, person, old_card_id=card_id)
-        wait_until(lambda: wallet(suite, card_id).status == tpb.CLOSED)
+        wait_until(lambda: wallet(suite, card_id).status == tpb.WALLET_STATUS_CLOSED)
         entries = suite.transit.ListTransactions(
             tpb.ListTransactionsRequest(card_id=card_id), metadata=suite.ops
         ).entries
-        assert (entries[0].kind, entries[0].amount_fen) == (tpb.TRANSFER_OUT, -300 * YUAN)
+        assert (entries[0].kind, entries[0].amount_fen) == (
+            tpb.ENTRY_KIND_TRANSFER_OUT,
+            -300 * YUAN,
+        )
         refund_id = entries[0].reference
-        wait_until(lambda: refund_state(suite, refund_id).state == tpb.ARRIVED)
+        wait_until(lambda: refund_state(suite, refund_id).state == tpb.REFUND_STATE_ARRIVED)
         assert refund_state(suite, refund_id).to_card_id == started.card_id
         # Same bank: the new card carries the old card's account.
         assert bank_balance(suite, ledger, card_id) == before + 300 * YUAN
@@ -473,12 +486,18 @@ class TestReplacement:
     ) -> None:
         """第十六条：若旧卡已开通公园游览功能,可现场将对应功能转移至新卡。旧卡原有功能自持卡人
         启用新卡时失效。"""
-        card_id, person = active_card(suite, preferential=(identity_pb2.PARK_PASS,))
+        card_id, person = active_card(
+            suite, preferential=(identity_pb2.PREFERENTIAL_TREATMENT_PARK_PASS,)
+        )
         bought = buy_pass(suite, card_id)
         new = replace(
-            suite, card_id, person, pb.DAMAGED_FACE, metadata=suite.at(Channel.ONLINE, person)
+            suite,
+            card_id,
+            person,
+            pb.REPLACEMENT_REASON_DAMAGED_FACE,
+            metadata=suite.at(Channel.ONLINE, person),
         )
-        assert suite.settle(new.card_id).state == pb.COMPLETED
+        assert suite.settle(new.card_id).state == pb.SAGA_STATE_COMPLETED
         # While the new card is made, the holder still enters parks with the old one.
         assert get_pass(suite, card_id).pass_id == bought.pass_id
         assert rpc_error(lambda: get_pass(suite, new.card_id)).code() == grpc.StatusCode.NOT_FOUND
@@ -506,7 +525,9 @@ class TestReplacement:
     ) -> None:
         """第十六条：若旧卡已开通公园游览功能,可现场将对应功能转移至新卡。旧卡原有功能自持卡人
         启用新卡时失效。"""
-        first, person = active_card(suite, preferential=(identity_pb2.PARK_PASS,))
+        first, person = active_card(
+            suite, preferential=(identity_pb2.PREFERENTIAL_TREATMENT_PARK_PASS,)
+        )
         no_old = rpc_error(
             lambda: suite.collect(
                 first, person, metadata=suite.branch(BANK, INSTANT), move_park_pass=True
@@ -514,11 +535,11 @@ class TestReplacement:
         )
         assert reason_rule(no_old) == ("NO_OLD_CARD", "A16.4")
         bought = buy_pass(suite, first)
-        new = replace(suite, first, person, pb.CHIP_FAILURE)
+        new = replace(suite, first, person, pb.REPLACEMENT_REASON_CHIP_FAILURE)
         suite.settle(new.card_id)
         hand_over(suite, new.card_id, person, old_card_id=first)
         assert get_pass(suite, first).pass_id == bought.pass_id
-        assert suite.get(first).status == pb.REPLACED
+        assert suite.get(first).status == pb.CARD_STATUS_REPLACED
         assert rpc_error(lambda: get_pass(suite, new.card_id)).code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -526,7 +547,7 @@ class TestParkPass:
     def test_A11_1_an_eligible_holder_buys_the_pass_for_the_calendar_year(
         self, suite: Suite, test_clock: SharedTestClock
     ) -> None:
-        person = suite.person(preferential=(identity_pb2.PARK_PASS,))
+        person = suite.person(preferential=(identity_pb2.PREFERENTIAL_TREATMENT_PARK_PASS,))
         started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
         suite.settle(started.card_id)
         suite.collect(started.card_id, person, metadata=suite.branch(BANK, INSTANT))
@@ -570,7 +591,9 @@ class TestParkPass:
     def test_A16_4_a_retried_move_moves_the_pass_once_and_only_for_the_card_service(
         self, suite: Suite
     ) -> None:
-        card_id, _ = active_card(suite, preferential=(identity_pb2.PARK_PASS,))
+        card_id, _ = active_card(
+            suite, preferential=(identity_pb2.PREFERENTIAL_TREATMENT_PARK_PASS,)
+        )
         bought = buy_pass(suite, card_id)
 
         def move(request_id: str, from_card: str, to_card: str) -> tpb.TransferParkPassResponse:

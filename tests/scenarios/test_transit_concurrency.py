@@ -50,11 +50,16 @@ class FakeCardAndLedger(card_pb2_grpc.CardServiceServicer, ledger_pb2_grpc.Ledge
         self.credits: dict[str, tuple[str, int]] = {}
 
     def QueryStatus(self, request: Any, context: Any) -> card_pb2.QueryStatusResponse:
-        return card_pb2.QueryStatusResponse(card_id=request.card_id, status=card_pb2.ACTIVE)
+        return card_pb2.QueryStatusResponse(
+            card_id=request.card_id, status=card_pb2.CARD_STATUS_ACTIVE
+        )
 
     def GetCard(self, request: Any, context: Any) -> card_pb2.Card:
         return card_pb2.Card(
-            card_id=request.card_id, status=card_pb2.ACTIVE, bank_code="ICBC", person_id="p-1"
+            card_id=request.card_id,
+            status=card_pb2.CARD_STATUS_ACTIVE,
+            bank_code="ICBC",
+            person_id="p-1",
         )
 
     def Credit(self, request: Any, context: Any) -> ledger_pb2.LedgerEntry:

@@ -40,11 +40,16 @@ class FakeBank(card_pb2_grpc.CardServiceServicer, ledger_pb2_grpc.LedgerServiceS
         self.booked: dict[str, tuple[str, int]] = {}
 
     def QueryStatus(self, request: Any, context: Any) -> card_pb2.QueryStatusResponse:
-        return card_pb2.QueryStatusResponse(card_id=request.card_id, status=card_pb2.ACTIVE)
+        return card_pb2.QueryStatusResponse(
+            card_id=request.card_id, status=card_pb2.CARD_STATUS_ACTIVE
+        )
 
     def GetCard(self, request: Any, context: Any) -> card_pb2.Card:
         return card_pb2.Card(
-            card_id=request.card_id, status=card_pb2.ACTIVE, bank_code="ICBC", person_id="p-1"
+            card_id=request.card_id,
+            status=card_pb2.CARD_STATUS_ACTIVE,
+            bank_code="ICBC",
+            person_id="p-1",
         )
 
     def Credit(self, request: Any, context: Any) -> ledger_pb2.LedgerEntry:
@@ -106,20 +111,23 @@ def test_A16_3_a_refund_waits_while_the_bank_is_down_and_arrives_once_it_answers
     _fund(transit, token, "old-card", 250 * YUAN)
     moved = transit.RefundBalance(
         tpb.RefundBalanceRequest(
-            request_id="saga-1:0", card_id="old-card", to_card_id="new-card", reason=tpb.REPLACEMENT
+            request_id="saga-1:0",
+            card_id="old-card",
+            to_card_id="new-card",
+            reason=tpb.REFUND_REASON_REPLACEMENT,
         ),
         metadata=token(),
     )
-    assert (moved.amount_fen, moved.state) == (250 * YUAN, tpb.SENDING)
+    assert (moved.amount_fen, moved.state) == (250 * YUAN, tpb.REFUND_STATE_SENDING)
 
     def state() -> tpb.BalanceRefund:
         return transit.GetRefund(tpb.GetRefundRequest(refund_id=moved.refund_id), metadata=token())
 
     _wait(lambda: state().last_error == "DEPENDENCY_UNAVAILABLE")
-    assert state().state == tpb.SENDING
+    assert state().state == tpb.REFUND_STATE_SENDING
     assert fake.attempts >= 1
     fake.mode = "book"
-    _wait(lambda: state().state == tpb.ARRIVED)
+    _wait(lambda: state().state == tpb.REFUND_STATE_ARRIVED)
     assert fake.booked == {moved.refund_id: ("new-card", 250 * YUAN)}
     assert state().bank_entry_id == f"bank-{moved.refund_id}"
 
@@ -132,7 +140,7 @@ def test_A19_1_a_credit_the_bank_refuses_for_good_returns_to_the_wallet(
     _fund(transit, token, "gone-card", 80 * YUAN)
     moved = transit.RefundBalance(
         tpb.RefundBalanceRequest(
-            request_id="saga-2:0", card_id="gone-card", reason=tpb.CANCELLATION
+            request_id="saga-2:0", card_id="gone-card", reason=tpb.REFUND_REASON_CANCELLATION
         ),
         metadata=token(),
     )
@@ -141,18 +149,18 @@ def test_A19_1_a_credit_the_bank_refuses_for_good_returns_to_the_wallet(
             transit.GetRefund(
                 tpb.GetRefundRequest(refund_id=moved.refund_id), metadata=token()
             ).state
-            == tpb.RETURNED_TO_WALLET
+            == tpb.REFUND_STATE_RETURNED_TO_WALLET
         )
     )
     wallet = transit.GetBalance(tpb.GetBalanceRequest(card_id="gone-card"), metadata=token())
-    assert (wallet.balance_fen, wallet.status) == (80 * YUAN, tpb.CLOSED)
+    assert (wallet.balance_fen, wallet.status) == (80 * YUAN, tpb.WALLET_STATUS_CLOSED)
     entries = transit.ListTransactions(
         tpb.ListTransactionsRequest(card_id="gone-card"), metadata=token()
     ).entries
     assert [(e.kind, e.amount_fen) for e in entries] == [
-        (tpb.REVERSAL, 80 * YUAN),
-        (tpb.REFUND, -80 * YUAN),
-        (tpb.TOP_UP, 80 * YUAN),
+        (tpb.ENTRY_KIND_REVERSAL, 80 * YUAN),
+        (tpb.ENTRY_KIND_REFUND, -80 * YUAN),
+        (tpb.ENTRY_KIND_TOP_UP, 80 * YUAN),
     ]
     assert fake.booked == {}
 
@@ -177,7 +185,7 @@ def test_A16_3_operations_list_the_refunds_still_on_their_way_to_the_bank(
                     request_id=f"saga-{n}:0",
                     card_id=f"old-{n}",
                     to_card_id=f"new-{n}",
-                    reason=tpb.REPLACEMENT,
+                    reason=tpb.REFUND_REASON_REPLACEMENT,
                 ),
                 metadata=token(),
             ).refund_id
@@ -188,7 +196,7 @@ def test_A16_3_operations_list_the_refunds_still_on_their_way_to_the_bank(
         while True:
             answer = transit.ListRefunds(
                 tpb.ListRefundsRequest(
-                    state=tpb.SENDING, page_size=page_size, page_token=page_token
+                    state=tpb.REFUND_STATE_SENDING, page_size=page_size, page_token=page_token
                 ),
                 metadata=ops,
             )
@@ -205,5 +213,7 @@ def test_A16_3_operations_list_the_refunds_still_on_their_way_to_the_bank(
 
     fake.mode = "book"
     _wait(lambda: pending(50) == [])
-    arrived = transit.ListRefunds(tpb.ListRefundsRequest(state=tpb.ARRIVED), metadata=ops)
+    arrived = transit.ListRefunds(
+        tpb.ListRefundsRequest(state=tpb.REFUND_STATE_ARRIVED), metadata=ops
+    )
     assert sorted(r.refund_id for r in arrived.refunds) == sorted(moved)

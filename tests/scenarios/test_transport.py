@@ -78,8 +78,8 @@ def test_a_card_is_issued_with_every_service_speaking_mutual_tls(
     suite = Suite(start_service, token)
     person = suite.person()
     started = suite.apply(person, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
-    assert suite.settle(started.card_id).state == pb.COMPLETED
-    assert suite.get(started.card_id).status == pb.READY
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
+    assert suite.get(started.card_id).status == pb.CARD_STATUS_READY
 
 
 def test_a_plaintext_call_is_refused(identity: Running, trust: TestTrust) -> None:
@@ -172,6 +172,47 @@ def test_the_server_takes_a_renewed_certificate_and_trust_bundle_without_a_resta
     with grpc.secure_channel(f"127.0.0.1:{identity.server.port}", next_client.credentials) as ch:
         events(ch, ops(trust, next_client.certificate))
     events(before, ops(trust))  # the connection made before the rotation goes on
+
+
+def test_a_service_calls_the_others_with_its_renewed_certificate_without_a_restart(
+    mtls: dict[str, str],
+    start_service: Callable[..., Running],
+    token: Callable[..., Any],
+    trust: TestTrust,
+    tmp_path: Path,
+) -> None:
+    """The card service's certificate (also its client certificate) is renewed by a new CA
+    while it runs: its sagas go on calling identity and bank, and once identity trusts only the
+    new CA (the old one retired there, its connections made anew) they still get through."""
+    suite = Suite(start_service, token)
+    before = suite.person()
+    started = suite.apply(before, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
+
+    new_ca, new_ca_key = tmp_path / "new-ca.pem", tmp_path / "new-ca.key"
+    tls.ensure_ca(new_ca, new_ca_key, "next CA")
+    bundle = Path(mtls["SSCARD_TLS_CA_FILE"])
+    bundle.write_bytes(bundle.read_bytes() + new_ca.read_bytes())  # both CAs while moving over
+    tls.issue(
+        new_ca,
+        new_ca_key,
+        Path(mtls["SSCARD_CARD_TLS_CERT_FILE"]),
+        Path(mtls["SSCARD_CARD_TLS_KEY_FILE"]),
+        "card-service",
+        tls.service_hosts("card"),
+    )
+    during = suite.person()
+    started = suite.apply(during, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
+
+    after = suite.person()
+    suite.identity_server.server.stop(0)
+    only_new = tmp_path / "only-new-ca.pem"
+    only_new.write_bytes(new_ca.read_bytes())
+    mtls["SSCARD_TLS_CA_FILE"] = str(only_new)
+    start_service("identity", build_identity)  # same port and database, trusts the new CA only
+    started = suite.apply(after, metadata=suite.branch(BANK, INSTANT), pickup=INSTANT)
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
 
 
 def test_a_half_written_certificate_keeps_the_last_good_one(

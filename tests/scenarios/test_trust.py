@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from services.platform import tokens
 from services.platform.auth import Channel, ClientKind, Role
 from services.platform.grpc_errors import from_rpc_error
+from services.platform.slices import slices
 from sscard.bank.v1 import ledger_pb2, ledger_pb2_grpc
 from sscard.card.v1 import card_pb2 as pb
 from sscard.transit.v1 import transit_pb2, transit_pb2_grpc
@@ -61,7 +62,7 @@ class TestRolesAreNarrow:
             request_id="factory-credit",
             card_id=card_id,
             amount_fen=1_000 * YUAN,
-            source=ledger_pb2.NON_COUNTER,
+            source=ledger_pb2.ENTRY_SOURCE_NON_COUNTER,
         )
         assert refusal(lambda: ledger.Credit(request, metadata=suite.factory)) == (
             grpc.StatusCode.PERMISSION_DENIED,
@@ -83,7 +84,7 @@ class TestRolesAreNarrow:
             request_id="online-credit",
             card_id=card_id,
             amount_fen=1_000_000 * YUAN,
-            source=ledger_pb2.NON_COUNTER,
+            source=ledger_pb2.ENTRY_SOURCE_NON_COUNTER,
         )
         assert refusal(lambda: ledger.Credit(request, metadata=bearer(forged))) == (
             grpc.StatusCode.PERMISSION_DENIED,
@@ -97,7 +98,7 @@ class TestRolesAreNarrow:
         suite.settle(started.card_id)
         no_role = suite.token(channel=Channel.INTERNAL, roles=(), caller="logistics")
         request = pb.RecordCollectionRequest(
-            request_id="mailed", card_id=started.card_id, method=pb.MAIL_SENT
+            request_id="mailed", card_id=started.card_id, method=pb.COLLECTION_METHOD_MAIL_SENT
         )
         assert refusal(lambda: suite.card.RecordCollection(request, metadata=no_role)) == (
             grpc.StatusCode.PERMISSION_DENIED,
@@ -136,7 +137,7 @@ class TestRolesAreNarrow:
                     request_id=rid,
                     card_id=card_id,
                     amount_fen=100 * YUAN,
-                    source=ledger_pb2.NON_COUNTER,
+                    source=ledger_pb2.ENTRY_SOURCE_NON_COUNTER,
                 ),
                 metadata=metadata,
             )
@@ -179,17 +180,17 @@ class TestPeopleReachOnlyTheirOwnCards:
                 pb.ReplaceCardRequest(
                     request_id=suite.rid("replace"),
                     card_id=target,
-                    reason=pb.BASIC_INFO_CHANGED,
+                    reason=pb.REPLACEMENT_REASON_BASIC_INFO_CHANGED,
                     new_bank_code=OTHER_BANK,
                     document=attacker.document(),
-                    delivery=pb.BRANCH_PICKUP,
+                    delivery=pb.DELIVERY_BRANCH_PICKUP,
                     pickup_branch_id="BOC-0001",
                 ),
                 metadata=mine,
             )
 
         self._as_missing(lambda: replace(card_id), lambda: replace("card-does-not-exist"))
-        assert status_of(suite, card_id, suite.ops).status == pb.ACTIVE
+        assert status_of(suite, card_id, suite.ops).status == pb.CARD_STATUS_ACTIVE
 
     def test_a_replacement_for_changed_basic_information_needs_the_holders_document(
         self, suite: Suite, victim: tuple[str, Any], attacker: Any
@@ -200,17 +201,17 @@ class TestPeopleReachOnlyTheirOwnCards:
             pb.ReplaceCardRequest(
                 request_id=suite.rid("replace"),
                 card_id=card_id,
-                reason=pb.BASIC_INFO_CHANGED,
+                reason=pb.REPLACEMENT_REASON_BASIC_INFO_CHANGED,
                 document=attacker.document(),  # not the holder's
-                delivery=pb.BRANCH_PICKUP,
+                delivery=pb.DELIVERY_BRANCH_PICKUP,
                 pickup_branch_id="ICBC-0101",
             ),
             metadata=suite.branch(),
         )
         application = suite.settle(answer.card_id)
-        assert application.state == pb.FAILED
+        assert application.state == pb.SAGA_STATE_FAILED
         assert application.refusal_reason == "NOT_THE_APPLICANT"
-        assert status_of(suite, card_id, suite.ops).status == pb.ACTIVE
+        assert status_of(suite, card_id, suite.ops).status == pb.CARD_STATUS_ACTIVE
 
     @pytest.mark.parametrize(
         "method",
@@ -238,11 +239,14 @@ class TestPeopleReachOnlyTheirOwnCards:
             lambda: rpc(requests[method](card_id), metadata=mine),
             lambda: rpc(requests[method]("card-does-not-exist"), metadata=mine),
         )
-        assert status_of(suite, card_id, suite.ops).status == pb.ACTIVE
+        assert status_of(suite, card_id, suite.ops).status == pb.CARD_STATUS_ACTIVE
 
     def test_a_person_reads_their_own_card(self, suite: Suite, victim: tuple[str, Any]) -> None:
         card_id, person = victim
-        assert status_of(suite, card_id, suite.at(Channel.ONLINE, person)).status == pb.ACTIVE
+        assert (
+            status_of(suite, card_id, suite.at(Channel.ONLINE, person)).status
+            == pb.CARD_STATUS_ACTIVE
+        )
 
     def test_the_transit_app_reads_only_its_persons_wallet(
         self, suite: Suite, victim: tuple[str, Any], attacker: Any
@@ -272,7 +276,7 @@ class TestPeopleReachOnlyTheirOwnCards:
         started = suite.apply(other, metadata=suite.at(Channel.ONLINE, attacker))
         application = suite.settle(started.card_id)
         assert (application.state, application.refusal_reason) == (
-            pb.FAILED,
+            pb.SAGA_STATE_FAILED,
             "NOT_THE_APPLICANT",
         )
         assert suite.registered_card(other) == ""
@@ -467,12 +471,14 @@ class TestEmployersReachOnlyTheirOwn:
 
     def _batch(self, suite: Suite, employer_id: str, metadata: Any) -> Any:
         return suite.card.ApplyBatch(
-            pb.ApplyBatchRequest(
-                request_id=suite.rid("batch"),
-                employer=pb.Employer(employer_id=employer_id, name="Beijing Example Co."),
-                bank_code=BANK,
-                pickup_branch_id="ICBC-0001",
-                applicants=[suite.applicant(suite.person())],
+            slices(
+                pb.ApplyBatchRequest(
+                    request_id=suite.rid("batch"),
+                    employer=pb.Employer(employer_id=employer_id, name="Beijing Example Co."),
+                    bank_code=BANK,
+                    pickup_branch_id="ICBC-0001",
+                    applicants=[suite.applicant(suite.person())],
+                )
             ),
             metadata=metadata,
         )
@@ -532,7 +538,7 @@ def test_services_with_only_public_keys_and_token_files_serve_every_call(
     suite = Suite(start_service, token)
     person = suite.person()
     started = suite.apply(person)
-    assert suite.settle(started.card_id).state == pb.COMPLETED
+    assert suite.settle(started.card_id).state == pb.SAGA_STATE_COMPLETED
     assert status_of(suite, started.card_id, suite.at(Channel.ONLINE, person)).status == (
-        pb.IN_PRODUCTION
+        pb.CARD_STATUS_IN_PRODUCTION
     )

@@ -53,11 +53,13 @@ class CardFacts:
 @dataclass(frozen=True)
 class CardView:
     """Transit's own record of a card's status, as the card service last reported it: a higher
-    ``version`` is a newer status."""
+    ``version`` is a newer status. ``person_id`` is the card's holder, which never changes ("":
+    not known to transit yet)."""
 
     card_id: str
     status: str  # the card service's CardStatus name
     version: int
+    person_id: str = ""
 
     @property
     def takes_top_ups(self) -> bool:
@@ -116,6 +118,18 @@ def empty_wallet(card_id: str) -> Wallet:
 
 
 # --- the card's state (A10.1, A10.2, A13.2) ----------------------------------------------------
+
+
+def card_not_found() -> DomainError:
+    """Another person's card answers exactly as a card that does not exist (the card service's
+    answer)."""
+    return DomainError("CARD_NOT_FOUND", "no such card", kind=Kind.NOT_FOUND)
+
+
+def check_own(person_id: str, holder: str) -> None:
+    """A person's own credential reaches only their own card's wallet and pass."""
+    if holder != person_id:
+        raise card_not_found()
 
 
 def check_card_usable(card: CardFacts) -> None:

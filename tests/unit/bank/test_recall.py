@@ -19,6 +19,7 @@ from services.bank.domain.recall import (
     recall,
 )
 from services.platform.errors import DomainError, Kind
+from services.platform.protoconv import enum_name
 from sscard.bank.v1 import bank_pb2 as pb
 
 NOW = dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.UTC)
@@ -30,8 +31,8 @@ def _recalled(reason: RecallReason = RecallReason.REPLACED) -> CardRecall:
 
 
 def test_reasons_are_the_proto_s_names_each_with_its_rule() -> None:
-    assert {r.value for r in RecallReason} == set(pb.RecallReason.keys()) - {
-        "RECALL_REASON_UNSPECIFIED"
+    assert {r.value for r in RecallReason} == {
+        enum_name(pb.RecallReason, v) for v in pb.RecallReason.values() if v
     }
     assert RECALL_RULES == {
         RecallReason.REPLACED: "A16.6",

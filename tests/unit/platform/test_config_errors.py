@@ -35,7 +35,7 @@ BAD_SETTINGS = [
     ("identity", "SSCARD_SHUTDOWN_GRACE_SECONDS", "soon"),
     ("identity", "SSCARD_DRAIN_SECONDS", "-3"),
     ("transit", "SSCARD_TRUST_RELOAD_SECONDS", "nan"),
-    ("identity", "SSCARD_MAX_MESSAGE_BYTES", "1"),
+    ("identity", "SSCARD_MAX_RESPONSE_BYTES", "1"),
     ("identity", "SSCARD_IDEMPOTENCY_TTL_HOURS", "1.5"),
     ("identity", "SSCARD_SERVICE_TOKEN_TTL_SECONDS", "10"),
     ("identity", "SSCARD_ENVIRONMENT", "prod"),
@@ -44,6 +44,8 @@ BAD_SETTINGS = [
     ("bank", "SSCARD_BANK_DB_URL", "not a url"),
     ("identity", "SSCARD_IDENTITY_PII_KEY", "not base64!"),
     ("card", "SSCARD_CARD_PII_KEY", "c2hvcnQ="),  # valid base64, 5 bytes
+    ("transit", "SSCARD_TRANSIT_AUDIT_KEY", "c2hvcnQ="),
+    ("bank", "SSCARD_AUDIT_ANCHOR_SECONDS", "0"),  # anchoring cannot be turned off
     ("card", "SSCARD_CARD_SAGA_WORKERS", "eight"),
     ("card", "SSCARD_SAGA_LEASE_SECONDS", "15s"),
     ("card", "SSCARD_SAGA_MAX_RETRIES", "0"),
@@ -85,6 +87,25 @@ def test_a_malformed_setting_is_one_line_naming_it(
     assert variable in plain[0]
 
 
+def test_a_service_without_its_audit_key_does_not_start(
+    service_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every environment needs the key that signs the audit trail's anchors: no file, no
+    service."""
+    env = dict(service_env)
+    env.pop("SSCARD_TRANSIT_AUDIT_KEY")
+    env["SSCARD_TRANSIT_AUDIT_KEY_FILE"] = str(tmp_path / "missing.key")
+    monkeypatch.setattr(os, "environ", env)
+    monkeypatch.setattr(server, "create_server", lambda *_: pytest.fail("it would serve"))
+    with pytest.raises(SystemExit) as exit_:
+        run_service("transit", build_transit)
+    assert exit_.value.code == 2
+    assert "SSCARD_TRANSIT_AUDIT_KEY is not set" in capsys.readouterr().err
+
+
 def test_a_service_process_with_a_bad_setting_exits_with_one_line(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -102,3 +123,19 @@ def test_a_service_process_with_a_bad_setting_exits_with_one_line(
         "card: configuration error: SSCARD_CARD_PII_KEY is not valid base64"
     ]
     assert "%%%" not in done.stderr
+
+
+def test_several_workers_without_a_fixed_port_is_one_line(
+    service_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {**service_env, "SSCARD_IDENTITY_WORKERS": "2", "SSCARD_IDENTITY_PORT": "0"}
+    monkeypatch.setattr(os, "environ", env)
+    with pytest.raises(SystemExit) as exit_:
+        run_service("identity", build_identity)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "identity: configuration error: SSCARD_IDENTITY_WORKERS=2 needs a fixed "
+        "SSCARD_IDENTITY_PORT, not 0"
+    ]
