@@ -84,14 +84,17 @@ class _Reloading(Generic[T]):
         self._value = parse(path)  # a bad file at start is a configuration error
 
     def get(self) -> T:
-        if self._watch.changed():
-            with self._lock:
+        # Under the lock from the look at the files to the parse: a call that asks while another
+        # parses a change it noticed waits for the new value instead of taking the old one (with
+        # a reload period of 0, a client registered a moment before was refused that way).
+        with self._lock:
+            if self._watch.changed():
                 try:
                     self._value = self._parse(self._path)
                     log.info("reloaded %s", self._path)
                 except (TrustError, OSError, ValueError) as exc:
                     log.error("kept the previous %s: %s", self._path.name, exc)
-        return self._value
+            return self._value
 
 
 # --- issuers ------------------------------------------------------------------------------

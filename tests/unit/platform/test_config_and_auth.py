@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from services.platform.masking import (
     mask_phone,
     redact,
 )
-from services.platform.trust import TrustError, Verifier
+from services.platform.trust import TrustError, Verifier, _Reloading
 from tests.trust import TEST_ISSUER, TestTrust
 
 
@@ -307,3 +308,32 @@ class TestMasking:
         line = formatter.format(record)
         assert "13812345678" not in line and "11010519900307002X" not in line
         assert "138****5678" in line
+
+
+def test_a_call_during_a_reload_gets_the_new_registry_not_the_old(tmp_path: Path) -> None:
+    """A client registered a moment before is admitted by every call that asks once the change
+    is noticed, also by a call that asks while another thread is still reading the file."""
+    path = tmp_path / "clients.toml"
+    path.write_text("old")
+    reading, release = threading.Event(), threading.Event()
+
+    def parse(p: Path) -> str:
+        text = p.read_text()
+        if text == "new registry":
+            reading.set()
+            release.wait(5)
+        return text
+
+    registry = _Reloading(path, parse, 0)
+    path.write_text("new registry")
+    seen: list[str] = []
+    first = threading.Thread(target=lambda: seen.append(registry.get()))
+    first.start()
+    assert reading.wait(5)
+    second = threading.Thread(target=lambda: seen.append(registry.get()))
+    second.start()
+    second.join(0.2)  # asks while the first still reads
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert seen == ["new registry", "new registry"]
