@@ -5,8 +5,8 @@ For each seed, a workload of the regulation's operations and a fault injector dr
 ``random.Random(seed)`` run against the four services as real processes (two card replicas on
 PostgreSQL); then the suite settles and the invariants are checked (tests/chaos/invariants.py).
 A violation prints the seed and the shortest trace found that still shows it: the recorded
-trace is shrunk by dropping chunks of steps and running again while the violation persists,
-within a time bound. Exit status 1 when any seed found a violation.
+trace is shrunk by delta debugging (tests/chaos/shrink.py), each candidate replayed on fresh
+databases, within a bound of time and of replays. Exit status 1 when any seed found a violation.
 """
 
 from __future__ import annotations
@@ -25,21 +25,24 @@ from pathlib import Path
 
 from tests.chaos.cluster import Cluster
 from tests.chaos.invariants import check
+from tests.chaos.shrink import Shrinker, same_failure
 from tests.chaos.workload import FAULTS, OPERATIONS, Driver, Step, generate
 
 FAULT_STEPS = set(FAULTS) | {"cut_db"}
 
+CONFIRMATIONS = 3
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass
 class Run:
     seed: int
-    trace: list[Step]
+    trace: list[Step]  # the steps that ran (a replay skips those whose card was never made)
     violations: list[str]
     waiting: list[str]
     seconds: float
     outcomes: dict[str, int]
+    logs: Path | None  # kept when the run found a violation
     faults: int = field(init=False)
     operations: int = field(init=False)
 
@@ -69,57 +72,73 @@ def run(seed: int, ops: int, pg_url: str, trace: list[Step] | None = None) -> Ru
             index = 0
             while sum(s["op"] in OPERATIONS for s in recorded) < ops:
                 for step in generate(rng, driver.world, index, cluster):
-                    driver.run(step, index)
+                    step["n"] = index
+                    driver.run(step)
                     recorded.append(step)
                     index += 1
         else:
-            for index, step in enumerate(trace):
-                driver.run(step, index)
-                recorded.append(step)
+            recorded = [step for step in trace if driver.run(step)]
         violations, waiting = check(driver)
         driver.close()
     finally:
         cluster.stop()
     if not violations:
         shutil.rmtree(root, ignore_errors=True)
-    else:
-        violations.append(f"(logs kept in {root})")
     return Run(
-        seed, recorded, violations, waiting, time.monotonic() - started, dict(driver.world.outcomes)
+        seed,
+        recorded,
+        violations,
+        waiting,
+        time.monotonic() - started,
+        dict(driver.world.outcomes),
+        root if violations else None,
     )
 
 
-def _key(violations: list[str]) -> set[str]:
-    """What a violation is about (its check and its first words), to compare runs by."""
-    return {" ".join(v.split()[:2]) for v in violations if not v.startswith("(logs")}
-
-
-def shrink(failed: Run, ops: int, pg_url: str, budget: float) -> Run:
-    """Delta debugging: drop chunks of the trace while a run of the rest still fails the same
-    way; halve the chunks when no chunk can go; stop at single steps or at the time bound."""
-    wanted = _key(failed.violations)
+def shrink(failed: Run, ops: int, pg_url: str, seconds: float, tries: int) -> tuple[Run, int]:
+    """The shortest trace found that still fails as ``failed`` did first (tests/chaos/shrink.py).
+    A replay runs as ``--replay`` does, so the trace printed fails again the same way (a race
+    among the services may need a few tries): the shortest, and in how many of
+    ``CONFIRMATIONS`` more replays it failed so again."""
+    started = time.monotonic()
+    wanted = failed.violations[0]
+    print(f"  shrinking for: {wanted}", flush=True)
     best = failed
-    chunks = 2
-    deadline = time.monotonic() + budget
-    while len(best.trace) > 1 and time.monotonic() < deadline:
-        size = max(1, len(best.trace) // chunks)
-        removed = False
-        for start in range(0, len(best.trace), size):
-            if time.monotonic() > deadline:
-                break
-            candidate = best.trace[:start] + best.trace[start + size :]
-            attempt = run(failed.seed, ops, pg_url, candidate)
-            print(f"  shrink: {len(candidate)} steps -> {len(attempt.violations)} violation(s)")
-            if _key(attempt.violations) & wanted:
-                best, removed = attempt, True
-                break
-        if removed:
-            chunks = max(chunks - 1, 2)
-        elif size == 1:
-            break
-        else:
-            chunks = min(chunks * 2, len(best.trace))
-    return best
+
+    def replay(candidate: list[Step]) -> list[Step] | None:
+        nonlocal best
+        attempt = run(failed.seed, ops, pg_url, candidate)
+        if not same_failure(wanted, attempt.violations):
+            _drop_logs(attempt)
+            return None
+        if best is not failed:
+            _drop_logs(best)
+        best = attempt
+        return attempt.trace
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    shrinker = Shrinker(replay, seconds, tries, say)
+    shrinker.shrink(failed.trace)
+    print(f"  shrunk in {shrinker.tries} replays, {time.monotonic() - started:.0f}s", flush=True)
+    again = 0
+    for _ in range(CONFIRMATIONS):
+        attempt = run(failed.seed, ops, pg_url, best.trace)
+        _drop_logs(attempt)
+        again += same_failure(wanted, attempt.violations)
+    return best, again
+
+
+def _drop_logs(result: Run) -> None:
+    if result.logs is not None:
+        shutil.rmtree(result.logs, ignore_errors=True)
+
+
+def _print_trace(trace: list[Step]) -> None:
+    """One step a line, and valid JSON for ``--replay``."""
+    lines = [json.dumps(step, ensure_ascii=False) for step in trace]
+    print("[\n " + ",\n ".join(lines) + "\n]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=60, help="operations per seed")
     parser.add_argument("--pg", action="store_true", help="on PostgreSQL (SSCARD_TEST_PG_URL)")
     parser.add_argument("--shrink-seconds", type=float, default=900, help="bound of shrinking")
+    parser.add_argument("--shrink-tries", type=int, default=150, help="replays shrinking may use")
     parser.add_argument("--verbose", action="store_true", help="print the answers' tally")
     parser.add_argument("--replay", type=Path, help="run a trace printed by a failed run")
     args = parser.parse_args(argv)
@@ -140,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = range(args.seed, args.seed + args.seeds)
     for seed in seeds:
         trace = json.loads(args.replay.read_text()) if args.replay else None
+        for number, step in enumerate(trace or []):
+            step.setdefault("n", number)  # a trace saved before steps carried their number
         result = run(seed, args.ops, pg_url, trace)
         print(
             f"seed {seed} [{backend}]: {result.operations} operations, {result.faults} faults, "
@@ -157,11 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         failed += 1
         for violation in result.violations:
             print(f"  VIOLATION {violation}")
-        shortest = shrink(result, args.ops, pg_url, args.shrink_seconds)
-        print(f"seed {seed}: shortest trace found ({len(shortest.trace)} steps) reproduces:")
+        print(f"  logs kept in {result.logs}", flush=True)
+        shortest, again = shrink(result, args.ops, pg_url, args.shrink_seconds, args.shrink_tries)
+        print(
+            f"seed {seed}: shortest trace found ({len(shortest.trace)} of "
+            f"{len(result.trace)} steps; failed so again in {again} of {CONFIRMATIONS} "
+            "more replays) reproduces:"
+        )
         for violation in shortest.violations:
             print(f"  VIOLATION {violation}")
-        print(json.dumps(shortest.trace, ensure_ascii=False, indent=1))
+        if shortest is not result:
+            print(f"  logs kept in {shortest.logs}")
+        _print_trace(shortest.trace)
         print(
             f"replay: save the trace as trace.json; python -m tests.chaos --seed {seed} "
             f"--replay trace.json{' --pg' if pg_url else ''}",

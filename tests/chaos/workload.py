@@ -2,10 +2,12 @@
 a seed, and run against a ``Cluster``.
 
 A trace is a list of steps (plain dicts, printable and replayable). Steps name people and cards
-by slot (``P3``, ``C5``), not by id, so any sub-list of a trace runs again: a step whose card was
-never made is skipped. Steps are drawn one at a time from ``random.Random(seed)`` and the
-driver's view of the suite (which cards it made, what it last saw of them), so the same seed on
-the same build draws the same trace as long as the services answer the same."""
+by slot (``P3``, ``C5``), not by id, and carry their number in the drawn trace (``n``), from which
+their request ids come, so any sub-list of a trace runs again: a step whose card was never made
+is skipped, and a retried top-up still names its first sending. Steps are drawn one at a time
+from ``random.Random(seed)`` and the driver's view of the suite (which cards it made, what it
+last saw of them), so the same seed on the same build draws the same trace as long as the
+services answer the same."""
 
 from __future__ import annotations
 
@@ -374,10 +376,18 @@ class Driver:
 
     # Steps.
 
-    def run(self, step: Step, index: int) -> None:
+    def run(self, step: Step) -> bool:
+        """Runs the step, unless what it needs was never made (a replayed trace may lack the
+        person, the card or the top-up to resend): whether it ran."""
         people = [step["person"]] if "person" in step else step.get("people", [])
-        if all(p in self.world.people for p in people):  # a replayed trace may lack them
-            getattr(self, "_" + step["op"])(step, f"s{index}")
+        if not all(p in self.world.people for p in people):
+            return False
+        if "card" in step and self._card_of(step) is None:
+            return False
+        if step["op"] == "top_up_retry" and step["request_id"] not in self.world.unsure_topups:
+            return False
+        getattr(self, "_" + step["op"])(step, f"s{step['n']}")
+        return True
 
     def _card_of(self, step: Step) -> Slot | None:
         slot = self.world.cards.get(step.get("card", ""))
@@ -746,9 +756,8 @@ class Driver:
             self._send_top_up(rid, slot.card_id, step["yuan"] * 100, 1 + step["resend"])
 
     def _top_up_retry(self, step: Step, rid: str) -> None:
-        unsure = self.world.unsure_topups.get(step["request_id"])
-        if unsure:
-            self._send_top_up(step["request_id"], *unsure, times=1)
+        request_id = step["request_id"]
+        self._send_top_up(request_id, *self.world.unsure_topups[request_id], times=1)
 
     def _refund(self, step: Step, rid: str) -> None:
         if slot := self._card_of(step):
@@ -820,9 +829,7 @@ class Driver:
 
     def _kill(self, step: Step, rid: str) -> None:
         self.cluster.kill(step["service"], step["replica"])
-        self.world.down[f"{step['service']}/{step['replica']}"] = (
-            int(rid[1:]) + 1 + step["back_after"]
-        )
+        self.world.down[f"{step['service']}/{step['replica']}"] = step["n"] + 1 + step["back_after"]
 
     def _restart(self, step: Step, rid: str) -> None:
         self.world.down.pop(f"{step['service']}/{step['replica']}", None)
@@ -837,7 +844,7 @@ class Driver:
 
     def _proxy(self, step: Step, rid: str) -> None:
         self.cluster.proxies[step["service"]].set(step["mode"], step["delay"])
-        self.world.slow[step["service"]] = int(rid[1:]) + 1 + step["heal_after"]
+        self.world.slow[step["service"]] = step["n"] + 1 + step["heal_after"]
 
     def _heal(self, step: Step, rid: str) -> None:
         self.world.slow.pop(step["service"], None)
