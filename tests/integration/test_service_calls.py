@@ -77,7 +77,11 @@ def test_any_other_refusal_comes_back_as_the_callee_said_it(
     answering: tuple[list[DomainError], grpc.Channel],
 ) -> None:
     errors, channel = answering
-    errors.append(DomainError("REQUEST_TOO_LARGE", "too large", kind=Kind.EXHAUSTED))
+    errors.append(
+        DomainError(
+            "IMPORT_TOO_LARGE", "an import carries at most 200000 records", kind=Kind.EXHAUSTED
+        )
+    )
     with pytest.raises(DomainError) as raised:
         _call(channel)
-    assert (raised.value.reason, raised.value.kind) == ("REQUEST_TOO_LARGE", Kind.EXHAUSTED)
+    assert (raised.value.reason, raised.value.kind) == ("IMPORT_TOO_LARGE", Kind.EXHAUSTED)
