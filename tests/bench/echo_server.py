@@ -26,6 +26,7 @@ from services.platform import config as settings
 from services.platform import migrations
 from services.platform.auth import current_caller
 from services.platform.db import Database, make_engine
+from services.platform.protoconv import enum_value
 from services.platform.server import ServiceDeps, serve
 from services.transit.main import SERVICE_NAME
 from sscard.common.v1 import common_pb2
@@ -43,7 +44,7 @@ class EchoTransit(transit_pb2_grpc.TransitServiceServicer):
             amount_fen=request.amount_fen,
             balance_after_fen=request.amount_fen,
             reference=request.request_id,
-            channel=caller.channel.value,
+            channel=enum_value(common_pb2.Channel, caller.channel.value),
             outlet_id=caller.outlet_id,
         )
 
