@@ -12,8 +12,10 @@ cards:
   by ``CardRepository.record_many`` with every transition and notice. Left out: the production
   deadline (A22), which the real path sets and cancels within days, so it leaves a CANCELLED
   timer row per card; the timers table here holds only what a benchmark puts there;
-- in transit, a first top-up of 1 yuan at a kiosk: the wallet row (open, 100 fen) and its
-  TOP_UP entry, as ``transit.service.top_up`` leaves them, inserted in bulk.
+- in transit, a first top-up of 1 yuan at a kiosk: the wallet row (open, 100 fen), its
+  TOP_UP entry and transit's view of the card (``card_status``: ACTIVE as the card service
+  answered, version 0 so any push of the card service replaces it), as ``TopUp`` leaves them,
+  inserted in bulk.
 
 The read paths (``GetCard``, ``QueryStatus``, ``TopUp``, the claims) find the same rows, the
 same indexes and the same encrypted columns as for a card that went through the whole suite;
@@ -40,7 +42,7 @@ from services.platform.db import Database
 from services.platform.documents import gb11643_check_char
 from services.platform.pii import PiiCipher
 from services.transit.domain.wallet import EntryKind, WalletStatus
-from services.transit.store import wallet_entries, wallets
+from services.transit.store import card_status, wallet_entries, wallets
 
 BANK = "ICBC"
 BRANCH = "ICBC-0101"
@@ -157,7 +159,9 @@ def _activated(card: rules.Card, now: dt.datetime) -> rules.Change:
 
 
 def load_wallets(db: Database, card_ids: Sequence[str], now: dt.datetime) -> None:
-    """Each card's first top-up of 1 yuan at a kiosk: its wallet and ledger entry."""
+    """Each card's first top-up of 1 yuan at a kiosk: its wallet and ledger entry, and
+    transit's view of the card as that first top-up leaves it (ACTIVE, as the card service
+    answered; its holder not yet known)."""
     for start in range(0, len(card_ids), CHUNK):
         chunk = card_ids[start : start + CHUNK]
         with db.writing() as session:
@@ -172,6 +176,13 @@ def load_wallets(db: Database, card_ids: Sequence[str], now: dt.datetime) -> Non
                         created_at=now,
                         updated_at=now,
                     )
+                    for card_id in chunk
+                ],
+            )
+            session.execute(
+                card_status.insert(),
+                [
+                    dict(card_id=card_id, status="ACTIVE", version=0, recorded_at=now)
                     for card_id in chunk
                 ],
             )
