@@ -75,7 +75,9 @@ def _drop_runnable(url: str) -> None:
     next does no background work for them (each would fail on the absent identity service and
     be retried) and every size's claims meet exactly ``--running`` of each."""
     with databases.opened(url) as db, db.writing() as session:
-        session.execute(text("DELETE FROM sagas WHERE state IN ('RUNNING', 'COMPENSATING')"))
+        runnable = "SELECT saga_id FROM sagas WHERE state IN ('RUNNING', 'COMPENSATING')"
+        session.execute(text(f"DELETE FROM saga_events WHERE saga_id IN ({runnable})"))
+        session.execute(text(f"DELETE FROM sagas WHERE saga_id IN ({runnable})"))
         session.execute(text("DELETE FROM timers WHERE state = 'PENDING'"))
 
 
