@@ -174,12 +174,17 @@ class ClientTls:
 
     def __init__(self, files: TlsFiles) -> None:
         self._following = _Following(files)
+        self._lock = threading.Lock()
         self._current = _client_side(self._following.material)
 
     def current(self) -> ClientSide:
-        if self._following.renewed():
-            self._current = _client_side(self._following.material)
-        return self._current
+        # One lock from the look at the files to the new side: a call that asks while another
+        # builds the renewed side waits for it, rather than taking the side before and making
+        # a channel swap back to it.
+        with self._lock:
+            if self._following.renewed():
+                self._current = _client_side(self._following.material)
+            return self._current
 
     @property
     def credentials(self) -> grpc.ChannelCredentials:
