@@ -139,23 +139,20 @@ def main() -> int:
             time.sleep(0.1)
         raise SystemExit("the suite did not move on; is `make run` still running?")
 
+    def feed(batch_id: str, **facts: Any) -> None:
+        """The HR data feed sends the person's record (with ``facts`` it reports now)."""
+        record = identity_pb2.PersonRecord(
+            document=document,
+            name=name,
+            insured_in_beijing=True,
+            source=identity_pb2.RECORD_SOURCE_HR,
+            **facts,
+        )
+        request = identity_pb2.ImportPersonsRequest(batch_id=batch_id, records=[record])
+        identity.ImportPersons(slices(request), metadata=credential("hr-feed"))
+
     say("The HR data feed registers a person", f"{name}, resident ID {document.number[:6]}****")
-    identity.ImportPersons(
-        slices(
-            identity_pb2.ImportPersonsRequest(
-                batch_id=f"demo-{run}",
-                records=[
-                    identity_pb2.PersonRecord(
-                        document=document,
-                        name=name,
-                        insured_in_beijing=True,
-                        source=identity_pb2.RECORD_SOURCE_HR,
-                    )
-                ],
-            )
-        ),
-        metadata=credential("hr-feed"),
-    )
+    feed(f"demo-{run}")
     bank.UpsertBranch(
         bank_pb2.UpsertBranchRequest(
             request_id=f"demo-branch-{BRANCH}",
@@ -333,23 +330,7 @@ def main() -> int:
     )
     today = dt.date.today()
     settled = Date(year=today.year, month=today.month, day=today.day)
-    identity.ImportPersons(
-        slices(
-            identity_pb2.ImportPersonsRequest(
-                batch_id=f"demo-settled-{run}",
-                records=[
-                    identity_pb2.PersonRecord(
-                        document=document,
-                        name=name,
-                        insured_in_beijing=True,
-                        source=identity_pb2.RECORD_SOURCE_HR,
-                        business_settled_on=settled,
-                    )
-                ],
-            )
-        ),
-        metadata=credential("hr-feed"),
-    )
+    feed(f"demo-settled-{run}", business_settled_on=settled)
     say("HR reports the person's social security business settled", "the card may be cancelled")
     card.CancelCard(
         card_pb2.CancelCardRequest(
